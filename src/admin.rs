@@ -1,0 +1,144 @@
+//! Registering servers, root paths and users: the checks shared by the CLI and the admin API.
+
+use crate::auth;
+use crate::datastore::{Datastore, NewServer};
+use crate::error::{Error, Result};
+use crate::model::{DeletePolicy, RootPath, Server, ServerId, User};
+use crate::spec::{ClientSpec, RootDir};
+
+/// A host name or IP address that is safe to pass to ssh as a host argument.
+fn check_host(field: &str, host: &str) -> Result<()> {
+    let spec = ClientSpec::parse(host).map_err(|e| Error::invalid(field, e.0))?;
+    match spec.kind() {
+        "host" | "ipv4" | "ipv6" => Ok(()),
+        other => Err(Error::invalid(
+            field,
+            format!("must be a host name or an IP address, not a {other} pattern"),
+        )),
+    }
+}
+
+/// `type base64` of an OpenSSH public host key (comment dropped).
+pub fn normalize_host_key(key: &str) -> Result<String> {
+    let mut parts = key.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err(Error::invalid(
+            "host_key",
+            "expected an OpenSSH public key line such as 'ssh-ed25519 AAAA...' (see /etc/ssh/ssh_host_ed25519_key.pub on the server)",
+        ));
+    };
+    const KINDS: [&str; 6] = [
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+        "sk-ssh-ed25519@openssh.com",
+    ];
+    if !KINDS.contains(&kind) {
+        return Err(Error::invalid(
+            "host_key",
+            format!(
+                "unsupported host key type {kind:?}; expected one of {}",
+                KINDS.join(", ")
+            ),
+        ));
+    }
+    let b64 = blob
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"+/=".contains(&b));
+    if !b64 || blob.len() < 16 {
+        return Err(Error::invalid("host_key", "the key data is not base64"));
+    }
+    Ok(format!("{kind} {blob}"))
+}
+
+pub async fn add_server(db: &Datastore, mut s: NewServer) -> Result<Server> {
+    let name_ok = !s.name.is_empty()
+        && s.name.len() <= 63
+        && s.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.name.as_bytes()[0].is_ascii_alphanumeric();
+    if !name_ok {
+        return Err(Error::invalid(
+            "name",
+            "use 1-63 lowercase letters, digits or '-', starting with a letter or digit",
+        ));
+    }
+    check_host("ssh_host", &s.ssh_host)?;
+    if s.nfs_address.is_empty() {
+        s.nfs_address = s.ssh_host.clone();
+    }
+    check_host("nfs_address", &s.nfs_address)?;
+    if s.ssh_port == 0 {
+        return Err(Error::invalid("ssh_port", "must be 1-65535"));
+    }
+    let user_ok = !s.ssh_user.is_empty()
+        && s.ssh_user.len() <= 32
+        && s.ssh_user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-".contains(&b))
+        && !s.ssh_user.starts_with('-');
+    if !user_ok {
+        return Err(Error::invalid("ssh_user", "not a valid Unix user name"));
+    }
+    if !s.ssh_key.starts_with('/') || s.ssh_key.contains('\0') {
+        return Err(Error::invalid(
+            "ssh_key",
+            "give the absolute path of the private key nfsprov logs in with",
+        ));
+    }
+    s.host_key = normalize_host_key(&s.host_key)?;
+    db.create_server(&s).await
+}
+
+/// Find a server by name, or by id when `server` is a number.
+pub async fn find_server(db: &Datastore, server: &str) -> Result<Server> {
+    let found = match server.parse::<i64>() {
+        Ok(id) => db.server(ServerId(id)).await,
+        Err(_) => db.server_by_name(server).await,
+    };
+    found.map_err(|e| match e {
+        Error::NotFound(what) => Error::invalid("server", format!("{what} does not exist")),
+        other => other,
+    })
+}
+
+pub async fn add_root_path(
+    db: &Datastore,
+    server: &str,
+    path: &str,
+    capacity_gb: i64,
+    policy: DeletePolicy,
+) -> Result<RootPath> {
+    let server = find_server(db, server).await?;
+    let path = RootDir::parse(path).map_err(|e| Error::invalid("path", e.0))?;
+    db.create_root_path(server.id, &path, capacity_gb, policy)
+        .await
+}
+
+pub fn checked_password_hash(password: &str) -> Result<String> {
+    if password.len() < 8 || password.len() > 1024 {
+        return Err(Error::invalid(
+            "password",
+            "use at least 8 and at most 1024 characters",
+        ));
+    }
+    Ok(auth::hash_password(password)?)
+}
+
+pub async fn add_user(
+    db: &Datastore,
+    username: &str,
+    password: &str,
+    is_admin: bool,
+    quota_gb: i64,
+) -> Result<User> {
+    auth::check_username(username)?;
+    if quota_gb < 0 {
+        return Err(Error::invalid("quota_gb", "quota cannot be negative"));
+    }
+    let hash = checked_password_hash(password)?;
+    db.create_user(username, &hash, is_admin, quota_gb).await
+}

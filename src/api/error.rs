@@ -1,0 +1,114 @@
+//! The one place errors become HTTP responses, in each API's own shape.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+fn status(e: &Error) -> StatusCode {
+    match e {
+        Error::Invalid { .. } => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => StatusCode::CONFLICT,
+        Error::Locked(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::Conflict { .. } => StatusCode::CONFLICT,
+        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn code(e: &Error) -> &'static str {
+    match e {
+        Error::Invalid { .. } => "invalid",
+        Error::NotFound(_) => "not_found",
+        Error::QuotaExceeded { .. } => "quota_exceeded",
+        Error::CapacityExceeded { .. } => "capacity_exceeded",
+        Error::Locked(_) => "locked",
+        Error::Forbidden(_) => "forbidden",
+        Error::Conflict { .. } => "conflict",
+        Error::Unauthenticated(_) => "unauthenticated",
+        Error::Internal(_) => "internal",
+    }
+}
+
+fn field(e: &Error) -> Option<&str> {
+    match e {
+        Error::Invalid { field, .. } => Some(field),
+        Error::Conflict { field, .. } => field.as_deref(),
+        Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => Some("size_gb"),
+        _ => None,
+    }
+}
+
+fn message(e: &Error) -> String {
+    match e {
+        Error::Invalid { message, .. } => message.clone(),
+        Error::Internal(err) => {
+            tracing::error!("internal error: {err:#}");
+            "internal error; the server log has the details".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn with_challenge(mut resp: Response, e: &Error) -> Response {
+    if matches!(e, Error::Unauthenticated(_)) {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"api\""),
+        );
+    }
+    resp
+}
+
+/// Native API errors: `{"error": {"code", "message", "field"}}`.
+#[derive(Debug)]
+pub struct NativeError(pub Error);
+
+impl<E: Into<Error>> From<E> for NativeError {
+    fn from(e: E) -> Self {
+        NativeError(e.into())
+    }
+}
+
+impl IntoResponse for NativeError {
+    fn into_response(self) -> Response {
+        let e = &self.0;
+        let body = json!({"error": {"code": code(e), "message": message(e), "field": field(e)}});
+        with_challenge((status(e), Json(body)).into_response(), e)
+    }
+}
+
+/// hootie (Django REST framework) errors: field errors `{"field": ["message"]}`, others
+/// `{"detail": "message"}`. Quota and capacity are field errors on `size_GB`.
+#[derive(Debug)]
+pub struct HootieError(pub Error);
+
+impl<E: Into<Error>> From<E> for HootieError {
+    fn from(e: E) -> Self {
+        HootieError(e.into())
+    }
+}
+
+impl IntoResponse for HootieError {
+    fn into_response(self) -> Response {
+        let e = &self.0;
+        let (status, body) = match e {
+            Error::Invalid { field, message } => {
+                (StatusCode::BAD_REQUEST, json!({ field.clone(): [message] }))
+            }
+            Error::QuotaExceeded { message } | Error::CapacityExceeded { message } => {
+                (StatusCode::BAD_REQUEST, json!({"size_GB": [message]}))
+            }
+            Error::Conflict { field, message } => {
+                let f = field.clone().unwrap_or_else(|| "non_field_errors".into());
+                (StatusCode::BAD_REQUEST, json!({ f: [message] }))
+            }
+            Error::NotFound(_) => (StatusCode::NOT_FOUND, json!({"detail": "Not found."})),
+            other => (status(other), json!({"detail": message(other)})),
+        };
+        with_challenge((status, Json(body)).into_response(), e)
+    }
+}

@@ -1,0 +1,214 @@
+//! hootie's API, `/api/v1.0/`, kept as its README shows it so existing scripts run unchanged.
+//! Differences are deliberate improvements: quota and capacity failures are a 400 naming the
+//! limit (hootie answered 500), and input is validated before anything is recorded.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::{AppState, HootieError, hosts_string};
+use crate::datastore::{Created, NewVolume};
+use crate::error::Error;
+use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
+use crate::spec::{self, DirMode, ExportOptions, SubPath};
+
+type HResult<T> = Result<T, HootieError>;
+
+/// hootie waited this long for its worker before answering a create.
+const CREATE_WAIT: Duration = Duration::from_secs(5);
+const DEFAULT_OPTIONS: &str = "rw,sync";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1.0/rootpaths/", get(rootpaths))
+        .route("/api/v1.0/rootpaths", get(rootpaths))
+        .route("/api/v1.0/volumes/", get(list).post(create))
+        .route("/api/v1.0/volumes", get(list).post(create))
+        .route("/api/v1.0/volumes/{pk}/", get(show).delete(remove))
+        .route("/api/v1.0/volumes/{pk}", get(show).delete(remove))
+}
+
+async fn rootpaths(State(st): State<AppState>) -> HResult<Json<Value>> {
+    let rps = st.db().root_paths().await?;
+    Ok(Json(Value::Array(
+        rps.iter()
+            .map(
+                |rp| json!({"pk": rp.id, "server_path": format!("{}:{}", rp.nfs_address, rp.path)}),
+            )
+            .collect(),
+    )))
+}
+
+fn volume_json(v: &Volume) -> Value {
+    json!({
+        "allowed_hosts": hosts_string(v),
+        "fileserver": v.nfs_address,
+        "fullpath": v.full_path(),
+        "options": v.clients.first().map(|c| c.options.to_string()).unwrap_or_default(),
+        "owner": v.owner,
+        "pk": v.id,
+        "root_path": v.root_path_id,
+        "size_GB": v.size_gb,
+        "sub_path": v.sub_path.as_str(),
+    })
+}
+
+async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Json<Value>> {
+    let user = st.user(&headers).await?;
+    let vols = st.db().volumes_for(&user, false).await?;
+    Ok(Json(Value::Array(vols.iter().map(volume_json).collect())))
+}
+
+fn parse_pk(pk: &str) -> Result<VolumeId, Error> {
+    pk.parse::<i64>()
+        .map(VolumeId)
+        .map_err(|_| Error::NotFound(format!("volume {pk:?}")))
+}
+
+async fn show(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(pk): Path<String>,
+) -> HResult<Json<Value>> {
+    let user = st.user(&headers).await?;
+    let v = st.db().volume_for(parse_pk(&pk)?, &user).await?;
+    if v.state == VolumeState::Deleted {
+        return Err(Error::NotFound(format!("volume {pk}")).into());
+    }
+    Ok(Json(volume_json(&v)))
+}
+
+async fn remove(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(pk): Path<String>,
+) -> HResult<StatusCode> {
+    let user = st.user(&headers).await?;
+    let v = st.db().delete_volume(parse_pk(&pk)?, &user).await?;
+    st.hub.poke(v.server_id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The request body as a JSON object; DRF also accepts form posts, so do we.
+fn body_fields(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Error> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ctype.starts_with("application/x-www-form-urlencoded") {
+        let form: HashMap<String, String> = serde_urlencoded::from_bytes(body)
+            .map_err(|e| Error::invalid("detail", format!("form parse error - {e}")))?;
+        return Ok(form
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Error::invalid(
+            "non_field_errors",
+            "Invalid data. Expected a dictionary.",
+        )),
+        Err(e) => Err(Error::invalid("detail", format!("JSON parse error - {e}"))),
+    }
+}
+
+fn int_field(m: &Map<String, Value>, name: &str) -> Result<Option<i64>, Error> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+        Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() => Ok(s.trim().parse().ok()),
+        Some(_) => Err(Error::invalid(name, "A valid integer is required.")),
+    }
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Error> {
+    match m.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Error::invalid(name, "Not a valid string.")),
+    }
+}
+
+fn required<T>(v: Option<T>, name: &str) -> Result<T, Error> {
+    v.ok_or_else(|| Error::invalid(name, "This field is required."))
+}
+
+fn field_err(name: &str) -> impl Fn(spec::SpecError) -> Error + '_ {
+    move |e| Error::invalid(name, e.0)
+}
+
+async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> HResult<Response> {
+    let user = st.user(&headers).await?;
+    let m = body_fields(&headers, &body)?;
+    let root_path = required(int_field(&m, "root_path")?, "root_path")?;
+    let sub_path = SubPath::parse(required(str_field(&m, "sub_path")?, "sub_path")?)
+        .map_err(field_err("sub_path"))?;
+    let size_gb = required(int_field(&m, "size_GB")?, "size_GB")?;
+    if size_gb < 1 {
+        return Err(Error::invalid(
+            "size_GB",
+            "Ensure this value is greater than or equal to 1.",
+        )
+        .into());
+    }
+    let options = str_field(&m, "options")?.unwrap_or(DEFAULT_OPTIONS);
+    let options = ExportOptions::parse(options).map_err(field_err("options"))?;
+    let hosts = str_field(&m, "allowed_hosts")?.unwrap_or("*");
+    let hosts = spec::parse_client_list(hosts).map_err(field_err("allowed_hosts"))?;
+    let nv = NewVolume {
+        owner: user.id,
+        root_path: crate::model::RootPathId(root_path),
+        sub_path,
+        size_gb,
+        clients: hosts
+            .into_iter()
+            .map(|host| ClientRule {
+                host,
+                options: options.clone(),
+            })
+            .collect(),
+        mode: DirMode::default(),
+        uid: 0,
+        gid: 0,
+        idempotency_key: None,
+        request_hash: None,
+    };
+    let v = match st.db().create_volume(&nv).await? {
+        Created::New(v) | Created::Replayed(v) => v,
+    };
+    st.hub.poke(v.server_id);
+    let v = st.wait_settled(v.id, CREATE_WAIT).await?;
+    Ok(match v.state {
+        VolumeState::Available => (
+            StatusCode::CREATED,
+            Json(json!({"error": "None", "pk": v.id})),
+        )
+            .into_response(),
+        VolumeState::Error => (
+            StatusCode::BAD_GATEWAY,
+            Json(json!({"error": v.last_error.unwrap_or_default(), "pk": v.id})),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "error": "None",
+                "pk": v.id,
+                "detail": format!(
+                    "recorded; not yet applied on the server after {}s: {}",
+                    CREATE_WAIT.as_secs(),
+                    v.last_error.unwrap_or_else(|| "still in progress".into())
+                )
+            })),
+        )
+            .into_response(),
+    })
+}

@@ -1,0 +1,491 @@
+//! The native API, `/api/v1/`: typed volumes with a lifecycle state, per-client options,
+//! `?wait=true`, `Idempotency-Key`, and admin endpoints for servers, root paths and users.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{AppState, NativeError};
+use crate::datastore::{Created, NewServer, NewVolume, UserChange};
+use crate::error::Error;
+use crate::model::*;
+use crate::spec::{self, DirMode, ExportOptions, SubPath};
+
+type NResult<T> = Result<T, NativeError>;
+
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/volumes", get(list_volumes).post(create_volume))
+        .route(
+            "/api/v1/volumes/{id}",
+            get(show_volume).patch(patch_volume).delete(delete_volume),
+        )
+        .route(
+            "/api/v1/rootpaths",
+            get(list_root_paths).post(create_root_path),
+        )
+        .route("/api/v1/servers", get(list_servers).post(create_server))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/users/{username}", patch(patch_user))
+        .route(
+            "/api/v1/health",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
+}
+
+/// Deserialize a JSON body; a type error names the field it is in.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." {
+            "body".to_string()
+        } else {
+            path
+        };
+        Error::invalid(field, e.inner().to_string())
+    })
+}
+
+fn field_err(name: &str) -> impl Fn(spec::SpecError) -> Error + '_ {
+    move |e| Error::invalid(name, e.0)
+}
+
+#[derive(Deserialize, Default)]
+struct WaitQuery {
+    #[serde(default)]
+    wait: Option<bool>,
+    #[serde(default)]
+    timeout: Option<u64>,
+    #[serde(default)]
+    include_deleted: Option<bool>,
+}
+
+impl WaitQuery {
+    fn timeout(&self) -> Duration {
+        self.timeout
+            .map(Duration::from_secs)
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT)
+    }
+}
+
+fn volume_json(v: &Volume) -> Value {
+    json!({
+        "id": v.id,
+        "owner": v.owner,
+        "root_path_id": v.root_path_id,
+        "server_id": v.server_id,
+        "nfs_address": v.nfs_address,
+        "path": v.full_path(),
+        "sub_path": v.sub_path.as_str(),
+        "size_gb": v.size_gb,
+        "clients": v.clients.iter().map(ClientRule::to_doc).collect::<Vec<_>>(),
+        "mode": v.mode.as_octal_string(),
+        "uid": v.uid,
+        "gid": v.gid,
+        "state": v.state,
+        "last_error": v.last_error,
+        "created_at": v.created_at,
+        "updated_at": v.updated_at,
+    })
+}
+
+/// Options as `"rw,sync"` or `["rw", "sync"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OptionsIn {
+    Text(String),
+    List(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClientIn {
+    host: String,
+    #[serde(default)]
+    options: Option<OptionsIn>,
+}
+
+fn parse_clients(clients: &[ClientIn]) -> Result<Vec<ClientRule>, Error> {
+    if clients.is_empty() {
+        return Err(Error::invalid("clients", "list at least one client"));
+    }
+    if clients.len() > 64 {
+        return Err(Error::invalid("clients", "at most 64 clients per volume"));
+    }
+    let mut out: Vec<ClientRule> = Vec::with_capacity(clients.len());
+    for (i, c) in clients.iter().enumerate() {
+        let host = ClientSpec::parse(&c.host).map_err(field_err(&format!("clients[{i}].host")))?;
+        let opt_field = format!("clients[{i}].options");
+        let options = match &c.options {
+            None => ExportOptions::parse("rw"),
+            Some(OptionsIn::Text(s)) => ExportOptions::parse(s),
+            Some(OptionsIn::List(l)) => ExportOptions::from_list(l),
+        }
+        .map_err(field_err(&opt_field))?;
+        if out.iter().any(|o| o.host == host) {
+            return Err(Error::invalid(
+                format!("clients[{i}].host"),
+                format!("{host} is listed twice"),
+            ));
+        }
+        out.push(ClientRule { host, options });
+    }
+    Ok(out)
+}
+
+use crate::spec::ClientSpec;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateVolumeIn {
+    root_path_id: i64,
+    sub_path: String,
+    size_gb: i64,
+    clients: Vec<ClientIn>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    uid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+}
+
+async fn create_volume(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<WaitQuery>,
+    body: Bytes,
+) -> NResult<Response> {
+    let user = st.user(&headers).await?;
+    let req: CreateVolumeIn = parse_body(&body)?;
+    let sub_path = SubPath::parse(&req.sub_path).map_err(field_err("sub_path"))?;
+    if req.size_gb < 1 {
+        return Err(Error::invalid("size_gb", "size must be at least 1 GB").into());
+    }
+    let clients = parse_clients(&req.clients)?;
+    let mode = match &req.mode {
+        Some(m) => DirMode::parse(m).map_err(field_err("mode"))?,
+        None => DirMode::default(),
+    };
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    Error::invalid("Idempotency-Key", "must be 1-255 visible ASCII characters")
+                })?;
+            Some(k.to_string())
+        }
+    };
+    let request_hash = key.as_ref().map(|_| hex::encode(Sha256::digest(&body)));
+    let nv = NewVolume {
+        owner: user.id,
+        root_path: RootPathId(req.root_path_id),
+        sub_path,
+        size_gb: req.size_gb,
+        clients,
+        mode,
+        uid: req.uid.unwrap_or(0),
+        gid: req.gid.unwrap_or(0),
+        idempotency_key: key,
+        request_hash,
+    };
+    let (v, replayed) = match st.db().create_volume(&nv).await.map_err(|e| match e {
+        Error::Invalid { field, message } if field == "root_path" => {
+            Error::invalid("root_path_id", message)
+        }
+        other => other,
+    })? {
+        Created::New(v) => (v, false),
+        Created::Replayed(v) => (v, true),
+    };
+    if !replayed {
+        st.hub.poke(v.server_id);
+    }
+    respond_after_wait(
+        &st,
+        v,
+        &q,
+        if replayed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+    )
+    .await
+}
+
+/// 202 with the volume as recorded, or with `?wait=true` its settled state: `done` status
+/// when applied, 502 with the server's message when the server refused it.
+async fn respond_after_wait(
+    st: &AppState,
+    v: Volume,
+    q: &WaitQuery,
+    done: StatusCode,
+) -> NResult<Response> {
+    if !q.wait.unwrap_or(false) {
+        let status = if v.state.is_settled() {
+            done
+        } else {
+            StatusCode::ACCEPTED
+        };
+        return Ok((status, Json(volume_json(&v))).into_response());
+    }
+    let v = st.wait_settled(v.id, q.timeout()).await?;
+    let status = match v.state {
+        VolumeState::Available | VolumeState::Deleted => done,
+        VolumeState::Error => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(volume_json(&v))).into_response())
+}
+
+fn parse_id(id: &str) -> Result<VolumeId, Error> {
+    id.parse::<i64>()
+        .map(VolumeId)
+        .map_err(|_| Error::NotFound(format!("volume {id:?}")))
+}
+
+async fn list_volumes(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<WaitQuery>,
+) -> NResult<Json<Value>> {
+    let user = st.user(&headers).await?;
+    let vols = st
+        .db()
+        .volumes_for(&user, q.include_deleted.unwrap_or(false))
+        .await?;
+    Ok(Json(Value::Array(vols.iter().map(volume_json).collect())))
+}
+
+async fn show_volume(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> NResult<Json<Value>> {
+    let user = st.user(&headers).await?;
+    let v = st.db().volume_for(parse_id(&id)?, &user).await?;
+    Ok(Json(volume_json(&v)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchVolumeIn {
+    clients: Vec<ClientIn>,
+}
+
+async fn patch_volume(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+    body: Bytes,
+) -> NResult<Response> {
+    let user = st.user(&headers).await?;
+    let id = parse_id(&id)?;
+    let req: PatchVolumeIn = parse_body(&body)?;
+    let clients = parse_clients(&req.clients)?;
+    let v = st.db().update_volume_clients(id, &user, &clients).await?;
+    st.hub.poke(v.server_id);
+    respond_after_wait(&st, v, &q, StatusCode::OK).await
+}
+
+async fn delete_volume(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
+) -> NResult<Response> {
+    let user = st.user(&headers).await?;
+    let v = st.db().delete_volume(parse_id(&id)?, &user).await?;
+    st.hub.poke(v.server_id);
+    respond_after_wait(&st, v, &q, StatusCode::OK).await
+}
+
+// ---- admin ---------------------------------------------------------------------------------
+
+fn root_path_json(rp: &RootPath) -> Value {
+    json!({
+        "id": rp.id,
+        "server_id": rp.server_id,
+        "server": rp.server_name,
+        "nfs_address": rp.nfs_address,
+        "path": rp.path.as_str(),
+        "capacity_gb": rp.capacity_gb,
+        "allocated_gb": rp.allocated_gb,
+        "free_gb": rp.capacity_gb - rp.allocated_gb,
+        "delete_policy": rp.delete_policy,
+    })
+}
+
+async fn list_root_paths(State(st): State<AppState>, headers: HeaderMap) -> NResult<Json<Value>> {
+    st.user(&headers).await?;
+    let rps = st.db().root_paths().await?;
+    Ok(Json(Value::Array(rps.iter().map(root_path_json).collect())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateRootPathIn {
+    server: String,
+    path: String,
+    capacity_gb: i64,
+    #[serde(default)]
+    delete_policy: Option<DeletePolicy>,
+}
+
+async fn create_root_path(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> NResult<Response> {
+    st.admin(&headers).await?;
+    let req: CreateRootPathIn = parse_body(&body)?;
+    let rp = crate::admin::add_root_path(
+        st.db(),
+        &req.server,
+        &req.path,
+        req.capacity_gb,
+        req.delete_policy.unwrap_or_default(),
+    )
+    .await?;
+    st.hub.poke(rp.server_id);
+    Ok((StatusCode::CREATED, Json(root_path_json(&rp))).into_response())
+}
+
+pub fn server_json(s: &Server) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "ssh_host": s.ssh_host,
+        "ssh_port": s.ssh_port,
+        "ssh_user": s.ssh_user,
+        "host_key": s.host_key,
+        "nfs_address": s.nfs_address,
+        "status": s.status,
+        "status_message": s.status_message,
+        "last_reconciled_at": s.last_reconciled_at,
+    })
+}
+
+async fn list_servers(State(st): State<AppState>, headers: HeaderMap) -> NResult<Json<Value>> {
+    st.admin(&headers).await?;
+    let servers = st.db().servers().await?;
+    Ok(Json(Value::Array(
+        servers.iter().map(server_json).collect(),
+    )))
+}
+
+async fn create_server(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> NResult<Response> {
+    st.admin(&headers).await?;
+    let req: NewServer = parse_body(&body)?;
+    let s = crate::admin::add_server(st.db(), req).await?;
+    st.hub.ensure(s.id);
+    Ok((StatusCode::CREATED, Json(server_json(&s))).into_response())
+}
+
+fn user_json(u: &User) -> Value {
+    json!({
+        "username": u.username,
+        "is_admin": u.is_admin,
+        "quota_gb": u.quota_gb,
+        "used_gb": u.used_gb,
+        "locked": u.locked,
+    })
+}
+
+async fn list_users(State(st): State<AppState>, headers: HeaderMap) -> NResult<Json<Value>> {
+    st.admin(&headers).await?;
+    let users = st.db().users().await?;
+    Ok(Json(Value::Array(users.iter().map(user_json).collect())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUserIn {
+    username: String,
+    password: String,
+    #[serde(default)]
+    quota_gb: i64,
+    #[serde(default)]
+    is_admin: bool,
+}
+
+async fn create_user(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> NResult<Response> {
+    st.admin(&headers).await?;
+    let req: CreateUserIn = parse_body(&body)?;
+    let u = crate::admin::add_user(
+        st.db(),
+        &req.username,
+        &req.password,
+        req.is_admin,
+        req.quota_gb,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(user_json(&u))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchUserIn {
+    #[serde(default)]
+    quota_gb: Option<i64>,
+    #[serde(default)]
+    locked: Option<bool>,
+    #[serde(default)]
+    is_admin: Option<bool>,
+    #[serde(default)]
+    password: Option<String>,
+}
+
+async fn patch_user(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(username): Path<String>,
+    body: Bytes,
+) -> NResult<Json<Value>> {
+    st.admin(&headers).await?;
+    let req: PatchUserIn = parse_body(&body)?;
+    let password_hash = match &req.password {
+        Some(p) => Some(crate::admin::checked_password_hash(p)?),
+        None => None,
+    };
+    let u = st
+        .db()
+        .update_user(
+            &username,
+            &UserChange {
+                quota_gb: req.quota_gb,
+                locked: req.locked,
+                is_admin: req.is_admin,
+                password_hash,
+            },
+        )
+        .await?;
+    Ok(Json(user_json(&u)))
+}

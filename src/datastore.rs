@@ -1,0 +1,836 @@
+//! The datastore: every SQL query nfsprov runs lives here. The database holds desired state;
+//! reconcilers read it and record what the servers confirmed.
+//!
+//! Invariant: `users.used_gb` and `root_paths.allocated_gb` equal the sum of `size_gb` of the
+//! owner's / root path's volumes that are not `deleting` or `deleted`. They change only inside
+//! the write transaction that records a create or a delete, so concurrent requests can never
+//! overcommit (no check-then-act outside a transaction).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::spec::{DirMode, RootDir, SubPath};
+
+#[derive(Clone)]
+pub struct Datastore {
+    pool: SqlitePool,
+}
+
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// A validated request to create a volume.
+#[derive(Debug, Clone)]
+pub struct NewVolume {
+    pub owner: UserId,
+    pub root_path: RootPathId,
+    pub sub_path: SubPath,
+    pub size_gb: i64,
+    pub clients: Vec<ClientRule>,
+    pub mode: DirMode,
+    pub uid: u32,
+    pub gid: u32,
+    pub idempotency_key: Option<String>,
+    /// Fingerprint of the request body, to tell a retry from a different request reusing a key.
+    pub request_hash: Option<String>,
+}
+
+pub enum Created {
+    New(Volume),
+    /// An earlier request with the same idempotency key created this volume.
+    Replayed(Volume),
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewServer {
+    pub name: String,
+    pub ssh_host: String,
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+    #[serde(default = "default_ssh_user")]
+    pub ssh_user: String,
+    pub ssh_key: String,
+    pub host_key: String,
+    /// Address clients mount from; defaults to `ssh_host`.
+    #[serde(default)]
+    pub nfs_address: String,
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+fn default_ssh_user() -> String {
+    "root".into()
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub quota_gb: Option<i64>,
+    pub locked: Option<bool>,
+    pub is_admin: Option<bool>,
+    pub password_hash: Option<String>,
+}
+
+const VOLUME_SELECT: &str = "SELECT v.id, v.owner_id, u.username, v.root_path_id, rp.path AS rp_path, \
+     rp.delete_policy, v.server_id, s.nfs_address, v.sub_path, v.size_gb, v.clients, \
+     v.applied_clients, v.mode, v.uid, v.gid, v.state, v.generation, v.failed_generation, \
+     v.last_error, v.created_at, v.updated_at \
+     FROM volumes v JOIN users u ON u.id = v.owner_id \
+     JOIN root_paths rp ON rp.id = v.root_path_id JOIN servers s ON s.id = v.server_id";
+
+fn volume_from_row(row: &SqliteRow) -> Result<Volume> {
+    let get_text = |c: &str| -> Result<String> { Ok(row.try_get::<String, _>(c)?) };
+    let applied: Option<String> = row.try_get("applied_clients")?;
+    let state = get_text("state")?;
+    Ok(Volume {
+        id: VolumeId(row.try_get("id")?),
+        owner_id: UserId(row.try_get("owner_id")?),
+        owner: get_text("username")?,
+        root_path_id: RootPathId(row.try_get("root_path_id")?),
+        root_path: RootDir::parse(&get_text("rp_path")?)
+            .map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
+        delete_policy: DeletePolicy::parse(&get_text("delete_policy")?).unwrap_or_default(),
+        server_id: ServerId(row.try_get("server_id")?),
+        nfs_address: get_text("nfs_address")?,
+        sub_path: SubPath::parse(&get_text("sub_path")?)
+            .map_err(|e| anyhow::anyhow!("stored sub path: {e}"))?,
+        size_gb: row.try_get("size_gb")?,
+        clients: clients_from_json(&get_text("clients")?)?,
+        applied_clients: applied.as_deref().map(clients_from_json).transpose()?,
+        mode: DirMode::parse(&get_text("mode")?)
+            .map_err(|e| anyhow::anyhow!("stored mode: {e}"))?,
+        uid: row.try_get::<i64, _>("uid")? as u32,
+        gid: row.try_get::<i64, _>("gid")? as u32,
+        state: VolumeState::parse(&state)
+            .ok_or_else(|| anyhow::anyhow!("stored volume state {state:?} is unknown"))?,
+        generation: row.try_get("generation")?,
+        failed_generation: row.try_get("failed_generation")?,
+        last_error: row.try_get("last_error")?,
+        created_at: parse_time(&get_text("created_at")?),
+        updated_at: parse_time(&get_text("updated_at")?),
+    })
+}
+
+fn server_from_row(row: &SqliteRow) -> Result<Server> {
+    Ok(Server {
+        id: ServerId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        ssh_host: row.try_get("ssh_host")?,
+        ssh_port: row.try_get::<i64, _>("ssh_port")? as u16,
+        ssh_user: row.try_get("ssh_user")?,
+        ssh_key: row.try_get("ssh_key")?,
+        host_key: row.try_get("host_key")?,
+        nfs_address: row.try_get("nfs_address")?,
+        status: row.try_get("status")?,
+        status_message: row.try_get("status_message")?,
+        last_reconciled_at: row.try_get("last_reconciled_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const ROOT_PATH_SELECT: &str = "SELECT rp.id, rp.server_id, s.name, s.nfs_address, rp.path, \
+     rp.capacity_gb, rp.allocated_gb, rp.delete_policy FROM root_paths rp \
+     JOIN servers s ON s.id = rp.server_id";
+
+fn root_path_from_row(row: &SqliteRow) -> Result<RootPath> {
+    let path: String = row.try_get("path")?;
+    let policy: String = row.try_get("delete_policy")?;
+    Ok(RootPath {
+        id: RootPathId(row.try_get("id")?),
+        server_id: ServerId(row.try_get("server_id")?),
+        server_name: row.try_get("name")?,
+        nfs_address: row.try_get("nfs_address")?,
+        path: RootDir::parse(&path).map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
+        capacity_gb: row.try_get("capacity_gb")?,
+        allocated_gb: row.try_get("allocated_gb")?,
+        delete_policy: DeletePolicy::parse(&policy).unwrap_or_default(),
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: UserId(row.try_get("id")?),
+        username: row.try_get("username")?,
+        password_hash: row.try_get("password_hash")?,
+        is_admin: row.try_get("is_admin")?,
+        quota_gb: row.try_get("quota_gb")?,
+        used_gb: row.try_get("used_gb")?,
+        locked: row.try_get("locked")?,
+    })
+}
+
+impl Datastore {
+    /// Open (creating if needed) the SQLite database at `path` and apply migrations.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("applying database migrations")?;
+        Ok(Datastore { pool })
+    }
+
+    // ---- servers -------------------------------------------------------------------------
+
+    pub async fn create_server(&self, s: &NewServer) -> Result<Server> {
+        let res = sqlx::query(
+            "INSERT INTO servers (name, ssh_host, ssh_port, ssh_user, ssh_key, host_key, nfs_address, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&s.name)
+        .bind(&s.ssh_host)
+        .bind(s.ssh_port as i64)
+        .bind(&s.ssh_user)
+        .bind(&s.ssh_key)
+        .bind(&s.host_key)
+        .bind(&s.nfs_address)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await;
+        match res {
+            Ok(row) => self.server(ServerId(row.try_get("id")?)).await,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
+                Some("name"),
+                format!("a server named {:?} already exists", s.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn server(&self, id: ServerId) -> Result<Server> {
+        let row = sqlx::query("SELECT * FROM servers WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("server {id}")))?;
+        server_from_row(&row)
+    }
+
+    pub async fn server_by_name(&self, name: &str) -> Result<Server> {
+        let row = sqlx::query("SELECT * FROM servers WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("server {name:?}")))?;
+        server_from_row(&row)
+    }
+
+    pub async fn servers(&self) -> Result<Vec<Server>> {
+        let rows = sqlx::query("SELECT * FROM servers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(server_from_row).collect()
+    }
+
+    pub async fn set_server_status(
+        &self,
+        id: ServerId,
+        status: &str,
+        message: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE servers SET status = ?, status_message = ?, last_reconciled_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(message)
+        .bind(now())
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_server_host_key(&self, id: ServerId, host_key: &str) -> Result<()> {
+        sqlx::query("UPDATE servers SET host_key = ? WHERE id = ?")
+            .bind(host_key)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- root paths ----------------------------------------------------------------------
+
+    pub async fn create_root_path(
+        &self,
+        server: ServerId,
+        path: &RootDir,
+        capacity_gb: i64,
+        policy: DeletePolicy,
+    ) -> Result<RootPath> {
+        if capacity_gb < 1 {
+            return Err(Error::invalid(
+                "capacity_gb",
+                "capacity must be at least 1 GB",
+            ));
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let exists = sqlx::query("SELECT 1 FROM servers WHERE id = ?")
+            .bind(server.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(Error::invalid(
+                "server",
+                format!("server {server} does not exist"),
+            ));
+        }
+        let others = sqlx::query("SELECT path FROM root_paths WHERE server_id = ?")
+            .bind(server.0)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in others {
+            let other: String = row.try_get("path")?;
+            if let Ok(other) = RootDir::parse(&other)
+                && other.overlaps(path)
+            {
+                return Err(Error::conflict(
+                    Some("path"),
+                    format!("{path} overlaps root path {other} on the same server"),
+                ));
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO root_paths (server_id, path, capacity_gb, delete_policy, created_at) \
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(server.0)
+        .bind(path.as_str())
+        .bind(capacity_gb)
+        .bind(policy.as_str())
+        .bind(now())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.root_path(RootPathId(row.try_get("id")?)).await
+    }
+
+    pub async fn root_path(&self, id: RootPathId) -> Result<RootPath> {
+        let sql = format!("{ROOT_PATH_SELECT} WHERE rp.id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("root path {id}")))?;
+        root_path_from_row(&row)
+    }
+
+    pub async fn root_paths(&self) -> Result<Vec<RootPath>> {
+        let sql = format!("{ROOT_PATH_SELECT} ORDER BY rp.id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(root_path_from_row).collect()
+    }
+
+    // ---- users ---------------------------------------------------------------------------
+
+    pub async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        is_admin: bool,
+        quota_gb: i64,
+    ) -> Result<User> {
+        let res = sqlx::query(
+            "INSERT INTO users (username, password_hash, is_admin, quota_gb, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(is_admin)
+        .bind(quota_gb)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Ok(_) => self.user_by_name(username).await,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
+                Some("username"),
+                format!("a user named {username:?} already exists"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn user_by_name(&self, username: &str) -> Result<User> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {username:?}")))?;
+        user_from_row(&row)
+    }
+
+    pub async fn users(&self) -> Result<Vec<User>> {
+        let rows = sqlx::query("SELECT * FROM users ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    pub async fn update_user(&self, username: &str, change: &UserChange) -> Result<User> {
+        if let Some(q) = change.quota_gb
+            && q < 0
+        {
+            return Err(Error::invalid("quota_gb", "quota cannot be negative"));
+        }
+        let res = sqlx::query(
+            "UPDATE users SET quota_gb = COALESCE(?, quota_gb), locked = COALESCE(?, locked), \
+             is_admin = COALESCE(?, is_admin), password_hash = COALESCE(?, password_hash) \
+             WHERE username = ?",
+        )
+        .bind(change.quota_gb)
+        .bind(change.locked)
+        .bind(change.is_admin)
+        .bind(change.password_hash.as_deref())
+        .bind(username)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("user {username:?}")));
+        }
+        self.user_by_name(username).await
+    }
+
+    // ---- volumes: requests ---------------------------------------------------------------
+
+    /// Record a new volume, reserving quota and capacity in the same transaction.
+    pub async fn create_volume(&self, nv: &NewVolume) -> Result<Created> {
+        // BEGIN IMMEDIATE takes SQLite's write lock up front: the checks below and the
+        // reservations after them see no concurrent writer.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+
+        if let Some(key) = &nv.idempotency_key {
+            let prior = sqlx::query(
+                "SELECT id, request_hash FROM volumes WHERE owner_id = ? AND idempotency_key = ?",
+            )
+            .bind(nv.owner.0)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(row) = prior {
+                let hash: Option<String> = row.try_get("request_hash")?;
+                if hash != nv.request_hash {
+                    return Err(Error::conflict(
+                        Some("Idempotency-Key"),
+                        "this Idempotency-Key was already used for a different request",
+                    ));
+                }
+                drop(tx);
+                let v = self.volume(VolumeId(row.try_get("id")?)).await?;
+                return Ok(Created::Replayed(v));
+            }
+        }
+
+        let user = sqlx::query("SELECT quota_gb, used_gb, locked FROM users WHERE id = ?")
+            .bind(nv.owner.0)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("user {}", nv.owner)))?;
+        let (quota, used, locked): (i64, i64, bool) = (
+            user.try_get("quota_gb")?,
+            user.try_get("used_gb")?,
+            user.try_get("locked")?,
+        );
+        if locked {
+            return Err(Error::Locked(
+                "your account is locked; ask an administrator to unlock it".into(),
+            ));
+        }
+        let rp = sqlx::query(
+            "SELECT server_id, path, capacity_gb, allocated_gb FROM root_paths WHERE id = ?",
+        )
+        .bind(nv.root_path.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| {
+            Error::invalid(
+                "root_path",
+                format!("root path {} does not exist", nv.root_path),
+            )
+        })?;
+        let (server_id, rp_path, capacity, allocated): (i64, String, i64, i64) = (
+            rp.try_get("server_id")?,
+            rp.try_get("path")?,
+            rp.try_get("capacity_gb")?,
+            rp.try_get("allocated_gb")?,
+        );
+
+        // A volume may not be nested in, or contain, another live volume of the same root
+        // path: deleting one would move the other's data.
+        let sub = nv.sub_path.as_str();
+        let clash = sqlx::query(
+            "SELECT id, sub_path, state FROM volumes WHERE root_path_id = ? AND state != 'deleted' \
+             AND (sub_path = ? OR substr(?, 1, length(sub_path) + 1) = sub_path || '/' \
+                  OR substr(sub_path, 1, length(?) + 1) = ? || '/') LIMIT 1",
+        )
+        .bind(nv.root_path.0)
+        .bind(sub)
+        .bind(sub)
+        .bind(sub)
+        .bind(sub)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = clash {
+            let other: String = row.try_get("sub_path")?;
+            let state: String = row.try_get("state")?;
+            let what = if other == sub {
+                format!("{rp_path}/{sub} is already a volume")
+            } else {
+                format!("{rp_path}/{sub} overlaps the existing volume {rp_path}/{other}")
+            };
+            let hint = if state == "deleting" {
+                " that is still being deleted; retry when it is gone"
+            } else {
+                ""
+            };
+            return Err(Error::conflict(Some("sub_path"), format!("{what}{hint}")));
+        }
+
+        if used + nv.size_gb > quota {
+            return Err(Error::QuotaExceeded {
+                message: format!(
+                    "size_GB {} exceeds your quota by {} GB (quota {} GB, {} GB in use, {} GB free)",
+                    nv.size_gb,
+                    used + nv.size_gb - quota,
+                    quota,
+                    used,
+                    (quota - used).max(0)
+                ),
+            });
+        }
+        if allocated + nv.size_gb > capacity {
+            return Err(Error::CapacityExceeded {
+                message: format!(
+                    "size_GB {} exceeds the free capacity of root path {} by {} GB (capacity {} GB, {} GB allocated, {} GB free)",
+                    nv.size_gb,
+                    nv.root_path,
+                    allocated + nv.size_gb - capacity,
+                    capacity,
+                    allocated,
+                    (capacity - allocated).max(0)
+                ),
+            });
+        }
+        // Conditional updates keep the invariant even on an engine without a global write lock.
+        let u = sqlx::query(
+            "UPDATE users SET used_gb = used_gb + ? WHERE id = ? AND used_gb + ? <= quota_gb",
+        )
+        .bind(nv.size_gb)
+        .bind(nv.owner.0)
+        .bind(nv.size_gb)
+        .execute(&mut *tx)
+        .await?;
+        let r = sqlx::query(
+            "UPDATE root_paths SET allocated_gb = allocated_gb + ? WHERE id = ? AND allocated_gb + ? <= capacity_gb",
+        )
+        .bind(nv.size_gb)
+        .bind(nv.root_path.0)
+        .bind(nv.size_gb)
+        .execute(&mut *tx)
+        .await?;
+        if u.rows_affected() != 1 || r.rows_affected() != 1 {
+            return Err(Error::conflict(
+                Some("size_GB"),
+                "quota or capacity changed concurrently; retry",
+            ));
+        }
+        let ts = now();
+        let row = sqlx::query(
+            "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
+             state, idempotency_key, request_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(nv.owner.0)
+        .bind(nv.root_path.0)
+        .bind(server_id)
+        .bind(sub)
+        .bind(nv.size_gb)
+        .bind(clients_to_json(&nv.clients))
+        .bind(nv.mode.as_octal_string())
+        .bind(nv.uid as i64)
+        .bind(nv.gid as i64)
+        .bind(nv.idempotency_key.as_deref())
+        .bind(nv.request_hash.as_deref())
+        .bind(&ts)
+        .bind(&ts)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id = VolumeId(row.try_get("id")?);
+        tx.commit().await?;
+        Ok(Created::New(self.volume(id).await?))
+    }
+
+    pub async fn volume(&self, id: VolumeId) -> Result<Volume> {
+        let sql = format!("{VOLUME_SELECT} WHERE v.id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+        volume_from_row(&row)
+    }
+
+    /// A volume as seen by `viewer`: someone else's volume is "not found" to a non-admin, so
+    /// ids do not leak.
+    pub async fn volume_for(&self, id: VolumeId, viewer: &User) -> Result<Volume> {
+        let v = self.volume(id).await?;
+        if v.owner_id != viewer.id && !viewer.is_admin {
+            return Err(Error::NotFound(format!("volume {id}")));
+        }
+        Ok(v)
+    }
+
+    /// Volumes visible to `viewer` (all for an admin), oldest first.
+    pub async fn volumes_for(&self, viewer: &User, include_deleted: bool) -> Result<Vec<Volume>> {
+        let mut sql = format!("{VOLUME_SELECT} WHERE 1 = 1");
+        if !viewer.is_admin {
+            sql.push_str(" AND v.owner_id = ?");
+        }
+        if !include_deleted {
+            sql.push_str(" AND v.state != 'deleted'");
+        }
+        sql.push_str(" ORDER BY v.id");
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if !viewer.is_admin {
+            q = q.bind(viewer.id.0);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(volume_from_row).collect()
+    }
+
+    /// Change a volume's clients; the reconciler applies the new generation.
+    pub async fn update_volume_clients(
+        &self,
+        id: VolumeId,
+        viewer: &User,
+        clients: &[ClientRule],
+    ) -> Result<Volume> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT owner_id, state FROM volumes WHERE id = ?")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(Error::NotFound(format!("volume {id}")));
+        };
+        if row.try_get::<i64, _>("owner_id")? != viewer.id.0 && !viewer.is_admin {
+            return Err(Error::NotFound(format!("volume {id}")));
+        }
+        let state: String = row.try_get("state")?;
+        if state == "deleting" || state == "deleted" {
+            return Err(Error::conflict(
+                None,
+                format!("volume {id} is {state} and can no longer be changed"),
+            ));
+        }
+        sqlx::query(
+            "UPDATE volumes SET clients = ?, generation = generation + 1, last_error = NULL, \
+             state = CASE WHEN applied_clients IS NULL THEN 'creating' ELSE 'updating' END, \
+             updated_at = ? WHERE id = ?",
+        )
+        .bind(clients_to_json(clients))
+        .bind(now())
+        .bind(id.0)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.volume(id).await
+    }
+
+    /// Mark a volume for deletion and release its quota and capacity at once.
+    pub async fn delete_volume(&self, id: VolumeId, viewer: &User) -> Result<Volume> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row =
+            sqlx::query("SELECT owner_id, root_path_id, size_gb, state FROM volumes WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Err(Error::NotFound(format!("volume {id}")));
+        };
+        let owner: i64 = row.try_get("owner_id")?;
+        if owner != viewer.id.0 && !viewer.is_admin {
+            return Err(Error::NotFound(format!("volume {id}")));
+        }
+        let state: String = row.try_get("state")?;
+        if state == "deleted" {
+            return Err(Error::NotFound(format!("volume {id}")));
+        }
+        if state != "deleting" {
+            let size: i64 = row.try_get("size_gb")?;
+            let rp: i64 = row.try_get("root_path_id")?;
+            sqlx::query(
+                "UPDATE volumes SET state = 'deleting', generation = generation + 1, \
+                 last_error = NULL, updated_at = ? WHERE id = ?",
+            )
+            .bind(now())
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE users SET used_gb = used_gb - ? WHERE id = ?")
+                .bind(size)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE root_paths SET allocated_gb = allocated_gb - ? WHERE id = ?")
+                .bind(size)
+                .bind(rp)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        self.volume(id).await
+    }
+
+    // ---- volumes: reconciler ---------------------------------------------------------------
+
+    /// Every volume of a server the reconciler must look after (all but `deleted`).
+    pub async fn server_volumes(&self, server: ServerId) -> Result<Vec<Volume>> {
+        let sql =
+            format!("{VOLUME_SELECT} WHERE v.server_id = ? AND v.state != 'deleted' ORDER BY v.id");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(server.0)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(volume_from_row).collect()
+    }
+
+    /// Record what one reconcile pass confirmed. Each outcome is recorded only if the volume is
+    /// still at the generation that was applied; a newer request is left for the next pass.
+    pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let ts = now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for o in outcomes {
+            match o {
+                Outcome::Applied {
+                    id,
+                    generation,
+                    clients,
+                } => {
+                    sqlx::query(
+                        "UPDATE volumes SET state = 'available', applied_clients = ?, last_error = NULL, \
+                         failed_generation = NULL, updated_at = ? \
+                         WHERE id = ? AND generation = ? AND state != 'deleting' AND state != 'deleted' \
+                         AND (state != 'available' OR applied_clients IS NOT ? OR last_error IS NOT NULL)",
+                    )
+                    .bind(clients)
+                    .bind(&ts)
+                    .bind(id.0)
+                    .bind(generation)
+                    .bind(clients)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Outcome::Deleted { id, generation } => {
+                    sqlx::query(
+                        "UPDATE volumes SET state = 'deleted', last_error = NULL, deleted_at = ?, updated_at = ? \
+                         WHERE id = ? AND generation = ? AND state = 'deleting'",
+                    )
+                    .bind(&ts)
+                    .bind(&ts)
+                    .bind(id.0)
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Outcome::Rejected {
+                    id,
+                    generation,
+                    message,
+                } => {
+                    sqlx::query(
+                        "UPDATE volumes SET state = CASE WHEN state = 'deleting' THEN 'deleting' ELSE 'error' END, \
+                         failed_generation = ?, last_error = ?, updated_at = ? WHERE id = ? AND generation = ?",
+                    )
+                    .bind(generation)
+                    .bind(message)
+                    .bind(&ts)
+                    .bind(id.0)
+                    .bind(generation)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Outcome::Pending {
+                    id,
+                    generation,
+                    message,
+                } => {
+                    sqlx::query(
+                        "UPDATE volumes SET last_error = ? WHERE id = ? AND generation = ? \
+                         AND last_error IS NOT ?",
+                    )
+                    .bind(message)
+                    .bind(id.0)
+                    .bind(generation)
+                    .bind(message)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// What the reconciler learned about one volume at one generation.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Exported and verified on the server with these clients (JSON as stored).
+    Applied {
+        id: VolumeId,
+        generation: i64,
+        clients: String,
+    },
+    /// Unexported and its data retained or purged, verified.
+    Deleted { id: VolumeId, generation: i64 },
+    /// The server refused this generation (its own message); not retried until it changes.
+    Rejected {
+        id: VolumeId,
+        generation: i64,
+        message: String,
+    },
+    /// Could not be applied for a passing reason (server unreachable): state unchanged, the
+    /// message shows why it is still pending; retried.
+    Pending {
+        id: VolumeId,
+        generation: i64,
+        message: String,
+    },
+}

@@ -1,0 +1,18 @@
+//! nfsprov: self-service NFS volumes on a fleet of Linux NFS servers, driven over SSH.
+//!
+//! See ARCHITECTURE.md for the map: `api` -> `datastore` (desired state) -> `reconcile`
+//! (one task per server) -> `plan` + `knfsd` (one batch script) -> `remote` (one SSH session).
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod datastore;
+pub mod error;
+pub mod knfsd;
+pub mod model;
+pub mod plan;
+pub mod reconcile;
+pub mod remote;
+pub mod serve;
+pub mod spec;
+pub mod testbed;

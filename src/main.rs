@@ -1,0 +1,338 @@
+//! The `nfsprov` command: the API server, admin commands on the database, and the test bed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use nfsprov::datastore::{NewServer, UserChange};
+use nfsprov::model::DeletePolicy;
+use nfsprov::testbed::Testbed;
+use nfsprov::{admin, serve};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Self-service NFS volumes on Linux NFS servers, over SSH"
+)]
+struct Cli {
+    /// Directory holding the SQLite database and SSH state.
+    #[arg(
+        long,
+        env = "NFSPROV_DATA_DIR",
+        default_value = "./nfsprov-data",
+        global = true
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the API and the reconcilers.
+    Serve {
+        #[arg(long, env = "NFSPROV_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Register and list NFS servers.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Register and list root paths (where volumes are created).
+    #[command(subcommand)]
+    Rootpath(RootpathCmd),
+    /// Add, change and list users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Simulated NFS servers on this machine (sshd in mount namespaces), for tests and demos.
+    #[command(subcommand)]
+    Testbed(TestbedCmd),
+}
+
+#[derive(Subcommand)]
+enum ServerCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        ssh_host: String,
+        #[arg(long, default_value_t = 22)]
+        ssh_port: u16,
+        #[arg(long, default_value = "root")]
+        ssh_user: String,
+        /// Private key nfsprov logs in with (absolute path).
+        #[arg(long)]
+        ssh_key: PathBuf,
+        /// The server's public host key, "ssh-ed25519 AAAA...": pinned; any other key is refused.
+        #[arg(long)]
+        host_key: String,
+        /// Address NFS clients use; defaults to --ssh-host.
+        #[arg(long, default_value = "")]
+        nfs_address: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum RootpathCmd {
+    Add {
+        /// Server name or id.
+        #[arg(long)]
+        server: String,
+        /// Absolute directory on the server.
+        path: String,
+        #[arg(long)]
+        capacity_gb: i64,
+        /// What deleting a volume does with its data: retain (move to trash) or purge.
+        #[arg(long, default_value = "retain")]
+        delete_policy: String,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    Add {
+        username: String,
+        #[arg(long, env = "NFSPROV_PASSWORD")]
+        password: String,
+        #[arg(long, default_value_t = 0)]
+        quota_gb: i64,
+        #[arg(long)]
+        admin: bool,
+    },
+    Set {
+        username: String,
+        #[arg(long)]
+        quota_gb: Option<i64>,
+        #[arg(long)]
+        locked: Option<bool>,
+        #[arg(long)]
+        admin: Option<bool>,
+        #[arg(long)]
+        password: Option<String>,
+    },
+    List,
+}
+
+#[derive(Subcommand)]
+enum TestbedCmd {
+    /// Start N simulated servers and print how to register them.
+    Up {
+        n: usize,
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop the servers of a test bed (and remove its files with --remove).
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Register a running test bed's servers in nfsprov's database, each with root path
+    /// /srv/nfsprov/pool1 of the given capacity.
+    Register {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        capacity_gb: i64,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NFSPROV_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Serve { listen } => serve::serve(&cli.data_dir, listen).await,
+        Cmd::Server(cmd) => {
+            let db = serve::open(&cli.data_dir).await?;
+            match cmd {
+                ServerCmd::Add {
+                    name,
+                    ssh_host,
+                    ssh_port,
+                    ssh_user,
+                    ssh_key,
+                    host_key,
+                    nfs_address,
+                } => {
+                    let ssh_key = std::path::absolute(&ssh_key)?;
+                    let s = admin::add_server(
+                        &db,
+                        NewServer {
+                            name,
+                            ssh_host,
+                            ssh_port,
+                            ssh_user,
+                            ssh_key: ssh_key.display().to_string(),
+                            host_key,
+                            nfs_address,
+                        },
+                    )
+                    .await?;
+                    println!("server {} added (id {})", s.name, s.id);
+                }
+                ServerCmd::List => {
+                    for s in db.servers().await? {
+                        println!(
+                            "{}\t{}\t{}@{}:{}\t{}\t{}",
+                            s.id,
+                            s.name,
+                            s.ssh_user,
+                            s.ssh_host,
+                            s.ssh_port,
+                            s.status,
+                            s.status_message.unwrap_or_default()
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Rootpath(cmd) => {
+            let db = serve::open(&cli.data_dir).await?;
+            match cmd {
+                RootpathCmd::Add {
+                    server,
+                    path,
+                    capacity_gb,
+                    delete_policy,
+                } => {
+                    let policy = DeletePolicy::parse(&delete_policy)
+                        .context("--delete-policy must be retain or purge")?;
+                    let rp = admin::add_root_path(&db, &server, &path, capacity_gb, policy).await?;
+                    println!("root path {} added: {}:{}", rp.id, rp.server_name, rp.path);
+                }
+                RootpathCmd::List => {
+                    for rp in db.root_paths().await? {
+                        println!(
+                            "{}\t{}:{}\t{}/{} GB\t{}",
+                            rp.id,
+                            rp.server_name,
+                            rp.path,
+                            rp.allocated_gb,
+                            rp.capacity_gb,
+                            rp.delete_policy.as_str()
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::User(cmd) => {
+            let db = serve::open(&cli.data_dir).await?;
+            match cmd {
+                UserCmd::Add {
+                    username,
+                    password,
+                    quota_gb,
+                    admin,
+                } => {
+                    let u = admin::add_user(&db, &username, &password, admin, quota_gb).await?;
+                    println!("user {} added (quota {} GB)", u.username, u.quota_gb);
+                }
+                UserCmd::Set {
+                    username,
+                    quota_gb,
+                    locked,
+                    admin,
+                    password,
+                } => {
+                    let password_hash = password
+                        .as_deref()
+                        .map(admin::checked_password_hash)
+                        .transpose()?;
+                    let u = db
+                        .update_user(
+                            &username,
+                            &UserChange {
+                                quota_gb,
+                                locked,
+                                is_admin: admin,
+                                password_hash,
+                            },
+                        )
+                        .await?;
+                    println!(
+                        "user {}: quota {} GB, used {} GB, locked {}, admin {}",
+                        u.username, u.quota_gb, u.used_gb, u.locked, u.is_admin
+                    );
+                }
+                UserCmd::List => {
+                    for u in db.users().await? {
+                        println!(
+                            "{}\t{}/{} GB\t{}{}",
+                            u.username,
+                            u.used_gb,
+                            u.quota_gb,
+                            if u.is_admin { "admin" } else { "user" },
+                            if u.locked { "\tlocked" } else { "" }
+                        );
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Testbed(cmd) => match cmd {
+            TestbedCmd::Up { n, dir } => {
+                let tb = tokio::task::spawn_blocking(move || Testbed::up(&dir, n)).await??;
+                for s in &tb.servers {
+                    println!("{}\t{}:{}\t{}", s.name, s.ssh_host, s.ssh_port, s.host_key);
+                }
+                println!("client key: {}", tb.client_key.display());
+                Ok(())
+            }
+            TestbedCmd::Down { dir, remove } => {
+                let tb = Testbed::load(&dir)?;
+                tokio::task::spawn_blocking(move || tb.down(remove)).await??;
+                Ok(())
+            }
+            TestbedCmd::Register { dir, capacity_gb } => {
+                let tb = Testbed::load(&dir)?;
+                let db = serve::open(&cli.data_dir).await?;
+                for s in &tb.servers {
+                    let server = admin::add_server(
+                        &db,
+                        NewServer {
+                            name: s.name.clone(),
+                            ssh_host: s.ssh_host.clone(),
+                            ssh_port: s.ssh_port,
+                            ssh_user: s.ssh_user.clone(),
+                            ssh_key: tb.client_key.display().to_string(),
+                            host_key: s.host_key.clone(),
+                            nfs_address: String::new(),
+                        },
+                    )
+                    .await?;
+                    let rp = admin::add_root_path(
+                        &db,
+                        &server.name,
+                        &format!("{}/pool1", nfsprov::testbed::DATA_MOUNT),
+                        capacity_gb,
+                        DeletePolicy::Retain,
+                    )
+                    .await?;
+                    println!(
+                        "server {} (id {}) registered with root path {} ({}:{})",
+                        server.name, server.id, rp.id, server.name, rp.path
+                    );
+                }
+                Ok(())
+            }
+        },
+    }
+}

@@ -1,0 +1,226 @@
+//! Domain types shared by the datastore, the API and the reconciler. API payloads live in
+//! `api::*`, database rows in `datastore`; these are what both convert to and from.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
+
+macro_rules! typed_id {
+    ($($name:ident),*) => {$(
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub i64);
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    )*};
+}
+typed_id!(ServerId, RootPathId, UserId, VolumeId);
+
+/// Lifecycle of a volume. `creating`/`updating`/`deleting` mean the database holds a change the
+/// server has not yet confirmed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeState {
+    Creating,
+    Available,
+    Updating,
+    Deleting,
+    Deleted,
+    Error,
+}
+
+impl VolumeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VolumeState::Creating => "creating",
+            VolumeState::Available => "available",
+            VolumeState::Updating => "updating",
+            VolumeState::Deleting => "deleting",
+            VolumeState::Deleted => "deleted",
+            VolumeState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "creating" => VolumeState::Creating,
+            "available" => VolumeState::Available,
+            "updating" => VolumeState::Updating,
+            "deleting" => VolumeState::Deleting,
+            "deleted" => VolumeState::Deleted,
+            "error" => VolumeState::Error,
+            _ => return None,
+        })
+    }
+
+    /// A state in which the reconciler has nothing more to do for the current generation.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            VolumeState::Available | VolumeState::Deleted | VolumeState::Error
+        )
+    }
+}
+
+impl fmt::Display for VolumeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens to a volume's data when it is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeletePolicy {
+    /// Move the directory to `<root>/.nfsprov-trash/<volume id>`.
+    #[default]
+    Retain,
+    /// Remove the directory and everything in it.
+    Purge,
+}
+
+impl DeletePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeletePolicy::Retain => "retain",
+            DeletePolicy::Purge => "purge",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "retain" => Some(DeletePolicy::Retain),
+            "purge" => Some(DeletePolicy::Purge),
+            _ => None,
+        }
+    }
+}
+
+/// One exports(5) client entry of a volume: who may mount it and with which options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRule {
+    pub host: ClientSpec,
+    pub options: ExportOptions,
+}
+
+/// The stored (and native API) form of a client rule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientRuleDoc {
+    pub host: String,
+    pub options: String,
+}
+
+impl ClientRule {
+    pub fn to_doc(&self) -> ClientRuleDoc {
+        ClientRuleDoc {
+            host: self.host.to_string(),
+            options: self.options.to_string(),
+        }
+    }
+}
+
+pub fn clients_to_json(clients: &[ClientRule]) -> String {
+    let docs: Vec<ClientRuleDoc> = clients.iter().map(ClientRule::to_doc).collect();
+    serde_json::to_string(&docs).expect("client rules serialise")
+}
+
+/// Parse clients stored by `clients_to_json`. They were validated before being stored, so a
+/// failure here means the database was edited by hand.
+pub fn clients_from_json(s: &str) -> anyhow::Result<Vec<ClientRule>> {
+    let docs: Vec<ClientRuleDoc> = serde_json::from_str(s)?;
+    docs.into_iter()
+        .map(|d| {
+            Ok(ClientRule {
+                host: ClientSpec::parse(&d.host)
+                    .map_err(|e| anyhow::anyhow!("stored client {:?}: {e}", d.host))?,
+                options: ExportOptions::parse(&d.options)
+                    .map_err(|e| anyhow::anyhow!("stored options {:?}: {e}", d.options))?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub id: ServerId,
+    pub name: String,
+    pub ssh_host: String,
+    pub ssh_port: u16,
+    pub ssh_user: String,
+    pub ssh_key: String,
+    pub host_key: String,
+    pub nfs_address: String,
+    pub status: String,
+    pub status_message: Option<String>,
+    pub last_reconciled_at: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RootPath {
+    pub id: RootPathId,
+    pub server_id: ServerId,
+    pub server_name: String,
+    pub nfs_address: String,
+    pub path: RootDir,
+    pub capacity_gb: i64,
+    pub allocated_gb: i64,
+    pub delete_policy: DeletePolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: UserId,
+    pub username: String,
+    pub password_hash: String,
+    pub is_admin: bool,
+    pub quota_gb: i64,
+    pub used_gb: i64,
+    pub locked: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub id: VolumeId,
+    pub owner_id: UserId,
+    pub owner: String,
+    pub root_path_id: RootPathId,
+    pub root_path: RootDir,
+    pub delete_policy: DeletePolicy,
+    pub server_id: ServerId,
+    pub nfs_address: String,
+    pub sub_path: SubPath,
+    pub size_gb: i64,
+    pub clients: Vec<ClientRule>,
+    pub applied_clients: Option<Vec<ClientRule>>,
+    pub mode: DirMode,
+    pub uid: u32,
+    pub gid: u32,
+    pub state: VolumeState,
+    pub generation: i64,
+    pub failed_generation: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Volume {
+    /// Absolute path of the volume's directory on its server.
+    pub fn full_path(&self) -> String {
+        self.root_path.join(&self.sub_path)
+    }
+
+    /// Where the `retain` policy moves a deleted volume's data.
+    pub fn trash_path(&self) -> String {
+        format!("{}/{}/{}", self.root_path, TRASH_DIR, self.id)
+    }
+}
+
+/// Folder under each root path that holds retained data of deleted volumes. Sub paths cannot
+/// start with '.', so no volume can collide with it.
+pub const TRASH_DIR: &str = ".nfsprov-trash";

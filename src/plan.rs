@@ -1,0 +1,108 @@
+//! The whole wanted state of one server, computed from the database alone (pure; no I/O).
+//! A backend turns a [`Plan`] into one batch of remote commands and judges the result.
+
+use std::collections::HashSet;
+
+use crate::model::{ClientRule, DeletePolicy, Volume, VolumeId, VolumeState};
+
+/// One export the server should have.
+#[derive(Debug, Clone)]
+pub struct Export {
+    pub volume: VolumeId,
+    pub path: String,
+    pub clients: Vec<ClientRule>,
+    /// True when `clients` is the volume's current desired generation (not a last-known-good
+    /// fallback kept while a newer generation is rejected).
+    pub is_desired: bool,
+    pub generation: i64,
+}
+
+/// A directory that must exist, created with this mode and owner if missing.
+#[derive(Debug, Clone)]
+pub struct Dir {
+    pub volume: VolumeId,
+    pub path: String,
+    pub mode: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub generation: i64,
+}
+
+/// A volume whose export must go and whose data must be retained or purged.
+#[derive(Debug, Clone)]
+pub struct Removal {
+    pub volume: VolumeId,
+    pub path: String,
+    pub policy: DeletePolicy,
+    /// Destination for `retain`.
+    pub trash_dir: String,
+    pub trash_path: String,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Sorted by volume id, so the rendered file is stable.
+    pub exports: Vec<Export>,
+    pub create: Vec<Dir>,
+    pub remove: Vec<Removal>,
+    /// Volumes not exported because the server rejected their current generation and they
+    /// have no earlier good one.
+    pub withheld: Vec<VolumeId>,
+}
+
+impl Plan {
+    pub fn build(volumes: &[Volume]) -> Plan {
+        Plan::build_excluding(volumes, &HashSet::new())
+    }
+
+    /// `excluded`: volumes whose current generation must not be exported in this pass.
+    pub fn build_excluding(volumes: &[Volume], excluded: &HashSet<VolumeId>) -> Plan {
+        let mut plan = Plan::default();
+        let mut sorted: Vec<&Volume> = volumes.iter().collect();
+        sorted.sort_by_key(|v| v.id);
+        for v in sorted {
+            match v.state {
+                VolumeState::Deleted => {}
+                VolumeState::Deleting => plan.remove.push(Removal {
+                    volume: v.id,
+                    path: v.full_path(),
+                    policy: v.delete_policy,
+                    trash_dir: format!("{}/{}", v.root_path, crate::model::TRASH_DIR),
+                    trash_path: v.trash_path(),
+                    generation: v.generation,
+                }),
+                _ => {
+                    let rejected =
+                        v.failed_generation == Some(v.generation) || excluded.contains(&v.id);
+                    let clients = if rejected {
+                        v.applied_clients.clone()
+                    } else {
+                        Some(v.clients.clone())
+                    };
+                    if v.applied_clients.is_none() && !rejected {
+                        plan.create.push(Dir {
+                            volume: v.id,
+                            path: v.full_path(),
+                            mode: v.mode.as_octal_string(),
+                            uid: v.uid,
+                            gid: v.gid,
+                            generation: v.generation,
+                        });
+                    }
+                    match clients {
+                        Some(clients) => plan.exports.push(Export {
+                            volume: v.id,
+                            path: v.full_path(),
+                            clients,
+                            is_desired: !rejected,
+                            generation: v.generation,
+                        }),
+                        None => plan.withheld.push(v.id),
+                    }
+                }
+            }
+        }
+        plan
+    }
+}

@@ -1,0 +1,229 @@
+//! Reconcilers: one task per server makes the server match the database. Each pass reads the
+//! whole desired state of the server, sends it as one batch over the server's reused SSH
+//! session, verifies the result on the server and records per-volume outcomes. There is no
+//! "resume step 3": after a crash the next pass simply computes what is different now.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::datastore::{Datastore, Outcome};
+use crate::knfsd;
+use crate::model::{Server, ServerId, VolumeState};
+use crate::plan::Plan;
+use crate::remote::{RemoteError, Session, Target};
+
+/// How often a reconciler re-checks its server with no request pending (drift repair).
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(20);
+const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
+const MAX_QUICK_PASSES: usize = 4;
+
+/// Wakes reconcilers and the requests waiting for them.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    db: Datastore,
+    state_dir: PathBuf,
+    servers: Mutex<HashMap<ServerId, Arc<Notify>>>,
+    /// Signalled after every pass that recorded outcomes.
+    changed: Notify,
+}
+
+impl Hub {
+    pub fn new(db: Datastore, state_dir: PathBuf) -> Hub {
+        Hub {
+            inner: Arc::new(HubInner {
+                db,
+                state_dir,
+                servers: Mutex::new(HashMap::new()),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Start a reconciler for every registered server that has none yet.
+    pub async fn ensure_all(&self) -> anyhow::Result<()> {
+        for s in self.inner.db.servers().await? {
+            self.ensure(s.id);
+        }
+        Ok(())
+    }
+
+    /// Start the reconciler of `server` if it is not running.
+    pub fn ensure(&self, server: ServerId) {
+        let mut map = self.inner.servers.lock().expect("hub lock");
+        if map.contains_key(&server) {
+            return;
+        }
+        let notify = Arc::new(Notify::new());
+        map.insert(server, notify.clone());
+        let hub = self.clone();
+        tokio::spawn(async move { hub.run(server, notify).await });
+    }
+
+    /// Tell the reconciler of `server` that its desired state changed.
+    pub fn poke(&self, server: ServerId) {
+        let notify = self
+            .inner
+            .servers
+            .lock()
+            .expect("hub lock")
+            .get(&server)
+            .cloned();
+        match notify {
+            Some(n) => n.notify_one(),
+            None => self.ensure(server),
+        }
+    }
+
+    /// A future that completes at the next recorded outcome. Create it before reading the
+    /// state you wait on, so no change is missed.
+    pub fn changed(&self) -> std::pin::Pin<Box<tokio::sync::futures::Notified<'_>>> {
+        let mut n = Box::pin(self.inner.changed.notified());
+        // Register now, not at first poll.
+        n.as_mut().enable();
+        n
+    }
+
+    pub fn db(&self) -> &Datastore {
+        &self.inner.db
+    }
+
+    async fn run(self, server_id: ServerId, notify: Arc<Notify>) {
+        let mut session: Option<Session> = None;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let wait = match self.reconcile_server(server_id, &mut session).await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(500);
+                    RESYNC_INTERVAL
+                }
+                Err(e) => {
+                    session = None;
+                    tracing::warn!(server = %server_id, "reconcile failed: {e:#}");
+                    let w = backoff;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    w
+                }
+            };
+            let _ = tokio::time::timeout(wait, notify.notified()).await;
+        }
+    }
+
+    /// Bring one server in line with the database: one or a few passes.
+    pub async fn reconcile_server(
+        &self,
+        server_id: ServerId,
+        session: &mut Option<Session>,
+    ) -> anyhow::Result<()> {
+        let db = &self.inner.db;
+        let server = db.server(server_id).await?;
+        let mut force = false;
+        for _ in 0..MAX_QUICK_PASSES {
+            let volumes = db.server_volumes(server_id).await?;
+            let plan = Plan::build_excluding(&volumes, &HashSet::new());
+            if session.is_none() {
+                match Session::connect(&target(&server), &self.inner.state_dir).await {
+                    Ok(s) => *session = Some(s),
+                    Err(e) => {
+                        self.server_down(&server, &volumes, &e).await?;
+                        return Err(e.into());
+                    }
+                }
+            }
+            let (content, line_map) = knfsd::render(&plan);
+            let script = knfsd::script(&plan, &content, force);
+            let sess = session.as_mut().expect("connected above");
+            let out = match sess.run(&script, BATCH_TIMEOUT).await {
+                Ok(out) => out,
+                Err(e) => {
+                    *session = None;
+                    self.server_down(&server, &volumes, &e).await?;
+                    return Err(e.into());
+                }
+            };
+            let report = knfsd::interpret(&plan, &content, &line_map, &out, force);
+            for d in &report.drift {
+                tracing::warn!(server = %server.name, "drift repaired: {d}");
+            }
+            let mut outcomes = report.outcomes;
+            if let Some(msg) = &report.server_error {
+                tracing::warn!(server = %server.name, "server error: {msg}");
+                outcomes.extend(pending_all(&volumes, msg));
+            }
+            db.record_outcomes(&outcomes).await?;
+            self.inner.changed.notify_waiters();
+            match &report.server_error {
+                Some(msg) => {
+                    db.set_server_status(server_id, "error", Some(msg)).await?;
+                    anyhow::bail!("server {}: {msg}", server.name);
+                }
+                None => db.set_server_status(server_id, "reachable", None).await?,
+            }
+            if report.force_next {
+                force = true;
+                continue;
+            }
+            if report.rerun {
+                force = false;
+                continue;
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    async fn server_down(
+        &self,
+        server: &Server,
+        volumes: &[crate::model::Volume],
+        e: &RemoteError,
+    ) -> anyhow::Result<()> {
+        let msg = format!("server {} unreachable: {e}", server.name);
+        self.inner
+            .db
+            .set_server_status(server.id, "unreachable", Some(&msg))
+            .await?;
+        self.inner
+            .db
+            .record_outcomes(&pending_all(volumes, &msg))
+            .await?;
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+/// Mark every volume that still waits for the server with `msg`.
+fn pending_all(volumes: &[crate::model::Volume], msg: &str) -> Vec<Outcome> {
+    volumes
+        .iter()
+        .filter(|v| {
+            !v.state.is_settled()
+                || (v.state == VolumeState::Error && v.failed_generation.is_none())
+        })
+        .map(|v| Outcome::Pending {
+            id: v.id,
+            generation: v.generation,
+            message: msg.to_string(),
+        })
+        .collect()
+}
+
+pub fn target(server: &Server) -> Target {
+    Target {
+        alias: format!("nfsprov-server-{}", server.id),
+        host: server.ssh_host.clone(),
+        port: server.ssh_port,
+        user: server.ssh_user.clone(),
+        key: PathBuf::from(&server.ssh_key),
+        host_key: server.host_key.clone(),
+    }
+}

@@ -185,7 +185,6 @@ fn parse_stat(text: &str) -> HashMap<String, (u32, u32, u32)> {
 /// Judge a pass's output against its plan.
 pub fn interpret(
     plan: &Plan,
-    content: &str,
     line_map: &HashMap<usize, VolumeId>,
     out: &Output,
     forced: bool,
@@ -262,22 +261,39 @@ pub fn interpret(
         }
     }
 
-    // Drift: lines of volumes that were already applied, missing from the old file.
+    // Drift: lines of volumes that were already available but missing or changed on the server,
+    // and lines nothing in the plan accounts for.
     if let Some(old) = out.find("old", "") {
         let old_lines: HashSet<&str> = old.before.lines().collect();
-        let new_lines: HashSet<&str> = content.lines().collect();
-        for l in content.lines().filter(|l| !l.starts_with('#')) {
-            if !old_lines.contains(l) {
-                report.drift.push(format!("added or changed: {l}"));
+        for e in plan.exports.iter().filter(|e| e.was_available) {
+            let line = export_line(&e.path, &e.clients);
+            if !old_lines.contains(line.as_str()) {
+                report
+                    .drift
+                    .push(format!("restored export of volume {}: {line}", e.volume));
             }
         }
-        for l in old.before.lines().filter(|l| !l.starts_with('#')) {
-            if !new_lines.contains(l) {
-                report.drift.push(format!("removed: {l}"));
+        let known: HashSet<&str> = plan
+            .exports
+            .iter()
+            .map(|e| e.path.as_str())
+            .chain(plan.remove.iter().map(|r| r.path.as_str()))
+            .collect();
+        for l in old
+            .before
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let path = l.split_whitespace().next().unwrap_or_default();
+            if !known.contains(path) {
+                report
+                    .drift
+                    .push(format!("removed a line nfsprov did not write: {l}"));
             }
         }
     }
 
+    let exportfs_text = exportfs.map(|s| s.before.as_str()).unwrap_or("");
     let mut table_mismatch = false;
     for e in &plan.exports {
         if !e.is_desired {
@@ -311,8 +327,18 @@ pub fn interpret(
             match etab.get(&key) {
                 None => {
                     table_mismatch = true;
+                    let host = c.host.to_string();
+                    let said: Vec<&str> = exportfs_text
+                        .lines()
+                        .filter(|l| l.contains(&host))
+                        .collect();
+                    let said = if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (exportfs said: {})", said.join(" | ").trim())
+                    };
                     problems.push(format!(
-                        "{ETAB} has no entry for {}:{} after exportfs",
+                        "{ETAB} has no entry for {}:{} after exportfs{said}",
                         c.host, e.path
                     ))
                 }

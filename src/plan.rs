@@ -14,6 +14,9 @@ pub struct Export {
     /// True when `clients` is the volume's current desired generation (not a last-known-good
     /// fallback kept while a newer generation is rejected).
     pub is_desired: bool,
+    /// The volume was already `available`: its line should be on the server as it is, and its
+    /// absence there is drift, not news.
+    pub was_available: bool,
     pub generation: i64,
 }
 
@@ -96,6 +99,7 @@ impl Plan {
                             path: v.full_path(),
                             clients,
                             is_desired: !rejected,
+                            was_available: v.state == VolumeState::Available,
                             generation: v.generation,
                         }),
                         None => plan.withheld.push(v.id),

@@ -150,7 +150,7 @@ impl Hub {
                     return Err(e.into());
                 }
             };
-            let report = knfsd::interpret(&plan, &content, &line_map, &out, force);
+            let report = knfsd::interpret(&plan, &line_map, &out, force);
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");
             }

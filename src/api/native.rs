@@ -218,17 +218,14 @@ async fn create_volume(
     if !replayed {
         st.hub.poke(v.server_id);
     }
-    respond_after_wait(
-        &st,
-        v,
-        &q,
-        if replayed {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        },
-    )
-    .await
+    let mut resp = respond_after_wait(&st, v, &q, StatusCode::CREATED).await?;
+    if replayed {
+        resp.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
 }
 
 /// 202 with the volume as recorded, or with `?wait=true` its settled state: `done` status

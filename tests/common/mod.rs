@@ -1,0 +1,265 @@
+//! Test harness: a real test bed (sshd + exportfs in mount namespaces), the real `nfsprov`
+//! binary serving on a free loopback port, and an HTTP client. Nothing is mocked.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use nfsprov::testbed::{Testbed, TestbedGuard, TestbedServer};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nfsprov");
+pub const ADMIN: (&str, &str) = ("admin", "admin-pass-1");
+pub const ALICE: (&str, &str) = ("alice", "alice-pass-1");
+pub const BOB: (&str, &str) = ("bob", "bob-pass-01");
+
+pub struct Env {
+    pub tb: TestbedGuard,
+    pub dir: tempfile::TempDir,
+    pub serve: Option<Child>,
+    pub port: u16,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Env {
+    /// `n` servers, each registered with root path 1..n = /srv/nfsprov/pool1 of `capacity_gb`;
+    /// users admin, alice (quota `quota_gb`) and bob (quota `quota_gb`). Serving.
+    pub async fn start(n: usize, capacity_gb: i64, quota_gb: i64) -> Env {
+        let dir = tempfile::Builder::new()
+            .prefix("nfsprov-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let tb_dir = dir.path().join("testbed");
+        let tb = tokio::task::spawn_blocking(move || Testbed::up(&tb_dir, n))
+            .await
+            .unwrap()
+            .expect("test bed starts");
+        let mut env = Env {
+            tb: TestbedGuard(tb),
+            dir,
+            serve: None,
+            port: free_port(),
+            http: reqwest::Client::new(),
+        };
+        env.cli_ok(&[
+            "testbed",
+            "register",
+            "--dir",
+            env.tb.dir.to_str().unwrap(),
+            "--capacity-gb",
+            &capacity_gb.to_string(),
+        ]);
+        env.cli_ok(&["user", "add", ADMIN.0, "--password", ADMIN.1, "--admin"]);
+        for u in [ALICE, BOB] {
+            env.cli_ok(&[
+                "user",
+                "add",
+                u.0,
+                "--password",
+                u.1,
+                "--quota-gb",
+                &quota_gb.to_string(),
+            ]);
+        }
+        env.start_serve().await;
+        env
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("NFSPROV_DATA_DIR", self.data_dir())
+            .env("NFSPROV_LOG", "warn")
+            .output()
+            .expect("run nfsprov")
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "nfsprov {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("serve.log")
+    }
+
+    pub async fn start_serve(&mut self) {
+        self.start_serve_with(&[]).await
+    }
+
+    pub async fn start_serve_with(&mut self, envs: &[(&str, &str)]) {
+        assert!(self.serve.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
+            .env("NFSPROV_DATA_DIR", self.data_dir())
+            .env("NFSPROV_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        self.serve = Some(cmd.spawn().expect("spawn nfsprov serve"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/api/v1/health", self.base()))
+                .send()
+                .await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nfsprov serve did not come up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL the API/reconciler process, as a crash would.
+    pub fn kill_serve(&mut self) {
+        if let Some(mut c) = self.serve.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub async fn req(
+        &self,
+        method: Method,
+        user: Option<(&str, &str)>,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self
+            .http
+            .request(method, format!("{}{}", self.base(), path));
+        if let Some((u, p)) = user {
+            r = r.basic_auth(u, Some(p));
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.expect("http request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let v = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, v)
+    }
+
+    /// Create a volume through the native API and wait until it settles.
+    pub async fn create(
+        &self,
+        user: (&str, &str),
+        root_path: i64,
+        sub_path: &str,
+        size: i64,
+        clients: Value,
+    ) -> (StatusCode, Value) {
+        self.req(
+            Method::POST,
+            Some(user),
+            "/api/v1/volumes?wait=true&timeout=30",
+            Some(json!({"root_path_id": root_path, "sub_path": sub_path, "size_gb": size, "clients": clients})),
+        )
+        .await
+    }
+
+    pub async fn volume(&self, id: i64) -> Value {
+        let (s, v) = self
+            .req(
+                Method::GET,
+                Some(ADMIN),
+                &format!("/api/v1/volumes/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v
+    }
+
+    /// Poll until `pred` holds for volume `id` (bounded).
+    pub async fn wait_volume(
+        &self,
+        id: i64,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.volume(id).await;
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "volume {id} never reached the expected state: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn server(&self, name: &str) -> &TestbedServer {
+        self.tb.server(name).expect("server exists")
+    }
+
+    pub fn managed_file(&self, server: &str) -> String {
+        std::fs::read_to_string(self.server(server).exports_d().join("nfsprov.exports"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.kill_serve();
+    }
+}
+
+/// etab lines for `path` (tab-separated path, then client(options)).
+pub fn etab_entries(etab: &str, path: &str) -> Vec<String> {
+    etab.lines()
+        .filter(|l| l.split('\t').next() == Some(path))
+        .map(|l| l.split('\t').nth(1).unwrap_or_default().to_string())
+        .collect()
+}
+
+pub fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().mode() & 0o7777
+}

@@ -1,0 +1,419 @@
+//! Volume lifecycle against real sshd + exportfs servers: create, change, delete, the hootie
+//! session replayed with curl, isolation between users, idempotency, server-side rejection.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_patch_delete_on_a_real_server() {
+    let env = Env::start(1, 100, 50).await;
+    let srv = env.server("srv1");
+    let foreign_before = std::fs::read_to_string(srv.etc_exports()).unwrap();
+
+    // Create with two clients, each with its own options, and an explicit mode and owner.
+    let (s, v) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1/volumes?wait=true",
+            Some(json!({
+                "root_path_id": 1, "sub_path": "team-a/proj1", "size_gb": 5,
+                "clients": [{"host": "10.1.2.0/24", "options": "rw,no_root_squash"},
+                            {"host": "*.lab.test", "options": ["ro"]}],
+                "mode": "2770", "uid": 1234, "gid": 5678
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["state"], "available");
+    assert_eq!(v["path"], "/srv/nfsprov/pool1/team-a/proj1");
+    let id = v["id"].as_i64().unwrap();
+
+    let dir = srv.host_path("/srv/nfsprov/pool1/team-a/proj1");
+    assert!(dir.is_dir());
+    assert_eq!(mode_of(&dir), 0o2770);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(&dir).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1234, 5678));
+    }
+    let etab = srv.etab().unwrap();
+    let entries = etab_entries(&etab, "/srv/nfsprov/pool1/team-a/proj1");
+    assert_eq!(entries.len(), 2, "{etab}");
+    let net = entries
+        .iter()
+        .find(|e| e.starts_with("10.1.2.0/24("))
+        .unwrap();
+    assert!(net.contains(",no_root_squash,") && net.starts_with("10.1.2.0/24(rw,"));
+    let lab = entries
+        .iter()
+        .find(|e| e.starts_with("*.lab.test("))
+        .unwrap();
+    assert!(lab.starts_with("*.lab.test(ro,"));
+
+    // PATCH: drop the network, make the wildcard rw, add an IPv6 client.
+    let (s, v) = env
+        .req(
+            Method::PATCH,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}?wait=true"),
+            Some(json!({"clients": [{"host": "*.lab.test", "options": "rw,sync"},
+                                    {"host": "2001:db8::/32", "options": "ro,all_squash,anonuid=1000"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "available");
+    let etab = srv.etab().unwrap();
+    let entries = etab_entries(&etab, "/srv/nfsprov/pool1/team-a/proj1");
+    assert_eq!(entries.len(), 2, "{etab}");
+    assert!(entries.iter().any(|e| e.starts_with("*.lab.test(rw,")));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.starts_with("2001:db8::/32(ro,") && e.contains("anonuid=1000"))
+    );
+    assert!(!entries.iter().any(|e| e.starts_with("10.1.2.0/24")));
+
+    // Data written into the volume is retained in the trash on delete (default policy).
+    std::fs::write(dir.join("keep.txt"), "precious").unwrap();
+    let (s, v) = env
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}?wait=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "deleted");
+    assert!(etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/pool1/team-a/proj1").is_empty());
+    assert!(!dir.exists());
+    let trash = srv.host_path(&format!("/srv/nfsprov/pool1/.nfsprov-trash/{id}/keep.txt"));
+    assert_eq!(std::fs::read_to_string(trash).unwrap(), "precious");
+    assert!(!env.managed_file("srv1").contains("proj1"));
+
+    // Lines nfsprov did not write are untouched, and still exported.
+    assert_eq!(
+        std::fs::read_to_string(srv.etc_exports()).unwrap(),
+        foreign_before
+    );
+    assert!(!etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/foreign").is_empty());
+
+    // Quota is released by the delete.
+    let (_, users) = env
+        .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
+        .await;
+    let alice = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "alice")
+        .unwrap();
+    assert_eq!(alice["used_gb"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_policy_removes_data() {
+    let env = Env::start(1, 100, 50).await;
+    let (s, rp) = env
+        .req(
+            Method::POST,
+            Some(ADMIN),
+            "/api/v1/rootpaths",
+            Some(json!({"server": "srv1", "path": "/srv/nfsprov/pool2", "capacity_gb": 10, "delete_policy": "purge"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rp}");
+    let rp_id = rp["id"].as_i64().unwrap();
+    let (s, v) = env
+        .create(
+            ALICE,
+            rp_id,
+            "scratch",
+            1,
+            json!([{"host": "*", "options": "rw"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let srv = env.server("srv1");
+    let dir = srv.host_path("/srv/nfsprov/pool2/scratch");
+    std::fs::write(dir.join("junk"), "x").unwrap();
+    let id = v["id"].as_i64().unwrap();
+    let (s, _) = env
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}?wait=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!dir.exists());
+    assert!(!srv.host_path("/srv/nfsprov/pool2/.nfsprov-trash").exists());
+    assert!(etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/pool2/scratch").is_empty());
+}
+
+fn curl(args: &[&str]) -> (u16, Value, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-D", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (rest, code) = text.rsplit_once('\n').unwrap();
+    let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    let body = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string()))
+    };
+    (code.trim().parse().unwrap(), body, headers.to_string())
+}
+
+/// hootie's README session, byte for byte the same requests, with curl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hootie_readme_session_with_curl() {
+    let env = Env::start(1, 100, 10).await;
+    let base = env.base();
+    let (code, body, _) = curl(&[&format!("{base}/api/v1.0/rootpaths/")]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        body,
+        json!([{"pk": 1, "server_path": "127.0.0.1:/srv/nfsprov/pool1"}])
+    );
+
+    let alice = format!("{}:{}", ALICE.0, ALICE.1);
+    let create = r#"{"options": "ro,sync", "root_path": 1, "sub_path": "_my_home_directory", "size_GB": 2, "allowed_hosts": "192.168.20.2"}"#;
+    let (code, body, _) = curl(&[
+        "-u",
+        &alice,
+        "-H",
+        "Content-Type: application/json",
+        "-X",
+        "POST",
+        "-d",
+        create,
+        &format!("{base}/api/v1.0/volumes/"),
+    ]);
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["error"], "None");
+    // Really exported by the time the 201 arrives.
+    let etab = env.server("srv1").etab().unwrap();
+    let e = etab_entries(&etab, "/srv/nfsprov/pool1/_my_home_directory");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("192.168.20.2(ro,sync,"));
+
+    let (code, body, headers) = curl(&[&format!("{base}/api/v1.0/volumes/")]);
+    assert_eq!(code, 401);
+    assert!(
+        headers
+            .to_lowercase()
+            .contains("www-authenticate: basic realm=\"api\""),
+        "{headers}"
+    );
+    assert_eq!(
+        body,
+        json!({"detail": "Authentication credentials were not provided."})
+    );
+
+    let (code, body, _) = curl(&["-u", &alice, &format!("{base}/api/v1.0/volumes/")]);
+    assert_eq!(code, 200);
+    let pk = body[0]["pk"].as_i64().unwrap();
+    assert_eq!(
+        body,
+        json!([{"allowed_hosts": "192.168.20.2", "fileserver": "127.0.0.1",
+                "fullpath": "/srv/nfsprov/pool1/_my_home_directory", "options": "ro,sync",
+                "owner": "alice", "pk": pk, "root_path": 1, "size_GB": 2,
+                "sub_path": "_my_home_directory"}])
+    );
+    let (code, one, _) = curl(&["-u", &alice, &format!("{base}/api/v1.0/volumes/{pk}/")]);
+    assert_eq!(code, 200);
+    assert_eq!(one, body[0]);
+
+    // Another user: 404, not 403, for both show and delete; the admin sees it.
+    let bob = format!("{}:{}", BOB.0, BOB.1);
+    let (code, body, _) = curl(&["-u", &bob, &format!("{base}/api/v1.0/volumes/{pk}/")]);
+    assert_eq!((code, body), (404, json!({"detail": "Not found."})));
+    let (code, _, _) = curl(&[
+        "-u",
+        &bob,
+        "-X",
+        "DELETE",
+        &format!("{base}/api/v1.0/volumes/{pk}/"),
+    ]);
+    assert_eq!(code, 404);
+    let (code, body, _) = curl(&["-u", &bob, &format!("{base}/api/v1.0/volumes/")]);
+    assert_eq!((code, body), (200, json!([])));
+    let admin = format!("{}:{}", ADMIN.0, ADMIN.1);
+    let (code, body, _) = curl(&["-u", &admin, &format!("{base}/api/v1.0/volumes/")]);
+    assert_eq!(code, 200);
+    assert_eq!(body.as_array().unwrap().len(), 1);
+
+    // Over quota: a 400 that says which limit and by how much (hootie answered 500).
+    let big = r#"{"root_path": 1, "sub_path": "big", "size_GB": 9}"#;
+    let (code, body, _) = curl(&[
+        "-u",
+        &alice,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        big,
+        &format!("{base}/api/v1.0/volumes/"),
+    ]);
+    assert_eq!(code, 400, "{body}");
+    let msg = body["size_GB"][0].as_str().unwrap();
+    assert!(
+        msg.contains("quota by 1 GB") && msg.contains("quota 10 GB"),
+        "{msg}"
+    );
+
+    // A field error names the field.
+    let bad = r#"{"root_path": 1, "sub_path": "../etc", "size_GB": 1}"#;
+    let (code, body, _) = curl(&[
+        "-u",
+        &alice,
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        bad,
+        &format!("{base}/api/v1.0/volumes/"),
+    ]);
+    assert_eq!(code, 400);
+    assert!(body["sub_path"][0].is_string(), "{body}");
+
+    let (code, _, _) = curl(&[
+        "-u",
+        &alice,
+        "-X",
+        "DELETE",
+        &format!("{base}/api/v1.0/volumes/{pk}/"),
+    ]);
+    assert_eq!(code, 204);
+    env.wait_volume(pk, Duration::from_secs(10), |v| v["state"] == "deleted")
+        .await;
+    let etab = env.server("srv1").etab().unwrap();
+    assert!(etab_entries(&etab, "/srv/nfsprov/pool1/_my_home_directory").is_empty());
+    let (code, _, _) = curl(&["-u", &alice, &format!("{base}/api/v1.0/volumes/{pk}/")]);
+    assert_eq!(code, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_and_locked_users() {
+    let env = Env::start(1, 100, 20).await;
+    let body =
+        json!({"root_path_id": 1, "sub_path": "idem", "size_gb": 1, "clients": [{"host": "*"}]});
+    let post = |key: &'static str, body: Value| {
+        env.http
+            .post(format!("{}/api/v1/volumes", env.base()))
+            .basic_auth(ALICE.0, Some(ALICE.1))
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let r1 = post("k-1", body.clone()).await.unwrap();
+    assert_eq!(r1.status(), StatusCode::ACCEPTED);
+    let v1: Value = r1.json().await.unwrap();
+    let r2 = post("k-1", body.clone()).await.unwrap();
+    assert!(r2.status() == StatusCode::ACCEPTED || r2.status() == StatusCode::CREATED);
+    assert_eq!(r2.headers()["idempotent-replayed"], "true");
+    let v2: Value = r2.json().await.unwrap();
+    assert_eq!(v1["id"], v2["id"]);
+    let mut other = body.clone();
+    other["size_gb"] = json!(2);
+    let r3 = post("k-1", other).await.unwrap();
+    assert_eq!(r3.status(), StatusCode::CONFLICT);
+    let e: Value = r3.json().await.unwrap();
+    assert_eq!(e["error"]["field"], "Idempotency-Key");
+    let (_, list) = env
+        .req(Method::GET, Some(ALICE), "/api/v1/volumes", None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Locked: 403, nothing recorded.
+    env.cli_ok(&["user", "set", "alice", "--locked", "true"]);
+    let (s, e) = env
+        .create(ALICE, 1, "locked", 1, json!([{"host": "*"}]))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{e}");
+    assert_eq!(e["error"]["code"], "locked");
+    let (_, list) = env
+        .req(Method::GET, Some(ALICE), "/api/v1/volumes", None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Bob cannot see, change or delete alice's volume: 404.
+    let id = v1["id"].as_i64().unwrap();
+    for m in [Method::GET, Method::DELETE] {
+        let (s, _) = env
+            .req(m, Some(BOB), &format!("/api/v1/volumes/{id}"), None)
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+    let (s, _) = env
+        .req(
+            Method::PATCH,
+            Some(BOB),
+            &format!("/api/v1/volumes/{id}"),
+            Some(json!({"clients": [{"host": "*"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // Non-admins cannot use admin endpoints.
+    let (s, _) = env
+        .req(Method::GET, Some(BOB), "/api/v1/servers", None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+/// A client the server cannot resolve is rejected by exportfs: that volume alone goes to
+/// `error` with the server's own message; the others stay exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_rejection_hits_only_the_affected_volume() {
+    let env = Env::start(1, 100, 20).await;
+    let (s, good) = env
+        .create(ALICE, 1, "good", 1, json!([{"host": "10.9.9.9"}]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{good}");
+    let (s, bad) = env
+        .create(ALICE, 1, "bad", 1, json!([{"host": "nosuchhost.test"}]))
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{bad}");
+    assert_eq!(bad["state"], "error");
+    let err = bad["last_error"].as_str().unwrap();
+    assert!(err.contains("nosuchhost.test"), "{err}");
+    assert!(
+        err.contains("Failed to resolve"),
+        "the server's own words: {err}"
+    );
+    let srv = env.server("srv1");
+    assert_eq!(
+        etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/pool1/good").len(),
+        1
+    );
+    assert_eq!(
+        env.volume(good["id"].as_i64().unwrap()).await["state"],
+        "available"
+    );
+    // Fixing the client through PATCH recovers the volume.
+    let id = bad["id"].as_i64().unwrap();
+    let (s, v) = env
+        .req(
+            Method::PATCH,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}?wait=true"),
+            Some(json!({"clients": [{"host": "client1.test", "options": "ro"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "available");
+    assert_eq!(
+        etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/pool1/bad").len(),
+        1
+    );
+}

@@ -5,7 +5,7 @@
 //! password invalidates it at once and the cache never holds a password.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -53,6 +53,9 @@ const CACHE_TTL: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub struct Authenticator {
     verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    /// One argon2 check per user at a time: a burst of requests from one user waits for the
+    /// first check instead of running hundreds of 19 MiB hashes at once.
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 fn digest(stored_hash: &str, password: &str) -> [u8; 32] {
@@ -77,6 +80,12 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
 }
 
 impl Authenticator {
+    fn is_cached(&self, username: &str, d: &[u8; 32]) -> bool {
+        let map = self.verified.lock().expect("auth cache lock");
+        map.get(username)
+            .is_some_and(|(hd, at)| hd == d && at.elapsed() < CACHE_TTL)
+    }
+
     /// The user an `Authorization` header names, if its password is right.
     pub async fn authenticate(&self, db: &Datastore, header: Option<&str>) -> Result<User> {
         let Some(header) = header else {
@@ -92,12 +101,18 @@ impl Authenticator {
             Err(e) => return Err(e),
         };
         let d = digest(&user.password_hash, &password);
-        let cached = {
-            let map = self.verified.lock().expect("auth cache lock");
-            map.get(&username)
-                .is_some_and(|(hd, at)| *hd == d && at.elapsed() < CACHE_TTL)
-        };
-        if !cached {
+        if self.is_cached(&username, &d) {
+            return Ok(user);
+        }
+        let gate = self
+            .inflight
+            .lock()
+            .expect("auth inflight lock")
+            .entry(username.clone())
+            .or_default()
+            .clone();
+        let _turn = gate.lock().await;
+        if !self.is_cached(&username, &d) {
             let hash = user.password_hash.clone();
             let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
                 .await

@@ -70,6 +70,12 @@ enum ServerCmd {
         #[arg(long, default_value = "")]
         nfs_address: String,
     },
+    /// Pin a new host key for a server (after a legitimate key change).
+    Pin {
+        name: String,
+        #[arg(long)]
+        host_key: String,
+    },
     List,
 }
 
@@ -185,6 +191,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     )
                     .await?;
                     println!("server {} added (id {})", s.name, s.id);
+                }
+                ServerCmd::Pin { name, host_key } => {
+                    let s = admin::find_server(&db, &name).await?;
+                    let key = admin::normalize_host_key(&host_key)?;
+                    db.set_server_host_key(s.id, &key).await?;
+                    println!("server {}: host key pinned to {key}", s.name);
                 }
                 ServerCmd::List => {
                     for s in db.servers().await? {

@@ -16,9 +16,50 @@ use crate::model::{Server, ServerId, VolumeState};
 use crate::plan::Plan;
 use crate::remote::{RemoteError, Session, Target};
 
-/// How often a reconciler re-checks its server with no request pending (drift repair).
-pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
-const MAX_BACKOFF: Duration = Duration::from_secs(20);
+/// Timing of the reconcilers.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// How often a reconciler re-checks its server with no request pending (drift repair).
+    pub resync: Duration,
+    /// Longest wait between attempts to reach a server that is down.
+    pub max_backoff: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            resync: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Tuning {
+    /// Defaults, overridden by `NFSPROV_RESYNC_SECS` and `NFSPROV_MAX_BACKOFF_SECS`.
+    pub fn from_env() -> Tuning {
+        let secs = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| *v > 0.0)
+                .map(Duration::from_secs_f64)
+        };
+        let d = Tuning::default();
+        Tuning {
+            resync: secs("NFSPROV_RESYNC_SECS").unwrap_or(d.resync),
+            max_backoff: secs("NFSPROV_MAX_BACKOFF_SECS").unwrap_or(d.max_backoff),
+        }
+    }
+}
+
+/// Crash on purpose at a named point when `NFSPROV_FAULT` names it: lets tests kill the
+/// process exactly between two steps (e.g. after the server changed, before the database did).
+fn fault_point(name: &str) {
+    if std::env::var("NFSPROV_FAULT").is_ok_and(|v| v == name) {
+        eprintln!("NFSPROV_FAULT={name}: aborting on purpose");
+        std::process::abort();
+    }
+}
 const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
@@ -32,17 +73,19 @@ pub struct Hub {
 struct HubInner {
     db: Datastore,
     state_dir: PathBuf,
+    tuning: Tuning,
     servers: Mutex<HashMap<ServerId, Arc<Notify>>>,
     /// Signalled after every pass that recorded outcomes.
     changed: Notify,
 }
 
 impl Hub {
-    pub fn new(db: Datastore, state_dir: PathBuf) -> Hub {
+    pub fn new(db: Datastore, state_dir: PathBuf, tuning: Tuning) -> Hub {
         Hub {
             inner: Arc::new(HubInner {
                 db,
                 state_dir,
+                tuning,
                 servers: Mutex::new(HashMap::new()),
                 changed: Notify::new(),
             }),
@@ -104,13 +147,13 @@ impl Hub {
             let wait = match self.reconcile_server(server_id, &mut session).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(500);
-                    RESYNC_INTERVAL
+                    self.inner.tuning.resync
                 }
                 Err(e) => {
                     session = None;
                     tracing::warn!(server = %server_id, "reconcile failed: {e:#}");
                     let w = backoff;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff = (backoff * 2).min(self.inner.tuning.max_backoff);
                     w
                 }
             };
@@ -150,6 +193,7 @@ impl Hub {
                     return Err(e.into());
                 }
             };
+            fault_point("after-apply");
             let report = knfsd::interpret(&plan, &line_map, &out, force);
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");

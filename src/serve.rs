@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::api::{AppState, router};
 use crate::datastore::Datastore;
-use crate::reconcile::Hub;
+use crate::reconcile::{Hub, Tuning};
 
 /// The database file inside a data directory.
 pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
@@ -25,7 +25,7 @@ pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     let db = open(data_dir).await?;
     let state_dir = data_dir.join("ssh");
     std::fs::create_dir_all(&state_dir)?;
-    let hub = Hub::new(db, state_dir);
+    let hub = Hub::new(db, state_dir, Tuning::from_env());
     // Every server is reconciled at start (crash recovery, drift repair); servers added later
     // through the CLI are picked up by this periodic scan, through the API at once.
     hub.ensure_all().await?;

@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
             get(list_root_paths).post(create_root_path),
         )
         .route("/api/v1/servers", get(list_servers).post(create_server))
+        .route("/api/v1/servers/{name}", patch(patch_server))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/users/{username}", patch(patch_user))
         .route(
@@ -400,6 +401,28 @@ async fn create_server(
     let s = crate::admin::add_server(st.db(), req).await?;
     st.hub.ensure(s.id);
     Ok((StatusCode::CREATED, Json(server_json(&s))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchServerIn {
+    host_key: String,
+}
+
+/// Pin a new host key (after a legitimate change on the server).
+async fn patch_server(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> NResult<Json<Value>> {
+    st.admin(&headers).await?;
+    let req: PatchServerIn = parse_body(&body)?;
+    let s = crate::admin::find_server(st.db(), &name).await?;
+    let key = crate::admin::normalize_host_key(&req.host_key)?;
+    st.db().set_server_host_key(s.id, &key).await?;
+    st.hub.poke(s.id);
+    Ok(Json(server_json(&st.db().server(s.id).await?)))
 }
 
 fn user_json(u: &User) -> Value {

@@ -73,7 +73,24 @@ impl Env {
             ]);
         }
         env.start_serve().await;
+        env.wait_servers_reachable().await;
         env
+    }
+
+    /// Wait until every server had a successful reconcile pass.
+    pub async fn wait_servers_reachable(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, servers) = self.req(Method::GET, Some(ADMIN), "/api/v1/servers", None).await;
+            if servers
+                .as_array()
+                .is_some_and(|a| a.iter().all(|s| s["status"] == "reachable"))
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "servers not reachable: {servers}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {

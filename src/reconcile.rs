@@ -193,7 +193,9 @@ impl Hub {
                     return Err(e.into());
                 }
             };
-            fault_point("after-apply");
+            if volumes.iter().any(|v| !v.state.is_settled()) {
+                fault_point("after-apply");
+            }
             let report = knfsd::interpret(&plan, &line_map, &out, force);
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");

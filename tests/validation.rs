@@ -77,7 +77,11 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
         ("clients[0].host", json!("host(rw)"), "clients[0].host"),
         ("clients[0].host", json!("10.0.0.*"), "clients[0].host"),
         ("clients[0].host", json!("fe80::1%eth0"), "clients[0].host"),
-        ("clients[0].host", json!("2001:db8::/129"), "clients[0].host"),
+        (
+            "clients[0].host",
+            json!("2001:db8::/129"),
+            "clients[0].host",
+        ),
         ("clients[0].host", json!("@"), "clients[0].host"),
         ("clients[0].host", json!("a..b"), "clients[0].host"),
         ("clients[0].host", json!("-host"), "clients[0].host"),
@@ -85,15 +89,39 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
         ("clients[0].options", json!("rw,ro"), "clients[0].options"),
         ("clients[0].options", json!("foo"), "clients[0].options"),
         ("clients[0].options", json!("fsid=0"), "clients[0].options"),
-        ("clients[0].options", json!("anonuid=-1"), "clients[0].options"),
-        ("clients[0].options", json!("anonuid=x"), "clients[0].options"),
+        (
+            "clients[0].options",
+            json!("anonuid=-1"),
+            "clients[0].options",
+        ),
+        (
+            "clients[0].options",
+            json!("anonuid=x"),
+            "clients[0].options",
+        ),
         ("clients[0].options", json!("sec=foo"), "clients[0].options"),
-        ("clients[0].options", json!("rw,,sync"), "clients[0].options"),
+        (
+            "clients[0].options",
+            json!("rw,,sync"),
+            "clients[0].options",
+        ),
         ("clients[0].options", json!("rw sync"), "clients[0].options"),
-        ("clients[0].options", json!("refer=/x@y"), "clients[0].options"),
-        ("clients[0].options", json!("rw;reboot"), "clients[0].options"),
+        (
+            "clients[0].options",
+            json!("refer=/x@y"),
+            "clients[0].options",
+        ),
+        (
+            "clients[0].options",
+            json!("rw;reboot"),
+            "clients[0].options",
+        ),
         ("clients[0].options", json!("RW"), "clients[0].options"),
-        ("clients[0].options", json!(["rw", "$(id)"]), "clients[0].options"),
+        (
+            "clients[0].options",
+            json!(["rw", "$(id)"]),
+            "clients[0].options",
+        ),
         ("mode", json!("4755"), "mode"),
         ("mode", json!("1777"), "mode"),
         ("mode", json!("abc"), "mode"),
@@ -109,30 +137,68 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
         assert!(s.is_client_error(), "{field}={value}: status {s}, {e}");
         assert_eq!(e["error"]["field"], *expect, "{field}={value}: {e}");
         let msg = e["error"]["message"].as_str().unwrap_or_default();
-        assert!(msg.len() > 5, "{field}={value}: message should explain: {e}");
+        assert!(
+            msg.len() > 5,
+            "{field}={value}: message should explain: {e}"
+        );
     }
 
     // hootie's API: DRF-style {"field": ["message"]}.
     let hootie: Vec<(Value, &str)> = vec![
-        (json!({"root_path": 1, "sub_path": "../x", "size_GB": 1}), "sub_path"),
-        (json!({"root_path": 1, "sub_path": "ok", "size_GB": 0}), "size_GB"),
-        (json!({"root_path": 1, "sub_path": "ok", "size_GB": "abc"}), "size_GB"),
+        (
+            json!({"root_path": 1, "sub_path": "../x", "size_GB": 1}),
+            "sub_path",
+        ),
+        (
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": 0}),
+            "size_GB",
+        ),
+        (
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": "abc"}),
+            "size_GB",
+        ),
         (json!({"sub_path": "ok", "size_GB": 1}), "root_path"),
         (json!({"root_path": 1, "size_GB": 1}), "sub_path"),
         (json!({"root_path": 1, "sub_path": "ok"}), "size_GB"),
-        (json!({"root_path": 999, "sub_path": "ok", "size_GB": 1}), "root_path"),
-        (json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "allowed_hosts": "1.2.3.256"}), "allowed_hosts"),
-        (json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "allowed_hosts": "a;b"}), "allowed_hosts"),
-        (json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": "rw,ro"}), "options"),
-        (json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": "no_such"}), "options"),
-        (json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": 5}), "options"),
+        (
+            json!({"root_path": 999, "sub_path": "ok", "size_GB": 1}),
+            "root_path",
+        ),
+        (
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "allowed_hosts": "1.2.3.256"}),
+            "allowed_hosts",
+        ),
+        (
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "allowed_hosts": "a;b"}),
+            "allowed_hosts",
+        ),
+        (
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": "rw,ro"}),
+            "options",
+        ),
+        (
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": "no_such"}),
+            "options",
+        ),
+        (
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": 5}),
+            "options",
+        ),
     ];
     for (body, expect) in &hootie {
         let (s, e) = env
-            .req(Method::POST, Some(ALICE), "/api/v1.0/volumes/", Some(body.clone()))
+            .req(
+                Method::POST,
+                Some(ALICE),
+                "/api/v1.0/volumes/",
+                Some(body.clone()),
+            )
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {e}");
-        assert!(e[*expect][0].is_string(), "{body}: expected a {expect} error, got {e}");
+        assert!(
+            e[*expect][0].is_string(),
+            "{body}: expected a {expect} error, got {e}"
+        );
     }
 
     // Malformed JSON is a 400 too.
@@ -148,9 +214,18 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
 
     // Nothing was recorded, reserved or sent to the server.
-    let (_, list) = env.req(Method::GET, Some(ADMIN), "/api/v1/volumes?include_deleted=true", None).await;
+    let (_, list) = env
+        .req(
+            Method::GET,
+            Some(ADMIN),
+            "/api/v1/volumes?include_deleted=true",
+            None,
+        )
+        .await;
     assert_eq!(list, json!([]));
-    let (_, users) = env.req(Method::GET, Some(ADMIN), "/api/v1/users", None).await;
+    let (_, users) = env
+        .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
+        .await;
     assert!(users.as_array().unwrap().iter().all(|u| u["used_gb"] == 0));
     assert_eq!(listing(&pool), before_dirs);
     assert_eq!(env.managed_file("srv1"), before_file);
@@ -162,25 +237,81 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
 async fn admin_inputs_are_checked() {
     let env = Env::start(1, 100, 50).await;
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("/api/v1/rootpaths", json!({"server": "srv1", "path": "relative", "capacity_gb": 1}), "path"),
-        ("/api/v1/rootpaths", json!({"server": "srv1", "path": "/etc/x", "capacity_gb": 1}), "path"),
-        ("/api/v1/rootpaths", json!({"server": "srv1", "path": "/srv/nfsprov/pool1/inner", "capacity_gb": 1}), "path"),
-        ("/api/v1/rootpaths", json!({"server": "nope", "path": "/srv/x", "capacity_gb": 1}), "server"),
-        ("/api/v1/rootpaths", json!({"server": "srv1", "path": "/srv/y", "capacity_gb": 0}), "capacity_gb"),
-        ("/api/v1/servers", json!({"name": "Bad Name", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}), "name"),
-        ("/api/v1/servers", json!({"name": "s9", "ssh_host": "-oProxyCommand=x", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}), "ssh_host"),
-        ("/api/v1/servers", json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "nonsense"}), "host_key"),
-        ("/api/v1/servers", json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "rel", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}), "ssh_key"),
-        ("/api/v1/servers", json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_user": "-x", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}), "ssh_user"),
-        ("/api/v1/users", json!({"username": "Bad User", "password": "longenough"}), "username"),
-        ("/api/v1/users", json!({"username": "carol", "password": "short"}), "password"),
-        ("/api/v1/users", json!({"username": "carol", "password": "longenough", "quota_gb": -1}), "quota_gb"),
+        (
+            "/api/v1/rootpaths",
+            json!({"server": "srv1", "path": "relative", "capacity_gb": 1}),
+            "path",
+        ),
+        (
+            "/api/v1/rootpaths",
+            json!({"server": "srv1", "path": "/etc/x", "capacity_gb": 1}),
+            "path",
+        ),
+        (
+            "/api/v1/rootpaths",
+            json!({"server": "srv1", "path": "/srv/nfsprov/pool1/inner", "capacity_gb": 1}),
+            "path",
+        ),
+        (
+            "/api/v1/rootpaths",
+            json!({"server": "nope", "path": "/srv/x", "capacity_gb": 1}),
+            "server",
+        ),
+        (
+            "/api/v1/rootpaths",
+            json!({"server": "srv1", "path": "/srv/y", "capacity_gb": 0}),
+            "capacity_gb",
+        ),
+        (
+            "/api/v1/servers",
+            json!({"name": "Bad Name", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
+            "name",
+        ),
+        (
+            "/api/v1/servers",
+            json!({"name": "s9", "ssh_host": "-oProxyCommand=x", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
+            "ssh_host",
+        ),
+        (
+            "/api/v1/servers",
+            json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "nonsense"}),
+            "host_key",
+        ),
+        (
+            "/api/v1/servers",
+            json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "rel", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
+            "ssh_key",
+        ),
+        (
+            "/api/v1/servers",
+            json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_user": "-x", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
+            "ssh_user",
+        ),
+        (
+            "/api/v1/users",
+            json!({"username": "Bad User", "password": "longenough"}),
+            "username",
+        ),
+        (
+            "/api/v1/users",
+            json!({"username": "carol", "password": "short"}),
+            "password",
+        ),
+        (
+            "/api/v1/users",
+            json!({"username": "carol", "password": "longenough", "quota_gb": -1}),
+            "quota_gb",
+        ),
     ];
     for (path, body, expect) in cases {
-        let (s, e) = env.req(Method::POST, Some(ADMIN), path, Some(body.clone())).await;
+        let (s, e) = env
+            .req(Method::POST, Some(ADMIN), path, Some(body.clone()))
+            .await;
         assert!(s.is_client_error(), "{body}: {s} {e}");
         assert_eq!(e["error"]["field"], expect, "{body}: {e}");
     }
-    let (_, servers) = env.req(Method::GET, Some(ADMIN), "/api/v1/servers", None).await;
+    let (_, servers) = env
+        .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
+        .await;
     assert_eq!(servers.as_array().unwrap().len(), 1);
 }

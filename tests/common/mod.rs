@@ -81,14 +81,19 @@ impl Env {
     pub async fn wait_servers_reachable(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let (_, servers) = self.req(Method::GET, Some(ADMIN), "/api/v1/servers", None).await;
+            let (_, servers) = self
+                .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
+                .await;
             if servers
                 .as_array()
                 .is_some_and(|a| a.iter().all(|s| s["status"] == "reachable"))
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "servers not reachable: {servers}");
+            assert!(
+                Instant::now() < deadline,
+                "servers not reachable: {servers}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

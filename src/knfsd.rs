@@ -477,3 +477,132 @@ fn tail(text: &str) -> String {
         joined
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+    use crate::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
+
+    fn vol(id: i64, sub: &str, state: VolumeState, clients: &[(&str, &str)]) -> Volume {
+        let clients: Vec<ClientRule> = clients
+            .iter()
+            .map(|(h, o)| ClientRule {
+                host: ClientSpec::parse(h).unwrap(),
+                options: ExportOptions::parse(o).unwrap(),
+            })
+            .collect();
+        Volume {
+            id: VolumeId(id),
+            owner_id: UserId(1),
+            owner: "alice".into(),
+            root_path_id: RootPathId(1),
+            root_path: RootDir::parse("/srv/pool").unwrap(),
+            delete_policy: DeletePolicy::Retain,
+            server_id: ServerId(1),
+            nfs_address: "nfs1".into(),
+            sub_path: SubPath::parse(sub).unwrap(),
+            size_gb: 1,
+            applied_clients: (state == VolumeState::Available).then(|| clients.clone()),
+            clients,
+            mode: DirMode::default(),
+            uid: 0,
+            gid: 0,
+            state,
+            generation: 1,
+            failed_generation: None,
+            last_error: None,
+            created_at: Default::default(),
+            updated_at: Default::default(),
+        }
+    }
+
+    #[test]
+    fn render_is_stable_and_maps_lines_to_volumes() {
+        let vols = vec![
+            vol(
+                2,
+                "b",
+                VolumeState::Creating,
+                &[("10.0.0.0/24", "ro"), ("*", "rw,async")],
+            ),
+            vol(1, "a", VolumeState::Available, &[("host1.test", "rw")]),
+            vol(3, "c", VolumeState::Deleting, &[("*", "rw")]),
+        ];
+        let plan = Plan::build(&vols);
+        let (text, lines) = render(&plan);
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            [
+                "/srv/pool/a host1.test(rw,sync,no_subtree_check)",
+                "/srv/pool/b 10.0.0.0/24(ro,sync,no_subtree_check) *(rw,async,no_subtree_check)",
+            ]
+        );
+        assert_eq!(lines[&2], VolumeId(1));
+        assert_eq!(lines[&3], VolumeId(2));
+        assert_eq!(plan.remove.len(), 1);
+        assert_eq!(
+            plan.create.len(),
+            1,
+            "only the never-applied volume gets a mkdir"
+        );
+    }
+
+    #[test]
+    fn rejected_generation_falls_back_to_last_good_clients() {
+        let mut v = vol(1, "a", VolumeState::Error, &[("10.0.0.1", "rw")]);
+        v.applied_clients = Some(vec![ClientRule {
+            host: ClientSpec::parse("10.0.0.2").unwrap(),
+            options: ExportOptions::parse("ro").unwrap(),
+        }]);
+        v.failed_generation = Some(1);
+        let plan = Plan::build(&[v.clone()]);
+        assert!(!plan.exports[0].is_desired);
+        assert_eq!(plan.exports[0].clients[0].host.to_string(), "10.0.0.2");
+        v.applied_clients = None;
+        let plan = Plan::build(&[v]);
+        assert!(plan.exports.is_empty());
+        assert_eq!(plan.withheld, vec![VolumeId(1)]);
+    }
+
+    #[test]
+    fn exportfs_messages_are_blamed_on_the_right_volume() {
+        let vols = vec![
+            vol(1, "a", VolumeState::Creating, &[("*", "rw")]),
+            vol(2, "a-b", VolumeState::Creating, &[("*", "rw")]),
+        ];
+        let plan = Plan::build(&vols);
+        let (_, lines) = render(&plan);
+        let by_line = "exportfs: /etc/exports.d/nfsprov.exports:3: unknown keyword \"foo\"";
+        assert_eq!(blame_line(by_line, &lines, &plan), Some(VolumeId(2)));
+        let by_path = "exportfs: Failed to stat /srv/pool/a-b: No such file or directory";
+        assert_eq!(blame_line(by_path, &lines, &plan), Some(VolumeId(2)));
+        let by_path = "exportfs: Failed to stat /srv/pool/a: No such file or directory";
+        assert_eq!(blame_line(by_path, &lines, &plan), Some(VolumeId(1)));
+        assert_eq!(blame_line("exportfs: something else", &lines, &plan), None);
+    }
+
+    #[test]
+    fn etab_and_stat_parsing() {
+        let etab = "/srv/pool/a\t10.0.0.1(rw,sync,wdelay)\n/srv/pool/a\t*.x(ro)\ngarbage\n";
+        let m = parse_etab(etab);
+        assert!(m[&("/srv/pool/a".into(), "10.0.0.1".into())].contains("rw"));
+        assert!(m[&("/srv/pool/a".into(), "*.x".into())].contains("ro"));
+        assert_eq!(m.len(), 2);
+        let s = parse_stat("2775 10 20 /srv/pool/a\nbad line\n");
+        assert_eq!(s["/srv/pool/a"], (0o2775, 10, 20));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn script_quotes_every_value() {
+        let vols = vec![vol(1, "a", VolumeState::Creating, &[("*", "rw")])];
+        let plan = Plan::build(&vols);
+        let (text, _) = render(&plan);
+        let script = script(&plan, &text, false);
+        let body = &script.framed();
+        assert!(body.contains("mkdir -p -- '/srv/pool/a' && chown -- '0:0' '/srv/pool/a'"));
+        assert!(body.contains("printf '%s' '# Managed by nfsprov"));
+    }
+}

@@ -95,7 +95,7 @@ impl Script {
     /// The script as sent: the body runs as one compound command with stdin from /dev/null
     /// (no command can swallow the rest of the stream) and stderr merged into stdout, followed
     /// by an end marker with the body's exit status.
-    fn framed(&self) -> String {
+    pub(crate) fn framed(&self) -> String {
         let mut s = String::with_capacity(self.body.len() + 128);
         s.push_str("{\n");
         s.push_str(&self.body);

@@ -139,6 +139,8 @@ pub struct Report {
     /// The file was rejected and rolled back; the offending volumes are in `outcomes` as
     /// rejected, and a new pass must apply the rest.
     pub rerun: bool,
+    /// Volumes exportfs refused in a rolled-back file: leave them out of the next pass.
+    pub blamed: HashSet<VolumeId>,
     /// The file was unchanged but the export table did not match it: run again with exportfs.
     pub force_next: bool,
     /// A server-wide failure no volume can be blamed for.
@@ -246,9 +248,8 @@ pub fn interpret(
         if written {
             // The previous file was restored; only the rejections are news.
             for e in &plan.exports {
-                if let Some(msg) = failed.remove(&e.volume)
-                    && e.is_desired
-                {
+                if let Some(msg) = failed.remove(&e.volume) {
+                    report.blamed.insert(e.volume);
                     report.outcomes.push(Outcome::Rejected {
                         id: e.volume,
                         generation: e.generation,

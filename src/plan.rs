@@ -59,7 +59,8 @@ impl Plan {
         Plan::build_excluding(volumes, &HashSet::new())
     }
 
-    /// `excluded`: volumes whose current generation must not be exported in this pass.
+    /// `excluded`: volumes the server refused earlier in this reconcile; they are left out
+    /// entirely (not even their last good export) so the rest can be applied.
     pub fn build_excluding(volumes: &[Volume], excluded: &HashSet<VolumeId>) -> Plan {
         let mut plan = Plan::default();
         let mut sorted: Vec<&Volume> = volumes.iter().collect();
@@ -75,9 +76,9 @@ impl Plan {
                     trash_path: v.trash_path(),
                     generation: v.generation,
                 }),
+                _ if excluded.contains(&v.id) => plan.withheld.push(v.id),
                 _ => {
-                    let rejected =
-                        v.failed_generation == Some(v.generation) || excluded.contains(&v.id);
+                    let rejected = v.failed_generation == Some(v.generation);
                     let clients = if rejected {
                         v.applied_clients.clone()
                     } else {

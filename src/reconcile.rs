@@ -170,9 +170,10 @@ impl Hub {
         let db = &self.inner.db;
         let server = db.server(server_id).await?;
         let mut force = false;
+        let mut excluded = HashSet::new();
         for _ in 0..MAX_QUICK_PASSES {
             let volumes = db.server_volumes(server_id).await?;
-            let plan = Plan::build_excluding(&volumes, &HashSet::new());
+            let plan = Plan::build_excluding(&volumes, &excluded);
             if session.is_none() {
                 match Session::connect(&target(&server), &self.inner.state_dir).await {
                     Ok(s) => *session = Some(s),
@@ -200,6 +201,11 @@ impl Hub {
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");
             }
+            for o in &report.outcomes {
+                if let Outcome::Rejected { id, message, .. } = o {
+                    tracing::warn!(server = %server.name, volume = %id, "rejected: {message}");
+                }
+            }
             let mut outcomes = report.outcomes;
             if let Some(msg) = &report.server_error {
                 tracing::warn!(server = %server.name, "server error: {msg}");
@@ -220,6 +226,7 @@ impl Hub {
             }
             if report.rerun {
                 force = false;
+                excluded.extend(report.blamed.iter().copied());
                 continue;
             }
             return Ok(());

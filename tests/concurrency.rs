@@ -95,6 +95,13 @@ async fn quota_is_never_overcommitted() {
         .unwrap();
     assert_eq!(alice["used_gb"], 37);
     all_available(&env, &accepted).await;
+    // All of it went over one SSH connection: sshd authenticated exactly one session.
+    let sshd_log = std::fs::read_to_string(env.server("srv1").sshd_log()).unwrap();
+    assert_eq!(
+        sshd_log.matches("Accepted publickey").count(),
+        1,
+        "{sshd_log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -417,3 +417,51 @@ async fn server_rejection_hits_only_the_affected_volume() {
         1
     );
 }
+
+/// exportfs fails on one volume (its directory was removed by hand): the file is rolled back,
+/// that volume alone goes to `error` with exportfs's message, and the change to another volume
+/// is applied in the next pass of the same reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_exportfs_is_rolled_back_and_blamed_on_one_volume() {
+    let env = Env::start(1, 100, 20).await;
+    let (s, a) = env
+        .create(ALICE, 1, "alpha", 1, json!([{"host": "10.0.0.1"}]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    let (s, b) = env
+        .create(ALICE, 1, "beta", 1, json!([{"host": "10.0.0.1"}]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let srv = env.server("srv1");
+    std::fs::remove_dir_all(srv.host_path("/srv/nfsprov/pool1/alpha")).unwrap();
+
+    let id_b = b["id"].as_i64().unwrap();
+    let (s, v) = env
+        .req(
+            Method::PATCH,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id_b}?wait=true"),
+            Some(json!({"clients": [{"host": "10.0.0.2", "options": "ro"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "available");
+    let id_a = a["id"].as_i64().unwrap();
+    let a = env
+        .wait_volume(id_a, Duration::from_secs(10), |v| v["state"] == "error")
+        .await;
+    let err = a["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("Failed to stat /srv/nfsprov/pool1/alpha"),
+        "{err}"
+    );
+    let file = env.managed_file("srv1");
+    assert!(!file.contains("/srv/nfsprov/pool1/alpha"), "{file}");
+    assert!(
+        file.contains("/srv/nfsprov/pool1/beta 10.0.0.2(ro,"),
+        "{file}"
+    );
+    let etab = srv.etab().unwrap();
+    assert!(etab_entries(&etab, "/srv/nfsprov/pool1/beta")[0].starts_with("10.0.0.2(ro,"));
+    assert!(env.log().contains("Failed to stat"));
+}

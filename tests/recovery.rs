@@ -228,6 +228,19 @@ async fn hand_edits_on_the_server_are_repaired() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(env.managed_file("srv1").matches(victim).count(), 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !env
+        .log()
+        .contains("drift repaired: restored export of volume")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "drift not logged; log:\n{}\nsshd log:\n{}",
+            env.log(),
+            std::fs::read_to_string(srv.sshd_log()).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         env.log()
             .contains("drift repaired: restored export of volume"),

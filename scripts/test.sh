@@ -18,16 +18,9 @@ fi
 step "setup"
 bash "$REPO/scripts/setup.sh"
 
-# Under sudo, cargo may live in the invoking user's home (setup.sh checked it exists).
-if ! command -v cargo >/dev/null 2>&1; then
-    for h in "$HOME" "$(getent passwd "${SUDO_USER:-}" 2>/dev/null | cut -d: -f6)"; do
-        if [ -n "$h" ] && [ -x "$h/.cargo/bin/cargo" ]; then
-            export PATH="$h/.cargo/bin:$PATH"
-            if [ -z "${RUSTUP_HOME:-}" ] && [ -d "$h/.rustup" ]; then export RUSTUP_HOME="$h/.rustup"; fi
-            break
-        fi
-    done
-fi
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
+find_cargo || true
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check

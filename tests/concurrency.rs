@@ -84,15 +84,7 @@ async fn quota_is_never_overcommitted() {
                 .contains("quota by 1 GB")
         );
     }
-    let (_, users) = env
-        .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
-        .await;
-    let alice = users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == "alice")
-        .unwrap();
+    let alice = env.user_row("alice").await;
     assert_eq!(alice["used_gb"], 37);
     all_available(&env, &accepted).await;
     // All of it went over one SSH connection: sshd authenticated exactly one session.

@@ -106,15 +106,7 @@ async fn create_patch_delete_on_a_real_server() {
     assert!(!etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/foreign").is_empty());
 
     // Quota is released by the delete.
-    let (_, users) = env
-        .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
-        .await;
-    let alice = users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == "alice")
-        .unwrap();
+    let alice = env.user_row("alice").await;
     assert_eq!(alice["used_gb"], 0);
 }
 

@@ -13,17 +13,10 @@ use serde_json::{Value, json};
 /// Every live volume is exported exactly once on its server, every deleted one is gone, and
 /// nothing else is in the managed files.
 async fn assert_converged(env: &Env) -> usize {
-    let (_, all) = env
-        .req(
-            Method::GET,
-            Some(ADMIN),
-            "/api/v1/volumes?include_deleted=true",
-            None,
-        )
-        .await;
+    let all = env.all_volumes().await;
     let mut live: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
     let mut n_live = 0;
-    for v in all.as_array().unwrap() {
+    for v in &all {
         let server = v["server_id"].as_i64().unwrap();
         let path = v["path"].as_str().unwrap().to_string();
         let host = env.server(&format!("srv{server}")).host_path(&path);
@@ -72,17 +65,8 @@ async fn assert_converged(env: &Env) -> usize {
 async fn wait_all_settled(env: &Env, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let (_, all) = env
-            .req(
-                Method::GET,
-                Some(ADMIN),
-                "/api/v1/volumes?include_deleted=true",
-                None,
-            )
-            .await;
+        let all = env.all_volumes().await;
         let pending: Vec<&Value> = all
-            .as_array()
-            .unwrap()
             .iter()
             .filter(|v| v["state"] != "available" && v["state"] != "deleted")
             .collect();

@@ -159,6 +159,13 @@ impl Env {
                 .await
                 && r.status().is_success()
             {
+                // Make sure it is our process answering (not another test's on a reused port).
+                let child = self.serve.as_mut().unwrap();
+                assert!(
+                    child.try_wait().unwrap().is_none(),
+                    "nfsprov serve exited: {}",
+                    self.log()
+                );
                 return;
             }
             assert!(Instant::now() < deadline, "nfsprov serve did not come up");
@@ -255,6 +262,33 @@ impl Env {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A user as the admin API shows it.
+    pub async fn user_row(&self, name: &str) -> Value {
+        let (_, users) = self
+            .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
+            .await;
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no user {name}: {users}"))
+    }
+
+    /// Every volume, deleted ones included, as the admin sees them.
+    pub async fn all_volumes(&self) -> Vec<Value> {
+        let (_, all) = self
+            .req(
+                Method::GET,
+                Some(ADMIN),
+                "/api/v1/volumes?include_deleted=true",
+                None,
+            )
+            .await;
+        all.as_array().unwrap().clone()
     }
 
     pub fn server(&self, name: &str) -> &TestbedServer {

@@ -73,6 +73,13 @@ pub struct NewServer {
     /// Address clients mount from; defaults to `ssh_host`.
     #[serde(default)]
     pub nfs_address: String,
+    /// `knfsd` (default) or `ganesha`.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+fn default_backend() -> String {
+    "knfsd".into()
 }
 
 fn default_ssh_port() -> u16 {
@@ -93,7 +100,7 @@ pub struct UserChange {
 
 const VOLUME_SELECT: &str = "SELECT v.id, v.owner_id, u.username, v.root_path_id, rp.path AS rp_path, \
      rp.delete_policy, v.server_id, s.nfs_address, v.sub_path, v.size_gb, v.clients, \
-     v.applied_clients, v.mode, v.uid, v.gid, v.state, v.generation, v.failed_generation, \
+     v.applied_clients, v.mode, v.uid, v.gid, v.state, v.export_id, v.generation, v.failed_generation, \
      v.last_error, v.created_at, v.updated_at \
      FROM volumes v JOIN users u ON u.id = v.owner_id \
      JOIN root_paths rp ON rp.id = v.root_path_id JOIN servers s ON s.id = v.server_id";
@@ -123,6 +130,7 @@ fn volume_from_row(row: &SqliteRow) -> Result<Volume> {
         gid: row.try_get::<i64, _>("gid")? as u32,
         state: VolumeState::parse(&state)
             .ok_or_else(|| anyhow::anyhow!("stored volume state {state:?} is unknown"))?,
+        export_id: row.try_get::<Option<i64>, _>("export_id")?.unwrap_or(0) as u32,
         generation: row.try_get("generation")?,
         failed_generation: row.try_get("failed_generation")?,
         last_error: row.try_get("last_error")?,
@@ -141,6 +149,11 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
         ssh_key: row.try_get("ssh_key")?,
         host_key: row.try_get("host_key")?,
         nfs_address: row.try_get("nfs_address")?,
+        backend: {
+            let b: String = row.try_get("backend")?;
+            crate::backend::Kind::parse(&b)
+                .ok_or_else(|| anyhow::anyhow!("stored backend {b:?} is unknown"))?
+        },
         status: row.try_get("status")?,
         status_message: row.try_get("status_message")?,
         last_reconciled_at: row.try_get("last_reconciled_at")?,
@@ -205,8 +218,8 @@ impl Datastore {
 
     pub async fn create_server(&self, s: &NewServer) -> Result<Server> {
         let res = sqlx::query(
-            "INSERT INTO servers (name, ssh_host, ssh_port, ssh_user, ssh_key, host_key, nfs_address, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO servers (name, ssh_host, ssh_port, ssh_user, ssh_key, host_key, nfs_address, backend, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&s.name)
         .bind(&s.ssh_host)
@@ -215,6 +228,7 @@ impl Datastore {
         .bind(&s.ssh_key)
         .bind(&s.host_key)
         .bind(&s.nfs_address)
+        .bind(&s.backend)
         .bind(now())
         .fetch_one(&self.pool)
         .await;
@@ -470,7 +484,8 @@ impl Datastore {
             ));
         }
         let rp = sqlx::query(
-            "SELECT server_id, path, capacity_gb, allocated_gb FROM root_paths WHERE id = ?",
+            "SELECT rp.server_id, rp.path, rp.capacity_gb, rp.allocated_gb, s.backend \
+             FROM root_paths rp JOIN servers s ON s.id = rp.server_id WHERE rp.id = ?",
         )
         .bind(nv.root_path.0)
         .fetch_optional(&mut *tx)
@@ -487,6 +502,7 @@ impl Datastore {
             rp.try_get("capacity_gb")?,
             rp.try_get("allocated_gb")?,
         );
+        check_backend_options(&rp.try_get::<String, _>("backend")?, &nv.clients)?;
 
         // A volume may not be nested in, or contain, another live volume of the same root
         // path: deleting one would move the other's data.
@@ -567,11 +583,12 @@ impl Datastore {
                 "quota or capacity changed concurrently; retry",
             ));
         }
+        let export_id = next_export_id(&mut tx, server_id).await?;
         let ts = now();
         let row = sqlx::query(
             "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
-             state, idempotency_key, request_hash, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?) RETURNING id",
+             state, idempotency_key, request_hash, export_id, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(nv.owner.0)
         .bind(nv.root_path.0)
@@ -584,6 +601,7 @@ impl Datastore {
         .bind(nv.gid as i64)
         .bind(nv.idempotency_key.as_deref())
         .bind(nv.request_hash.as_deref())
+        .bind(export_id)
         .bind(&ts)
         .bind(&ts)
         .fetch_one(&mut *tx)
@@ -639,10 +657,13 @@ impl Datastore {
         clients: &[ClientRule],
     ) -> Result<Volume> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT owner_id, state FROM volumes WHERE id = ?")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let row = sqlx::query(
+            "SELECT v.owner_id, v.state, s.backend FROM volumes v \
+             JOIN servers s ON s.id = v.server_id WHERE v.id = ?",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(row) = row else {
             return Err(Error::NotFound(format!("volume {id}")));
         };
@@ -656,6 +677,7 @@ impl Datastore {
                 format!("volume {id} is {state} and can no longer be changed"),
             ));
         }
+        check_backend_options(&row.try_get::<String, _>("backend")?, clients)?;
         sqlx::query(
             "UPDATE volumes SET clients = ?, generation = generation + 1, last_error = NULL, \
              state = CASE WHEN applied_clients IS NULL THEN 'creating' ELSE 'updating' END, \
@@ -807,6 +829,58 @@ impl Datastore {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// Refuse options the server's backend cannot honour (field `clients[i].options`).
+fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
+    if crate::backend::Kind::parse(backend) == Some(crate::backend::Kind::Ganesha) {
+        for (i, c) in clients.iter().enumerate() {
+            crate::backend::ganesha::check_options(&c.options)
+                .map_err(|m| Error::invalid(format!("clients[{i}].options"), m))?;
+        }
+    }
+    Ok(())
+}
+
+/// Largest export id nfs-ganesha accepts.
+const MAX_EXPORT_ID: i64 = 65_535;
+
+/// A new export id for `server`: one past the highest ever used, or once that is exhausted the
+/// lowest one no live volume holds.
+async fn next_export_id(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    server: i64,
+) -> Result<i64> {
+    let max: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(export_id) FROM volumes WHERE server_id = ?")
+            .bind(server)
+            .fetch_one(&mut **tx)
+            .await?;
+    let next = max.unwrap_or(0) + 1;
+    if next <= MAX_EXPORT_ID {
+        return Ok(next);
+    }
+    let used: Vec<i64> = sqlx::query_scalar(
+        "SELECT export_id FROM volumes WHERE server_id = ? AND state != 'deleted' ORDER BY export_id",
+    )
+    .bind(server)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut candidate = 1;
+    for id in used {
+        if id == candidate {
+            candidate += 1;
+        } else if id > candidate {
+            break;
+        }
+    }
+    if candidate > MAX_EXPORT_ID {
+        return Err(Error::conflict(
+            Some("root_path"),
+            "this server has no free export ids left (65535 live volumes)",
+        ));
+    }
+    Ok(candidate)
 }
 
 /// What the reconciler learned about one volume at one generation.

@@ -6,9 +6,9 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod backend;
 pub mod datastore;
 pub mod error;
-pub mod knfsd;
 pub mod model;
 pub mod plan;
 pub mod reconcile;

@@ -69,6 +69,9 @@ enum ServerCmd {
         /// Address NFS clients use; defaults to --ssh-host.
         #[arg(long, default_value = "")]
         nfs_address: String,
+        /// How the server exports: knfsd (kernel NFS, exportfs) or ganesha (nfs-ganesha).
+        #[arg(long, default_value = "knfsd")]
+        backend: String,
     },
     /// Pin a new host key for a server (after a legitimate key change).
     Pin {
@@ -175,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ssh_key,
                     host_key,
                     nfs_address,
+                    backend,
                 } => {
                     let ssh_key = std::path::absolute(&ssh_key)?;
                     let s = admin::add_server(
@@ -187,6 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             ssh_key: ssh_key.display().to_string(),
                             host_key,
                             nfs_address,
+                            backend,
                         },
                     )
                     .await?;
@@ -327,6 +332,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             ssh_key: tb.client_key.display().to_string(),
                             host_key: s.host_key.clone(),
                             nfs_address: String::new(),
+                            backend: "knfsd".into(),
                         },
                     )
                     .await?;

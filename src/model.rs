@@ -155,6 +155,7 @@ pub struct Server {
     pub ssh_key: String,
     pub host_key: String,
     pub nfs_address: String,
+    pub backend: crate::backend::Kind,
     pub status: String,
     pub status_message: Option<String>,
     pub last_reconciled_at: Option<String>,
@@ -202,6 +203,8 @@ pub struct Volume {
     pub uid: u32,
     pub gid: u32,
     pub state: VolumeState,
+    /// Stable id of the export on its server (nfs-ganesha's Export_Id).
+    pub export_id: u32,
     pub generation: i64,
     pub failed_generation: Option<i64>,
     pub last_error: Option<String>,

@@ -17,6 +17,8 @@ pub struct Export {
     /// The volume was already `available`: its line should be on the server as it is, and its
     /// absence there is drift, not news.
     pub was_available: bool,
+    /// Stable export id (nfs-ganesha's Export_Id).
+    pub export_id: u32,
     pub generation: i64,
 }
 
@@ -101,6 +103,7 @@ impl Plan {
                             clients,
                             is_desired: !rejected,
                             was_available: v.state == VolumeState::Available,
+                            export_id: v.export_id,
                             generation: v.generation,
                         }),
                         None => plan.withheld.push(v.id),

@@ -11,7 +11,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::datastore::{Datastore, Outcome};
-use crate::knfsd;
 use crate::model::{Server, ServerId, VolumeState};
 use crate::plan::Plan;
 use crate::remote::{RemoteError, Session, Target};
@@ -183,10 +182,9 @@ impl Hub {
                     }
                 }
             }
-            let (content, line_map) = knfsd::render(&plan);
-            let script = knfsd::script(&plan, &content, force);
+            let prepared = server.backend.prepare(&plan, force);
             let sess = session.as_mut().expect("connected above");
-            let out = match sess.run(&script, BATCH_TIMEOUT).await {
+            let out = match sess.run(&prepared.script, BATCH_TIMEOUT).await {
                 Ok(out) => out,
                 Err(e) => {
                     *session = None;
@@ -197,7 +195,7 @@ impl Hub {
             if volumes.iter().any(|v| !v.state.is_settled()) {
                 fault_point("after-apply");
             }
-            let report = knfsd::interpret(&plan, &line_map, &out, force);
+            let report = server.backend.judge(&plan, &prepared, &out);
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");
             }

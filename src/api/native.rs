@@ -377,6 +377,7 @@ pub fn server_json(s: &Server) -> Value {
         "ssh_user": s.ssh_user,
         "host_key": s.host_key,
         "nfs_address": s.nfs_address,
+        "backend": s.backend.as_str(),
         "status": s.status,
         "status_message": s.status_message,
         "last_reconciled_at": s.last_reconciled_at,

@@ -1,0 +1,290 @@
+//! The kernel-NFS backend: nfsprov's exports live in one file of its own,
+//! `/etc/exports.d/nfsprov.exports`; `exportfs -ra` loads it and the result is verified by
+//! reading `/var/lib/nfs/etab` back. Nothing else on the server is written; lines in
+//! `/etc/exports` and other files are never touched.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Backend, Rendered, blame_by_path};
+use crate::model::{ClientRule, VolumeId};
+use crate::plan::{Export, Plan};
+use crate::remote::{Lit, Script};
+
+pub const EXPORTS_FILE: &str = "/etc/exports.d/nfsprov.exports";
+pub const ETAB: &str = "/var/lib/nfs/etab";
+const HEADER: &str =
+    "# Managed by nfsprov: this file is rewritten from nfsprov's database; edits are undone.\n";
+
+pub struct Knfsd;
+
+/// (path, client) -> options, as exportfs wrote them to etab.
+pub type Etab = HashMap<(String, String), HashSet<String>>;
+
+fn export_line(path: &str, clients: &[ClientRule]) -> String {
+    let mut line = path.to_string();
+    for c in clients {
+        line.push(' ');
+        line.push_str(&format!("{}({})", c.host, c.options.with_defaults()));
+    }
+    line
+}
+
+impl Backend for Knfsd {
+    type Live = Etab;
+    const NAME: &'static str = "knfsd";
+    // exportfs reads only `*.exports` in /etc/exports.d, so the temporary twin is ignored.
+    const FILES: &'static str = "nfsprov_d=/etc/exports.d; nfsprov_f=/etc/exports.d/nfsprov.exports; nfsprov_t=/etc/exports.d/.nfsprov.exports.tmp";
+
+    fn render(plan: &Plan) -> Rendered {
+        let mut r = Rendered {
+            text: String::from(HEADER),
+            ..Rendered::default()
+        };
+        let mut n = HEADER.lines().count();
+        for e in &plan.exports {
+            if e.clients.is_empty() {
+                continue;
+            }
+            n += 1;
+            let line = export_line(&e.path, &e.clients);
+            r.text.push_str(&line);
+            r.text.push('\n');
+            r.line_map.insert(n, e.volume);
+            r.entries.push((e.volume, line));
+        }
+        r
+    }
+
+    fn apply(s: &mut Script) {
+        s.line(&[Lit("  exportfs -ra")]);
+        s.line(&[Lit("  nfsprov_rc=$?")]);
+        s.line(&[Lit("  (exit $nfsprov_rc)")]);
+        s.marker_rc("apply", "");
+        s.line(&[Lit("  if [ \"$nfsprov_rc\" != 0 ] && [ \"$nfsprov_w\" = 1 ]; then mv -f \"$nfsprov_f.prev\" \"$nfsprov_f\"; exportfs -ra >/dev/null 2>&1")]);
+        s.marker_rc("rollback", "");
+        s.line(&[Lit("  fi")]);
+    }
+
+    fn read_live(s: &mut Script) {
+        s.line(&[Lit("cat /var/lib/nfs/etab")]);
+    }
+
+    fn parse_live(text: &str) -> Etab {
+        let mut map = Etab::new();
+        for line in text.lines() {
+            let Some((path, rest)) = line.split_once('\t') else {
+                continue;
+            };
+            let Some((client, opts)) = rest.split_once('(') else {
+                continue;
+            };
+            let opts = opts.trim_end_matches(')');
+            map.entry((path.to_string(), client.to_string()))
+                .or_default()
+                .extend(opts.split(',').map(str::to_string));
+        }
+        map
+    }
+
+    fn check_export(etab: &Etab, e: &Export, apply_output: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        for c in &e.clients {
+            let host = c.host.to_string();
+            match etab.get(&(e.path.clone(), host.clone())) {
+                None => {
+                    // exportfs exits 0 when it cannot resolve a client but leaves it out:
+                    // quote what it said about that client.
+                    let said: Vec<&str> =
+                        apply_output.lines().filter(|l| l.contains(&host)).collect();
+                    let said = if said.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (exportfs said: {})", said.join(" | ").trim())
+                    };
+                    problems.push(format!(
+                        "{ETAB} has no entry for {host}:{} after exportfs{said}",
+                        e.path
+                    ));
+                }
+                Some(opts) => {
+                    let missing: Vec<String> = c
+                        .options
+                        .with_defaults()
+                        .etab_tokens()
+                        .into_iter()
+                        .filter(|t| !opts.contains(t))
+                        .collect();
+                    if !missing.is_empty() {
+                        problems.push(format!(
+                            "{ETAB} entry for {host}:{} lacks {}",
+                            e.path,
+                            missing.join(",")
+                        ));
+                    }
+                }
+            }
+        }
+        problems
+    }
+
+    fn is_exported(etab: &Etab, path: &str) -> bool {
+        etab.keys().any(|(p, _)| p == path)
+    }
+
+    /// By `file:line` (`nfsprov.exports:3:` or `nfsprov.exports [3]:`), else by path.
+    fn blame(line: &str, rendered: &Rendered, plan: &Plan) -> Option<VolumeId> {
+        for marker in ["nfsprov.exports:", "nfsprov.exports ["] {
+            if let Some(pos) = line.find(marker) {
+                let digits: String = line[pos + marker.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if let Some(v) = digits
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| rendered.line_map.get(&n))
+                {
+                    return Some(*v);
+                }
+            }
+        }
+        blame_by_path(line, plan)
+    }
+
+    fn entries_in(text: &str) -> Vec<(String, String)> {
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .map(|l| {
+                let path = l.split_whitespace().next().unwrap_or_default().to_string();
+                (path, l.to_string())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+    use crate::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
+
+    fn vol(id: i64, sub: &str, state: VolumeState, clients: &[(&str, &str)]) -> Volume {
+        let clients: Vec<ClientRule> = clients
+            .iter()
+            .map(|(h, o)| ClientRule {
+                host: ClientSpec::parse(h).unwrap(),
+                options: ExportOptions::parse(o).unwrap(),
+            })
+            .collect();
+        Volume {
+            id: VolumeId(id),
+            owner_id: UserId(1),
+            owner: "alice".into(),
+            root_path_id: RootPathId(1),
+            root_path: RootDir::parse("/srv/pool").unwrap(),
+            delete_policy: DeletePolicy::Retain,
+            server_id: ServerId(1),
+            nfs_address: "nfs1".into(),
+            sub_path: SubPath::parse(sub).unwrap(),
+            size_gb: 1,
+            applied_clients: (state == VolumeState::Available).then(|| clients.clone()),
+            clients,
+            mode: DirMode::default(),
+            uid: 0,
+            gid: 0,
+            state,
+            export_id: id as u32,
+            generation: 1,
+            failed_generation: None,
+            last_error: None,
+            created_at: Default::default(),
+            updated_at: Default::default(),
+        }
+    }
+
+    #[test]
+    fn render_is_stable_and_maps_lines_to_volumes() {
+        let vols = vec![
+            vol(
+                2,
+                "b",
+                VolumeState::Creating,
+                &[("10.0.0.0/24", "ro"), ("*", "rw,async")],
+            ),
+            vol(1, "a", VolumeState::Available, &[("host1.test", "rw")]),
+            vol(3, "c", VolumeState::Deleting, &[("*", "rw")]),
+        ];
+        let plan = Plan::build(&vols);
+        let r = Knfsd::render(&plan);
+        let (text, lines) = (r.text, r.line_map);
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            body,
+            [
+                "/srv/pool/a host1.test(rw,sync,no_subtree_check)",
+                "/srv/pool/b 10.0.0.0/24(ro,sync,no_subtree_check) *(rw,async,no_subtree_check)",
+            ]
+        );
+        assert_eq!(lines[&2], VolumeId(1));
+        assert_eq!(lines[&3], VolumeId(2));
+        assert_eq!(plan.remove.len(), 1);
+        assert_eq!(
+            plan.create.len(),
+            1,
+            "only the never-applied volume gets a mkdir"
+        );
+    }
+
+    #[test]
+    fn rejected_generation_falls_back_to_last_good_clients() {
+        let mut v = vol(1, "a", VolumeState::Error, &[("10.0.0.1", "rw")]);
+        v.applied_clients = Some(vec![ClientRule {
+            host: ClientSpec::parse("10.0.0.2").unwrap(),
+            options: ExportOptions::parse("ro").unwrap(),
+        }]);
+        v.failed_generation = Some(1);
+        let plan = Plan::build(&[v.clone()]);
+        assert!(!plan.exports[0].is_desired);
+        assert_eq!(plan.exports[0].clients[0].host.to_string(), "10.0.0.2");
+        v.applied_clients = None;
+        let plan = Plan::build(&[v]);
+        assert!(plan.exports.is_empty());
+        assert_eq!(plan.withheld, vec![VolumeId(1)]);
+    }
+
+    #[test]
+    fn exportfs_messages_are_blamed_on_the_right_volume() {
+        let vols = vec![
+            vol(1, "a", VolumeState::Creating, &[("*", "rw")]),
+            vol(2, "a-b", VolumeState::Creating, &[("*", "rw")]),
+        ];
+        let plan = Plan::build(&vols);
+        let r = Knfsd::render(&plan);
+        let by_line = "exportfs: /etc/exports.d/nfsprov.exports:3: unknown keyword \"foo\"";
+        assert_eq!(Knfsd::blame(by_line, &r, &plan), Some(VolumeId(2)));
+        let by_path = "exportfs: Failed to stat /srv/pool/a-b: No such file or directory";
+        assert_eq!(Knfsd::blame(by_path, &r, &plan), Some(VolumeId(2)));
+        let by_path = "exportfs: Failed to stat /srv/pool/a: No such file or directory";
+        assert_eq!(Knfsd::blame(by_path, &r, &plan), Some(VolumeId(1)));
+        assert_eq!(Knfsd::blame("exportfs: something else", &r, &plan), None);
+    }
+
+    #[test]
+    fn etab_and_stat_parsing() {
+        let etab = "/srv/pool/a\t10.0.0.1(rw,sync,wdelay)\n/srv/pool/a\t*.x(ro)\ngarbage\n";
+        let m = Knfsd::parse_live(etab);
+        assert!(m[&("/srv/pool/a".into(), "10.0.0.1".into())].contains("rw"));
+        assert!(m[&("/srv/pool/a".into(), "*.x".into())].contains("ro"));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn script_quotes_every_value() {
+        let vols = vec![vol(1, "a", VolumeState::Creating, &[("*", "rw")])];
+        let plan = Plan::build(&vols);
+        let p = super::super::prepare::<Knfsd>(&plan, false);
+        let body = &p.script.framed();
+        assert!(body.contains("mkdir -p -- '/srv/pool/a' && chown -- '0:0' '/srv/pool/a'"));
+        assert!(body.contains("printf '%s' '# Managed by nfsprov"));
+    }
+}

@@ -1,0 +1,461 @@
+//! Backends: how an NFS server is told about exports. Everything common to all of them lives
+//! here — one pass is one [`Script`]: removals, directory creation, the managed config file
+//! written whole beside the real one and renamed into place, the backend's reload, the read-back
+//! of the live export state and a `stat` of every volume directory, in one round trip — and so
+//! does judging the output per volume. A backend supplies only what differs: rendering its file,
+//! reloading it, reading the live state back and checking an export against it.
+//!
+//! Every step is idempotent, so a pass cut short at any point is finished by the next one.
+//! Adding a backend means one new module implementing [`Backend`] and one arm in [`Kind`].
+
+pub mod ganesha;
+pub mod knfsd;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::datastore::Outcome;
+use crate::model::{DeletePolicy, VolumeId, clients_to_json};
+use crate::plan::{Export, Plan};
+use crate::remote::{Arg, Lit, Output, Script};
+
+pub use ganesha::Ganesha;
+pub use knfsd::Knfsd;
+
+/// A backend's rendering of a plan.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    pub text: String,
+    /// 1-based line number -> the volume whose entry contains it.
+    pub line_map: HashMap<usize, VolumeId>,
+    /// Each export's entry exactly as rendered (to spot entries removed or changed by hand).
+    pub entries: Vec<(VolumeId, String)>,
+}
+
+/// What a backend supplies to a pass. Script fragments may only use [`Lit`] program text and
+/// [`Arg`] values, like everything sent to a server.
+pub trait Backend {
+    /// The live export state as read back from the server.
+    type Live;
+    const NAME: &'static str;
+    /// Shell assignment of `nfsprov_d` (dir), `nfsprov_f` (managed file) and `nfsprov_t` (its
+    /// temporary twin, which the server software must ignore).
+    const FILES: &'static str;
+    fn render(plan: &Plan) -> Rendered;
+    /// Make the server load the managed file. Must print marker `apply` with the status, and
+    /// when it failed and `nfsprov_w = 1`, restore `$nfsprov_f.prev` and reload that.
+    fn apply(s: &mut Script);
+    /// Print the live export state (a `live` marker follows).
+    fn read_live(s: &mut Script);
+    fn parse_live(text: &str) -> Self::Live;
+    /// What is wrong with `export` in the live state (empty: verified). `apply_output` is what
+    /// the reload printed, to quote the server's own words.
+    fn check_export(live: &Self::Live, export: &Export, apply_output: &str) -> Vec<String>;
+    fn is_exported(live: &Self::Live, path: &str) -> bool;
+    /// The volume a reload error line is about, if it names one.
+    fn blame(line: &str, rendered: &Rendered, plan: &Plan) -> Option<VolumeId>;
+    /// The (path, entry text) of each entry in a managed file's text.
+    fn entries_in(text: &str) -> Vec<(String, String)>;
+}
+
+/// The backends a server can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Knfsd,
+    Ganesha,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            Knfsd::NAME => Some(Kind::Knfsd),
+            Ganesha::NAME => Some(Kind::Ganesha),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Knfsd => Knfsd::NAME,
+            Kind::Ganesha => Ganesha::NAME,
+        }
+    }
+
+    pub fn prepare(self, plan: &Plan, force: bool) -> Prepared {
+        match self {
+            Kind::Knfsd => prepare::<Knfsd>(plan, force),
+            Kind::Ganesha => prepare::<Ganesha>(plan, force),
+        }
+    }
+
+    pub fn judge(self, plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
+        match self {
+            Kind::Knfsd => judge::<Knfsd>(plan, prepared, out),
+            Kind::Ganesha => judge::<Ganesha>(plan, prepared, out),
+        }
+    }
+}
+
+/// A pass ready to send.
+pub struct Prepared {
+    pub script: Script,
+    pub rendered: Rendered,
+    pub forced: bool,
+}
+
+/// What one pass found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub outcomes: Vec<Outcome>,
+    /// The file was rejected and rolled back; the offending volumes are in `outcomes` as
+    /// rejected, and a new pass must apply the rest.
+    pub rerun: bool,
+    /// Volumes the server refused in a rolled-back file: leave them out of the next pass.
+    pub blamed: HashSet<VolumeId>,
+    /// The file was unchanged but the live state did not match it: run again with a reload.
+    pub force_next: bool,
+    /// A server-wide failure no volume can be blamed for.
+    pub server_error: Option<String>,
+    /// Human-readable drift found and repaired.
+    pub drift: Vec<String>,
+}
+
+/// Build the one script of a pass. `force` reloads even when the file is unchanged (to repair
+/// a live state changed by hand).
+pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
+    let rendered = B::render(plan);
+    let mut s = Script::new();
+    s.line(&[Lit("umask 022")]);
+    for r in &plan.remove {
+        match r.policy {
+            DeletePolicy::Retain => s.line(&[
+                Lit("if [ -e"),
+                Arg(&r.path),
+                Lit("] || [ -L"),
+                Arg(&r.path),
+                Lit("]; then mkdir -p --"),
+                Arg(&r.trash_dir),
+                Lit("&& mv -T --"),
+                Arg(&r.path),
+                Arg(&r.trash_path),
+                Lit("; fi"),
+            ]),
+            DeletePolicy::Purge => s.line(&[Lit("rm -rf --"), Arg(&r.path)]),
+        };
+        s.marker_rc("del", &r.volume.to_string());
+    }
+    for d in &plan.create {
+        let owner = format!("{}:{}", d.uid, d.gid);
+        s.line(&[
+            Lit("mkdir -p --"),
+            Arg(&d.path),
+            Lit("&& chown --"),
+            Arg(&owner),
+            Arg(&d.path),
+            Lit("&& chmod --"),
+            Arg(&d.mode),
+            Arg(&d.path),
+        ]);
+        s.marker_rc("mk", &d.volume.to_string());
+    }
+    // Write the whole file beside the real one and rename it into place (atomic). The old file
+    // is printed for drift logging and kept as .prev to roll back a rejected file.
+    s.line(&[Lit(B::FILES), Lit("; nfsprov_w=0")]);
+    s.line(&[
+        Lit("mkdir -p \"$nfsprov_d\" && printf '%s'"),
+        Arg(&rendered.text),
+        Lit("> \"$nfsprov_t\""),
+    ]);
+    s.marker_rc("tmp", "");
+    s.line(&[Lit(
+        "if cmp -s \"$nfsprov_t\" \"$nfsprov_f\"; then rm -f \"$nfsprov_t\"; else",
+    )]);
+    s.line(&[Lit("  [ -e \"$nfsprov_f\" ] && cat \"$nfsprov_f\"")]);
+    s.marker("old", "");
+    s.line(&[Lit("  if [ -e \"$nfsprov_f\" ]; then cp -p \"$nfsprov_f\" \"$nfsprov_f.prev\"; else : > \"$nfsprov_f.prev\"; fi")]);
+    s.line(&[Lit("  mv -f \"$nfsprov_t\" \"$nfsprov_f\" && nfsprov_w=1")]);
+    s.line(&[Lit("fi")]);
+    s.line(&[
+        Lit("if [ \"$nfsprov_w\" = 1 ] || [ "),
+        Arg(if force { "1" } else { "0" }),
+        Lit(" = 1 ]; then"),
+    ]);
+    B::apply(&mut s);
+    s.line(&[Lit("fi")]);
+    B::read_live(&mut s);
+    s.marker("live", "");
+    let mut paths: Vec<&str> = plan.exports.iter().map(|e| e.path.as_str()).collect();
+    paths.extend(plan.remove.iter().map(|r| r.path.as_str()));
+    for chunk in paths.chunks(500) {
+        let mut words = vec![Lit("stat -c '%a %u %g %n' --")];
+        words.extend(chunk.iter().map(|p| Arg(p)));
+        words.push(Lit("2>/dev/null"));
+        s.line(&words);
+    }
+    s.marker("stat", "");
+    Prepared {
+        script: s,
+        rendered,
+        forced: force,
+    }
+}
+
+fn parse_stat(text: &str) -> HashMap<String, (u32, u32, u32)> {
+    let mut map = HashMap::new();
+    for line in text.lines() {
+        let mut it = line.splitn(4, ' ');
+        let (Some(mode), Some(uid), Some(gid), Some(path)) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            continue;
+        };
+        if let (Ok(m), Ok(u), Ok(g)) = (u32::from_str_radix(mode, 8), uid.parse(), gid.parse()) {
+            map.insert(path.to_string(), (m, u, g));
+        }
+    }
+    map
+}
+
+/// Judge a pass's output against its plan.
+pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
+    let rendered = &prepared.rendered;
+    let mut report = Report::default();
+    let Some(live_text) = out.find("live", "").map(|s| s.before.as_str()) else {
+        report.server_error = Some(format!(
+            "the server's reply was cut short (no live export state read back): {}",
+            tail(
+                &out.sections
+                    .iter()
+                    .map(|s| s.before.as_str())
+                    .collect::<String>()
+            )
+        ));
+        return report;
+    };
+    let live = B::parse_live(live_text);
+    let stats = parse_stat(out.find("stat", "").map_or("", |s| s.before.as_str()));
+
+    // Directory creation failures: the server's own message, per volume.
+    let mut failed: HashMap<VolumeId, String> = HashMap::new();
+    for d in &plan.create {
+        if let Some(sec) = out.find("mk", &d.volume.to_string())
+            && sec.rc() != Some(0)
+        {
+            failed.insert(
+                d.volume,
+                format!("creating {} failed: {}", d.path, tail(&sec.before)),
+            );
+        }
+    }
+
+    // Reload failures: blame the volumes the messages name.
+    let written = out.find("old", "").is_some();
+    let apply = out.find("apply", "");
+    let apply_text = apply.map_or("", |s| s.before.as_str());
+    if apply.is_some_and(|s| s.rc() != Some(0)) {
+        let mut blamed = false;
+        for line in apply_text.lines() {
+            if let Some(vol) = B::blame(line, rendered, plan) {
+                blamed = true;
+                let msg = line.trim().to_string();
+                failed
+                    .entry(vol)
+                    .and_modify(|m| {
+                        m.push_str("; ");
+                        m.push_str(&msg)
+                    })
+                    .or_insert(msg);
+            }
+        }
+        if !blamed {
+            report.server_error = Some(format!("{} reload failed: {}", B::NAME, tail(apply_text)));
+        }
+        if written {
+            // The previous file was restored; only the rejections are news.
+            for e in &plan.exports {
+                if let Some(msg) = failed.remove(&e.volume) {
+                    report.blamed.insert(e.volume);
+                    report.outcomes.push(Outcome::Rejected {
+                        id: e.volume,
+                        generation: e.generation,
+                        message: format!("the server rejected the export: {msg}"),
+                    });
+                }
+            }
+            report.rerun = report.server_error.is_none();
+            return report;
+        }
+    }
+
+    // Drift: entries of volumes that were already available but missing or changed on the
+    // server, and entries nothing in the plan accounts for.
+    if let Some(old) = out.find("old", "") {
+        for (id, entry) in &rendered.entries {
+            let was_available = plan
+                .exports
+                .iter()
+                .any(|e| e.volume == *id && e.was_available);
+            if was_available && !old.before.contains(entry.as_str()) {
+                report
+                    .drift
+                    .push(format!("restored export of volume {id}: {entry}"));
+            }
+        }
+        let known: HashSet<&str> = plan
+            .exports
+            .iter()
+            .map(|e| e.path.as_str())
+            .chain(plan.remove.iter().map(|r| r.path.as_str()))
+            .collect();
+        for (path, entry) in B::entries_in(&old.before) {
+            if !known.contains(path.as_str()) {
+                report
+                    .drift
+                    .push(format!("removed an entry nfsprov did not write: {entry}"));
+            }
+        }
+    }
+
+    let mut live_mismatch = false;
+    for e in &plan.exports {
+        if !e.is_desired {
+            continue;
+        }
+        if let Some(msg) = failed.remove(&e.volume) {
+            report.outcomes.push(Outcome::Rejected {
+                id: e.volume,
+                generation: e.generation,
+                message: msg,
+            });
+            continue;
+        }
+        let mut problems = Vec::new();
+        if !stats.contains_key(&e.path) {
+            problems.push(format!("directory {} does not exist on the server", e.path));
+        }
+        if let Some(d) = plan.create.iter().find(|d| d.volume == e.volume)
+            && let Some(&(mode, uid, gid)) = stats.get(&e.path)
+        {
+            let want = u32::from_str_radix(&d.mode, 8).unwrap_or(0);
+            if mode != want || uid != d.uid || gid != d.gid {
+                problems.push(format!(
+                    "directory {} has mode {:o} owner {}:{}, expected {:o} {}:{}",
+                    e.path, mode, uid, gid, want, d.uid, d.gid
+                ));
+            }
+        }
+        let live_problems = B::check_export(&live, e, apply_text);
+        live_mismatch |= !live_problems.is_empty();
+        problems.extend(live_problems);
+        if problems.is_empty() {
+            report.outcomes.push(Outcome::Applied {
+                id: e.volume,
+                generation: e.generation,
+                clients: clients_to_json(&e.clients),
+            });
+        } else {
+            report.outcomes.push(Outcome::Rejected {
+                id: e.volume,
+                generation: e.generation,
+                message: format!("verification failed: {}", problems.join("; ")),
+            });
+        }
+    }
+    // Volumes withheld because their directory could not be created, etc.
+    for d in &plan.create {
+        if let Some(msg) = failed.remove(&d.volume) {
+            report.outcomes.push(Outcome::Rejected {
+                id: d.volume,
+                generation: d.generation,
+                message: msg,
+            });
+        }
+    }
+
+    if live_mismatch && !written && !prepared.forced && apply.is_none() {
+        // The file was already right but the live state is not: reload before judging.
+        report
+            .outcomes
+            .retain(|o| !matches!(o, Outcome::Rejected { .. }));
+        report.force_next = true;
+        report
+            .drift
+            .push("live exports did not match the managed file; reloading".into());
+        return report;
+    }
+
+    for r in &plan.remove {
+        let step = out.find("del", &r.volume.to_string());
+        let ok_step = step.is_some_and(|s| s.rc() == Some(0));
+        let gone = !stats.contains_key(&r.path);
+        let unexported = !B::is_exported(&live, &r.path);
+        if ok_step && gone && unexported {
+            report.outcomes.push(Outcome::Deleted {
+                id: r.volume,
+                generation: r.generation,
+            });
+        } else {
+            let why = if !ok_step {
+                format!(
+                    "removing {} failed: {}",
+                    r.path,
+                    tail(step.map_or("", |s| s.before.as_str()))
+                )
+            } else if !unexported {
+                format!("{} is still exported", r.path)
+            } else {
+                format!("{} still exists", r.path)
+            };
+            report.outcomes.push(Outcome::Pending {
+                id: r.volume,
+                generation: r.generation,
+                message: why,
+            });
+        }
+    }
+    report
+}
+
+/// The last lines of some output, on one line.
+pub fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let start = lines.len().saturating_sub(5);
+    let joined = lines[start..].join(" | ");
+    if joined.is_empty() {
+        "no output".into()
+    } else {
+        joined
+    }
+}
+
+/// Blame by path: the export whose path the line names (longest match, at a path boundary).
+pub fn blame_by_path(line: &str, plan: &Plan) -> Option<VolumeId> {
+    let mut best: Option<(usize, VolumeId)> = None;
+    for e in &plan.exports {
+        if let Some(pos) = line.find(e.path.as_str()) {
+            let after = line[pos + e.path.len()..].chars().next();
+            let boundary = !matches!(after, Some(c) if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' || c == '/');
+            if boundary && best.is_none_or(|(len, _)| e.path.len() > len) {
+                best = Some((e.path.len(), e.volume));
+            }
+        }
+    }
+    best.map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_parsing() {
+        let s = parse_stat("2775 10 20 /srv/pool/a\nbad line\n");
+        assert_eq!(s["/srv/pool/a"], (0o2775, 10, 20));
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail(""), "no output");
+        assert_eq!(tail("a\nb\nc\nd\ne\nf\ng\n"), "c | d | e | f | g");
+    }
+}

@@ -48,6 +48,14 @@ pub const DATA_MOUNT: &str = "/srv/nfsprov";
 pub const TESTBED_JSON: &str = "testbed.json";
 
 const SSHD: &str = "/usr/sbin/sshd";
+const GANESHA: &str = "/usr/bin/ganesha.nfsd";
+const GANESHA_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Timeout of [`ClientHost::run`].
+pub const CLIENT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
+/// File name (in `/etc/ganesha`) of the nfsprov-owned config `%include`d by `ganesha.conf`.
+pub const GANESHA_INCLUDE_NAME: &str = "nfsprov.conf";
+/// First two octets of every test network (`10.213.<X>.0/24`, X per test bed).
+pub const NET_PREFIX: &str = "10.213";
 const EXPORTFS: &str = "/usr/sbin/exportfs";
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_TERM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -62,6 +70,17 @@ pub const SERVER_HOSTS: &str = "127.0.0.1\tlocalhost\n\
 
 /// The "foreign" export seeded into every server's `/etc/exports`.
 pub const FOREIGN_EXPORT_LINE: &str = "/srv/nfsprov/foreign 127.0.0.1(ro,sync,no_subtree_check)";
+
+/// Which NFS server software a simulated server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Backend {
+    /// `/etc/exports` + `exportfs` only (no NFS traffic possible); the default.
+    #[default]
+    Knfsd,
+    /// nfs-ganesha (FSAL VFS) + rpcbind + a private D-Bus system bus, serving NFSv3/v4 on
+    /// [`TestbedServer::nfs_addr`] inside the server's own network namespace.
+    Ganesha,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TestbedServer {
@@ -78,6 +97,18 @@ pub struct TestbedServer {
     pub dir: PathBuf,
     /// `<dir>/data`, appears as [`DATA_MOUNT`] inside.
     pub data_dir: PathBuf,
+    /// NFS server software (absent in old testbed.json = [`Backend::Knfsd`]).
+    #[serde(default)]
+    pub backend: Backend,
+    /// Ganesha servers: the address NFS clients use, e.g. "10.213.57.11" (inside the private
+    /// test network only; not reachable from the host's own network namespace).
+    #[serde(default)]
+    pub nfs_addr: Option<String>,
+    /// Ganesha servers: name of the server's network namespace (`/run/netns/<name>`). sshd
+    /// still listens on 127.0.0.1 in the host namespace, but every ssh session (and
+    /// [`TestbedServer::run_inside`]) runs inside this network namespace.
+    #[serde(default)]
+    pub netns: Option<String>,
 }
 
 impl TestbedServer {
@@ -91,7 +122,43 @@ impl TestbedServer {
             host_key: String::new(),
             data_dir: dir.join("data"),
             dir,
+            backend: Backend::Knfsd,
+            nfs_addr: None,
+            netns: None,
         }
+    }
+
+    fn is_ganesha(&self) -> bool {
+        self.backend == Backend::Ganesha
+    }
+    /// Host-side dir that is `/run` inside a ganesha server (rpcbind socket, dbus, ganesha pid).
+    fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    fn ganesha_pid_file(&self) -> PathBuf {
+        self.run_dir().join("ganesha").join("ganesha.pid")
+    }
+    fn ganesha_out(&self) -> PathBuf {
+        self.dir.join("ganesha.out")
+    }
+    fn dbus_conf(&self) -> PathBuf {
+        self.dir.join("dbus.conf")
+    }
+    fn session_wrapper(&self) -> PathBuf {
+        self.dir.join("session.sh")
+    }
+
+    /// Host-side dir that is `/etc/ganesha` inside (ganesha servers): `ganesha.conf` (owned by
+    /// the test bed, rewritten on every start) and `nfsprov.conf` (owned by nfsprov,
+    /// `%include`d; created empty once).
+    pub fn ganesha_conf_dir(&self) -> PathBuf {
+        self.dir.join("ganesha_etc")
+    }
+
+    /// ganesha's log file (`-L`), appended across restarts. EXPORT and CONFIG components log
+    /// at INFO, so each SIGHUP logs "Exports after update" with every export and client.
+    pub fn ganesha_log(&self) -> PathBuf {
+        self.dir.join("log").join("ganesha.log")
     }
 
     fn pid_file(&self) -> PathBuf {
@@ -173,9 +240,12 @@ impl TestbedServer {
         if inside == "/etc/resolv.conf" {
             return self.resolv_conf();
         }
+        let ganesha = self.is_ganesha();
         map(DATA_MOUNT, self.data_dir.clone())
             .or_else(|| map("/etc/exports.d", self.exports_d()))
             .or_else(|| map("/var/lib/nfs", self.nfs_dir()))
+            .or_else(|| ganesha.then(|| map("/etc/ganesha", self.ganesha_conf_dir()))?)
+            .or_else(|| ganesha.then(|| map("/run", self.run_dir()))?)
             .unwrap_or_else(|| {
                 panic!(
                     "testbed: {inside:?} is not under {DATA_MOUNT} or another bind-mounted path of server {}",
@@ -236,7 +306,84 @@ impl TestbedServer {
             hostkey = self.host_key_file().display(),
             authkeys = self.authorized_keys().display(),
         );
+        let cfg = if self.is_ganesha() {
+            // Every session enters the server's network namespace (the listener itself stays
+            // on 127.0.0.1 of the host namespace so nfsprov can reach it).
+            format!("{cfg}ForceCommand {}\n", self.session_wrapper().display())
+        } else {
+            cfg
+        };
         write_file(&self.sshd_config(), &cfg)
+    }
+
+    fn netns_name(&self) -> Result<&str> {
+        self.netns
+            .as_deref()
+            .ok_or_else(|| anyhow!("testbed server {} has no network namespace", self.name))
+    }
+
+    /// Ganesha servers: files under `<dir>` (run dir, /etc/ganesha, dbus config, session
+    /// wrapper). `ganesha.conf` is rewritten; `nfsprov.conf` only created when missing.
+    fn prepare_ganesha_files(&self) -> Result<()> {
+        let addr = self
+            .nfs_addr
+            .clone()
+            .ok_or_else(|| anyhow!("testbed server {} has no nfs_addr", self.name))?;
+        let netns = self.netns_name()?.to_string();
+        for d in [
+            self.run_dir().join("sshd"),
+            self.run_dir().join("rpcbind"),
+            self.run_dir().join("dbus"),
+            self.run_dir().join("ganesha"),
+            self.run_dir().join("netns"),
+            self.ganesha_conf_dir(),
+        ] {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let handle = self.run_dir().join("netns").join(&netns);
+        if !handle.exists() {
+            write_file(&handle, "")?;
+        }
+        write_file(
+            &self.ganesha_conf_dir().join("ganesha.conf"),
+            &ganesha_main_conf(&self.name, &addr),
+        )?;
+        let inc = self.ganesha_conf_dir().join(GANESHA_INCLUDE_NAME);
+        if !inc.exists() {
+            write_file(&inc, "# nfsprov-managed ganesha EXPORT blocks (empty)\n")?;
+        }
+        write_file(&self.dbus_conf(), DBUS_CONF)?;
+        let ns = sh_quote(&format!("/run/netns/{netns}"));
+        write_file(
+            &self.session_wrapper(),
+            &format!(
+                "#!/bin/sh\n\
+                 # ssh ForceCommand of testbed server {name}: run the session in its network namespace\n\
+                 if [ -n \"$SSH_ORIGINAL_COMMAND\" ]; then\n\
+                 \texec /usr/bin/nsenter --net={ns} -- /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n\
+                 fi\n\
+                 exec /usr/bin/nsenter --net={ns} -- /bin/sh -l\n",
+                name = self.name,
+            ),
+        )?;
+        run_ok(Command::new("chmod").arg("755").arg(self.session_wrapper()))?;
+        // Stale sockets/pids of a previous run (nothing of this server runs now).
+        for f in [
+            self.run_dir().join("rpcbind.sock"),
+            self.run_dir().join("rpcbind.lock"),
+            self.run_dir().join("dbus").join("system_bus_socket"),
+            self.ganesha_pid_file(),
+        ] {
+            let _ = fs::remove_file(f);
+        }
+        let hosts = format!(
+            "127.0.0.1\tlocalhost\n{addr}\t{name}.test\n{clients}",
+            name = self.name,
+            clients = (1..=9)
+                .map(|i| format!("{}.{}\tclient{i}.test\n", addr_prefix(&addr), 100 + i))
+                .collect::<String>()
+        );
+        write_file(&self.hosts_file(), &hosts)
     }
 
     /// Create the server's host-side files (idempotent; never overwrites existing content
@@ -271,6 +418,9 @@ impl TestbedServer {
             "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
         )?;
         write_file(&self.hosts_file(), SERVER_HOSTS)?;
+        if self.is_ganesha() {
+            self.prepare_ganesha_files()?;
+        }
         if !self.host_key_file().exists() {
             ssh_keygen(&self.host_key_file(), &format!("testbed-{}", self.name))?;
         }
@@ -292,6 +442,9 @@ impl TestbedServer {
             let deadline = Instant::now() + START_TIMEOUT;
             while Instant::now() < deadline {
                 if self.port_accepts() {
+                    if self.is_ganesha() {
+                        return self.start_ganesha();
+                    }
                     return Ok(());
                 }
                 if self.live_pid().is_none() {
@@ -330,9 +483,27 @@ impl TestbedServer {
         let _ = fs::remove_file(self.ns_file());
 
         let q = |p: PathBuf| sh_quote(&p.to_string_lossy());
+        let ganesha_mounts = if self.is_ganesha() {
+            let netns = self.netns_name()?;
+            let handle = self.run_dir().join("netns").join(netns);
+            format!(
+                "[ -e /run/netns/{netns} ] || fail network namespace {netns} missing\n\
+                 mount --bind /run/netns/{netns} {handle} || fail bind netns handle\n\
+                 mount --rbind {run} /run || fail mount /run\n\
+                 mount --bind {getc} /etc/ganesha || fail mount /etc/ganesha\n\
+                 mkdir -p /var/log/ganesha {logd} && mount --bind {logd} /var/log/ganesha || fail mount /var/log/ganesha\n",
+                handle = q(handle),
+                run = q(self.run_dir()),
+                getc = q(self.ganesha_conf_dir()),
+                logd = q(self.dir.join("log")),
+            )
+        } else {
+            String::new()
+        };
         let script = format!(
             "fail() {{ echo \"testbed: setup failed: $*\" >&2; exit 1; }}\n\
              readlink /proc/$$/ns/mnt > {ns} || fail readlink ns\n\
+             {ganesha_mounts}\
              mount --bind {etc_exports} /etc/exports || fail mount /etc/exports\n\
              mount --bind {exports_d} /etc/exports.d || fail mount /etc/exports.d\n\
              mount --bind {nfs} /var/lib/nfs || fail mount /var/lib/nfs\n\
@@ -399,6 +570,9 @@ impl TestbedServer {
                 }
                 if new_log.contains(&listening) && self.port_accepts() {
                     tracing::info!(server = %self.name, port = self.ssh_port, pid, "testbed sshd up");
+                    if self.is_ganesha() {
+                        return self.start_ganesha();
+                    }
                     return Ok(());
                 }
             } else if new_log.contains("testbed: setup failed") {
@@ -528,14 +702,192 @@ impl TestbedServer {
         Ok(())
     }
 
-    /// Run `sh -c script` inside the server's mount namespace (`nsenter -t <pid> -m`).
-    /// The server must be running.
+    /// Live processes in this server's mount namespace whose `comm` is `comm`.
+    fn ns_procs_named(&self, comm: &str) -> Vec<u32> {
+        let Some(sshd) = self.live_pid() else {
+            return Vec::new();
+        };
+        self.server_pids()
+            .into_iter()
+            .filter(|&p| p != sshd)
+            .filter(|&p| {
+                fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
+            })
+            .collect()
+    }
+
+    /// Ganesha servers: pid of the running `ganesha.nfsd` (from `/run/ganesha/ganesha.pid`
+    /// inside, checked to be alive and really ganesha).
+    pub fn ganesha_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.ganesha_pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (pid_alive(pid) && comm.trim() == "ganesha.nfsd").then_some(pid)
+    }
+
+    /// SIGKILL ganesha only (sshd, rpcbind and dbus stay up); waits (bounded) until it is gone.
+    pub fn kill_ganesha(&self) -> Result<()> {
+        let mut pids = self.ns_procs_named("ganesha.nfsd");
+        if let Some(p) = self.ganesha_pid()
+            && !pids.contains(&p)
+        {
+            pids.push(p);
+        }
+        kill(&pids, "KILL");
+        let deadline = Instant::now() + STOP_KILL_TIMEOUT;
+        while pids.iter().any(|&p| pid_alive(p)) {
+            if Instant::now() >= deadline {
+                bail!(
+                    "testbed server {}: ganesha {pids:?} survived SIGKILL",
+                    self.name
+                );
+            }
+            sleep(POLL);
+        }
+        Ok(())
+    }
+
+    /// Run a program detached (`setsid -f`) inside the server's mount + network namespaces,
+    /// output appended to `out`.
+    fn spawn_inside(&self, argv: &[&str], out: &Path) -> Result<()> {
+        let pid = self
+            .live_pid()
+            .ok_or_else(|| anyhow!("testbed server {} is not running", self.name))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .with_context(|| format!("opening {}", out.display()))?;
+        let status = Command::new("nsenter")
+            .args(["-t", &pid.to_string(), "-m"])
+            .arg(format!("--net=/run/netns/{}", self.netns_name()?))
+            .args(["--", "setsid", "-f"])
+            .args(argv)
+            .env_clear()
+            .env("PATH", PATH_ENV)
+            .env("LANG", "C")
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .status()
+            .with_context(|| format!("spawning {argv:?} in testbed server {}", self.name))?;
+        if !status.success() {
+            bail!(
+                "testbed server {}: spawning {argv:?} failed: {status}",
+                self.name
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether a process of the ganesha pid listens on TCP `port` (its netns' /proc/net/tcp*).
+    fn ns_listens(pid: u32, port: u16) -> bool {
+        let want = format!(":{port:04X} ");
+        ["tcp", "tcp6"].iter().any(|f| {
+            fs::read_to_string(format!("/proc/{pid}/net/{f}")).is_ok_and(|t| {
+                t.lines().skip(1).any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.len() > 3 && format!("{} ", cols[1]).ends_with(&want) && cols[3] == "0A"
+                })
+            })
+        })
+    }
+
+    /// (Re)start ganesha if it is not running: starts rpcbind (`rpcbind -w`) and the private
+    /// D-Bus system bus first if they are not running, then `ganesha.nfsd -F`. Waits (at most
+    /// 10 s) until ganesha logged "NFS SERVER INITIALIZED", listens on 2049 and rpcbind knows
+    /// it. Idempotent: a running ganesha is left alone. The server (sshd) must be running.
+    pub fn start_ganesha(&self) -> Result<()> {
+        if !self.is_ganesha() {
+            bail!("testbed server {} is not a ganesha server", self.name);
+        }
+        if self.live_pid().is_none() {
+            bail!("testbed server {} is not running", self.name);
+        }
+        let out = self.ganesha_out();
+        if self.ns_procs_named("rpcbind").is_empty() {
+            let _ = fs::remove_file(self.run_dir().join("rpcbind.sock"));
+            self.spawn_inside(&["rpcbind", "-w", "-f"], &out)?;
+            wait_for(START_TIMEOUT, || {
+                self.run_dir().join("rpcbind.sock").exists()
+                    && !self.ns_procs_named("rpcbind").is_empty()
+            })
+            .with_context(|| format!("testbed server {}: rpcbind did not come up", self.name))?;
+        }
+        if self.ns_procs_named("dbus-daemon").is_empty() {
+            let sock = self.run_dir().join("dbus").join("system_bus_socket");
+            let _ = fs::remove_file(&sock);
+            let cfg = format!("--config-file={}", self.dbus_conf().display());
+            self.spawn_inside(&["dbus-daemon", &cfg, "--nofork", "--nopidfile"], &out)?;
+            wait_for(START_TIMEOUT, || sock.exists()).with_context(|| {
+                format!("testbed server {}: dbus-daemon did not come up", self.name)
+            })?;
+        }
+        let pid = match self.ganesha_pid() {
+            Some(p) => p,
+            None => {
+                // a ganesha not matching the pid file (half-started): kill it
+                self.kill_ganesha()?;
+                let _ = fs::remove_file(self.ganesha_pid_file());
+                let log = self.ganesha_log();
+                let log_start = fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+                // Debian's default log location, inside the server's own mount namespace.
+                let log_s = "/var/log/ganesha/ganesha.log".to_string();
+                self.spawn_inside(
+                    &[
+                        GANESHA,
+                        "-F",
+                        "-f",
+                        "/etc/ganesha/ganesha.conf",
+                        "-L",
+                        &log_s,
+                        "-p",
+                        "/run/ganesha/ganesha.pid",
+                    ],
+                    &out,
+                )?;
+                let res = wait_for(GANESHA_START_TIMEOUT, || {
+                    read_from(&log, log_start).contains("NFS SERVER INITIALIZED")
+                        && self.ganesha_pid().is_some()
+                });
+                if res.is_err() || self.ganesha_pid().is_none() {
+                    bail!(
+                        "testbed server {}: ganesha did not initialize within {:?}; log:\n{}\nout:\n{}",
+                        self.name,
+                        GANESHA_START_TIMEOUT,
+                        read_from(&log, log_start),
+                        fs::read_to_string(&out).unwrap_or_default()
+                    );
+                }
+                self.ganesha_pid().unwrap_or_default()
+            }
+        };
+        wait_for(GANESHA_START_TIMEOUT, || Self::ns_listens(pid, 2049)).with_context(|| {
+            format!(
+                "testbed server {}: ganesha (pid {pid}) does not listen on 2049",
+                self.name
+            )
+        })?;
+        tracing::info!(server = %self.name, pid, "testbed ganesha up");
+        Ok(())
+    }
+
+    /// Run `sh -c script` inside the server's mount namespace (`nsenter -t <pid> -m`), and for
+    /// ganesha servers also inside its network namespace. The server must be running.
     pub fn run_inside(&self, script: &str) -> Result<Output> {
         let pid = self
             .live_pid()
             .ok_or_else(|| anyhow!("testbed server {} is not running", self.name))?;
-        Command::new("nsenter")
-            .args(["-t", &pid.to_string(), "-m", "--", "sh", "-c", script])
+        let mut cmd = Command::new("nsenter");
+        cmd.args(["-t", &pid.to_string(), "-m"]);
+        if self.is_ganesha() {
+            cmd.arg(format!("--net=/run/netns/{}", self.netns_name()?));
+        }
+        cmd.args(["--", "sh", "-c", script])
             .env("PATH", PATH_ENV)
             .current_dir("/")
             .stdin(Stdio::null())
@@ -550,6 +902,12 @@ pub struct Testbed {
     /// Private key (ed25519, no passphrase) nfsprov uses to log in; authorized on every server.
     pub client_key: PathBuf,
     pub servers: Vec<TestbedServer>,
+    /// NFS client hosts (ganesha test beds only).
+    #[serde(default)]
+    pub clients: Vec<ClientHost>,
+    /// The private network (ganesha test beds only).
+    #[serde(default)]
+    pub net: Option<TestbedNet>,
 }
 
 impl Testbed {
@@ -561,38 +919,7 @@ impl Testbed {
         if Path::new(SSHD).exists() && Path::new(EXPORTFS).exists() {
             return Ok(());
         }
-        let policy = Path::new("/usr/sbin/policy-rc.d");
-        let created_policy = if policy.exists() {
-            false
-        } else {
-            write_file(policy, "#!/bin/sh\nexit 101\n")?;
-            run_ok(Command::new("chmod").args(["755", "/usr/sbin/policy-rc.d"]))?;
-            true
-        };
-        let res = (|| -> Result<()> {
-            run_ok(
-                Command::new("apt-get")
-                    .arg("update")
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-            run_ok(
-                Command::new("apt-get")
-                    .args([
-                        "install",
-                        "-y",
-                        "--no-install-recommends",
-                        "openssh-server",
-                        "openssh-client",
-                        "nfs-kernel-server",
-                    ])
-                    .env("DEBIAN_FRONTEND", "noninteractive"),
-            )?;
-            Ok(())
-        })();
-        if created_policy {
-            let _ = fs::remove_file(policy);
-        }
-        res?;
+        apt_install(&["openssh-server", "openssh-client", "nfs-kernel-server"])?;
         fs::create_dir_all("/etc/exports.d")?;
         if !(Path::new(SSHD).exists() && Path::new(EXPORTFS).exists()) {
             bail!("{SSHD} or {EXPORTFS} still missing after apt-get install");
@@ -604,6 +931,52 @@ impl Testbed {
     /// `<dir>/testbed.json`. Fails if `dir` already holds a testbed.json.
     pub fn up(dir: &Path, n: usize) -> Result<Testbed> {
         Self::ensure_packages()?;
+        Self::up_with(dir, n, 0, false)
+    }
+
+    /// Install nfs-ganesha, nfs-ganesha-vfs, libnfs-utils, rpcbind, dbus and iproute2 via
+    /// apt-get (services not started) if any of their programs is missing.
+    pub fn ensure_ganesha_packages() -> Result<()> {
+        let needed = [
+            GANESHA,
+            "/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so",
+            "/usr/bin/nfs-cp",
+            "/usr/sbin/rpcbind",
+            "/usr/bin/dbus-daemon",
+            "/usr/bin/dbus-send",
+            "/usr/sbin/ip",
+        ];
+        if needed.iter().all(|p| Path::new(p).exists()) {
+            return Ok(());
+        }
+        apt_install(&[
+            "nfs-ganesha",
+            "nfs-ganesha-vfs",
+            "libnfs-utils",
+            "rpcbind",
+            "dbus",
+            "iproute2",
+        ])?;
+        if let Some(p) = needed.iter().find(|p| !Path::new(p).exists()) {
+            bail!("{p} still missing after apt-get install");
+        }
+        Ok(())
+    }
+
+    /// `n` ganesha servers (srv1..srvN, NFS address `10.213.X.(10+i)`) and `clients` client
+    /// hosts (client1.., `10.213.X.(100+j)`) on a private bridge; X and all namespace names
+    /// derive from a hash of `dir`. Same dir layout and testbed.json as [`Testbed::up`]; sshd
+    /// of every server listens on 127.0.0.1 like there. Fails if `dir` holds a testbed.json.
+    pub fn up_ganesha(dir: &Path, n: usize, clients: usize) -> Result<Testbed> {
+        Self::ensure_packages()?;
+        Self::ensure_ganesha_packages()?;
+        if n > 80 || clients > 99 {
+            bail!("up_ganesha: at most 80 servers and 99 clients");
+        }
+        Self::up_with(dir, n, clients, true)
+    }
+
+    fn up_with(dir: &Path, n: usize, n_clients: usize, ganesha: bool) -> Result<Testbed> {
         let dir = std::path::absolute(dir).context("absolute testbed dir")?;
         if dir.join(TESTBED_JSON).exists() {
             bail!(
@@ -621,14 +994,24 @@ impl Testbed {
             dir: dir.clone(),
             client_key,
             servers: Vec::new(),
+            clients: Vec::new(),
+            net: None,
         };
         let res = (|| -> Result<()> {
+            if ganesha {
+                tb.create_network(n, n_clients)?;
+            }
             for i in 1..=n {
                 let name = format!("srv{i}");
                 let mut attempt = 0;
                 loop {
                     attempt += 1;
                     let mut srv = TestbedServer::new(&dir, &name, free_port()?);
+                    if let Some(net) = &tb.net {
+                        srv.backend = Backend::Ganesha;
+                        srv.nfs_addr = Some(format!("{}.{}", net.subnet, 10 + i));
+                        srv.netns = Some(format!("{}-{name}", net.prefix));
+                    }
                     srv.prepare_files()?;
                     srv.load_host_key()?;
                     write_file(&srv.authorized_keys(), &format!("{client_pub}\n"))?;
@@ -670,8 +1053,132 @@ impl Testbed {
         fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))
     }
 
-    /// Stop every server (namespaces die with their processes); remove the testbed dir if
-    /// `remove_files`. Tries every server even if one fails; returns the first error.
+    /// Create the switch namespace + bridge, one namespace + veth per server and client.
+    fn create_network(&mut self, n: usize, n_clients: usize) -> Result<()> {
+        let h = fnv1a(&self.dir.to_string_lossy());
+        let prefix = format!("nfsp-{:06x}", h & 0xff_ffff);
+        // Leftovers of an earlier test bed in the same dir (crashed without down): ours.
+        if let Ok(rd) = fs::read_dir("/run/netns") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&format!("{prefix}-")) {
+                    tracing::warn!(netns = %name, "removing stale testbed network namespace");
+                    delete_netns(&name)?;
+                }
+            }
+        }
+        // Subnet X: from the hash, skipping X in use by another test bed's switch namespace.
+        let used: Vec<u64> = fs::read_dir("/run/netns")
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.starts_with("nfsp-")
+                            .then(|| n.rsplit_once("-sw")?.1.parse().ok())?
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut x = 1 + (h >> 24) % 254;
+        for _ in 0..254 {
+            if !used.contains(&x) {
+                break;
+            }
+            x = x % 254 + 1;
+        }
+        if used.contains(&x) {
+            bail!("no free 10.213.X.0/24 subnet left");
+        }
+        let net = TestbedNet {
+            switch_netns: format!("{prefix}-sw{x}"),
+            prefix,
+            subnet: format!("{NET_PREFIX}.{x}"),
+        };
+        // Record it first so down() cleans up whatever part got created.
+        self.net = Some(net.clone());
+        let sw = net.switch_netns.as_str();
+        ip(&["netns", "add", sw])?;
+        ip(&["-n", sw, "link", "set", "lo", "up"])?;
+        ip(&["-n", sw, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", sw, "link", "set", "br0", "up"])?;
+        let plug = |ns: &str, port: &str, addr: &str| -> Result<()> {
+            ip(&["netns", "add", ns])?;
+            ip(&[
+                "-n", sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            ])?;
+            ip(&["-n", sw, "link", "set", port, "master", "br0", "up"])?;
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", ns, "link", "set", "lo", "up"])
+        };
+        for i in 1..=n {
+            let ns = format!("{}-srv{i}", net.prefix);
+            plug(&ns, &format!("s{i}"), &format!("{}.{}", net.subnet, 10 + i))?;
+        }
+        for j in 1..=n_clients {
+            let c = ClientHost {
+                name: format!("client{j}"),
+                addr: format!("{}.{}", net.subnet, 100 + j),
+                netns: format!("{}-client{j}", net.prefix),
+            };
+            self.clients.push(c.clone());
+            plug(&c.netns, &format!("c{j}"), &c.addr)?;
+        }
+        Ok(())
+    }
+
+    /// Delete every network namespace (and with them veths and the bridge) of this test bed.
+    fn delete_network(&self) -> Result<()> {
+        let Some(net) = &self.net else {
+            return Ok(());
+        };
+        let mut names: Vec<String> = self.clients.iter().map(|c| c.netns.clone()).collect();
+        names.extend(self.servers.iter().filter_map(|s| s.netns.clone()));
+        // anything else with our prefix (e.g. a server whose start failed before it was saved)
+        if let Ok(rd) = fs::read_dir("/run/netns") {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&format!("{}-", net.prefix))
+                    && name != net.switch_netns
+                    && !names.contains(&name)
+                {
+                    names.push(name);
+                }
+            }
+        }
+        names.push(net.switch_netns.clone());
+        let mut first_err = None;
+        for n in &names {
+            if let Err(e) = delete_netns(n) {
+                tracing::warn!(netns = %n, error = %e, "deleting testbed network namespace failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// The client hosts (ganesha test beds; empty otherwise).
+    pub fn clients(&self) -> &[ClientHost] {
+        &self.clients
+    }
+
+    /// A client host by name ("client1", ...).
+    pub fn client(&self, name: &str) -> Option<&ClientHost> {
+        self.clients.iter().find(|c| c.name == name)
+    }
+
+    /// Stop every server (mount namespaces die with their processes; ganesha, rpcbind and
+    /// dbus die with them), delete the network namespaces, veths and bridge of a ganesha test
+    /// bed; remove the testbed dir if `remove_files`. Tries everything even if one step fails;
+    /// returns the first error.
     pub fn down(&self, remove_files: bool) -> Result<()> {
         let mut first_err = None;
         for s in &self.servers {
@@ -679,6 +1186,9 @@ impl Testbed {
                 tracing::warn!(server = %s.name, error = %e, "stopping testbed server failed");
                 first_err.get_or_insert(e);
             }
+        }
+        if let Err(e) = self.delete_network() {
+            first_err.get_or_insert(e);
         }
         if let Some(e) = first_err {
             return Err(e);
@@ -734,7 +1244,269 @@ impl DerefMut for TestbedGuard {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ganesha / network helpers
+
+/// The test bed's `/etc/ganesha/ganesha.conf` for a server with NFS address `addr`.
+fn ganesha_main_conf(name: &str, addr: &str) -> String {
+    format!(
+        "# generated by nfsprov testbed for {name} -- rewritten on every start\n\
+         NFS_CORE_PARAM {{\n\
+         \tProtocols = 3, 4;\n\
+         \tBind_addr = {addr};\n\
+         \tEnable_NLM = false;\n\
+         \tEnable_RQUOTA = false;\n\
+         }}\n\
+         NFSV4 {{\n\
+         \tGraceless = true;\n\
+         }}\n\
+         NFS_KRB5 {{\n\
+         \tActive_krb5 = false;\n\
+         }}\n\
+         LOG {{\n\
+         \tDefault_Log_Level = EVENT;\n\
+         \tCOMPONENTS {{\n\
+         \t\tEXPORT = INFO;\n\
+         \t\tCONFIG = INFO;\n\
+         \t}}\n\
+         }}\n\
+         %include \"/etc/ganesha/{GANESHA_INCLUDE_NAME}\"\n"
+    )
+}
+
+/// Private D-Bus "system bus" of a ganesha server (socket `/run/dbus/system_bus_socket`
+/// inside; runs as root; everything allowed for root).
+const DBUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <auth>EXTERNAL</auth>
+  <listen>unix:path=/run/dbus/system_bus_socket</listen>
+  <policy context="default">
+    <allow user="root"/>
+    <allow own="*"/>
+    <allow send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+  </policy>
+</busconfig>
+"#;
+
+/// "10.213.7" for "10.213.7.11".
+fn addr_prefix(addr: &str) -> &str {
+    addr.rsplit_once('.').map(|(p, _)| p).unwrap_or(addr)
+}
+
+/// FNV-1a of a string (stable across runs; used for per-testbed names and subnets).
+fn fnv1a(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+/// `ip <args>`, must succeed.
+fn ip(args: &[&str]) -> Result<()> {
+    run_ok(Command::new("ip").args(args))?;
+    Ok(())
+}
+
+/// Pids of live processes in network namespace `name` (compares `/proc/<pid>/ns/net` with the
+/// namespace handle's inode).
+fn netns_pids(name: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = fs::metadata(Path::new("/run/netns").join(name)) else {
+        return Vec::new();
+    };
+    let want = format!("net:[{}]", meta.ino());
+    let me = std::process::id();
+    let mut v = Vec::new();
+    if let Ok(rd) = fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid != me
+                && fs::read_link(format!("/proc/{pid}/ns/net"))
+                    .is_ok_and(|l| l.to_string_lossy() == want)
+                && pid_alive(pid)
+            {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// Kill everything in network namespace `name` and delete it (idempotent, bounded).
+fn delete_netns(name: &str) -> Result<()> {
+    if !netns_exists(name) {
+        return Ok(());
+    }
+    let pids = netns_pids(name);
+    if !pids.is_empty() {
+        kill(&pids, "KILL");
+        let deadline = Instant::now() + STOP_KILL_TIMEOUT;
+        while pids.iter().any(|&p| pid_alive(p)) && Instant::now() < deadline {
+            sleep(POLL);
+        }
+    }
+    ip(&["netns", "delete", name])
+}
+
+/// Poll `f` every [`POLL`] until it is true or `timeout` passed.
+fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?}");
+        }
+        sleep(POLL);
+    }
+}
+
+/// Run `cmd` with piped output, killing it after `timeout`.
+fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {cmd:?}"))?;
+    let mut so = child.stdout.take().expect("piped stdout");
+    let mut se = child.stderr.take().expect("piped stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = so.read_to_end(&mut b);
+        b
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = se.read_to_end(&mut b);
+        b
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} timed out after {timeout:?} (killed)");
+        }
+        sleep(Duration::from_millis(10));
+    };
+    Ok(Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    })
+}
+
+/// An NFS client machine of a ganesha test bed: its own network namespace on the test bed's
+/// private bridge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientHost {
+    /// "client1", "client2", ...
+    pub name: String,
+    /// e.g. "10.213.57.101"
+    pub addr: String,
+    /// Network namespace name (`/run/netns/<netns>`).
+    pub netns: String,
+}
+
+impl ClientHost {
+    /// Run `argv` inside the client's network namespace (e.g. `["nfs-cp", src, url]`), killed
+    /// after [`CLIENT_RUN_TIMEOUT`] (then `Err`). The file system is the host's.
+    pub fn run(&self, argv: &[&str]) -> Result<Output> {
+        self.run_timeout(argv, CLIENT_RUN_TIMEOUT)
+    }
+
+    /// [`ClientHost::run`] with an explicit timeout.
+    pub fn run_timeout(&self, argv: &[&str], timeout: Duration) -> Result<Output> {
+        if argv.is_empty() {
+            bail!("ClientHost::run: empty argv");
+        }
+        if !netns_exists(&self.netns) {
+            bail!(
+                "client {}: network namespace {} does not exist",
+                self.name,
+                self.netns
+            );
+        }
+        output_with_timeout(
+            Command::new("nsenter")
+                .arg(format!("--net=/run/netns/{}", self.netns))
+                .arg("--")
+                .args(argv)
+                .env("PATH", PATH_ENV)
+                .current_dir("/"),
+            timeout,
+        )
+        .with_context(|| format!("client {}: running {argv:?}", self.name))
+    }
+}
+
+/// The private network of a ganesha test bed: a bridge `br0` inside a dedicated "switch"
+/// network namespace; every server and client namespace has a veth `eth0` plugged into it.
+/// Nothing is added to the host's own network namespace, and there is no route out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestbedNet {
+    /// Name prefix of every namespace of this test bed, e.g. "nfsp-3fa9c1".
+    pub prefix: String,
+    /// The switch namespace holding the bridge.
+    pub switch_netns: String,
+    /// e.g. "10.213.57" (servers .11.., clients .101..).
+    pub subnet: String,
+}
+
+// ---------------------------------------------------------------------------------------------
 // helpers
+
+/// `apt-get update && apt-get install -y --no-install-recommends <pkgs>`, with a policy-rc.d
+/// that prevents starting services.
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let created_policy = if policy.exists() {
+        false
+    } else {
+        write_file(policy, "#!/bin/sh\nexit 101\n")?;
+        run_ok(Command::new("chmod").args(["755", "/usr/sbin/policy-rc.d"]))?;
+        true
+    };
+    let res = (|| -> Result<()> {
+        run_ok(
+            Command::new("apt-get")
+                .arg("update")
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        run_ok(
+            Command::new("apt-get")
+                .args(["install", "-y", "--no-install-recommends"])
+                .args(pkgs)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        Ok(())
+    })();
+    if created_policy {
+        let _ = fs::remove_file(policy);
+    }
+    res
+}
 
 fn write_file(p: &Path, content: &str) -> Result<()> {
     fs::write(p, content).with_context(|| format!("writing {}", p.display()))
@@ -1145,6 +1917,712 @@ mod tests {
         }
         assert!(!dir.exists());
         assert!(!port_accepts(port));
+        assert!(sshd_procs_mentioning(&dir).is_empty());
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // ganesha test beds (real nfs-ganesha, rpcbind, dbus, libnfs clients in netns)
+
+    fn ganesha_tb(tag: &str, n: usize, clients: usize) -> TestbedGuard {
+        let dir = test_dir(tag);
+        TestbedGuard(Testbed::up_ganesha(&dir, n, clients).expect("ganesha testbed up"))
+    }
+
+    /// One EXPORT block; `clients` = (address, client options).
+    fn export_block(id: u16, path: &str, extra: &str, clients: &[(&str, &str)]) -> String {
+        let mut b = format!(
+            "EXPORT {{\n\tExport_Id = {id};\n\tPath = \"{path}\";\n\tPseudo = \"{path}\";\n\
+             \tProtocols = 3, 4;\n\tTransports = TCP;\n\tAccess_Type = None;\n{extra}\
+             \tFSAL {{ Name = VFS; }}\n"
+        );
+        for (addr, opts) in clients {
+            b.push_str(&format!("\tCLIENT {{ Clients = {addr}; {opts} }}\n"));
+        }
+        b.push_str("}\n");
+        b
+    }
+
+    /// Write nfsprov.conf atomically and SIGHUP ganesha over ssh, exactly like nfsprov would.
+    fn apply(tb: &Testbed, s: &TestbedServer, conf: &str) -> u64 {
+        let log_start = fs::metadata(s.ganesha_log()).map(|m| m.len()).unwrap_or(0);
+        let dir = s.ganesha_conf_dir();
+        fs::write(dir.join("nfsprov.conf.tmp"), conf).unwrap();
+        fs::rename(dir.join("nfsprov.conf.tmp"), dir.join(GANESHA_INCLUDE_NAME)).unwrap();
+        let o = ssh(
+            tb,
+            s,
+            &tb.known_hosts(),
+            "kill -HUP \"$(cat /run/ganesha/ganesha.pid)\"",
+        );
+        assert!(o.status.success(), "HUP over ssh: {}", text(&o.stderr));
+        // the reload is done when ganesha logged "Reread exports complete"
+        wait_for(Duration::from_secs(10), || {
+            read_from(&s.ganesha_log(), log_start).contains("Reread exports complete")
+                || s.ganesha_pid().is_none()
+        })
+        .expect("reread exports");
+        log_start
+    }
+
+    fn dbus(s: &TestbedServer, method: &str, args: &str) -> Output {
+        s.run_inside(&format!(
+            "dbus-send --system --print-reply --dest=org.ganesha.nfsd \
+             /org/ganesha/nfsd/ExportMgr org.ganesha.nfsd.exportmgr.{method} {args}"
+        ))
+        .unwrap()
+    }
+
+    /// (id, path) of every live export, from D-Bus ShowExports.
+    fn show_exports(s: &TestbedServer) -> Vec<(u16, String)> {
+        let o = dbus(s, "ShowExports", "");
+        assert!(o.status.success(), "ShowExports: {}", text(&o.stderr));
+        let t = text(&o.stdout);
+        let lines: Vec<&str> = t.lines().map(str::trim).collect();
+        let mut v = Vec::new();
+        for w in lines.windows(2) {
+            if let (Some(id), Some(path)) =
+                (w[0].strip_prefix("uint16 "), w[1].strip_prefix("string \""))
+            {
+                v.push((id.parse().unwrap(), path.trim_end_matches('"').to_string()));
+            }
+        }
+        v
+    }
+
+    /// Sorted ids of the live exports (0 = ganesha's own pseudo root "/").
+    fn export_ids(s: &TestbedServer) -> Vec<u16> {
+        let mut v: Vec<u16> = show_exports(s).iter().map(|e| e.0).collect();
+        v.sort();
+        v
+    }
+
+    /// (client, options bits, anonymous uid) of one CLIENT entry in DisplayExport.
+    type ExportClient = (String, u32, u32);
+
+    /// D-Bus DisplayExport: (path, [(client, options bits, anon uid)]) or None if not exported.
+    fn display_export(s: &TestbedServer, id: u16) -> Option<(String, Vec<ExportClient>)> {
+        let o = dbus(s, "DisplayExport", &format!("uint16:{id}"));
+        if !o.status.success() {
+            assert!(
+                text(&o.stderr).contains("Export id not found"),
+                "{}",
+                text(&o.stderr)
+            );
+            return None;
+        }
+        let t = text(&o.stdout);
+        let lines: Vec<&str> = t.lines().map(str::trim).collect();
+        let unq = |l: &str| {
+            l.strip_prefix("string \"")
+                .map(|x| x.trim_end_matches('"').to_string())
+        };
+        let path = unq(lines[2]).unwrap();
+        let mut clients = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            if *l == "struct {" {
+                let name = unq(lines[i + 1]).unwrap();
+                let num = |k: usize| -> u32 {
+                    lines[i + 1 + k]
+                        .rsplit(' ')
+                        .next()
+                        .unwrap()
+                        .parse()
+                        .unwrap()
+                };
+                clients.push((name, num(8), num(5)));
+            }
+        }
+        Some((path, clients))
+    }
+
+    fn nfs(c: &ClientHost, argv: &[&str]) -> (bool, String) {
+        let o = c.run(argv).unwrap();
+        (
+            o.status.success(),
+            format!("{}{}", text(&o.stdout), text(&o.stderr)),
+        )
+    }
+
+    fn owner(p: &Path) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let m = fs::metadata(p).unwrap();
+        (m.uid(), m.gid())
+    }
+
+    const OPT_ROOT_SQUASH: u32 = 0x2;
+    const OPT_ALL_SQUASH: u32 = 0x4;
+    const OPT_R: u32 = 0x20;
+    const OPT_W: u32 = 0x40;
+
+    #[test]
+    fn ganesha_access_and_squash() {
+        let tb = ganesha_tb("gacc", 1, 3);
+        let s = tb.server("srv1").unwrap().clone();
+        let addr = s.nfs_addr.clone().unwrap();
+        let (c1, c2, c3) = (&tb.clients()[0], &tb.clients()[1], &tb.clients()[2]);
+        assert_eq!(s.backend, Backend::Ganesha);
+        assert!(
+            addr.starts_with("10.213.") && addr.ends_with(".11"),
+            "{addr}"
+        );
+        assert_eq!(c1.addr, format!("{}.101", addr_prefix(&addr)));
+
+        // ssh sessions run in the server's network + mount namespace
+        let o = ssh(
+            &tb,
+            &s,
+            &tb.known_hosts(),
+            "ip -4 -o addr show dev eth0; cat /etc/ganesha/nfsprov.conf; echo $(cat /run/ganesha/ganesha.pid)",
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let t = text(&o.stdout);
+        assert!(t.contains(&format!("inet {addr}/24")), "{t}");
+        assert!(t.contains("nfsprov-managed"), "{t}");
+        assert!(t.contains(&s.ganesha_pid().unwrap().to_string()), "{t}");
+        // saved and loaded
+        let loaded = Testbed::load(&tb.dir).unwrap();
+        assert_eq!(loaded.clients.len(), 3);
+        assert_eq!(loaded.servers[0].nfs_addr.as_deref(), Some(addr.as_str()));
+
+        for d in ["vol1", "vol2"] {
+            fs::create_dir_all(s.host_path(&format!("/srv/nfsprov/pool1/{d}"))).unwrap();
+        }
+        run_ok(
+            Command::new("chmod")
+                .arg("1777")
+                .arg(s.host_path("/srv/nfsprov/pool1/vol2")),
+        )
+        .unwrap();
+        fs::write(s.host_path("/srv/nfsprov/pool1/vol1/seed.txt"), "seed\n").unwrap();
+        let conf = export_block(
+            101,
+            "/srv/nfsprov/pool1/vol1",
+            "",
+            &[
+                (&c1.addr, "Access_Type = RW; Squash = No_Root_Squash;"),
+                (&c2.addr, "Access_Type = RO;"),
+            ],
+        ) + &export_block(
+            102,
+            "/srv/nfsprov/pool1/vol2",
+            "\tSquash = Root_Squash;\n\tAnonymous_Uid = 65534;\n\tAnonymous_Gid = 65534;\n",
+            &[
+                (&c1.addr, "Access_Type = RW; Squash = Root_Squash;"),
+                (
+                    &c2.addr,
+                    "Access_Type = RW; Squash = All_Squash; Anonymous_Uid = 1234; Anonymous_Gid = 1235;",
+                ),
+            ],
+        );
+        apply(&tb, &s, &conf);
+        let ex = show_exports(&s);
+        assert!(
+            ex.contains(&(101, "/srv/nfsprov/pool1/vol1".into())),
+            "{ex:?}"
+        );
+        assert!(
+            ex.contains(&(102, "/srv/nfsprov/pool1/vol2".into())),
+            "{ex:?}"
+        );
+
+        let src = tb.dir.join("src.txt");
+        fs::write(&src, "hello ganesha\n").unwrap();
+        let src = src.to_string_lossy().into_owned();
+        let url = |vol: &str, file: &str, v: u8| {
+            format!("nfs://{addr}/srv/nfsprov/pool1/{vol}/{file}?version={v}")
+        };
+        for v in [3u8, 4] {
+            // rw client: write + read back; no_root_squash: owned by root
+            let f = format!("rw-v{v}.txt");
+            let (ok, out) = nfs(c1, &["nfs-cp", &src, &url("vol1", &f, v)]);
+            assert!(ok, "v{v} rw write: {out}");
+            let (ok, out) = nfs(c1, &["nfs-cat", &url("vol1", &f, v)]);
+            assert!(ok && out == "hello ganesha\n", "v{v} rw read: {out}");
+            assert_eq!(
+                owner(&s.host_path(&format!("/srv/nfsprov/pool1/vol1/{f}"))),
+                (0, 0)
+            );
+            // ro client (root squashed; libnfs creates files 0660, so it reads a 0644 seed file)
+            let (ok, out) = nfs(c2, &["nfs-cat", &url("vol1", &f, v)]);
+            assert!(
+                !ok && (out.contains("ACCESS denied") || out.contains("NFS4ERR_ACCESS")),
+                "v{v} ro read of 0660 file: {out}"
+            );
+            let (ok, out) = nfs(c2, &["nfs-cat", &url("vol1", "seed.txt", v)]);
+            assert!(ok && out == "seed\n", "v{v} ro read: {out}");
+            let (ok, out) = nfs(
+                c2,
+                &["nfs-cp", &src, &url("vol1", &format!("ro-v{v}.txt"), v)],
+            );
+            assert!(!ok, "v{v} ro write succeeded");
+            let want = if v == 3 {
+                "NFS3ERR_ROFS"
+            } else {
+                "NFS4ERR_ROFS"
+            };
+            assert!(out.contains(want), "v{v} ro write: {out}");
+            // unlisted client: refused
+            let (ok, out) = nfs(c3, &["nfs-cat", &url("vol1", &f, v)]);
+            assert!(!ok, "v{v} unlisted read succeeded");
+            let want = if v == 3 {
+                "MNT3ERR_ACCES"
+            } else {
+                "NFS4ERR_NOENT"
+            };
+            assert!(out.contains(want), "v{v} unlisted: {out}");
+            eprintln!("[v{v}] unlisted client: {}", out.trim());
+
+            // root_squash (export-level Anonymous_Uid 65534) / all_squash (client-level 1234)
+            let f = format!("sq-v{v}.txt");
+            let (ok, out) = nfs(c1, &["nfs-cp", &src, &url("vol2", &f, v)]);
+            assert!(ok, "{out}");
+            assert_eq!(
+                owner(&s.host_path(&format!("/srv/nfsprov/pool1/vol2/{f}"))),
+                (65534, 65534)
+            );
+            let f = format!("uid-v{v}.txt");
+            let u = format!("{}&uid=1000&gid=1001", url("vol2", &f, v));
+            let (ok, out) = nfs(c1, &["nfs-cp", &src, &u]);
+            assert!(ok, "{out}");
+            assert_eq!(
+                owner(&s.host_path(&format!("/srv/nfsprov/pool1/vol2/{f}"))),
+                (1000, 1001)
+            );
+            let f = format!("all-v{v}.txt");
+            let u = format!("{}&uid=1000&gid=1001", url("vol2", &f, v));
+            let (ok, out) = nfs(c2, &["nfs-cp", &src, &u]);
+            assert!(ok, "{out}");
+            assert_eq!(
+                owner(&s.host_path(&format!("/srv/nfsprov/pool1/vol2/{f}"))),
+                (1234, 1235)
+            );
+        }
+
+        // the live per-client permissions, via D-Bus DisplayExport
+        let (path, cl) = display_export(&s, 101).unwrap();
+        assert_eq!(path, "/srv/nfsprov/pool1/vol1");
+        assert_eq!(cl.len(), 2, "{cl:?}");
+        assert_eq!(cl[0].0, format!("{}/32", c1.addr));
+        assert_eq!(
+            cl[0].1 & (OPT_R | OPT_W | OPT_ROOT_SQUASH | OPT_ALL_SQUASH),
+            OPT_R | OPT_W
+        );
+        assert_eq!(cl[1].0, format!("{}/32", c2.addr));
+        assert_eq!(
+            cl[1].1 & (OPT_R | OPT_W | OPT_ROOT_SQUASH | OPT_ALL_SQUASH),
+            OPT_R | OPT_ROOT_SQUASH
+        );
+        let (_, cl) = display_export(&s, 102).unwrap();
+        assert_eq!(cl[1].1 & OPT_ALL_SQUASH, OPT_ALL_SQUASH, "{cl:?}");
+        assert_eq!(cl[1].2, 1234, "{cl:?}");
+        assert!(display_export(&s, 999).is_none());
+    }
+
+    #[test]
+    fn ganesha_live_reload_and_verification() {
+        let tb = ganesha_tb("grel", 1, 2);
+        let s = tb.server("srv1").unwrap().clone();
+        let addr = s.nfs_addr.clone().unwrap();
+        let (c1, c2) = (&tb.clients()[0], &tb.clients()[1]);
+        for d in ["a", "b", "c"] {
+            fs::create_dir_all(s.host_path(&format!("/srv/nfsprov/pool1/{d}"))).unwrap();
+        }
+        // 64 MiB file on export a for a long transfer
+        let big: Vec<u8> = (0..64u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        fs::write(s.host_path("/srv/nfsprov/pool1/a/big"), &big).unwrap();
+        let blk_a = export_block(
+            1,
+            "/srv/nfsprov/pool1/a",
+            "",
+            &[(&c1.addr, "Access_Type = RW;")],
+        );
+        let blk_b = export_block(
+            2,
+            "/srv/nfsprov/pool1/b",
+            "",
+            &[(&c1.addr, "Access_Type = RO;")],
+        );
+        apply(&tb, &s, &format!("{blk_a}{blk_b}"));
+        let ids = export_ids(&s);
+        assert_eq!(ids, vec![0, 1, 2], "export 0 is ganesha's pseudo root '/'");
+
+        // MOUNT EXPORT list (showmount -e): filtered by the asking client!
+        let o = c1.run(&["showmount", "-e", &addr]).unwrap();
+        let t = text(&o.stdout);
+        eprintln!("showmount -e from client1:\n{t}");
+        assert!(
+            t.contains(&format!("/srv/nfsprov/pool1/a {}/32", c1.addr)),
+            "{t}"
+        );
+        let o = c2.run(&["showmount", "-e", &addr]).unwrap();
+        assert_eq!(text(&o.stdout), format!("Export list for {addr}:\n"));
+
+        // transfers on export a (client1), back to back, while exports are added/updated/removed
+        // by SIGHUP
+        let out = tb.dir.join("big.copy");
+        let c1c = c1.clone();
+        let url = format!("nfs://{addr}/srv/nfsprov/pool1/a/big?version=4");
+        let out_s = out.to_string_lossy().into_owned();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let big2 = big.clone();
+        let copier = std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop2.load(std::sync::atomic::Ordering::SeqCst) || n == 0 {
+                let t0 = Instant::now();
+                let o = c1c.run(&["nfs-cp", &url, &out_s]).unwrap();
+                assert!(o.status.success(), "copy {n}: {}", text(&o.stderr));
+                assert!(fs::read(&out_s).unwrap() == big2, "copy {n}: data differs");
+                let _ = fs::remove_file(&out_s);
+                eprintln!("copy {n}: 64 MiB in {:?}", t0.elapsed());
+                n += 1;
+            }
+            n
+        });
+        let variants = [
+            // add c for client2, b gets client2 too
+            format!(
+                "{blk_a}{}{}",
+                export_block(
+                    2,
+                    "/srv/nfsprov/pool1/b",
+                    "",
+                    &[
+                        (&c1.addr, "Access_Type = RO;"),
+                        (&c2.addr, "Access_Type = RW;")
+                    ]
+                ),
+                export_block(
+                    3,
+                    "/srv/nfsprov/pool1/c",
+                    "",
+                    &[(&c2.addr, "Access_Type = RW;")]
+                )
+            ),
+            // remove b
+            format!(
+                "{blk_a}{}",
+                export_block(
+                    3,
+                    "/srv/nfsprov/pool1/c",
+                    "",
+                    &[(&c2.addr, "Access_Type = RW;")]
+                )
+            ),
+        ];
+        let t0 = Instant::now();
+        for i in 0..6 {
+            let log_start = apply(&tb, &s, &variants[i % 2]);
+            if i == 0 {
+                eprintln!(
+                    "ganesha log after SIGHUP:\n{}",
+                    read_from(&s.ganesha_log(), log_start)
+                );
+            }
+            sleep(Duration::from_millis(100));
+        }
+        eprintln!("6 ssh+SIGHUP+reload cycles took {:?}", t0.elapsed());
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let copies = copier.join().expect("copier thread");
+        assert!(copies >= 2, "{copies} copies");
+        let _ = out;
+
+        // last applied: variants[(i-1)%2]; apply the "remove b" variant and verify everything
+        let log_start = apply(&tb, &s, &variants[1]);
+        let ex = show_exports(&s);
+        assert_eq!(
+            {
+                let mut v: Vec<u16> = ex.iter().map(|e| e.0).collect();
+                v.sort();
+                v
+            },
+            vec![0, 1, 3],
+            "{ex:?}"
+        );
+        assert!(display_export(&s, 2).is_none());
+        let (_, cl) = display_export(&s, 3).unwrap();
+        assert_eq!(cl[0].0, format!("{}/32", c2.addr));
+        let log = read_from(&s.ganesha_log(), log_start);
+        assert!(
+            log.contains("SIGHUP_HANDLER: Received SIGHUP.... initiating export list reload"),
+            "{log}"
+        );
+        assert!(log.contains("Reread exports complete"), "{log}");
+        assert!(
+            log.contains("reread_exports :EXPORT :INFO :Exports after update"),
+            "{log}"
+        );
+        assert!(
+            log.contains(
+                "Export     3 pseudo (/srv/nfsprov/pool1/c) with path (/srv/nfsprov/pool1/c)"
+            ),
+            "{log}"
+        );
+        assert!(
+            log.contains(&format!("   NETWORK_CLIENT: {}/32 (options=", c2.addr)),
+            "{log}"
+        );
+        assert!(!log.contains("pool1/b"), "{log}");
+        // the new export works for client2, the removed one no more for client1
+        let (ok, out) = nfs(
+            c2,
+            &[
+                "nfs-ls",
+                &format!("nfs://{addr}/srv/nfsprov/pool1/c?version=3"),
+            ],
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = nfs(
+            c1,
+            &[
+                "nfs-ls",
+                &format!("nfs://{addr}/srv/nfsprov/pool1/b?version=3"),
+            ],
+        );
+        assert!(!ok && out.contains("MNT3ERR_ACCES"), "{out}");
+
+        // D-Bus through ssh, like nfsprov would verify
+        let o = ssh(
+            &tb,
+            &s,
+            &tb.known_hosts(),
+            "dbus-send --system --print-reply --dest=org.ganesha.nfsd /org/ganesha/nfsd/ExportMgr org.ganesha.nfsd.exportmgr.DisplayExport uint16:3",
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(text(&o.stdout).contains(&format!("string \"{}/32\"", c2.addr)));
+    }
+
+    #[test]
+    fn ganesha_invalid_blocks_on_sighup() {
+        let tb = ganesha_tb("ginv", 1, 1);
+        let s = tb.server("srv1").unwrap().clone();
+        let addr = s.nfs_addr.clone().unwrap();
+        let c1 = &tb.clients()[0];
+        for d in ["a", "b"] {
+            fs::create_dir_all(s.host_path(&format!("/srv/nfsprov/pool1/{d}"))).unwrap();
+        }
+        let good_a = export_block(
+            1,
+            "/srv/nfsprov/pool1/a",
+            "",
+            &[(&c1.addr, "Access_Type = RW;")],
+        );
+        let good_b = export_block(
+            2,
+            "/srv/nfsprov/pool1/b",
+            "",
+            &[(&c1.addr, "Access_Type = RW;")],
+        );
+        apply(&tb, &s, &format!("{good_a}{good_b}"));
+        let pid = s.ganesha_pid().unwrap();
+        let ls = |p: &str| {
+            nfs(
+                c1,
+                &[
+                    "nfs-ls",
+                    &format!("nfs://{addr}/srv/nfsprov/pool1/{p}?version=3"),
+                ],
+            )
+        };
+
+        // unknown parameter: WARN, parameter ignored, export still (re)applied
+        let bad = export_block(
+            2,
+            "/srv/nfsprov/pool1/b",
+            "\tBogus_Option = 1;\n",
+            &[(&c1.addr, "Access_Type = RW;")],
+        );
+        let off = apply(&tb, &s, &format!("{good_a}{bad}"));
+        let log = read_from(&s.ganesha_log(), off);
+        eprintln!("unknown option:\n{log}");
+        assert!(
+            log.contains(
+                "config_errs_to_log :CONFIG :WARN :Config File (/etc/ganesha/nfsprov.conf:"
+            ),
+            "{log}"
+        );
+        assert!(log.contains("): Unknown parameter (Bogus_Option)"), "{log}");
+        assert_eq!(export_ids(&s), vec![0, 1, 2]);
+        assert!(ls("b").0);
+
+        // invalid client address: CRIT, the whole EXPORT block is dropped (export 2 removed!),
+        // other exports survive
+        let bad = export_block(
+            2,
+            "/srv/nfsprov/pool1/b",
+            "",
+            &[("10.213.0.999", "Access_Type = RW;")],
+        );
+        let off = apply(&tb, &s, &format!("{good_a}{bad}"));
+        let log = read_from(&s.ganesha_log(), off);
+        eprintln!("bad client:\n{log}");
+        assert!(
+            log.contains("IPv4 addr (10.213.0.999) not in presentation format"),
+            "{log}"
+        );
+        assert!(
+            log.contains(":CONFIG :CRIT :Config File (/etc/ganesha/nfsprov.conf:"),
+            "{log}"
+        );
+        assert!(log.contains("errors found block EXPORT"), "{log}");
+        assert_eq!(export_ids(&s), vec![0, 1]);
+        assert!(ls("a").0);
+        assert!(!ls("b").0);
+
+        // bad Access_Type value: WARN "Unknown token", block applied (client entry without access)
+        let bad = export_block(
+            2,
+            "/srv/nfsprov/pool1/b",
+            "",
+            &[(&c1.addr, "Access_Type = RWX;")],
+        );
+        let off = apply(&tb, &s, &format!("{good_a}{bad}"));
+        let log = read_from(&s.ganesha_log(), off);
+        assert!(log.contains("Unknown token (RWX)"), "{log}");
+
+        // changing the Path of an existing Export_Id: refused, export dropped
+        let bad = export_block(
+            2,
+            "/srv/nfsprov/pool1/a",
+            "",
+            &[(&c1.addr, "Access_Type = RW;")],
+        );
+        apply(&tb, &s, &format!("{good_a}{good_b}"));
+        let off = apply(&tb, &s, &format!("{good_a}{bad}"));
+        let log = read_from(&s.ganesha_log(), off);
+        eprintln!("path change:\n{log}");
+        assert!(
+            log.contains(
+                "Path for export update 2 /srv/nfsprov/pool1/a doesn't match /srv/nfsprov/pool1/b"
+            ),
+            "{log}"
+        );
+        assert_eq!(export_ids(&s), vec![0, 1]);
+        assert_eq!(s.ganesha_pid(), Some(pid));
+
+        // syntax error (missing ';'): ganesha 4.3 logs it and then crashes (SIGSEGV) on reload
+        let bad = good_b.replace("Export_Id = 2;", "Export_Id = 2");
+        let off = apply(&tb, &s, &format!("{good_a}{bad}"));
+        let _ = wait_for(Duration::from_secs(3), || s.ganesha_pid().is_none());
+        let log = read_from(&s.ganesha_log(), off);
+        eprintln!(
+            "syntax error (ganesha alive: {}):\n{log}",
+            s.ganesha_pid().is_some()
+        );
+        assert!(
+            log.contains("ganesha_yyerror :CONFIG :CRIT :Config file (/etc/ganesha/nfsprov.conf:"),
+            "{log}"
+        );
+        assert!(log.contains(") error: syntax error"), "{log}");
+        if s.ganesha_pid().is_some() {
+            // survived: the broken block is dropped ("Mandatory field, Path is missing"), others stay
+            assert!(log.contains("Syntax error in statement"), "{log}");
+            assert_eq!(export_ids(&s), vec![0, 1]);
+        } else {
+            // observed once with 4.3: SIGSEGV in the sigmgr thread right after the parse error
+            assert!(!ls("a").0, "export a still served by a dead ganesha?");
+            // restart with a good config
+            apply_file_only(&s, &format!("{good_a}{good_b}"));
+            s.start_ganesha().unwrap();
+        }
+        assert!(ls("a").0);
+    }
+
+    fn apply_file_only(s: &TestbedServer, conf: &str) {
+        fs::write(s.ganesha_conf_dir().join(GANESHA_INCLUDE_NAME), conf).unwrap();
+    }
+
+    #[test]
+    fn ganesha_kill_restart_and_down() {
+        let tb = ganesha_tb("gkill", 2, 1);
+        let (s1, s2) = (
+            tb.server("srv1").unwrap().clone(),
+            tb.server("srv2").unwrap().clone(),
+        );
+        let c1 = tb.clients()[0].clone();
+        let net = tb.net.clone().unwrap();
+        assert_ne!(s1.nfs_addr, s2.nfs_addr);
+        for s in [&s1, &s2] {
+            fs::create_dir_all(s.host_path("/srv/nfsprov/pool1/a")).unwrap();
+            fs::write(s.host_path("/srv/nfsprov/pool1/a/f"), &s.name).unwrap();
+            apply(
+                &tb,
+                s,
+                &export_block(
+                    7,
+                    "/srv/nfsprov/pool1/a",
+                    "",
+                    &[(&c1.addr, "Access_Type = RW;")],
+                ),
+            );
+        }
+        let cat = |s: &TestbedServer, v: u8| {
+            nfs(
+                &c1,
+                &[
+                    "nfs-cat",
+                    &format!(
+                        "nfs://{}/srv/nfsprov/pool1/a/f?version={v}",
+                        s.nfs_addr.as_deref().unwrap()
+                    ),
+                ],
+            )
+        };
+        assert_eq!(cat(&s1, 3), (true, "srv1".to_string()));
+        assert_eq!(cat(&s2, 4), (true, "srv2".to_string()));
+
+        let old = s1.ganesha_pid().unwrap();
+        s1.kill_ganesha().unwrap();
+        assert!(s1.ganesha_pid().is_none());
+        assert!(s1.is_running(), "sshd must survive");
+        let (ok, out) = cat(&s1, 3);
+        assert!(!ok);
+        eprintln!("v3 while ganesha is dead: {}", out.trim());
+        let (ok, out) = cat(&s1, 4);
+        assert!(!ok);
+        eprintln!("v4 while ganesha is dead: {}", out.trim());
+        assert_eq!(cat(&s2, 3), (true, "srv2".to_string()));
+
+        let t0 = Instant::now();
+        s1.start_ganesha().unwrap();
+        let started = t0.elapsed();
+        assert_ne!(s1.ganesha_pid(), Some(old));
+        let mut until = [Duration::ZERO; 2];
+        for (k, v) in [3u8, 4].into_iter().enumerate() {
+            wait_for(Duration::from_secs(20), || cat(&s1, v).0)
+                .unwrap_or_else(|e| panic!("v{v} after restart: {e}"));
+            until[k] = t0.elapsed();
+        }
+        eprintln!(
+            "start_ganesha took {started:?}; v3 ok after {:?}, v4 ok after {:?}",
+            until[0], until[1]
+        );
+        assert!(until[1] < Duration::from_secs(10));
+        let log = fs::read_to_string(s1.ganesha_log()).unwrap();
+        assert!(log.contains("NFS Server skipping GRACE (Graceless is true)"));
+        s1.start_ganesha().unwrap(); // idempotent
+        assert!(s1.ganesha_pid().is_some());
+
+        // server stop/start restarts the whole stack
+        s1.stop().unwrap();
+        assert!(s1.ganesha_pid().is_none());
+        s1.start().unwrap();
+        assert!(s1.ganesha_pid().is_some());
+        assert_eq!(cat(&s1, 4), (true, "srv1".to_string()));
+
+        let dir = tb.dir.clone();
+        tb.down(true).unwrap();
+        std::mem::forget(tb);
+        assert!(!dir.exists());
+        let left: Vec<String> = fs::read_dir("/run/netns")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&net.prefix))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         assert!(sshd_procs_mentioning(&dir).is_empty());
     }
 }

@@ -131,6 +131,10 @@ enum TestbedCmd {
         n: usize,
         #[arg(long)]
         dir: PathBuf,
+        /// nfs-ganesha servers in network namespaces, with this many client hosts, instead of
+        /// kernel-NFS (exportfs) servers.
+        #[arg(long)]
+        ganesha_clients: Option<usize>,
     },
     /// Stop the servers of a test bed (and remove its files with --remove).
     Down {
@@ -305,8 +309,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Testbed(cmd) => match cmd {
-            TestbedCmd::Up { n, dir } => {
-                let tb = tokio::task::spawn_blocking(move || Testbed::up(&dir, n)).await??;
+            TestbedCmd::Up {
+                n,
+                dir,
+                ganesha_clients,
+            } => {
+                let tb = tokio::task::spawn_blocking(move || match ganesha_clients {
+                    Some(c) => Testbed::up_ganesha(&dir, n, c),
+                    None => Testbed::up(&dir, n),
+                })
+                .await??;
                 for s in &tb.servers {
                     println!("{}\t{}:{}\t{}", s.name, s.ssh_host, s.ssh_port, s.host_key);
                 }
@@ -331,8 +343,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             ssh_user: s.ssh_user.clone(),
                             ssh_key: tb.client_key.display().to_string(),
                             host_key: s.host_key.clone(),
-                            nfs_address: String::new(),
-                            backend: "knfsd".into(),
+                            nfs_address: s.nfs_addr.clone().unwrap_or_default(),
+                            backend: match s.backend {
+                                nfsprov::testbed::Backend::Knfsd => "knfsd".into(),
+                                nfsprov::testbed::Backend::Ganesha => "ganesha".into(),
+                            },
                         },
                     )
                     .await?;

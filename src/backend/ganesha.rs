@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::{Backend, Rendered, blame_by_path};
 use crate::model::{ClientRule, VolumeId};
 use crate::plan::{Export, Plan};
-use crate::remote::{Lit, Script};
+use crate::remote::{Arg, Lit, Script};
 use crate::spec::{ExportOption, ExportOptions};
 
 pub struct Ganesha;
@@ -140,8 +140,96 @@ fn ganesha_client(host: &str) -> String {
     }
 }
 
-/// Live exports: export id -> path.
-pub type LiveExports = BTreeMap<u32, String>;
+/// ganesha's live state: export id -> path, and the client entries of the exports inspected.
+#[derive(Debug, Default)]
+pub struct LiveExports {
+    pub exports: BTreeMap<u32, String>,
+    pub clients: BTreeMap<u32, Vec<LiveClient>>,
+}
+
+/// One client entry of a live export (from the export manager's `DisplayExport`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveClient {
+    pub name: String,
+    /// ganesha's export option bits.
+    pub options: u32,
+}
+
+// ganesha's export option bits (include/export_mgr.h, EXPORT_OPTION_*).
+const SQUASH_ROOT_ID: u32 = 0x1;
+const SQUASH_ROOT: u32 = 0x2;
+const SQUASH_ALL: u32 = 0x4;
+const SQUASH_MASK: u32 = SQUASH_ROOT_ID | SQUASH_ROOT | SQUASH_ALL;
+const PERM_WRITE: u32 = 0x40;
+
+/// The write and squash bits a client rule must produce.
+fn expected_bits(options: &ExportOptions) -> u32 {
+    let m = client_settings(options);
+    let mut bits = 0;
+    if m.iter().any(|(k, v)| *k == "Access_Type" && v == "RW") {
+        bits |= PERM_WRITE;
+    }
+    match m
+        .iter()
+        .find(|(k, _)| *k == "Squash")
+        .map(|(_, v)| v.as_str())
+    {
+        Some("All_Squash") => bits |= SQUASH_ALL,
+        Some("No_Root_Squash") => {}
+        _ => bits |= SQUASH_ROOT,
+    }
+    bits
+}
+
+fn describe_bits(bits: u32) -> String {
+    let access = if bits & PERM_WRITE != 0 { "RW" } else { "RO" };
+    let squash = if bits & SQUASH_ALL != 0 {
+        "All_Squash"
+    } else if bits & (SQUASH_ROOT | SQUASH_ROOT_ID) != 0 {
+        "Root_Squash"
+    } else {
+        "No_Root_Squash"
+    };
+    format!("{access}/{squash}")
+}
+
+/// ganesha shows single addresses with their prefix length.
+fn same_client(live: &str, ours: &str) -> bool {
+    let live = live.trim_end_matches("/32").trim_end_matches("/128");
+    live.eq_ignore_ascii_case(ours)
+}
+
+/// Shell functions run on the server. `nfsprov_apply` sends SIGHUP, waits (bounded) for
+/// ganesha to log that it re-read its exports, prints ganesha's complaints about nfsprov's file
+/// and fails if there were any or ganesha died. `nfsprov_live` prints the export manager's
+/// export list and, for each id given, the export's client entries, over ganesha's D-Bus.
+const PRELUDE: &str = r#"nfsprov_l=/var/log/ganesha/ganesha.log
+nfsprov_dbus() { dbus-send --system --print-reply --reply-timeout=5000 --dest=org.ganesha.nfsd /org/ganesha/nfsd/ExportMgr "$@"; }
+nfsprov_gpid() { nfsprov_p=$(cat /run/ganesha/ganesha.pid 2>/dev/null) && kill -0 "$nfsprov_p" 2>/dev/null; }
+nfsprov_apply() {
+  nfsprov_gpid || { echo "ganesha is not running (no live process in /run/ganesha/ganesha.pid)"; return 2; }
+  nfsprov_s=$(wc -c < "$nfsprov_l" 2>/dev/null || echo 0)
+  kill -HUP "$nfsprov_p" || return 2
+  nfsprov_i=0
+  while [ "$nfsprov_i" -lt 100 ]; do
+    tail -c +$((nfsprov_s + 1)) "$nfsprov_l" 2>/dev/null | grep -q 'Reread exports complete' && break
+    [ -r "$nfsprov_l" ] || { sleep 1; break; }
+    sleep 0.1; nfsprov_i=$((nfsprov_i + 1))
+  done
+  nfsprov_e=$(tail -c +$((nfsprov_s + 1)) "$nfsprov_l" 2>/dev/null | grep -E "nfsprov\.conf|doesn't match|errors found block EXPORT")
+  [ -n "$nfsprov_e" ] && printf '%s
+' "$nfsprov_e"
+  nfsprov_gpid || { echo "ganesha exited while re-reading its exports"; return 2; }
+  [ -z "$nfsprov_e" ]
+}
+nfsprov_live() {
+  nfsprov_gpid || { echo "ganesha is not running"; return 0; }
+  nfsprov_dbus org.ganesha.nfsd.exportmgr.ShowExports
+  for nfsprov_x in $1; do
+    echo "=== display $nfsprov_x"
+    nfsprov_dbus org.ganesha.nfsd.exportmgr.DisplayExport "uint16:$nfsprov_x" 2>&1
+  done
+}"#;
 
 impl Backend for Ganesha {
     type Live = LiveExports;
@@ -170,7 +258,11 @@ impl Backend for Ganesha {
         r
     }
 
-    fn apply(s: &mut Script) {
+    fn prelude(s: &mut Script) {
+        s.line(&[Lit(PRELUDE)]);
+    }
+
+    fn apply(s: &mut Script, _plan: &Plan) {
         s.line(&[Lit("  nfsprov_apply")]);
         s.line(&[Lit("  nfsprov_rc=$?")]);
         s.line(&[Lit("  (exit $nfsprov_rc)")]);
@@ -180,8 +272,15 @@ impl Backend for Ganesha {
         s.line(&[Lit("  fi")]);
     }
 
-    fn read_live(s: &mut Script) {
-        s.line(&[Lit("nfsprov_live")]);
+    /// The whole live list, and the clients of every export not already verified earlier.
+    fn read_live(s: &mut Script, plan: &Plan) {
+        let ids: Vec<String> = plan
+            .exports
+            .iter()
+            .filter(|e| e.is_desired && !e.was_available)
+            .map(|e| e.export_id.to_string())
+            .collect();
+        s.line(&[Lit("nfsprov_live"), Arg(&ids.join(" "))]);
     }
 
     fn parse_live(text: &str) -> LiveExports {
@@ -189,24 +288,69 @@ impl Backend for Ganesha {
     }
 
     fn check_export(live: &LiveExports, e: &Export, apply_output: &str) -> Vec<String> {
-        match live.get(&e.export_id) {
-            Some(p) if *p == e.path => Vec::new(),
-            Some(p) => vec![format!(
-                "ganesha's live export {} is {p}, expected {}",
-                e.export_id, e.path
-            )],
+        let said = || {
+            if apply_output.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" (ganesha said: {})", super::tail(apply_output))
+            }
+        };
+        match live.exports.get(&e.export_id) {
+            Some(p) if *p == e.path => {}
+            Some(p) => {
+                return vec![format!(
+                    "ganesha's live export {} is {p}, expected {}{}",
+                    e.export_id,
+                    e.path,
+                    said()
+                )];
+            }
             None => {
-                let said = super::tail(apply_output);
-                vec![format!(
-                    "ganesha has no live export {} for {} after reload (ganesha said: {said})",
-                    e.export_id, e.path
-                )]
+                return vec![format!(
+                    "ganesha has no live export {} for {} after reload{}",
+                    e.export_id,
+                    e.path,
+                    said()
+                )];
             }
         }
+        let Some(clients) = live.clients.get(&e.export_id) else {
+            // Not inspected in this pass (already verified when it was applied).
+            return Vec::new();
+        };
+        let mut problems = Vec::new();
+        if clients.len() != e.clients.len() {
+            problems.push(format!(
+                "ganesha's live export {} has {} client entries, expected {}",
+                e.export_id,
+                clients.len(),
+                e.clients.len()
+            ));
+            return problems;
+        }
+        for (i, rule) in e.clients.iter().enumerate() {
+            let host = rule.host.to_string();
+            let live_client = clients
+                .iter()
+                .find(|c| same_client(&c.name, &host))
+                .unwrap_or(&clients[i]);
+            let want = expected_bits(&rule.options);
+            let have = live_client.options & (PERM_WRITE | SQUASH_MASK);
+            if have != want {
+                problems.push(format!(
+                    "ganesha's live export {} client {} has access {}, expected {}",
+                    e.export_id,
+                    host,
+                    describe_bits(have),
+                    describe_bits(want)
+                ));
+            }
+        }
+        problems
     }
 
     fn is_exported(live: &LiveExports, path: &str) -> bool {
-        live.values().any(|p| p == path)
+        live.exports.values().any(|p| p == path)
     }
 
     fn blame(line: &str, rendered: &Rendered, plan: &Plan) -> Option<VolumeId> {
@@ -269,18 +413,63 @@ impl Backend for Ganesha {
     }
 }
 
-/// Parse the live export list (see `nfsprov_live` in the server prelude): lines
-/// `<export id> <path>`.
+/// Parse `nfsprov_live`'s output: dbus-send's print of `ShowExports` (each export a
+/// `uint16 <id>` line followed by `string "<path>"`), then per inspected export a
+/// `=== display <id>` line and the print of `DisplayExport` (id, path, pseudo, tag, then an
+/// array with one struct per client: `string "<client>"` followed by nine numbers, the eighth of
+/// which is the option bits).
 fn parse_live_exports(text: &str) -> LiveExports {
-    let mut m = LiveExports::new();
-    for l in text.lines() {
-        if let Some((id, path)) = l.trim().split_once(' ')
-            && let Ok(id) = id.parse::<u32>()
-        {
-            m.insert(id, path.trim().to_string());
+    let mut live = LiveExports::default();
+    let mut sections = text.split("=== display ");
+    let show = sections.next().unwrap_or_default();
+    let mut id: Option<u32> = None;
+    for l in show.lines().map(str::trim) {
+        if let Some(n) = l.strip_prefix("uint16 ") {
+            id = n.trim().parse().ok();
+        } else if let (Some(i), Some(p)) = (id, l.strip_prefix("string \"")) {
+            live.exports.insert(i, p.trim_end_matches('"').to_string());
+            id = None;
         }
     }
-    m
+    for section in sections {
+        let mut lines = section.lines();
+        let Some(Ok(id)) = lines.next().map(|l| l.trim().parse::<u32>()) else {
+            continue;
+        };
+        if section.contains("Error org.") {
+            continue;
+        }
+        let mut clients = Vec::new();
+        let mut in_array = false;
+        let mut current: Option<(String, Vec<u64>)> = None;
+        for l in lines.map(str::trim) {
+            if l.starts_with("array [") {
+                in_array = true;
+            } else if !in_array {
+                continue;
+            } else if let Some(name) = l.strip_prefix("string \"") {
+                current = Some((name.trim_end_matches('"').to_string(), Vec::new()));
+            } else if l == "}" {
+                if let Some((name, nums)) = current.take()
+                    && let Some(options) = nums.get(7)
+                {
+                    clients.push(LiveClient {
+                        name,
+                        options: *options as u32,
+                    });
+                }
+            } else if let Some((_, nums)) = current.as_mut()
+                && let Some(v) = l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<i64>().ok())
+            {
+                nums.push(v as u64);
+            }
+        }
+        live.clients.insert(id, clients);
+    }
+    live
 }
 
 /// For tests and tooling: the mapping as key/value pairs per client.
@@ -369,10 +558,94 @@ mod tests {
         assert_eq!(entries[1].0, "/srv/p/b");
     }
 
+    const SHOW: &str = r#"method return time=1764070000.1 sender=:1.1 -> destination=:1.2 serial=9 reply_serial=2
+   struct {
+      int64 1764070000
+      int32 1000
+   }
+   array [
+      struct {
+         uint16 0
+         string "/"
+         boolean true
+      }
+      struct {
+         uint16 7
+         string "/srv/p/a"
+         boolean true
+      }
+   ]
+=== display 7
+method return time=1764070000.2 sender=:1.1 -> destination=:1.3 serial=10 reply_serial=2
+   uint16 7
+   string "/srv/p/a"
+   string "/srv/p/a"
+   string ""
+   array [
+      struct {
+         string "10.213.9.101/32"
+         int32 0
+         byte 0
+         byte 255
+         int32 1
+         int32 -1
+         int32 -1
+         uint32 0
+         uint32 53490144
+         uint32 0
+      }
+      struct {
+         string "10.213.9.102/32"
+         int32 0
+         byte 0
+         byte 255
+         int32 1
+         int32 -1
+         int32 -1
+         uint32 0
+         uint32 53489826
+         uint32 0
+      }
+   ]
+"#;
+
     #[test]
     fn live_list_parsing() {
-        let live = parse_live_exports("0 /\n7 /srv/p/a\nnoise\n12 /srv/p/b\n");
-        assert_eq!(live.get(&7).map(String::as_str), Some("/srv/p/a"));
-        assert_eq!(live.len(), 3);
+        let live = parse_live_exports(SHOW);
+        assert_eq!(live.exports.get(&7).map(String::as_str), Some("/srv/p/a"));
+        assert_eq!(live.exports.len(), 2);
+        let c = &live.clients[&7];
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[0].name, "10.213.9.101/32");
+        assert_eq!(c[0].options, 53490144);
+    }
+
+    #[test]
+    fn live_clients_are_checked_against_the_rules() {
+        let live = parse_live_exports(SHOW);
+        let export = |clients: Vec<ClientRule>| Export {
+            volume: VolumeId(1),
+            path: "/srv/p/a".into(),
+            clients,
+            is_desired: true,
+            was_available: false,
+            export_id: 7,
+            generation: 1,
+        };
+        let good = export(vec![
+            rule("10.213.9.101", "rw,no_root_squash"),
+            rule("10.213.9.102", "ro"),
+        ]);
+        assert!(Ganesha::check_export(&live, &good, "").is_empty());
+        let bad = export(vec![rule("10.213.9.101", "ro"), rule("10.213.9.102", "ro")]);
+        let p = Ganesha::check_export(&live, &bad, "");
+        assert!(
+            p[0].contains("has access RW/No_Root_Squash, expected RO/Root_Squash"),
+            "{p:?}"
+        );
+        let mut moved = good.clone();
+        moved.export_id = 8;
+        let p = Ganesha::check_export(&live, &moved, "exportfs: x");
+        assert!(p[0].contains("no live export 8"), "{p:?}");
     }
 }

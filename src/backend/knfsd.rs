@@ -55,7 +55,7 @@ impl Backend for Knfsd {
         r
     }
 
-    fn apply(s: &mut Script) {
+    fn apply(s: &mut Script, _plan: &Plan) {
         s.line(&[Lit("  exportfs -ra")]);
         s.line(&[Lit("  nfsprov_rc=$?")]);
         s.line(&[Lit("  (exit $nfsprov_rc)")]);
@@ -65,7 +65,7 @@ impl Backend for Knfsd {
         s.line(&[Lit("  fi")]);
     }
 
-    fn read_live(s: &mut Script) {
+    fn read_live(s: &mut Script, _plan: &Plan) {
         s.line(&[Lit("cat /var/lib/nfs/etab")]);
     }
 

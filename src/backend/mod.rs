@@ -41,11 +41,13 @@ pub trait Backend {
     /// temporary twin, which the server software must ignore).
     const FILES: &'static str;
     fn render(plan: &Plan) -> Rendered;
+    /// Shell functions the backend's steps use (program text only).
+    fn prelude(_s: &mut Script) {}
     /// Make the server load the managed file. Must print marker `apply` with the status, and
     /// when it failed and `nfsprov_w = 1`, restore `$nfsprov_f.prev` and reload that.
-    fn apply(s: &mut Script);
+    fn apply(s: &mut Script, plan: &Plan);
     /// Print the live export state (a `live` marker follows).
-    fn read_live(s: &mut Script);
+    fn read_live(s: &mut Script, plan: &Plan);
     fn parse_live(text: &str) -> Self::Live;
     /// What is wrong with `export` in the live state (empty: verified). `apply_output` is what
     /// the reload printed, to quote the server's own words.
@@ -125,6 +127,7 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     let rendered = B::render(plan);
     let mut s = Script::new();
     s.line(&[Lit("umask 022")]);
+    B::prelude(&mut s);
     for r in &plan.remove {
         match r.policy {
             DeletePolicy::Retain => s.line(&[
@@ -179,9 +182,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         Arg(if force { "1" } else { "0" }),
         Lit(" = 1 ]; then"),
     ]);
-    B::apply(&mut s);
+    B::apply(&mut s, plan);
     s.line(&[Lit("fi")]);
-    B::read_live(&mut s);
+    B::read_live(&mut s, plan);
     s.marker("live", "");
     let mut paths: Vec<&str> = plan.exports.iter().map(|e| e.path.as_str()).collect();
     paths.extend(plan.remove.iter().map(|r| r.path.as_str()));

@@ -36,12 +36,28 @@ impl Env {
     /// `n` servers, each registered with root path 1..n = /srv/nfsprov/pool1 of `capacity_gb`;
     /// users admin, alice (quota `quota_gb`) and bob (quota `quota_gb`). Serving.
     pub async fn start(n: usize, capacity_gb: i64, quota_gb: i64) -> Env {
+        Env::start_with(capacity_gb, quota_gb, move |dir| Testbed::up(dir, n)).await
+    }
+
+    /// `n` nfs-ganesha servers in network namespaces and `clients` client hosts.
+    pub async fn start_ganesha(n: usize, clients: usize, capacity_gb: i64, quota_gb: i64) -> Env {
+        Env::start_with(capacity_gb, quota_gb, move |dir| {
+            Testbed::up_ganesha(dir, n, clients)
+        })
+        .await
+    }
+
+    async fn start_with(
+        capacity_gb: i64,
+        quota_gb: i64,
+        up: impl FnOnce(&Path) -> anyhow::Result<Testbed> + Send + 'static,
+    ) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("nfsprov-test-")
             .tempdir_in("/tmp")
             .unwrap();
         let tb_dir = dir.path().join("testbed");
-        let tb = tokio::task::spawn_blocking(move || Testbed::up(&tb_dir, n))
+        let tb = tokio::task::spawn_blocking(move || up(&tb_dir))
             .await
             .unwrap()
             .expect("test bed starts");

@@ -11,6 +11,7 @@ set -euo pipefail
 PACKAGES=(
     openssh-server openssh-client nfs-kernel-server curl jq iproute2 util-linux
     ca-certificates build-essential pkg-config
+    nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind dbus
 )
 POLICY_RC=/usr/sbin/policy-rc.d
 

@@ -150,6 +150,9 @@ enum TestbedCmd {
         dir: PathBuf,
         #[arg(long, default_value_t = 100)]
         capacity_gb: i64,
+        /// Register the servers as <prefix><name> (to register several test beds).
+        #[arg(long, default_value = "")]
+        name_prefix: String,
     },
 }
 
@@ -330,14 +333,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::task::spawn_blocking(move || tb.down(remove)).await??;
                 Ok(())
             }
-            TestbedCmd::Register { dir, capacity_gb } => {
+            TestbedCmd::Register {
+                dir,
+                capacity_gb,
+                name_prefix,
+            } => {
                 let tb = Testbed::load(&dir)?;
                 let db = serve::open(&cli.data_dir).await?;
                 for s in &tb.servers {
                     let server = admin::add_server(
                         &db,
                         NewServer {
-                            name: s.name.clone(),
+                            name: format!("{name_prefix}{}", s.name),
                             ssh_host: s.ssh_host.clone(),
                             ssh_port: s.ssh_port,
                             ssh_user: s.ssh_user.clone(),

@@ -213,7 +213,8 @@ impl Hub {
             self.inner.changed.notify_waiters();
             match &report.server_error {
                 Some(msg) => {
-                    db.set_server_status(server_id, "error", Some(msg)).await?;
+                    let status = if report.service_down { "down" } else { "error" };
+                    db.set_server_status(server_id, status, Some(msg)).await?;
                     anyhow::bail!("server {}: {msg}", server.name);
                 }
                 None => db.set_server_status(server_id, "reachable", None).await?,

@@ -379,7 +379,13 @@ async fn ganesha_killed_with_changes_pending_then_restarted() {
     let (_, servers) = env
         .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
         .await;
-    assert_eq!(servers[0]["status"], "error", "{servers}");
+    assert_eq!(servers[0]["status"], "down", "{servers}");
+    assert!(
+        servers[0]["status_message"]
+            .as_str()
+            .unwrap()
+            .contains("ganesha is not running")
+    );
 
     env.server("srv1").start_ganesha().unwrap();
     let v = env

@@ -205,7 +205,10 @@ fn same_client(live: &str, ours: &str) -> bool {
 /// export list and, for each id given, the export's client entries, over ganesha's D-Bus.
 const PRELUDE: &str = r#"nfsprov_l=/var/log/ganesha/ganesha.log
 nfsprov_dbus() { dbus-send --system --print-reply --reply-timeout=5000 --dest=org.ganesha.nfsd /org/ganesha/nfsd/ExportMgr "$@"; }
-nfsprov_gpid() { nfsprov_p=$(cat /run/ganesha/ganesha.pid 2>/dev/null) && kill -0 "$nfsprov_p" 2>/dev/null; }
+nfsprov_gpid() {
+  nfsprov_p=$(cat /run/ganesha/ganesha.pid 2>/dev/null) && kill -0 "$nfsprov_p" 2>/dev/null &&
+    ! grep -q '^State:[[:space:]]*Z' "/proc/$nfsprov_p/status" 2>/dev/null
+}
 nfsprov_apply() {
   nfsprov_gpid || { echo "ganesha is not running (no live process in /run/ganesha/ganesha.pid)"; return 2; }
   nfsprov_s=$(wc -c < "$nfsprov_l" 2>/dev/null || echo 0)
@@ -214,6 +217,7 @@ nfsprov_apply() {
   while [ "$nfsprov_i" -lt 100 ]; do
     tail -c +$((nfsprov_s + 1)) "$nfsprov_l" 2>/dev/null | grep -q 'Reread exports complete' && break
     [ -r "$nfsprov_l" ] || { sleep 1; break; }
+    nfsprov_gpid || break
     sleep 0.1; nfsprov_i=$((nfsprov_i + 1))
   done
   nfsprov_e=$(tail -c +$((nfsprov_s + 1)) "$nfsprov_l" 2>/dev/null | grep -E "nfsprov\.conf|doesn't match|errors found block EXPORT")

@@ -43,8 +43,9 @@ pub trait Backend {
     fn render(plan: &Plan) -> Rendered;
     /// Shell functions the backend's steps use (program text only).
     fn prelude(_s: &mut Script) {}
-    /// Make the server load the managed file. Must print marker `apply` with the status, and
-    /// when it failed and `nfsprov_w = 1`, restore `$nfsprov_f.prev` and reload that.
+    /// Make the server load the managed file. Must print marker `apply` with the status (2:
+    /// the NFS service is not running), and when it failed and `nfsprov_w = 1`, restore
+    /// `$nfsprov_f.prev` and reload that.
     fn apply(s: &mut Script, plan: &Plan);
     /// Print the live export state (a `live` marker follows).
     fn read_live(s: &mut Script, plan: &Plan);
@@ -117,6 +118,8 @@ pub struct Report {
     pub force_next: bool,
     /// A server-wide failure no volume can be blamed for.
     pub server_error: Option<String>,
+    /// The NFS service itself is not running (the reload said so with status 2).
+    pub service_down: bool,
     /// Human-readable drift found and repaired.
     pub drift: Vec<String>,
 }
@@ -270,6 +273,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
             }
         }
         if !blamed {
+            report.service_down = apply.is_some_and(|s| s.rc() == Some(2));
             report.server_error = Some(format!("{} reload failed: {}", B::NAME, tail(apply_text)));
         }
         if written {

@@ -11,12 +11,12 @@
 pub mod ganesha;
 pub mod knfsd;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::datastore::Outcome;
 use crate::model::{DeletePolicy, VolumeId, clients_to_json};
 use crate::plan::{Export, Plan};
-use crate::remote::{Arg, Lit, Output, Script};
+use crate::remote::{Arg, Lit, Output, Script, Word};
 
 pub use ganesha::Ganesha;
 pub use knfsd::Knfsd;
@@ -149,19 +149,44 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         };
         s.marker_rc("del", &r.volume.to_string());
     }
+    // Directories: one mkdir/chown/chmod per group of the same owner and mode (a few process
+    // starts per batch, not three per volume). Only if a group fails does each of its volumes
+    // get its own commands, so the error lands on the volume it belongs to.
+    let mut groups: BTreeMap<(u32, u32, &str), Vec<&crate::plan::Dir>> = BTreeMap::new();
     for d in &plan.create {
-        let owner = format!("{}:{}", d.uid, d.gid);
-        s.line(&[
-            Lit("mkdir -p --"),
-            Arg(&d.path),
-            Lit("&& chown --"),
-            Arg(&owner),
-            Arg(&d.path),
-            Lit("&& chmod --"),
-            Arg(&d.mode),
-            Arg(&d.path),
-        ]);
-        s.marker_rc("mk", &d.volume.to_string());
+        groups
+            .entry((d.uid, d.gid, d.mode.as_str()))
+            .or_default()
+            .push(d);
+    }
+    for ((uid, gid, mode), dirs) in &groups {
+        let owner = format!("{uid}:{gid}");
+        for chunk in dirs.chunks(500) {
+            let mut words: Vec<Word> = vec![Lit("{ mkdir -p --")];
+            words.extend(chunk.iter().map(|d| Arg(&d.path)));
+            words.push(Lit("&& chown --"));
+            words.push(Arg(&owner));
+            words.extend(chunk.iter().map(|d| Arg(&d.path)));
+            words.push(Lit("&& chmod --"));
+            words.push(Arg(mode));
+            words.extend(chunk.iter().map(|d| Arg(&d.path)));
+            words.push(Lit("; } 2>/dev/null || {"));
+            s.line(&words);
+            for d in chunk {
+                s.line(&[
+                    Lit("  mkdir -p --"),
+                    Arg(&d.path),
+                    Lit("&& chown --"),
+                    Arg(&owner),
+                    Arg(&d.path),
+                    Lit("&& chmod --"),
+                    Arg(&d.mode),
+                    Arg(&d.path),
+                ]);
+                s.marker_rc("mk", &d.volume.to_string());
+            }
+            s.line(&[Lit("}")]);
+        }
     }
     // Write the whole file beside the real one and rename it into place (atomic). The old file
     // is printed for drift logging and kept as .prev to roll back a rejected file.
@@ -354,6 +379,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         live_mismatch |= !live_problems.is_empty();
         problems.extend(live_problems);
         if problems.is_empty() {
+            if e.was_available {
+                // Already recorded as available with these clients: nothing to write.
+                continue;
+            }
             report.outcomes.push(Outcome::Applied {
                 id: e.volume,
                 generation: e.generation,

@@ -30,3 +30,6 @@ cargo clippy --all-targets -- -D warnings
 
 step "cargo test --all-targets -- --test-threads=2 $*"
 cargo test --all-targets -- --test-threads=2 "$@"
+
+step "benchmarks, short form (fails only if nfsprov's speed ratios regress)"
+cargo bench --bench nfsprov -- --short

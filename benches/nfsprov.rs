@@ -537,6 +537,33 @@ async fn main() {
         (1000, 4000, vec![10, 100, 1000, 10_000])
     };
     let servers = 4;
+    if std::env::args().any(|a| a == "--only-memory") {
+        // Quick look at the pass costs and memory alone (prints, writes nothing).
+        let (batches, bdir, _btb) = batch_costs(&sizes).await;
+        let mut probe = RssProbe::start(bdir.path().join("data")).await;
+        let idle = probe.idle_rss().await;
+        for c in [1, 4, 50] {
+            println!(
+                "RSS under load with {c} clients: {:.1} MB",
+                probe.load_rss_with(c).await as f64 / 1024.0
+            );
+        }
+        let load = probe.load_rss().await;
+        for b in &batches {
+            println!(
+                "{} volumes: create pass {}, unchanged pass {}",
+                b.volumes,
+                ms(b.create_pass),
+                ms(b.unchanged_pass)
+            );
+        }
+        println!(
+            "RSS idle {:.1} MB, under load {:.1} MB",
+            idle as f64 / 1024.0,
+            load as f64 / 1024.0
+        );
+        return;
+    }
     eprintln!("storm: {storm_n} creates over {servers} servers");
     let t_nfsprov = storm(storm_n, servers).await;
     eprintln!("  nfsprov {}", secs(t_nfsprov));
@@ -717,6 +744,11 @@ impl RssProbe {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("NFSPROV_DATA_DIR", &data)
             .env("NFSPROV_LOG", "warn")
+            .envs(
+                std::env::var("BENCH_MALLOC_ARENA_MAX")
+                    .ok()
+                    .map(|v| ("MALLOC_ARENA_MAX", v)),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -743,9 +775,13 @@ impl RssProbe {
 
     /// Peak RSS while 200 clients list all volumes for a few seconds.
     async fn load_rss(&mut self) -> u64 {
+        self.load_rss_with(200).await
+    }
+
+    async fn load_rss_with(&mut self, clients: usize) -> u64 {
         let stop = Instant::now() + Duration::from_secs(4);
         let mut tasks = Vec::new();
-        for _ in 0..200 {
+        for _ in 0..clients {
             let http = self.http.clone();
             let url = format!("http://127.0.0.1:{}/api/v1.0/volumes/", self.port);
             tasks.push(tokio::spawn(async move {

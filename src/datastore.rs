@@ -650,6 +650,20 @@ impl Datastore {
 
     /// Volumes visible to `viewer` (all for an admin), oldest first.
     pub async fn volumes_for(&self, viewer: &User, include_deleted: bool) -> Result<Vec<Volume>> {
+        let mut out = Vec::new();
+        self.each_volume_for(viewer, include_deleted, |v| out.push(v))
+            .await?;
+        Ok(out)
+    }
+
+    /// Like `volumes_for`, one volume at a time, without holding them all in memory.
+    pub async fn each_volume_for(
+        &self,
+        viewer: &User,
+        include_deleted: bool,
+        mut f: impl FnMut(Volume),
+    ) -> Result<()> {
+        use futures_util::TryStreamExt;
         let mut sql = format!("{VOLUME_SELECT} WHERE 1 = 1");
         if !viewer.is_admin {
             sql.push_str(" AND v.owner_id = ?");
@@ -662,8 +676,11 @@ impl Datastore {
         if !viewer.is_admin {
             q = q.bind(viewer.id.0);
         }
-        let rows = q.fetch_all(&self.pool).await?;
-        rows.iter().map(volume_from_row).collect()
+        let mut rows = q.fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            f(volume_from_row(&row)?);
+        }
+        Ok(())
     }
 
     /// Change a volume's clients; the reconciler applies the new generation.

@@ -170,8 +170,10 @@ impl Hub {
         let server = db.server(server_id).await?;
         let mut force = false;
         let mut excluded = HashSet::new();
+        let trim = TrimAfterLargePass::default();
         for _ in 0..MAX_QUICK_PASSES {
             let volumes = db.server_volumes(server_id).await?;
+            trim.note(volumes.len());
             let plan = Plan::build_excluding(&volumes, &excluded);
             if session.is_none() {
                 match Session::connect(&target(&server), &self.inner.state_dir).await {
@@ -250,6 +252,34 @@ impl Hub {
             .await?;
         self.inner.changed.notify_waiters();
         Ok(())
+    }
+}
+
+/// Passes over this many volumes give their freed memory back to the OS when they end.
+const LARGE_PASS: usize = 1000;
+
+/// After a large pass, return freed heap to the OS: glibc keeps it otherwise, and the idle RSS
+/// of `nfsprov serve` would stay at the peak of its largest pass.
+#[derive(Default)]
+struct TrimAfterLargePass(std::sync::atomic::AtomicUsize);
+
+impl TrimAfterLargePass {
+    fn note(&self, volumes: usize) {
+        self.0
+            .fetch_max(volumes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for TrimAfterLargePass {
+    fn drop(&mut self) {
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) >= LARGE_PASS {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only hands free heap pages back to the kernel; it has no
+            // preconditions and does not touch live allocations.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
     }
 }
 

@@ -60,10 +60,9 @@ fn volume_json(v: &Volume) -> Value {
     })
 }
 
-async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Json<Value>> {
+async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Response> {
     let user = st.user(&headers).await?;
-    let vols = st.db().volumes_for(&user, false).await?;
-    Ok(Json(Value::Array(vols.iter().map(volume_json).collect())))
+    Ok(st.volume_listing(&user, false, volume_json).await?)
 }
 
 fn parse_pk(pk: &str) -> Result<VolumeId, Error> {

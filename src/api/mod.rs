@@ -24,13 +24,19 @@ pub use error::{HootieError, NativeError};
 pub struct AppState {
     pub hub: Hub,
     pub auth: Arc<Authenticator>,
+    /// Volume listings built at once: a listing of 10,000 volumes takes ~10 MB while it is
+    /// built, so unbounded concurrent listings would let memory grow with the request rate.
+    list_gate: Arc<tokio::sync::Semaphore>,
 }
+
+const CONCURRENT_LISTINGS: usize = 2;
 
 impl AppState {
     pub fn new(hub: Hub) -> Self {
         AppState {
             hub,
             auth: Arc::new(Authenticator::default()),
+            list_gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LISTINGS)),
         }
     }
 
@@ -53,6 +59,44 @@ impl AppState {
             ));
         }
         Ok(user)
+    }
+
+    /// The volumes `user` may see, rendered by `render`, as a JSON response.
+    async fn volume_listing(
+        &self,
+        user: &User,
+        include_deleted: bool,
+        render: impl Fn(&Volume) -> serde_json::Value,
+    ) -> Result<axum::response::Response> {
+        use axum::response::IntoResponse;
+        let permit = self
+            .list_gate
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the gate is never closed");
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.push(b'[');
+        self.db()
+            .each_volume_for(user, include_deleted, |v| {
+                if buf.len() > 1 {
+                    buf.push(b',');
+                }
+                serde_json::to_writer(&mut buf, &render(&v)).expect("a JSON value serialises");
+            })
+            .await?;
+        buf.push(b']');
+        let body = axum::body::Bytes::from(buf);
+        // The permit is held until the body has been handed to the connection.
+        let stream = futures_util::stream::once(async move {
+            let _permit = permit;
+            Ok::<_, std::convert::Infallible>(body)
+        });
+        Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response())
     }
 
     /// Wait until volume `id` has settled (available, error or deleted) or `timeout` passes;

@@ -264,13 +264,11 @@ async fn list_volumes(
     State(st): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<WaitQuery>,
-) -> NResult<Json<Value>> {
+) -> NResult<Response> {
     let user = st.user(&headers).await?;
-    let vols = st
-        .db()
-        .volumes_for(&user, q.include_deleted.unwrap_or(false))
-        .await?;
-    Ok(Json(Value::Array(vols.iter().map(volume_json).collect())))
+    Ok(st
+        .volume_listing(&user, q.include_deleted.unwrap_or(false), volume_json)
+        .await?)
 }
 
 async fn show_volume(

@@ -327,10 +327,14 @@ async fn batch_costs(sizes: &[usize]) -> (Vec<BatchCost>, tempfile::TempDir, Tes
         let hub = Hub::new(db.clone(), data.join("ssh"), Tuning::default());
         let mut session = None;
         // Warm the session (connect) on the empty server, then add the volumes.
-        hub.reconcile_server(server.id, &mut session).await.unwrap();
+        hub.reconcile_server(server.id, &mut session, true)
+            .await
+            .unwrap();
         insert_volumes(&db, user.id, rp.id, n).await;
         let t = Instant::now();
-        hub.reconcile_server(server.id, &mut session).await.unwrap();
+        hub.reconcile_server(server.id, &mut session, true)
+            .await
+            .unwrap();
         let create_pass = t.elapsed();
         let available = db
             .server_volumes(server.id)
@@ -344,7 +348,9 @@ async fn batch_costs(sizes: &[usize]) -> (Vec<BatchCost>, tempfile::TempDir, Tes
         let mut unchanged_pass = Duration::MAX;
         for _ in 0..3 {
             let t = Instant::now();
-            hub.reconcile_server(server.id, &mut session).await.unwrap();
+            hub.reconcile_server(server.id, &mut session, true)
+                .await
+                .unwrap();
             unchanged_pass = unchanged_pass.min(t.elapsed());
         }
         out.push(BatchCost {
@@ -562,6 +568,43 @@ async fn main() {
             idle as f64 / 1024.0,
             load as f64 / 1024.0
         );
+        return;
+    }
+    if std::env::args().any(|a| a == "--only-accept") {
+        // Quick look at accept latency alone, with the CPU time each process used.
+        let env = Env::start(2, 1_000_000, 1_000_000).await;
+        if std::env::var("BENCH_SERVERS_DOWN").is_ok() {
+            for s in &env.tb.servers {
+                s.stop().unwrap();
+            }
+        }
+        let pid = env.serve.as_ref().unwrap().id();
+        let cpu = |pid: u32| -> f64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let f: Vec<&str> = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+                / 100.0
+        };
+        for (c, tag) in [(50, "c50"), (200, "c200")] {
+            let (before, self_before) = (cpu(pid), cpu(std::process::id()));
+            let t = Instant::now();
+            let a = accept_latency(&env, c, accept_total, tag).await;
+            println!(
+                "{c} clients: p50 {} p99 {} {:.0}/s; wall {:.2}s, serve cpu {:.2}s, bench cpu {:.2}s",
+                ms(a.p50),
+                ms(a.p99),
+                a.per_sec,
+                t.elapsed().as_secs_f64(),
+                cpu(pid) - before,
+                cpu(std::process::id()) - self_before
+            );
+        }
         return;
     }
     eprintln!("storm: {storm_n} creates over {servers} servers");

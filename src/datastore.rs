@@ -477,40 +477,40 @@ impl Datastore {
             }
         }
 
-        let user = sqlx::query("SELECT quota_gb, used_gb, locked FROM users WHERE id = ?")
-            .bind(nv.owner.0)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("user {}", nv.owner)))?;
+        // The owner, the root path and its server in one round trip.
+        let row = sqlx::query(
+            "SELECT u.username, u.quota_gb, u.used_gb, u.locked, rp.server_id, rp.path, \
+             rp.capacity_gb, rp.allocated_gb, rp.delete_policy, s.backend, s.nfs_address \
+             FROM users u LEFT JOIN root_paths rp ON rp.id = ? \
+             LEFT JOIN servers s ON s.id = rp.server_id WHERE u.id = ?",
+        )
+        .bind(nv.root_path.0)
+        .bind(nv.owner.0)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("user {}", nv.owner)))?;
         let (quota, used, locked): (i64, i64, bool) = (
-            user.try_get("quota_gb")?,
-            user.try_get("used_gb")?,
-            user.try_get("locked")?,
+            row.try_get("quota_gb")?,
+            row.try_get("used_gb")?,
+            row.try_get("locked")?,
         );
         if locked {
             return Err(Error::Locked(
                 "your account is locked; ask an administrator to unlock it".into(),
             ));
         }
-        let rp = sqlx::query(
-            "SELECT rp.server_id, rp.path, rp.capacity_gb, rp.allocated_gb, s.backend \
-             FROM root_paths rp JOIN servers s ON s.id = rp.server_id WHERE rp.id = ?",
-        )
-        .bind(nv.root_path.0)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| {
-            Error::invalid(
+        let Some(server_id) = row.try_get::<Option<i64>, _>("server_id")? else {
+            return Err(Error::invalid(
                 "root_path",
                 format!("root path {} does not exist", nv.root_path),
-            )
-        })?;
-        let (server_id, rp_path, capacity, allocated): (i64, String, i64, i64) = (
-            rp.try_get("server_id")?,
-            rp.try_get("path")?,
-            rp.try_get("capacity_gb")?,
-            rp.try_get("allocated_gb")?,
+            ));
+        };
+        let (rp_path, capacity, allocated): (String, i64, i64) = (
+            row.try_get("path")?,
+            row.try_get("capacity_gb")?,
+            row.try_get("allocated_gb")?,
         );
+        let rp = &row;
         check_backend_options(&rp.try_get::<String, _>("backend")?, &nv.clients)?;
 
         // A volume may not be nested in, or contain, another live volume of the same root
@@ -625,7 +625,33 @@ impl Datastore {
         .await?;
         let id = VolumeId(row.try_get("id")?);
         tx.commit().await?;
-        Ok(Created::New(self.volume(id).await?))
+        // Everything is known: no need to read the row back.
+        Ok(Created::New(Volume {
+            id,
+            owner_id: nv.owner,
+            owner: rp.try_get("username")?,
+            root_path_id: nv.root_path,
+            root_path: RootDir::parse(&rp_path)
+                .map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
+            delete_policy: DeletePolicy::parse(&rp.try_get::<String, _>("delete_policy")?)
+                .unwrap_or_default(),
+            server_id: ServerId(server_id),
+            nfs_address: rp.try_get("nfs_address")?,
+            sub_path: nv.sub_path.clone(),
+            size_gb: nv.size_gb,
+            clients: nv.clients.clone(),
+            applied_clients: None,
+            mode: nv.mode,
+            uid: nv.uid,
+            gid: nv.gid,
+            state: VolumeState::Creating,
+            export_id: export_id as u32,
+            generation: 1,
+            failed_generation: None,
+            last_error: None,
+            created_at: parse_time(&ts),
+            updated_at: parse_time(&ts),
+        }))
     }
 
     pub async fn volume(&self, id: VolumeId) -> Result<Volume> {

@@ -54,6 +54,9 @@ pub struct Plan {
     /// Volumes not exported because the server rejected their current generation and they
     /// have no earlier good one.
     pub withheld: Vec<VolumeId>,
+    /// Verify every volume's directory, not only the changed ones (start-up and periodic
+    /// resync: drift repair).
+    pub full: bool,
 }
 
 impl Plan {

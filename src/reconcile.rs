@@ -142,21 +142,27 @@ impl Hub {
     async fn run(self, server_id: ServerId, notify: Arc<Notify>) {
         let mut session: Option<Session> = None;
         let mut backoff = Duration::from_millis(500);
+        // Start-up and periodic resyncs verify everything; a pass woken by a request checks
+        // what it changes (and the whole export table).
+        let mut full = true;
         loop {
-            let wait = match self.reconcile_server(server_id, &mut session).await {
+            match self.reconcile_server(server_id, &mut session, full).await {
                 Ok(()) => {
                     backoff = Duration::from_millis(500);
-                    self.inner.tuning.resync
+                    full = tokio::time::timeout(self.inner.tuning.resync, notify.notified())
+                        .await
+                        .is_err();
                 }
                 Err(e) => {
                     session = None;
+                    full = true;
                     tracing::warn!(server = %server_id, "reconcile failed: {e:#}");
-                    let w = backoff;
+                    // New requests do not cut the backoff short: a server that is down must not
+                    // cost an SSH connection attempt per API request. Their wake-up is kept.
+                    tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(self.inner.tuning.max_backoff);
-                    w
                 }
-            };
-            let _ = tokio::time::timeout(wait, notify.notified()).await;
+            }
         }
     }
 
@@ -165,6 +171,7 @@ impl Hub {
         &self,
         server_id: ServerId,
         session: &mut Option<Session>,
+        full: bool,
     ) -> anyhow::Result<()> {
         let db = &self.inner.db;
         let server = db.server(server_id).await?;
@@ -174,7 +181,8 @@ impl Hub {
         for _ in 0..MAX_QUICK_PASSES {
             let volumes = db.server_volumes(server_id).await?;
             trim.note(volumes.len());
-            let plan = Plan::build_excluding(&volumes, &excluded);
+            let mut plan = Plan::build_excluding(&volumes, &excluded);
+            plan.full = full;
             if session.is_none() {
                 match Session::connect(&target(&server), &self.inner.state_dir).await {
                     Ok(s) => *session = Some(s),

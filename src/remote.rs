@@ -146,11 +146,25 @@ impl Output {
         Output { sections }
     }
 
+    /// The sections with this tag, by the first word of their argument (one lookup each
+    /// instead of a scan per volume).
+    pub fn by_first_arg(&self, tag: &str) -> std::collections::HashMap<&str, &Section> {
+        let mut m = std::collections::HashMap::new();
+        for s in self.sections.iter().filter(|s| s.tag == tag) {
+            m.entry(s.arg.split(' ').next().unwrap_or_default())
+                .or_insert(s);
+        }
+        m
+    }
+
     /// The first section with this tag and argument prefix.
     pub fn find(&self, tag: &str, arg: &str) -> Option<&Section> {
-        self.sections
-            .iter()
-            .find(|s| s.tag == tag && (s.arg == arg || s.arg.starts_with(&format!("{arg} "))))
+        self.sections.iter().find(|s| {
+            s.tag == tag
+                && s.arg
+                    .strip_prefix(arg)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+        })
     }
 }
 

@@ -214,7 +214,13 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     s.line(&[Lit("fi")]);
     B::read_live(&mut s, plan);
     s.marker("live", "");
-    let mut paths: Vec<&str> = plan.exports.iter().map(|e| e.path.as_str()).collect();
+    // Directories to check: all on a full pass, else only the ones this pass changes.
+    let mut paths: Vec<&str> = plan
+        .exports
+        .iter()
+        .filter(|e| plan.full || !e.was_available)
+        .map(|e| e.path.as_str())
+        .collect();
     paths.extend(plan.remove.iter().map(|r| r.path.as_str()));
     for chunk in paths.chunks(500) {
         let mut words = vec![Lit("stat -c '%a %u %g %n' --")];
@@ -267,8 +273,9 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
 
     // Directory creation failures: the server's own message, per volume.
     let mut failed: HashMap<VolumeId, String> = HashMap::new();
+    let mk_steps = out.by_first_arg("mk");
     for d in &plan.create {
-        if let Some(sec) = out.find("mk", &d.volume.to_string())
+        if let Some(sec) = mk_steps.get(d.volume.to_string().as_str())
             && sec.rc() != Some(0)
         {
             failed.insert(
@@ -321,12 +328,16 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     // Drift: entries of volumes that were already available but missing or changed on the
     // server, and entries nothing in the plan accounts for.
     if let Some(old) = out.find("old", "") {
+        let old_entries = B::entries_in(&old.before);
+        let old_texts: HashSet<&str> = old_entries.iter().map(|(_, e)| e.as_str()).collect();
+        let was_available: HashSet<VolumeId> = plan
+            .exports
+            .iter()
+            .filter(|e| e.was_available)
+            .map(|e| e.volume)
+            .collect();
         for (id, entry) in &rendered.entries {
-            let was_available = plan
-                .exports
-                .iter()
-                .any(|e| e.volume == *id && e.was_available);
-            if was_available && !old.before.contains(entry.as_str()) {
+            if was_available.contains(id) && !old_texts.contains(entry.as_str()) {
                 report
                     .drift
                     .push(format!("restored export of volume {id}: {entry}"));
@@ -338,7 +349,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
             .map(|e| e.path.as_str())
             .chain(plan.remove.iter().map(|r| r.path.as_str()))
             .collect();
-        for (path, entry) in B::entries_in(&old.before) {
+        for (path, entry) in &old_entries {
             if !known.contains(path.as_str()) {
                 report
                     .drift
@@ -347,6 +358,8 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         }
     }
 
+    let creates: HashMap<VolumeId, &crate::plan::Dir> =
+        plan.create.iter().map(|d| (d.volume, d)).collect();
     let mut live_mismatch = false;
     for e in &plan.exports {
         if !e.is_desired {
@@ -361,10 +374,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
             continue;
         }
         let mut problems = Vec::new();
-        if !stats.contains_key(&e.path) {
+        if (plan.full || !e.was_available) && !stats.contains_key(&e.path) {
             problems.push(format!("directory {} does not exist on the server", e.path));
         }
-        if let Some(d) = plan.create.iter().find(|d| d.volume == e.volume)
+        if let Some(d) = creates.get(&e.volume)
             && let Some(&(mode, uid, gid)) = stats.get(&e.path)
         {
             let want = u32::from_str_radix(&d.mode, 8).unwrap_or(0);
@@ -419,8 +432,9 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         return report;
     }
 
+    let del_steps = out.by_first_arg("del");
     for r in &plan.remove {
-        let step = out.find("del", &r.volume.to_string());
+        let step = del_steps.get(r.volume.to_string().as_str()).copied();
         let ok_step = step.is_some_and(|s| s.rc() == Some(0));
         let gone = !stats.contains_key(&r.path);
         let unexported = !B::is_exported(&live, &r.path);

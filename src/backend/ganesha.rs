@@ -29,8 +29,6 @@ use crate::spec::{ExportOption, ExportOptions};
 pub struct Ganesha;
 
 pub const CONF_FILE: &str = "/etc/ganesha/nfsprov.conf";
-const HEADER: &str =
-    "# Managed by nfsprov: this file is rewritten from nfsprov's database; edits are undone.\n";
 
 /// Refuse options that ganesha cannot honour as exports(5) defines them.
 pub fn check_options(options: &ExportOptions) -> Result<(), String> {
@@ -241,39 +239,14 @@ impl Backend for Ganesha {
     // ganesha reads only the %include'd file, so the temporary twin is ignored.
     const FILES: &'static str = "nfsprov_d=/etc/ganesha; nfsprov_f=/etc/ganesha/nfsprov.conf; nfsprov_t=/etc/ganesha/.nfsprov.conf.tmp";
 
-    fn render(plan: &Plan) -> Rendered {
-        let mut r = Rendered {
-            text: String::from(HEADER),
-            ..Rendered::default()
-        };
-        let mut line = HEADER.lines().count();
-        for e in &plan.exports {
-            if e.clients.is_empty() {
-                continue;
-            }
-            let block = export_block(e.export_id, &e.path, &e.clients);
-            for _ in block.lines() {
-                line += 1;
-                r.line_map.insert(line, e.volume);
-            }
-            r.text.push_str(&block);
-            r.entries.push((e.volume, block));
-        }
-        r
+    const RELOAD: &'static str = "nfsprov_apply";
+
+    fn entry(e: &Export) -> String {
+        export_block(e.export_id, &e.path, &e.clients)
     }
 
     fn prelude(s: &mut Script) {
         s.line(&[Lit(PRELUDE)]);
-    }
-
-    fn apply(s: &mut Script, _plan: &Plan) {
-        s.line(&[Lit("  nfsprov_apply")]);
-        s.line(&[Lit("  nfsprov_rc=$?")]);
-        s.line(&[Lit("  (exit $nfsprov_rc)")]);
-        s.marker_rc("apply", "");
-        s.line(&[Lit("  if [ \"$nfsprov_rc\" != 0 ] && [ \"$nfsprov_w\" = 1 ]; then mv -f \"$nfsprov_f.prev\" \"$nfsprov_f\"; nfsprov_apply >/dev/null 2>&1")]);
-        s.marker_rc("rollback", "");
-        s.line(&[Lit("  fi")]);
     }
 
     /// The whole live list, and the clients of every export not already verified earlier.
@@ -552,7 +525,8 @@ mod tests {
         assert!(b.contains("Clients = \"*.lab.test\";"));
         assert!(b.contains("Clients = \"@ng\";"));
         let text = format!(
-            "{HEADER}{b}{}",
+            "{}{b}{}",
+            super::super::HEADER,
             export_block(8, "/srv/p/b", &[rule("*", "rw")])
         );
         let entries = Ganesha::entries_in(&text);

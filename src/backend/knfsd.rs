@@ -12,8 +12,6 @@ use crate::remote::{Lit, Script};
 
 pub const EXPORTS_FILE: &str = "/etc/exports.d/nfsprov.exports";
 pub const ETAB: &str = "/var/lib/nfs/etab";
-const HEADER: &str =
-    "# Managed by nfsprov: this file is rewritten from nfsprov's database; edits are undone.\n";
 
 pub struct Knfsd;
 
@@ -36,34 +34,10 @@ impl Backend for Knfsd {
     // exportfs reads only `*.exports` in /etc/exports.d, so the temporary twin is ignored.
     const FILES: &'static str = "nfsprov_d=/etc/exports.d; nfsprov_f=/etc/exports.d/nfsprov.exports; nfsprov_t=/etc/exports.d/.nfsprov.exports.tmp";
 
-    fn render(plan: &Plan) -> Rendered {
-        let mut r = Rendered {
-            text: String::from(HEADER),
-            ..Rendered::default()
-        };
-        let mut n = HEADER.lines().count();
-        for e in &plan.exports {
-            if e.clients.is_empty() {
-                continue;
-            }
-            n += 1;
-            let line = export_line(&e.path, &e.clients);
-            r.text.push_str(&line);
-            r.text.push('\n');
-            r.line_map.insert(n, e.volume);
-            r.entries.push((e.volume, line));
-        }
-        r
-    }
+    const RELOAD: &'static str = "exportfs -ra";
 
-    fn apply(s: &mut Script, _plan: &Plan) {
-        s.line(&[Lit("  exportfs -ra")]);
-        s.line(&[Lit("  nfsprov_rc=$?")]);
-        s.line(&[Lit("  (exit $nfsprov_rc)")]);
-        s.marker_rc("apply", "");
-        s.line(&[Lit("  if [ \"$nfsprov_rc\" != 0 ] && [ \"$nfsprov_w\" = 1 ]; then mv -f \"$nfsprov_f.prev\" \"$nfsprov_f\"; exportfs -ra >/dev/null 2>&1")]);
-        s.marker_rc("rollback", "");
-        s.line(&[Lit("  fi")]);
+    fn entry(e: &Export) -> String {
+        export_line(&e.path, &e.clients)
     }
 
     fn read_live(s: &mut Script, _plan: &Plan) {
@@ -220,7 +194,7 @@ mod tests {
             vol(3, "c", VolumeState::Deleting, &[("*", "rw")]),
         ];
         let plan = Plan::build(&vols);
-        let r = Knfsd::render(&plan);
+        let r = super::super::render::<Knfsd>(&plan);
         let (text, lines) = (r.text, r.line_map);
         let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
@@ -264,7 +238,7 @@ mod tests {
             vol(2, "a-b", VolumeState::Creating, &[("*", "rw")]),
         ];
         let plan = Plan::build(&vols);
-        let r = Knfsd::render(&plan);
+        let r = super::super::render::<Knfsd>(&plan);
         let by_line = "exportfs: /etc/exports.d/nfsprov.exports:3: unknown keyword \"foo\"";
         assert_eq!(Knfsd::blame(by_line, &r, &plan), Some(VolumeId(2)));
         let by_path = "exportfs: Failed to stat /srv/pool/a-b: No such file or directory";

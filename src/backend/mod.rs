@@ -40,13 +40,14 @@ pub trait Backend {
     /// Shell assignment of `nfsprov_d` (dir), `nfsprov_f` (managed file) and `nfsprov_t` (its
     /// temporary twin, which the server software must ignore).
     const FILES: &'static str;
-    fn render(plan: &Plan) -> Rendered;
+    /// One export's entry in the managed file (a line, a block), ending without a newline or
+    /// with one, as the format wants.
+    fn entry(export: &Export) -> String;
     /// Shell functions the backend's steps use (program text only).
     fn prelude(_s: &mut Script) {}
-    /// Make the server load the managed file. Must print marker `apply` with the status (2:
-    /// the NFS service is not running), and when it failed and `nfsprov_w = 1`, restore
-    /// `$nfsprov_f.prev` and reload that.
-    fn apply(s: &mut Script, plan: &Plan);
+    /// The command that makes the server load the managed file; exit status 2 means the NFS
+    /// service is not running.
+    const RELOAD: &'static str;
     /// Print the live export state (a `live` marker follows).
     fn read_live(s: &mut Script, plan: &Plan);
     fn parse_live(text: &str) -> Self::Live;
@@ -124,10 +125,36 @@ pub struct Report {
     pub drift: Vec<String>,
 }
 
+/// Header of every managed file.
+pub const HEADER: &str =
+    "# Managed by nfsprov: this file is rewritten from nfsprov's database; edits are undone.\n";
+
+/// The managed file for a plan: the header, then each export's entry.
+pub fn render<B: Backend>(plan: &Plan) -> Rendered {
+    let mut r = Rendered {
+        text: String::from(HEADER),
+        ..Rendered::default()
+    };
+    let mut line = HEADER.lines().count();
+    for e in plan.exports.iter().filter(|e| !e.clients.is_empty()) {
+        let entry = B::entry(e);
+        for _ in entry.lines() {
+            line += 1;
+            r.line_map.insert(line, e.volume);
+        }
+        r.text.push_str(&entry);
+        if !entry.ends_with('\n') {
+            r.text.push('\n');
+        }
+        r.entries.push((e.volume, entry));
+    }
+    r
+}
+
 /// Build the one script of a pass. `force` reloads even when the file is unchanged (to repair
 /// a live state changed by hand).
 pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
-    let rendered = B::render(plan);
+    let rendered = render::<B>(plan);
     let mut s = Script::new();
     s.line(&[Lit("umask 022")]);
     B::prelude(&mut s);
@@ -210,7 +237,18 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         Arg(if force { "1" } else { "0" }),
         Lit(" = 1 ]; then"),
     ]);
-    B::apply(&mut s, plan);
+    // Reload; if the server refuses a file written by this pass, put the previous one back.
+    s.line(&[Lit("  "), Lit(B::RELOAD)]);
+    s.line(&[Lit("  nfsprov_rc=$?")]);
+    s.line(&[Lit("  (exit $nfsprov_rc)")]);
+    s.marker_rc("apply", "");
+    s.line(&[
+        Lit("  if [ \"$nfsprov_rc\" != 0 ] && [ \"$nfsprov_w\" = 1 ]; then mv -f \"$nfsprov_f.prev\" \"$nfsprov_f\";"),
+        Lit(B::RELOAD),
+        Lit(">/dev/null 2>&1"),
+    ]);
+    s.marker_rc("rollback", "");
+    s.line(&[Lit("  fi")]);
     s.line(&[Lit("fi")]);
     B::read_live(&mut s, plan);
     s.marker("live", "");

@@ -536,6 +536,12 @@ fn svg(storm: &[(&str, Duration)], batches: &[BatchCost]) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and
+    // must not start a benchmark run (or rewrite BENCHMARKS.md).
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("nfsprov benchmarks: run them with `cargo bench --bench nfsprov [-- --short]`");
+        return;
+    }
     let o = opts();
     let (storm_n, accept_total, sizes): (usize, usize, Vec<usize>) = if o.short {
         (100, 400, vec![10, 100, 1000])
@@ -680,6 +686,10 @@ async fn main() {
     );
     let _ = writeln!(
         md,
+        "The floor opens its SSH connection inside the timed run (~0.3 s); nfsprov's sessions are already open, as they are in service, which is why nfsprov can come out at or under 1x.\n"
+    );
+    let _ = writeln!(
+        md,
         "## Accepting creates (SQLite, release build, 2 servers reconciling in the background)\n"
     );
     let _ = writeln!(
@@ -699,7 +709,7 @@ async fn main() {
     }
     let _ = writeln!(
         md,
-        "\nGoals: p99 <= 20 ms and >= 2000 accepted creates/s. PostgreSQL is not supported yet, so there is no PostgreSQL row.\n"
+        "\nGoals: p99 <= 20 ms and >= 2000 accepted creates/s; **not met**. The clients are closed-loop (each sends its next create when the last is answered), so latency is about clients / rate: p99 <= 20 ms at 200 clients would need about 10,000 creates/s. On these 2 cores the API shares the machine with the load generator, the reconcilers, sshd and exportfs; a profile (perf) of the API path is dominated by hand-offs to sqlx's SQLite worker threads (about eight database round trips per create). PostgreSQL is not supported yet, so there is no PostgreSQL row.\n"
     );
     let _ = writeln!(md, "## One create end to end, warm SSH session\n");
     let _ = writeln!(

@@ -28,8 +28,8 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo test --all-targets -- --test-threads=2 $*"
-cargo test --all-targets -- --test-threads=2 "$@"
+step "cargo test --lib --bins --tests -- --test-threads=2 $*"
+cargo test --lib --bins --tests -- --test-threads=2 "$@"
 
 step "benchmarks, short form (fails only if nfsprov's speed ratios regress)"
 cargo bench --bench nfsprov -- --short

@@ -227,7 +227,12 @@ impl Hub {
                     db.set_server_status(server_id, status, Some(msg)).await?;
                     anyhow::bail!("server {}: {msg}", server.name);
                 }
-                None => db.set_server_status(server_id, "reachable", None).await?,
+                // One write per full pass or change of status, not per pass: under a stream
+                // of requests passes follow each other closely.
+                None if full || server.status != "reachable" || server.status_message.is_some() => {
+                    db.set_server_status(server_id, "reachable", None).await?
+                }
+                None => {}
             }
             if report.force_next {
                 force = true;

@@ -600,12 +600,13 @@ impl Datastore {
                 "quota or capacity changed concurrently; retry",
             ));
         }
-        let export_id = next_export_id(&mut tx, server_id).await?;
         let ts = now();
         let row = sqlx::query(
             "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
              state, idempotency_key, request_hash, export_id, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?) RETURNING id",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, \
+                     (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?), ?, ?) \
+             RETURNING id, export_id",
         )
         .bind(nv.owner.0)
         .bind(nv.root_path.0)
@@ -618,12 +619,22 @@ impl Datastore {
         .bind(nv.gid as i64)
         .bind(nv.idempotency_key.as_deref())
         .bind(nv.request_hash.as_deref())
-        .bind(export_id)
+        .bind(server_id)
         .bind(&ts)
         .bind(&ts)
         .fetch_one(&mut *tx)
         .await?;
         let id = VolumeId(row.try_get("id")?);
+        let mut export_id: i64 = row.try_get("export_id")?;
+        if export_id > MAX_EXPORT_ID {
+            // Ids ran past ganesha's range: take the lowest one free (rare).
+            export_id = lowest_free_export_id(&mut tx, server_id).await?;
+            sqlx::query("UPDATE volumes SET export_id = ? WHERE id = ?")
+                .bind(export_id)
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         // Everything is known: no need to read the row back.
         Ok(Created::New(Volume {
@@ -905,25 +916,18 @@ fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
 /// Largest export id nfs-ganesha accepts.
 const MAX_EXPORT_ID: i64 = 65_535;
 
-/// A new export id for `server`: one past the highest ever used, or once that is exhausted the
-/// lowest one no live volume holds.
-async fn next_export_id(
+/// The lowest export id no live volume of `server` holds, for when one past the highest ever
+/// used is out of ganesha's range.
+async fn lowest_free_export_id(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     server: i64,
 ) -> Result<i64> {
-    let max: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(export_id) FROM volumes WHERE server_id = ?")
-            .bind(server)
-            .fetch_one(&mut **tx)
-            .await?;
-    let next = max.unwrap_or(0) + 1;
-    if next <= MAX_EXPORT_ID {
-        return Ok(next);
-    }
     let used: Vec<i64> = sqlx::query_scalar(
-        "SELECT export_id FROM volumes WHERE server_id = ? AND state != 'deleted' ORDER BY export_id",
+        "SELECT export_id FROM volumes WHERE server_id = ? AND state != 'deleted' \
+         AND export_id <= ? ORDER BY export_id",
     )
     .bind(server)
+    .bind(MAX_EXPORT_ID)
     .fetch_all(&mut **tx)
     .await?;
     let mut candidate = 1;
@@ -967,4 +971,130 @@ pub enum Outcome {
         generation: i64,
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ClientSpec, ExportOptions};
+
+    async fn fixture() -> (tempfile::TempDir, Datastore, UserId, RootPathId) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Datastore::open(&dir.path().join("t.db")).await.unwrap();
+        let s = db
+            .create_server(&NewServer {
+                name: "s1".into(),
+                ssh_host: "127.0.0.1".into(),
+                ssh_port: 22,
+                ssh_user: "root".into(),
+                ssh_key: "/k".into(),
+                host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA".into(),
+                nfs_address: "127.0.0.1".into(),
+                backend: "ganesha".into(),
+            })
+            .await
+            .unwrap();
+        let rp = db
+            .create_root_path(
+                s.id,
+                &RootDir::parse("/srv/p").unwrap(),
+                100,
+                DeletePolicy::Retain,
+            )
+            .await
+            .unwrap();
+        let u = db.create_user("u", "x", false, 100).await.unwrap();
+        (dir, db, u.id, rp.id)
+    }
+
+    fn new_volume(owner: UserId, rp: RootPathId, sub: &str) -> NewVolume {
+        NewVolume {
+            owner,
+            root_path: rp,
+            sub_path: SubPath::parse(sub).unwrap(),
+            size_gb: 1,
+            clients: vec![ClientRule {
+                host: ClientSpec::parse("*").unwrap(),
+                options: ExportOptions::parse("rw").unwrap(),
+            }],
+            mode: DirMode::default(),
+            uid: 0,
+            gid: 0,
+            idempotency_key: None,
+            request_hash: None,
+        }
+    }
+
+    async fn create(db: &Datastore, owner: UserId, rp: RootPathId, sub: &str) -> Volume {
+        match db.create_volume(&new_volume(owner, rp, sub)).await.unwrap() {
+            Created::New(v) => v,
+            Created::Replayed(_) => panic!("not a replay"),
+        }
+    }
+
+    #[tokio::test]
+    async fn export_ids_are_stable_and_wrap_to_the_lowest_free_one() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let a = create(&db, owner, rp, "a").await;
+        let b = create(&db, owner, rp, "b").await;
+        assert_eq!((a.export_id, b.export_id), (1, 2));
+        // The returned volume is what a read gives back.
+        let read = db.volume(b.id).await.unwrap();
+        assert_eq!(read.export_id, 2);
+        assert_eq!(read.owner, "u");
+        assert_eq!(read.root_path.as_str(), "/srv/p");
+        // Ids are not reused after a delete while they are below the limit.
+        let viewer = db.user_by_name("u").await.unwrap();
+        db.delete_volume(b.id, &viewer).await.unwrap();
+        assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);
+        // At the top of ganesha's range, the lowest id no live volume holds is taken.
+        sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")
+            .bind(a.id.0)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE volumes SET state = 'deleted' WHERE id = ?")
+            .bind(b.id.0)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let d = create(&db, owner, rp, "d").await;
+        assert_eq!(d.export_id, 1);
+        assert_eq!(db.volume(d.id).await.unwrap().export_id, 1);
+        let e = create(&db, owner, rp, "e").await;
+        assert_eq!(e.export_id, 2, "b's id is free again: b is deleted");
+        let f = create(&db, owner, rp, "f").await;
+        assert_eq!(f.export_id, 4, "3 is held by c");
+    }
+
+    #[tokio::test]
+    async fn quota_capacity_and_overlap_are_checked_in_the_transaction() {
+        let (_dir, db, owner, rp) = fixture().await;
+        create(&db, owner, rp, "team/a").await;
+        for (sub, want) in [
+            ("team", "overlaps"),
+            ("team/a", "already a volume"),
+            ("team/a/b", "overlaps"),
+        ] {
+            match db.create_volume(&new_volume(owner, rp, sub)).await {
+                Err(Error::Conflict { message, .. }) => {
+                    assert!(message.contains(want), "{sub}: {message}")
+                }
+                other => panic!("{sub}: {:?}", other.map(|_| ())),
+            }
+        }
+        // Siblings whose names share a prefix do not overlap.
+        create(&db, owner, rp, "team-b").await;
+        create(&db, owner, rp, "team.c").await;
+        let mut big = new_volume(owner, rp, "big");
+        big.size_gb = 98;
+        match db.create_volume(&big).await {
+            Err(Error::QuotaExceeded { message }) => {
+                assert!(message.contains("exceeds your quota by 1 GB"), "{message}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let viewer = db.user_by_name("u").await.unwrap();
+        assert_eq!(viewer.used_gb, 3);
+    }
 }

@@ -22,6 +22,8 @@ pub struct Tuning {
     pub resync: Duration,
     /// Longest wait between attempts to reach a server that is down.
     pub max_backoff: Duration,
+    /// How long a pass woken by a request waits for more requests to batch with.
+    pub batch_window: Duration,
 }
 
 impl Default for Tuning {
@@ -29,6 +31,7 @@ impl Default for Tuning {
         Tuning {
             resync: Duration::from_secs(30),
             max_backoff: Duration::from_secs(20),
+            batch_window: Duration::ZERO,
         }
     }
 }
@@ -47,6 +50,11 @@ impl Tuning {
         Tuning {
             resync: secs("NFSPROV_RESYNC_SECS").unwrap_or(d.resync),
             max_backoff: secs("NFSPROV_MAX_BACKOFF_SECS").unwrap_or(d.max_backoff),
+            batch_window: std::env::var("NFSPROV_BATCH_WINDOW_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_millis)
+                .unwrap_or(d.batch_window),
         }
     }
 }
@@ -152,6 +160,10 @@ impl Hub {
                     full = tokio::time::timeout(self.inner.tuning.resync, notify.notified())
                         .await
                         .is_err();
+                    if !full && !self.inner.tuning.batch_window.is_zero() {
+                        // Let requests arriving together share one pass.
+                        tokio::time::sleep(self.inner.tuning.batch_window).await;
+                    }
                 }
                 Err(e) => {
                     session = None;

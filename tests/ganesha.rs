@@ -87,20 +87,11 @@ fn client_addr(env: &Env, name: &str) -> String {
     env.tb.client(name).unwrap().addr.clone()
 }
 
-async fn create(env: &Env, sub: &str, clients: Value) -> i64 {
-    let (s, v) = env.create(ALICE, 1, sub, 1, clients).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v["state"], "available");
-    v["id"].as_i64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rw_ro_and_unlisted_clients_over_v3_and_v4() {
     let env = Env::start_ganesha(1, 3, 100, 100).await;
     let (c1, c2) = (client_addr(&env, "client1"), client_addr(&env, "client2"));
-    create(
-        &env,
-        "shared",
+    env.create_available("shared",
         // no_root_squash on the ro client too: libnfs writes files 0660 and acts as root.
         json!([{"host": c1, "options": "rw,no_root_squash"}, {"host": c2, "options": "ro,no_root_squash"}]),
     )
@@ -163,18 +154,18 @@ async fn rw_ro_and_unlisted_clients_over_v3_and_v4() {
 async fn patch_applies_live_without_restart_or_disturbing_others() {
     let env = Env::start_ganesha(1, 3, 100, 100).await;
     let (c1, c2) = (client_addr(&env, "client1"), client_addr(&env, "client2"));
-    let other = create(
-        &env,
-        "other",
-        json!([{"host": c1, "options": "rw,no_root_squash"}]),
-    )
-    .await;
-    let id = create(
-        &env,
-        "changing",
-        json!([{"host": c2, "options": "ro"}, {"host": c1, "options": "rw"}]),
-    )
-    .await;
+    let other = env
+        .create_available(
+            "other",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let id = env
+        .create_available(
+            "changing",
+            json!([{"host": c2, "options": "ro"}, {"host": c1, "options": "rw"}]),
+        )
+        .await;
     let nfs = Nfs::new(&env);
     let srv = env.server("srv1");
     let pid = srv.ganesha_pid().expect("ganesha runs");

@@ -368,10 +368,9 @@ async fn idempotency_key_and_locked_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_rejection_hits_only_the_affected_volume() {
     let env = Env::start(1, 100, 20).await;
-    let (s, good) = env
-        .create(ALICE, 1, "good", 1, json!([{"host": "10.9.9.9"}]))
+    let good = env
+        .create_available("good", json!([{"host": "10.9.9.9"}]))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{good}");
     let (s, bad) = env
         .create(ALICE, 1, "bad", 1, json!([{"host": "nosuchhost.test"}]))
         .await;
@@ -388,10 +387,7 @@ async fn server_rejection_hits_only_the_affected_volume() {
         etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/pool1/good").len(),
         1
     );
-    assert_eq!(
-        env.volume(good["id"].as_i64().unwrap()).await["state"],
-        "available"
-    );
+    assert_eq!(env.volume(good).await["state"], "available");
     // Fixing the client through PATCH recovers the volume.
     let id = bad["id"].as_i64().unwrap();
     let (s, v) = env
@@ -416,18 +412,15 @@ async fn server_rejection_hits_only_the_affected_volume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_exportfs_is_rolled_back_and_blamed_on_one_volume() {
     let env = Env::start(1, 100, 20).await;
-    let (s, a) = env
-        .create(ALICE, 1, "alpha", 1, json!([{"host": "10.0.0.1"}]))
+    let id_a = env
+        .create_available("alpha", json!([{"host": "10.0.0.1"}]))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{a}");
-    let (s, b) = env
-        .create(ALICE, 1, "beta", 1, json!([{"host": "10.0.0.1"}]))
+    let id_b = env
+        .create_available("beta", json!([{"host": "10.0.0.1"}]))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{b}");
     let srv = env.server("srv1");
     std::fs::remove_dir_all(srv.host_path("/srv/nfsprov/pool1/alpha")).unwrap();
 
-    let id_b = b["id"].as_i64().unwrap();
     let (s, v) = env
         .req(
             Method::PATCH,
@@ -438,7 +431,6 @@ async fn failed_exportfs_is_rolled_back_and_blamed_on_one_volume() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "available");
-    let id_a = a["id"].as_i64().unwrap();
     let a = env
         .wait_volume(id_a, Duration::from_secs(10), |v| v["state"] == "error")
         .await;

@@ -246,6 +246,14 @@ impl Env {
         .await
     }
 
+    /// Create a 1 GB volume for alice on root path 1 and insist it is applied; its id.
+    pub async fn create_available(&self, sub_path: &str, clients: Value) -> i64 {
+        let (s, v) = self.create(ALICE, 1, sub_path, 1, clients).await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["state"], "available", "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
     pub async fn volume(&self, id: i64) -> Value {
         let (s, v) = self
             .req(

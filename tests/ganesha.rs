@@ -202,11 +202,10 @@ async fn patch_applies_live_without_restart_or_disturbing_others() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (s, v) = env
-        .req(
-            Method::PATCH,
-            Some(ALICE),
-            &format!("/api/v1/volumes/{id}?wait=true"),
-            Some(json!({"clients": [{"host": c2, "options": "rw,no_root_squash"}]})),
+        .patch_clients(
+            ALICE,
+            id,
+            json!([{"host": c2, "options": "rw,no_root_squash"}]),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -286,14 +285,7 @@ async fn squash_owners_and_delete_removes_access_for_everyone() {
         "other users are not squashed"
     );
 
-    let (s, _) = env
-        .req(
-            Method::DELETE,
-            Some(ALICE),
-            &format!("/api/v1/volumes/{id}?wait=true"),
-            None,
-        )
-        .await;
+    let (s, _) = env.delete_wait(ALICE, id).await;
     assert_eq!(s, StatusCode::OK);
     for who in ["client1", "client2"] {
         for v in VERSIONS {

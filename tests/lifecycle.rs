@@ -58,15 +58,8 @@ async fn create_patch_delete_on_a_real_server() {
     assert!(lab.starts_with("*.lab.test(ro,"));
 
     // PATCH: drop the network, make the wildcard rw, add an IPv6 client.
-    let (s, v) = env
-        .req(
-            Method::PATCH,
-            Some(ALICE),
-            &format!("/api/v1/volumes/{id}?wait=true"),
-            Some(json!({"clients": [{"host": "*.lab.test", "options": "rw,sync"},
-                                    {"host": "2001:db8::/32", "options": "ro,all_squash,anonuid=1000"}]})),
-        )
-        .await;
+    let (s, v) = env.patch_clients(ALICE, id, json!([{"host": "*.lab.test", "options": "rw,sync"},
+                                    {"host": "2001:db8::/32", "options": "ro,all_squash,anonuid=1000"}])).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "available");
     let etab = srv.etab().unwrap();
@@ -82,14 +75,7 @@ async fn create_patch_delete_on_a_real_server() {
 
     // Data written into the volume is retained in the trash on delete (default policy).
     std::fs::write(dir.join("keep.txt"), "precious").unwrap();
-    let (s, v) = env
-        .req(
-            Method::DELETE,
-            Some(ALICE),
-            &format!("/api/v1/volumes/{id}?wait=true"),
-            None,
-        )
-        .await;
+    let (s, v) = env.delete_wait(ALICE, id).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "deleted");
     assert!(etab_entries(&srv.etab().unwrap(), "/srv/nfsprov/pool1/team-a/proj1").is_empty());
@@ -137,14 +123,7 @@ async fn purge_policy_removes_data() {
     let dir = srv.host_path("/srv/nfsprov/pool2/scratch");
     std::fs::write(dir.join("junk"), "x").unwrap();
     let id = v["id"].as_i64().unwrap();
-    let (s, _) = env
-        .req(
-            Method::DELETE,
-            Some(ALICE),
-            &format!("/api/v1/volumes/{id}?wait=true"),
-            None,
-        )
-        .await;
+    let (s, _) = env.delete_wait(ALICE, id).await;
     assert_eq!(s, StatusCode::OK);
     assert!(!dir.exists());
     assert!(!srv.host_path("/srv/nfsprov/pool2/.nfsprov-trash").exists());
@@ -391,11 +370,10 @@ async fn server_rejection_hits_only_the_affected_volume() {
     // Fixing the client through PATCH recovers the volume.
     let id = bad["id"].as_i64().unwrap();
     let (s, v) = env
-        .req(
-            Method::PATCH,
-            Some(ALICE),
-            &format!("/api/v1/volumes/{id}?wait=true"),
-            Some(json!({"clients": [{"host": "client1.test", "options": "ro"}]})),
+        .patch_clients(
+            ALICE,
+            id,
+            json!([{"host": "client1.test", "options": "ro"}]),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -422,12 +400,7 @@ async fn failed_exportfs_is_rolled_back_and_blamed_on_one_volume() {
     std::fs::remove_dir_all(srv.host_path("/srv/nfsprov/pool1/alpha")).unwrap();
 
     let (s, v) = env
-        .req(
-            Method::PATCH,
-            Some(ALICE),
-            &format!("/api/v1/volumes/{id_b}?wait=true"),
-            Some(json!({"clients": [{"host": "10.0.0.2", "options": "ro"}]})),
-        )
+        .patch_clients(ALICE, id_b, json!([{"host": "10.0.0.2", "options": "ro"}]))
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "available");

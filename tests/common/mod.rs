@@ -246,6 +246,33 @@ impl Env {
         .await
     }
 
+    /// Replace a volume's clients and wait until the change settles.
+    pub async fn patch_clients(
+        &self,
+        user: (&str, &str),
+        id: i64,
+        clients: Value,
+    ) -> (StatusCode, Value) {
+        self.req(
+            Method::PATCH,
+            Some(user),
+            &format!("/api/v1/volumes/{id}?wait=true"),
+            Some(json!({ "clients": clients })),
+        )
+        .await
+    }
+
+    /// Delete a volume and wait until it is gone from its server.
+    pub async fn delete_wait(&self, user: (&str, &str), id: i64) -> (StatusCode, Value) {
+        self.req(
+            Method::DELETE,
+            Some(user),
+            &format!("/api/v1/volumes/{id}?wait=true"),
+            None,
+        )
+        .await
+    }
+
     /// Create a 1 GB volume for alice on root path 1 and insist it is applied; its id.
     pub async fn create_available(&self, sub_path: &str, clients: Value) -> i64 {
         let (s, v) = self.create(ALICE, 1, sub_path, 1, clients).await;

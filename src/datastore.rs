@@ -22,6 +22,8 @@ use crate::error::{Error, Result};
 use crate::model::*;
 use crate::spec::{DirMode, RootDir, SubPath};
 
+mod create;
+
 /// Reads use a pool of connections; every write goes through one connection, so writers queue
 /// in order inside the process instead of sleeping in SQLite's busy handler (which would put
 /// tens of milliseconds on a request's tail latency).
@@ -29,6 +31,7 @@ use crate::spec::{DirMode, RootDir, SubPath};
 pub struct Datastore {
     pool: SqlitePool,
     writer: SqlitePool,
+    creates: tokio::sync::mpsc::Sender<create::Job>,
 }
 
 pub fn now() -> String {
@@ -220,7 +223,12 @@ impl Datastore {
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        Ok(Datastore { pool, writer })
+        let creates = create::spawn(writer.clone());
+        Ok(Datastore {
+            pool,
+            writer,
+            creates,
+        })
     }
 
     // ---- servers -------------------------------------------------------------------------
@@ -449,220 +457,13 @@ impl Datastore {
 
     // ---- volumes: requests ---------------------------------------------------------------
 
-    /// Record a new volume, reserving quota and capacity in the same transaction.
+    /// Record a new volume, reserving quota and capacity in the same transaction (shared with
+    /// the other creates waiting at that moment: see `create`).
     pub async fn create_volume(&self, nv: &NewVolume) -> Result<Created> {
-        // BEGIN IMMEDIATE takes SQLite's write lock up front: the checks below and the
-        // reservations after them see no concurrent writer.
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-
-        if let Some(key) = &nv.idempotency_key {
-            let prior = sqlx::query(
-                "SELECT id, request_hash FROM volumes WHERE owner_id = ? AND idempotency_key = ?",
-            )
-            .bind(nv.owner.0)
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some(row) = prior {
-                let hash: Option<String> = row.try_get("request_hash")?;
-                if hash != nv.request_hash {
-                    return Err(Error::conflict(
-                        Some("Idempotency-Key"),
-                        "this Idempotency-Key was already used for a different request",
-                    ));
-                }
-                drop(tx);
-                let v = self.volume(VolumeId(row.try_get("id")?)).await?;
-                return Ok(Created::Replayed(v));
-            }
+        match create::submit(&self.creates, nv).await? {
+            create::Outcome::New(v) => Ok(Created::New(*v)),
+            create::Outcome::Replayed(id) => Ok(Created::Replayed(self.volume(id).await?)),
         }
-
-        // The owner, the root path and its server in one round trip.
-        let row = sqlx::query(
-            "SELECT u.username, u.quota_gb, u.used_gb, u.locked, rp.server_id, rp.path, \
-             rp.capacity_gb, rp.allocated_gb, rp.delete_policy, s.backend, s.nfs_address \
-             FROM users u LEFT JOIN root_paths rp ON rp.id = ? \
-             LEFT JOIN servers s ON s.id = rp.server_id WHERE u.id = ?",
-        )
-        .bind(nv.root_path.0)
-        .bind(nv.owner.0)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("user {}", nv.owner)))?;
-        let (quota, used, locked): (i64, i64, bool) = (
-            row.try_get("quota_gb")?,
-            row.try_get("used_gb")?,
-            row.try_get("locked")?,
-        );
-        if locked {
-            return Err(Error::Locked(
-                "your account is locked; ask an administrator to unlock it".into(),
-            ));
-        }
-        let Some(server_id) = row.try_get::<Option<i64>, _>("server_id")? else {
-            return Err(Error::invalid(
-                "root_path",
-                format!("root path {} does not exist", nv.root_path),
-            ));
-        };
-        let (rp_path, capacity, allocated): (String, i64, i64) = (
-            row.try_get("path")?,
-            row.try_get("capacity_gb")?,
-            row.try_get("allocated_gb")?,
-        );
-        let rp = &row;
-        check_backend_options(&rp.try_get::<String, _>("backend")?, &nv.clients)?;
-
-        // A volume may not be nested in, or contain, another live volume of the same root
-        // path: deleting one would move the other's data.
-        let sub = nv.sub_path.as_str();
-        // Index range scans only: the exact path and its ancestors (`sub_path IN (...)`), and
-        // its descendants (`sub_path` in ["a/", "a0"), '0' being the byte after '/').
-        let ancestors: Vec<String> = {
-            let parts: Vec<&str> = sub.split('/').collect();
-            (1..=parts.len()).map(|k| parts[..k].join("/")).collect()
-        };
-        let placeholders = vec!["?"; ancestors.len()].join(", ");
-        let sql = format!(
-            "SELECT id, sub_path, state FROM volumes WHERE root_path_id = ? AND state != 'deleted' \
-             AND (sub_path IN ({placeholders}) OR (sub_path >= ? AND sub_path < ?)) LIMIT 1"
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(nv.root_path.0);
-        for a in &ancestors {
-            q = q.bind(a);
-        }
-        let clash = q
-            .bind(format!("{sub}/"))
-            .bind(format!("{sub}0"))
-            .fetch_optional(&mut *tx)
-            .await?;
-        if let Some(row) = clash {
-            let other: String = row.try_get("sub_path")?;
-            let state: String = row.try_get("state")?;
-            let what = if other == sub {
-                format!("{rp_path}/{sub} is already a volume")
-            } else {
-                format!("{rp_path}/{sub} overlaps the existing volume {rp_path}/{other}")
-            };
-            let hint = if state == "deleting" {
-                " that is still being deleted; retry when it is gone"
-            } else {
-                ""
-            };
-            return Err(Error::conflict(Some("sub_path"), format!("{what}{hint}")));
-        }
-
-        if used + nv.size_gb > quota {
-            return Err(Error::QuotaExceeded {
-                message: format!(
-                    "size_GB {} exceeds your quota by {} GB (quota {} GB, {} GB in use, {} GB free)",
-                    nv.size_gb,
-                    used + nv.size_gb - quota,
-                    quota,
-                    used,
-                    (quota - used).max(0)
-                ),
-            });
-        }
-        if allocated + nv.size_gb > capacity {
-            return Err(Error::CapacityExceeded {
-                message: format!(
-                    "size_GB {} exceeds the free capacity of root path {} by {} GB (capacity {} GB, {} GB allocated, {} GB free)",
-                    nv.size_gb,
-                    nv.root_path,
-                    allocated + nv.size_gb - capacity,
-                    capacity,
-                    allocated,
-                    (capacity - allocated).max(0)
-                ),
-            });
-        }
-        // Conditional updates keep the invariant even on an engine without a global write lock.
-        let u = sqlx::query(
-            "UPDATE users SET used_gb = used_gb + ? WHERE id = ? AND used_gb + ? <= quota_gb",
-        )
-        .bind(nv.size_gb)
-        .bind(nv.owner.0)
-        .bind(nv.size_gb)
-        .execute(&mut *tx)
-        .await?;
-        let r = sqlx::query(
-            "UPDATE root_paths SET allocated_gb = allocated_gb + ? WHERE id = ? AND allocated_gb + ? <= capacity_gb",
-        )
-        .bind(nv.size_gb)
-        .bind(nv.root_path.0)
-        .bind(nv.size_gb)
-        .execute(&mut *tx)
-        .await?;
-        if u.rows_affected() != 1 || r.rows_affected() != 1 {
-            return Err(Error::conflict(
-                Some("size_GB"),
-                "quota or capacity changed concurrently; retry",
-            ));
-        }
-        let ts = now();
-        let row = sqlx::query(
-            "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
-             state, idempotency_key, request_hash, export_id, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, \
-                     (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?), ?, ?) \
-             RETURNING id, export_id",
-        )
-        .bind(nv.owner.0)
-        .bind(nv.root_path.0)
-        .bind(server_id)
-        .bind(sub)
-        .bind(nv.size_gb)
-        .bind(clients_to_json(&nv.clients))
-        .bind(nv.mode.as_octal_string())
-        .bind(nv.uid as i64)
-        .bind(nv.gid as i64)
-        .bind(nv.idempotency_key.as_deref())
-        .bind(nv.request_hash.as_deref())
-        .bind(server_id)
-        .bind(&ts)
-        .bind(&ts)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id = VolumeId(row.try_get("id")?);
-        let mut export_id: i64 = row.try_get("export_id")?;
-        if export_id > MAX_EXPORT_ID {
-            // Ids ran past ganesha's range: take the lowest one free (rare).
-            export_id = lowest_free_export_id(&mut tx, server_id).await?;
-            sqlx::query("UPDATE volumes SET export_id = ? WHERE id = ?")
-                .bind(export_id)
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        // Everything is known: no need to read the row back.
-        Ok(Created::New(Volume {
-            id,
-            owner_id: nv.owner,
-            owner: rp.try_get("username")?,
-            root_path_id: nv.root_path,
-            root_path: RootDir::parse(&rp_path)
-                .map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
-            delete_policy: DeletePolicy::parse(&rp.try_get::<String, _>("delete_policy")?)
-                .unwrap_or_default(),
-            server_id: ServerId(server_id),
-            nfs_address: rp.try_get("nfs_address")?,
-            sub_path: nv.sub_path.clone(),
-            size_gb: nv.size_gb,
-            clients: nv.clients.clone(),
-            applied_clients: None,
-            mode: nv.mode,
-            uid: nv.uid,
-            gid: nv.gid,
-            state: VolumeState::Creating,
-            export_id: export_id as u32,
-            generation: 1,
-            failed_generation: None,
-            last_error: None,
-            created_at: parse_time(&ts),
-            updated_at: parse_time(&ts),
-        }))
     }
 
     pub async fn volume(&self, id: VolumeId) -> Result<Volume> {
@@ -978,6 +779,39 @@ mod tests {
     use super::*;
     use crate::spec::{ClientSpec, ExportOptions};
 
+    /// The query plan's lines for `sql` with `binds` integer parameters.
+    async fn query_plan(db: &Datastore, sql: &str, binds: usize) -> Vec<String> {
+        let mut q = sqlx::query(AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")));
+        for _ in 0..binds {
+            q = q.bind(1_i64);
+        }
+        q.fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>("detail"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_create_lookup_seeks_indexes_and_scans_nothing() {
+        // A scan here makes every create cost O(volumes of the root path): the overlap check
+        // once did, written as one `OR`.
+        let (_d, db, _u, _rp) = fixture().await;
+        let plan = query_plan(&db, &create::lookup_sql(3), 8).await;
+        assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:#?}");
+        for index in [
+            "volumes_idempotency (owner_id=? AND idempotency_key=?)",
+            "volumes_live_path (root_path_id=? AND sub_path=?)",
+            "volumes_live_path (root_path_id=? AND sub_path>? AND sub_path<?)",
+        ] {
+            assert!(
+                plan.iter().any(|l| l.ends_with(index)),
+                "{index}: {plan:#?}"
+            );
+        }
+    }
+
     async fn fixture() -> (tempfile::TempDir, Datastore, UserId, RootPathId) {
         let dir = tempfile::tempdir().unwrap();
         let db = Datastore::open(&dir.path().join("t.db")).await.unwrap();
@@ -1096,5 +930,100 @@ mod tests {
         }
         let viewer = db.user_by_name("u").await.unwrap();
         assert_eq!(viewer.used_gb, 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_admits_exactly_what_one_by_one_would() {
+        // Quotas 100 GB, capacity 110 GB. All 46 creates below are queued before the create task
+        // runs, so they are recorded as one batch; its checks must see each other.
+        let (_dir, db, owner, rp) = fixture().await;
+        sqlx::query("UPDATE root_paths SET capacity_gb = 110")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        let mut reqs = Vec::new();
+        for k in 0..20 {
+            // u: 20 x 3 GB against a 100 GB quota: all 20 (60 GB) are admitted.
+            let mut nv = new_volume(owner, rp, &format!("u{k}"));
+            nv.size_gb = 3;
+            reqs.push(nv);
+        }
+        for k in 0..20 {
+            // v: 20 x 3 GB, but only 50 GB of capacity is left after u: 16 fit (48 GB).
+            let mut nv = new_volume(other, rp, &format!("v{k}"));
+            nv.size_gb = 3;
+            reqs.push(nv);
+        }
+        // Overlaps inside the batch (the last 2 GB of capacity go to "n" and "k1"): "n" first,
+        // then its child and a second "n".
+        reqs.push(new_volume(owner, rp, "n"));
+        reqs.push(new_volume(owner, rp, "n/child"));
+        reqs.push(new_volume(owner, rp, "n"));
+        // One idempotency key used twice with the same body, once with another body.
+        for (sub, hash) in [("k1", "h"), ("k1", "h"), ("k2", "other")] {
+            let mut nv = new_volume(owner, rp, sub);
+            nv.idempotency_key = Some("key".into());
+            nv.request_hash = Some(hash.into());
+            reqs.push(nv);
+        }
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+
+        let ok = |r: &Result<Created>| matches!(r, Ok(Created::New(_)));
+        assert!(results[..20].iter().all(ok));
+        assert!(results[20..36].iter().all(ok));
+        for r in &results[36..40] {
+            assert!(
+                matches!(r, Err(Error::CapacityExceeded { .. })),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        assert!(ok(&results[40]));
+        for r in &results[41..43] {
+            assert!(
+                matches!(r, Err(Error::Conflict { .. })),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        let first = match &results[43] {
+            Ok(Created::New(v)) => v.id,
+            other => panic!("{:?}", other.as_ref().map(|_| ())),
+        };
+        match &results[44] {
+            Ok(Created::Replayed(v)) => assert_eq!(v.id, first),
+            other => panic!("{:?}", other.as_ref().map(|_| ())),
+        }
+        assert!(matches!(results[45], Err(Error::Conflict { .. })));
+
+        // The counters equal the sum of what was admitted, and export ids are distinct.
+        let admitted: Vec<Volume> = results
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Created::New(v)) => Some(v.clone()),
+                _ => None,
+            })
+            .collect();
+        let sum = |o: UserId| -> i64 {
+            admitted
+                .iter()
+                .filter(|v| v.owner_id == o)
+                .map(|v| v.size_gb)
+                .sum()
+        };
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, sum(owner));
+        assert_eq!(db.user_by_name("v").await.unwrap().used_gb, sum(other));
+        let rp_row = db.root_path(rp).await.unwrap();
+        assert_eq!(rp_row.allocated_gb, sum(owner) + sum(other));
+        assert_eq!(
+            rp_row.allocated_gb, 110,
+            "capacity used to the last GB, never past it"
+        );
+        let mut ids: Vec<u32> = admitted.iter().map(|v| v.export_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), admitted.len());
     }
 }

@@ -195,36 +195,70 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// How the clients of an accept measurement send.
+#[derive(Clone, Copy)]
+enum Load {
+    /// Each client sends its next create as soon as the last is answered: the most the API
+    /// accepts. Latency is then clients / rate (Little's law) and says little by itself.
+    Closed,
+    /// The clients together offer this many creates per second, each on a fixed schedule;
+    /// latency counts from the scheduled send time, so a slow answer that delays the next send
+    /// is charged to that send too (no coordinated omission, as in wrk2).
+    Rate(f64),
+}
+
 struct Accept {
     concurrency: usize,
+    load: Load,
     p50: Duration,
     p99: Duration,
     per_sec: f64,
 }
 
-/// POST latency with `concurrency` clients each sending creates back to back.
-async fn accept_latency(env: &Env, concurrency: usize, total: usize, tag: &str) -> Accept {
+async fn post_create(http: &reqwest::Client, url: &str, sub: String) {
+    let r = http
+        .post(url)
+        .basic_auth(BOB.0, Some(BOB.1))
+        .json(&json!({"root_path_id": 1, "sub_path": sub, "size_gb": 1,
+                      "clients": [{"host": "10.0.0.0/8", "options": "rw"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+}
+
+/// POST latency with `concurrency` clients sending `total` creates in all, after one create per
+/// client to open its connection (not counted).
+async fn accept_latency(
+    env: &Env,
+    concurrency: usize,
+    load: Load,
+    total: usize,
+    tag: &str,
+) -> Accept {
+    let url = format!("{}/api/v1/volumes", env.base());
+    let warm = (0..concurrency).map(|c| post_create(&env.http, &url, format!("{tag}-warm-{c}")));
+    futures_util::future::join_all(warm).await;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..concurrency {
         let http = env.http.clone();
-        let url = format!("{}/api/v1/volumes", env.base());
+        let url = url.clone();
         let tag = tag.to_string();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
-            for k in (0..total).filter(|k| k % concurrency == c) {
-                let t = Instant::now();
-                let r = http
-                    .post(&url)
-                    .basic_auth(BOB.0, Some(BOB.1))
-                    .json(
-                        &json!({"root_path_id": 1, "sub_path": format!("{tag}-{k}"), "size_gb": 1,
-                                  "clients": [{"host": "10.0.0.0/8", "options": "rw"}]}),
-                    )
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::ACCEPTED);
+            for (i, k) in (0..total).filter(|k| k % concurrency == c).enumerate() {
+                let t = match load {
+                    Load::Closed => Instant::now(),
+                    Load::Rate(rate) => {
+                        // Client c sends at c/rate, then every concurrency/rate seconds.
+                        let at =
+                            started + Duration::from_secs_f64((c + i * concurrency) as f64 / rate);
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                };
+                post_create(&http, &url, format!("{tag}-{k}")).await;
                 lat.push(t.elapsed());
             }
             lat
@@ -238,9 +272,31 @@ async fn accept_latency(env: &Env, concurrency: usize, total: usize, tag: &str) 
     all.sort();
     Accept {
         concurrency,
+        load,
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
         per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+    }
+}
+
+/// The accept measurements of the report: at the goal's rate and flat out, with 50 and 200
+/// clients (and the sub path prefix of each).
+const ACCEPT_LEVELS: [(usize, Load, &str); 4] = [
+    (50, Load::Rate(ACCEPT_GOAL_RATE), "r50"),
+    (200, Load::Rate(ACCEPT_GOAL_RATE), "r200"),
+    (50, Load::Closed, "c50"),
+    (200, Load::Closed, "c200"),
+];
+
+/// The accept goal: at least this many creates/s accepted ...
+const ACCEPT_GOAL_RATE: f64 = 2000.0;
+/// ... with p99 at most this, at that rate.
+const ACCEPT_GOAL_P99: Duration = Duration::from_millis(20);
+
+fn load_label(l: Load) -> String {
+    match l {
+        Load::Closed => "flat out (closed loop)".into(),
+        Load::Rate(r) => format!("{r:.0}/s offered (open loop)"),
     }
 }
 
@@ -553,9 +609,9 @@ async fn main() {
     }
     let o = opts();
     let (storm_n, accept_total, sizes): (usize, usize, Vec<usize>) = if o.short {
-        (100, 400, vec![10, 100, 1000])
+        (100, 2000, vec![10, 100, 1000])
     } else {
-        (1000, 4000, vec![10, 100, 1000, 10_000])
+        (1000, 10_000, vec![10, 100, 1000, 10_000])
     };
     let servers = 4;
     if std::env::args().any(|a| a == "--only-memory") {
@@ -606,12 +662,13 @@ async fn main() {
                 + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
                 / 100.0
         };
-        for (c, tag) in [(50, "c50"), (200, "c200")] {
+        for (c, load, tag) in ACCEPT_LEVELS {
             let (before, self_before) = (cpu(pid), cpu(std::process::id()));
             let t = Instant::now();
-            let a = accept_latency(&env, c, accept_total, tag).await;
+            let a = accept_latency(&env, c, load, accept_total, tag).await;
             println!(
-                "{c} clients: p50 {} p99 {} {:.0}/s; wall {:.2}s, serve cpu {:.2}s, bench cpu {:.2}s",
+                "{c} clients, {}: p50 {} p99 {} {:.0}/s; wall {:.2}s, serve cpu {:.2}s, bench cpu {:.2}s",
+                load_label(load),
                 ms(a.p50),
                 ms(a.p99),
                 a.per_sec,
@@ -641,8 +698,8 @@ async fn main() {
     single_create(&env, 3, "warm").await;
     let (single_p50, single_p90) = single_create(&env, if o.short { 10 } else { 30 }, "one").await;
     let mut accepts = Vec::new();
-    for (c, tag) in [(50, "c50"), (200, "c200")] {
-        accepts.push(accept_latency(&env, c, accept_total, tag).await);
+    for (c, load, tag) in ACCEPT_LEVELS {
+        accepts.push(accept_latency(&env, c, load, accept_total, tag).await);
     }
     drop(env);
 
@@ -703,22 +760,35 @@ async fn main() {
     );
     table(
         &mut md,
-        &["concurrent clients", "p50", "p99", "accepted creates/s"],
+        &[
+            "concurrent clients",
+            "load",
+            "p50",
+            "p99",
+            "accepted creates/s",
+        ],
         accepts.iter().map(|a| {
             vec![
                 a.concurrency.to_string(),
+                load_label(a.load),
                 ms(a.p50),
                 ms(a.p99),
                 format!("{:.0}", a.per_sec),
             ]
         }),
     );
-    let accept_met = accepts
-        .iter()
-        .all(|a| a.p99 <= Duration::from_millis(20) && a.per_sec >= 2000.0);
+    // Met when, at both client counts, the goal's rate is served with p99 within the goal and
+    // flat out the API accepts at least that rate.
+    let accept_met = accepts.iter().all(|a| match a.load {
+        Load::Rate(_) => a.p99 <= ACCEPT_GOAL_P99,
+        Load::Closed => a.per_sec >= ACCEPT_GOAL_RATE,
+    });
     let _ = writeln!(
         md,
-        "\nGoals: p99 <= 20 ms and >= 2000 accepted creates/s at every level: **{}**. The clients are closed-loop (each sends its next create when the last is answered), so latency is about clients / rate: p99 <= 20 ms at 200 clients needs about 10,000 creates/s. On these 2 cores the API shares the machine with the load generator, the reconcilers, sshd and exportfs; a profile (perf) of the API path is dominated by hand-offs to sqlx's SQLite worker threads. PostgreSQL is not supported yet, so there is no PostgreSQL row.\n",
+        "\nGoal: p99 <= {} ms with >= {ACCEPT_GOAL_RATE:.0} accepted creates/s, at 50 and at 200 clients: **{}**. \
+         Read it from two kinds of rows. *Open loop*: the clients together offer {ACCEPT_GOAL_RATE:.0} creates/s on a fixed schedule, and latency counts from the scheduled send time, so a stall is charged to every send it delays (no coordinated omission). *Closed loop*: each client sends its next create as soon as the last is answered, which gives the most the API accepts; its latency is clients / rate by Little's law (200 clients at p99 20 ms would need 10,000 creates/s), so it measures capacity, not responsiveness. \
+         Creates are group-committed: all the creates waiting at a moment are recorded in one transaction, one lookup and one insert each. The API shares these 2 cores with the load generator and with 2 servers (sshd, exportfs) that reconcile every create. PostgreSQL is not supported yet, so there is no PostgreSQL row.\n",
+        ACCEPT_GOAL_P99.as_millis(),
         if accept_met { "met" } else { "not met" }
     );
     let _ = writeln!(md, "## One create end to end, warm SSH session\n");

@@ -209,8 +209,11 @@ impl Datastore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // No ping before each use: an in-process SQLite connection does not go stale as a
+        // network one does, and the ping is one more hand-off to its worker thread per query.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
@@ -220,6 +223,7 @@ impl Datastore {
             .context("applying database migrations")?;
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
@@ -625,83 +629,81 @@ impl Datastore {
     /// Record what one reconcile pass confirmed. Each outcome is recorded only if the volume is
     /// still at the generation that was applied; a newer request is left for the next pass.
     pub async fn record_outcomes(&self, outcomes: &[Outcome]) -> Result<()> {
-        if outcomes.is_empty() {
-            return Ok(());
-        }
-        let ts = now();
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        for o in outcomes {
-            match o {
-                Outcome::Applied {
-                    id,
-                    generation,
-                    clients,
-                } => {
-                    sqlx::query(
-                        "UPDATE volumes SET state = 'available', applied_clients = ?, last_error = NULL, \
-                         failed_generation = NULL, updated_at = ? \
-                         WHERE id = ? AND generation = ? AND state != 'deleting' AND state != 'deleted' \
-                         AND (state != 'available' OR applied_clients IS NOT ? OR last_error IS NOT NULL)",
-                    )
-                    .bind(clients)
-                    .bind(&ts)
-                    .bind(id.0)
-                    .bind(generation)
-                    .bind(clients)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Outcome::Deleted { id, generation } => {
-                    sqlx::query(
-                        "UPDATE volumes SET state = 'deleted', last_error = NULL, deleted_at = ?, updated_at = ? \
-                         WHERE id = ? AND generation = ? AND state = 'deleting'",
-                    )
-                    .bind(&ts)
-                    .bind(&ts)
-                    .bind(id.0)
-                    .bind(generation)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Outcome::Rejected {
-                    id,
-                    generation,
-                    message,
-                } => {
-                    sqlx::query(
-                        "UPDATE volumes SET state = CASE WHEN state = 'deleting' THEN 'deleting' ELSE 'error' END, \
-                         failed_generation = ?, last_error = ?, updated_at = ? WHERE id = ? AND generation = ?",
-                    )
-                    .bind(generation)
-                    .bind(message)
-                    .bind(&ts)
-                    .bind(id.0)
-                    .bind(generation)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                Outcome::Pending {
-                    id,
-                    generation,
-                    message,
-                } => {
-                    sqlx::query(
-                        "UPDATE volumes SET last_error = ? WHERE id = ? AND generation = ? \
-                         AND last_error IS NOT ?",
-                    )
-                    .bind(message)
-                    .bind(id.0)
-                    .bind(generation)
-                    .bind(message)
-                    .execute(&mut *tx)
-                    .await?;
+        // Short transactions of one statement per kind of outcome: a pass over thousands of
+        // volumes must not hold the one write connection (and the creates queued behind it)
+        // for as long as thousands of single-row statements take.
+        for chunk in outcomes.chunks(OUTCOMES_PER_TRANSACTION) {
+            let (mut applied, mut deleted, mut rejected, mut pending) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for o in chunk {
+                match o {
+                    Outcome::Applied {
+                        id,
+                        generation,
+                        clients,
+                    } => applied.push(serde_json::json!([id.0, generation, clients])),
+                    Outcome::Deleted { id, generation } => {
+                        deleted.push(serde_json::json!([id.0, generation]))
+                    }
+                    Outcome::Rejected {
+                        id,
+                        generation,
+                        message,
+                    } => rejected.push(serde_json::json!([id.0, generation, message])),
+                    Outcome::Pending {
+                        id,
+                        generation,
+                        message,
+                    } => pending.push(serde_json::json!([id.0, generation, message])),
                 }
             }
+            let ts = now();
+            let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+            for (rows, sql) in [
+                (applied, RECORD_APPLIED),
+                (deleted, RECORD_DELETED),
+                (rejected, RECORD_REJECTED),
+                (pending, RECORD_PENDING),
+            ] {
+                if !rows.is_empty() {
+                    sqlx::query(sql)
+                        .bind(&ts)
+                        .bind(serde_json::Value::Array(rows).to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 }
+
+/// Outcomes recorded per write transaction.
+const OUTCOMES_PER_TRANSACTION: usize = 500;
+
+// Each records a JSON array (?2) of outcomes `[id, generation, …]` at time ?1 (unused by
+// RECORD_PENDING), one row lookup by id each; the generation guard drops an outcome for a state that has changed since.
+const RECORD_APPLIED: &str = "UPDATE volumes SET state = 'available', applied_clients = o.clients, \
+     last_error = NULL, failed_generation = NULL, updated_at = ?1 \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS clients FROM json_each(?2)) AS o \
+     WHERE volumes.id = o.id AND volumes.generation = o.generation \
+     AND volumes.state != 'deleting' AND volumes.state != 'deleted' \
+     AND (volumes.state != 'available' OR volumes.applied_clients IS NOT o.clients \
+          OR volumes.last_error IS NOT NULL)";
+const RECORD_DELETED: &str = "UPDATE volumes SET state = 'deleted', last_error = NULL, \
+     deleted_at = ?1, updated_at = ?1 \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation FROM json_each(?2)) AS o \
+     WHERE volumes.id = o.id AND volumes.generation = o.generation AND volumes.state = 'deleting'";
+const RECORD_REJECTED: &str = "UPDATE volumes SET \
+     state = CASE WHEN volumes.state = 'deleting' THEN 'deleting' ELSE 'error' END, \
+     failed_generation = o.generation, last_error = o.message, updated_at = ?1 \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS message FROM json_each(?2)) AS o \
+     WHERE volumes.id = o.id AND volumes.generation = o.generation";
+const RECORD_PENDING: &str = "UPDATE volumes SET last_error = o.message \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS message FROM json_each(?2)) AS o \
+     WHERE volumes.id = o.id AND volumes.generation = o.generation \
+     AND volumes.last_error IS NOT o.message";
 
 /// Refuse options the server's backend cannot honour (field `clients[i].options`).
 fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
@@ -1025,5 +1027,84 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), admitted.len());
+    }
+
+    #[tokio::test]
+    async fn outcomes_are_recorded_only_for_the_generation_applied() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let reqs: Vec<NewVolume> = (0..1200)
+            .map(|k| new_volume(owner, rp, &format!("v{k}")))
+            .collect();
+        sqlx::query("UPDATE users SET quota_gb = 2000")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE root_paths SET capacity_gb = 2000")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let vols: Vec<Volume> =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv)))
+                .await
+                .into_iter()
+                .map(|r| match r.unwrap() {
+                    Created::New(v) => v,
+                    Created::Replayed(_) => panic!("not a replay"),
+                })
+                .collect();
+        let viewer = db.user_by_name("u").await.unwrap();
+        let deleting = db.delete_volume(vols[4].id, &viewer).await.unwrap();
+        let clients = clients_to_json(&vols[0].clients);
+        let mut outcomes = vec![
+            Outcome::Applied {
+                id: vols[0].id,
+                generation: 1,
+                clients: clients.clone(),
+            },
+            // A stale generation: a newer request came in since the pass read it.
+            Outcome::Applied {
+                id: vols[1].id,
+                generation: 2,
+                clients: clients.clone(),
+            },
+            Outcome::Rejected {
+                id: vols[2].id,
+                generation: 1,
+                message: "bad option".into(),
+            },
+            Outcome::Deleted {
+                id: deleting.id,
+                generation: deleting.generation,
+            },
+        ];
+        // More than one transaction's worth of pending outcomes.
+        outcomes.extend(vols[5..].iter().map(|v| Outcome::Pending {
+            id: v.id,
+            generation: 1,
+            message: "server down".into(),
+        }));
+        db.record_outcomes(&outcomes).await.unwrap();
+
+        let read = |k: usize| db.volume(vols[k].id);
+        let a = read(0).await.unwrap();
+        assert_eq!(a.state, VolumeState::Available);
+        assert_eq!(a.applied_clients.as_deref(), Some(&vols[0].clients[..]));
+        let b = read(1).await.unwrap();
+        assert_eq!((b.state, b.applied_clients), (VolumeState::Creating, None));
+        let c = read(2).await.unwrap();
+        assert_eq!(c.state, VolumeState::Error);
+        assert_eq!(
+            (c.failed_generation, c.last_error.as_deref()),
+            (Some(1), Some("bad option"))
+        );
+        assert_eq!(read(3).await.unwrap().state, VolumeState::Creating);
+        assert_eq!(read(4).await.unwrap().state, VolumeState::Deleted);
+        for k in [5, 600, 1199] {
+            let v = read(k).await.unwrap();
+            assert_eq!(
+                (v.state, v.last_error.as_deref()),
+                (VolumeState::Creating, Some("server down"))
+            );
+        }
     }
 }

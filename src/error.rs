@@ -54,4 +54,10 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Internal(anyhow::Error::new(e).context("database error"))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,27 +1,30 @@
 //! Recording new volumes, with group commit.
 //!
-//! Every create goes through one task that owns the write path for creates: it takes all the
+//! Every create goes through one thread that owns the write path for creates: it takes all the
 //! creates waiting at that moment (up to `MAX_BATCH`) and records them in one `BEGIN
 //! IMMEDIATE` transaction, each with one combined read (owner, root path, server, idempotency
 //! key, overlapping volumes) and one `INSERT`; the quota and capacity reservations of the whole
-//! batch are two conditional `UPDATE`s per owner and root path before the one `COMMIT`.
+//! batch are one conditional `UPDATE` per owner and per root path before the one `COMMIT`.
 //!
 //! The checks see the transaction's own earlier inserts and the batch's pending reservations,
 //! so a batch admits exactly what the same requests one by one would. A request refused (quota,
 //! overlap, …) writes nothing; a database error rolls the batch back and its requests are
 //! retried one by one, so one request cannot fail another.
 //!
-//! Why: each statement is a hand-off to sqlx's SQLite worker thread and back, and those
-//! hand-offs, not SQLite, bounded accepted creates per second.
+//! Why a thread and rusqlite: through sqlx, every statement is a hand-off to the connection's
+//! worker thread and back, and on a busy machine each hand-off waits for a thread to be
+//! scheduled. The batch instead runs its statements directly on the one write connection of
+//! the pool (`lock_handle`), so a batch costs a few hand-offs whatever its size. Writes stay on
+//! that single connection: nothing else contends for SQLite's write lock.
 
 use std::collections::HashMap;
 
+use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
-use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{MAX_EXPORT_ID, NewVolume};
-use super::{check_backend_options, clients_to_json, lowest_free_export_id, now, parse_time};
+use super::{check_backend_options, clients_to_json, now, parse_time, with_raw_connection};
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::spec::RootDir;
@@ -40,11 +43,14 @@ pub(super) enum Outcome {
     Replayed(VolumeId),
 }
 
-/// Start the create task on `writer`; it ends when every sender is gone.
-pub(super) fn spawn(writer: SqlitePool) -> mpsc::Sender<Job> {
+/// Start the create thread on `writer`; it ends when every sender is gone.
+pub(super) fn spawn(writer: SqlitePool) -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-    tokio::spawn(run(writer, rx));
-    tx
+    let rt = tokio::runtime::Handle::current();
+    std::thread::Builder::new()
+        .name("nfsprov-creates".into())
+        .spawn(move || run(&rt, &writer, rx))?;
+    Ok(tx)
 }
 
 /// Queue `nv` and wait for its outcome.
@@ -61,27 +67,29 @@ pub(super) async fn submit(queue: &mpsc::Sender<Job>, nv: &NewVolume) -> Result<
     outcome.await.map_err(|_| stopped())?
 }
 
-async fn run(writer: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+fn run(rt: &tokio::runtime::Handle, writer: &SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    // In the runtime's context: returning a pool connection spawns a task.
+    let _in_runtime = rt.enter();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    while rt.block_on(rx.recv_many(&mut jobs, MAX_BATCH)) > 0 {
         // A request whose caller went away is not recorded, as with a dropped transaction.
         jobs.retain(|j| !j.reply.is_closed());
         if jobs.is_empty() {
             continue;
         }
-        let outcomes = match apply(&writer, &jobs).await {
+        let outcomes = match with_raw_connection(rt, writer, |db| apply(db, &jobs)) {
             Ok(outcomes) => outcomes,
             Err(e) if jobs.len() == 1 => vec![Err(e)],
             Err(e) => {
                 tracing::warn!(error = %e, batch = jobs.len(), "batch of creates rolled back; recording them one by one");
-                let mut outcomes = Vec::with_capacity(jobs.len());
-                for job in &jobs {
-                    outcomes.push(match apply(&writer, std::slice::from_ref(job)).await {
-                        Ok(mut one) => one.pop().expect("one outcome per job"),
-                        Err(e) => Err(e),
-                    });
-                }
-                outcomes
+                jobs.iter()
+                    .map(|job| {
+                        let one = with_raw_connection(rt, writer, |db| {
+                            apply(db, std::slice::from_ref(job))
+                        });
+                        one.and_then(|mut o| o.pop().expect("one outcome per job"))
+                    })
+                    .collect()
             }
         };
         for (job, outcome) in jobs.drain(..).zip(outcomes) {
@@ -99,45 +107,46 @@ struct Pending {
 
 /// Record `jobs` in one transaction. `Err` means nothing was recorded; each inner `Err` is one
 /// request refused.
-async fn apply(writer: &SqlitePool, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
+fn apply(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
     // BEGIN IMMEDIATE takes SQLite's write lock up front: the checks below and the
     // reservations after them see no concurrent writer.
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut pending = Pending::default();
-    let mut outcomes = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        outcomes.push(record(&mut tx, &job.nv, &mut pending).await?);
+    db.execute_batch("BEGIN IMMEDIATE")?;
+    let done = record_all(db, jobs).and_then(|outcomes| {
+        db.execute_batch("COMMIT")?;
+        Ok(outcomes)
+    });
+    if done.is_err() && !db.is_autocommit() {
+        // Leave the shared connection as it was found.
+        let _ = db.execute_batch("ROLLBACK");
     }
+    done
+}
+
+fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
+    let mut pending = Pending::default();
+    let outcomes = jobs
+        .iter()
+        .map(|job| record(db, &job.nv, &mut pending))
+        .collect::<Result<Vec<_>>>()?;
     // Conditional updates keep the invariant even on an engine without a global write lock.
+    let mut quota = db.prepare_cached(
+        "UPDATE users SET used_gb = used_gb + ?1 WHERE id = ?2 AND used_gb + ?1 <= quota_gb",
+    )?;
     for (user, gb) in &pending.used {
-        let u = sqlx::query(
-            "UPDATE users SET used_gb = used_gb + ? WHERE id = ? AND used_gb + ? <= quota_gb",
-        )
-        .bind(gb)
-        .bind(user)
-        .bind(gb)
-        .execute(&mut *tx)
-        .await?;
-        if u.rows_affected() != 1 {
+        if quota.execute(params![gb, user])? != 1 {
             return Err(anyhow::anyhow!("quota of user {user} changed during a create").into());
         }
     }
+    let mut capacity = db.prepare_cached(
+        "UPDATE root_paths SET allocated_gb = allocated_gb + ?1 WHERE id = ?2 AND allocated_gb + ?1 <= capacity_gb",
+    )?;
     for (rp, gb) in &pending.allocated {
-        let r = sqlx::query(
-            "UPDATE root_paths SET allocated_gb = allocated_gb + ? WHERE id = ? AND allocated_gb + ? <= capacity_gb",
-        )
-        .bind(gb)
-        .bind(rp)
-        .bind(gb)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() != 1 {
+        if capacity.execute(params![gb, rp])? != 1 {
             return Err(
                 anyhow::anyhow!("capacity of root path {rp} changed during a create").into(),
             );
         }
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -166,9 +175,27 @@ pub(super) fn lookup_sql(ancestors: usize) -> String {
     )
 }
 
+/// What the lookup read for one create.
+struct Lookup {
+    username: String,
+    quota: i64,
+    used: i64,
+    locked: bool,
+    server_id: Option<i64>,
+    rp_path: Option<String>,
+    capacity: Option<i64>,
+    allocated: Option<i64>,
+    delete_policy: Option<String>,
+    backend: Option<String>,
+    nfs_address: Option<String>,
+    prior_id: Option<i64>,
+    prior_hash: Option<String>,
+    clash: Option<String>,
+}
+
 /// Check and insert one create inside the batch's transaction.
-async fn record(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+fn record(
+    db: &rusqlite::Connection,
     nv: &NewVolume,
     pending: &mut Pending,
 ) -> Result<Result<Outcome>> {
@@ -177,21 +204,42 @@ async fn record(
         let parts: Vec<&str> = sub.split('/').collect();
         (1..=parts.len()).map(|k| parts[..k].join("/")).collect()
     };
-    let mut q = sqlx::query(AssertSqlSafe(lookup_sql(ancestors.len())))
-        .bind(nv.owner.0)
-        .bind(nv.root_path.0)
-        .bind(nv.idempotency_key.as_deref())
-        .bind(format!("{sub}/"))
-        .bind(format!("{sub}0"));
-    for a in &ancestors {
-        q = q.bind(a);
-    }
-    let Some(row) = q.fetch_optional(&mut **tx).await? else {
+    let mut lookup = db.prepare_cached(&lookup_sql(ancestors.len()))?;
+    let (above, below) = (format!("{sub}/"), format!("{sub}0"));
+    let mut args: Vec<&dyn rusqlite::ToSql> = vec![
+        &nv.owner.0,
+        &nv.root_path.0,
+        &nv.idempotency_key,
+        &above,
+        &below,
+    ];
+    args.extend(ancestors.iter().map(|a| a as &dyn rusqlite::ToSql));
+    let row = lookup
+        .query_row(args.as_slice(), |r| {
+            Ok(Lookup {
+                username: r.get(0)?,
+                quota: r.get(1)?,
+                used: r.get(2)?,
+                locked: r.get(3)?,
+                server_id: r.get(4)?,
+                rp_path: r.get(5)?,
+                capacity: r.get(6)?,
+                allocated: r.get(7)?,
+                delete_policy: r.get(8)?,
+                backend: r.get(9)?,
+                nfs_address: r.get(10)?,
+                prior_id: r.get(11)?,
+                prior_hash: r.get(12)?,
+                clash: r.get(13)?,
+            })
+        })
+        .optional()?;
+    let Some(row) = row else {
         return Ok(Err(Error::NotFound(format!("user {}", nv.owner))));
     };
 
-    if let Some(prior) = row.try_get::<Option<i64>, _>("prior_id")? {
-        if row.try_get::<Option<String>, _>("prior_hash")? != nv.request_hash {
+    if let Some(prior) = row.prior_id {
+        if row.prior_hash != nv.request_hash {
             return Ok(Err(Error::conflict(
                 Some("Idempotency-Key"),
                 "this Idempotency-Key was already used for a different request",
@@ -199,26 +247,27 @@ async fn record(
         }
         return Ok(Ok(Outcome::Replayed(VolumeId(prior))));
     }
-    if row.try_get::<bool, _>("locked")? {
+    if row.locked {
         return Ok(Err(Error::Locked(
             "your account is locked; ask an administrator to unlock it".into(),
         )));
     }
-    let Some(server_id) = row.try_get::<Option<i64>, _>("server_id")? else {
+    let (Some(server_id), Some(rp_path), Some(capacity), Some(allocated)) =
+        (row.server_id, &row.rp_path, row.capacity, row.allocated)
+    else {
         return Ok(Err(Error::invalid(
             "root_path",
             format!("root path {} does not exist", nv.root_path),
         )));
     };
-    let rp_path: String = row.try_get("path")?;
-    if let Err(e) = check_backend_options(&row.try_get::<String, _>("backend")?, &nv.clients) {
+    if let Err(e) = check_backend_options(row.backend.as_deref().unwrap_or_default(), &nv.clients) {
         return Ok(Err(e));
     }
 
     // A volume may not be nested in, or contain, another live volume of the same root path:
     // deleting one would move the other's data.
-    if let Some(clash) = row.try_get::<Option<String>, _>("clash")? {
-        let (state, other) = clash.split_once(':').unwrap_or(("", &clash));
+    if let Some(clash) = &row.clash {
+        let (state, other) = clash.split_once(':').unwrap_or(("", clash));
         let what = if other == sub {
             format!("{rp_path}/{sub} is already a volume")
         } else {
@@ -235,8 +284,8 @@ async fn record(
         )));
     }
 
-    let quota: i64 = row.try_get("quota_gb")?;
-    let used = row.try_get::<i64, _>("used_gb")? + pending.used.get(&nv.owner.0).unwrap_or(&0);
+    let quota = row.quota;
+    let used = row.used + pending.used.get(&nv.owner.0).unwrap_or(&0);
     if used + nv.size_gb > quota {
         return Ok(Err(Error::QuotaExceeded {
             message: format!(
@@ -249,9 +298,7 @@ async fn record(
             ),
         }));
     }
-    let capacity: i64 = row.try_get("capacity_gb")?;
-    let allocated = row.try_get::<i64, _>("allocated_gb")?
-        + pending.allocated.get(&nv.root_path.0).unwrap_or(&0);
+    let allocated = allocated + pending.allocated.get(&nv.root_path.0).unwrap_or(&0);
     if allocated + nv.size_gb > capacity {
         return Ok(Err(Error::CapacityExceeded {
             message: format!(
@@ -267,39 +314,46 @@ async fn record(
     }
 
     let ts = now();
-    let inserted = sqlx::query(
+    let mut insert = db.prepare_cached(
         "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
          state, idempotency_key, request_hash, export_id, created_at, updated_at) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'creating', ?, ?, \
-                 (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?), ?, ?) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating', ?10, ?11, \
+                 (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?3), ?12, ?12) \
          RETURNING id, export_id",
-    )
-    .bind(nv.owner.0)
-    .bind(nv.root_path.0)
-    .bind(server_id)
-    .bind(sub)
-    .bind(nv.size_gb)
-    .bind(clients_to_json(&nv.clients))
-    .bind(nv.mode.as_octal_string())
-    .bind(nv.uid as i64)
-    .bind(nv.gid as i64)
-    .bind(nv.idempotency_key.as_deref())
-    .bind(nv.request_hash.as_deref())
-    .bind(server_id)
-    .bind(&ts)
-    .bind(&ts)
-    .fetch_one(&mut **tx)
-    .await?;
-    let id = VolumeId(inserted.try_get("id")?);
-    let mut export_id: i64 = inserted.try_get("export_id")?;
+    )?;
+    let (id, mut export_id): (i64, i64) = insert.query_row(
+        params![
+            nv.owner.0,
+            nv.root_path.0,
+            server_id,
+            sub,
+            nv.size_gb,
+            clients_to_json(&nv.clients),
+            nv.mode.as_octal_string(),
+            nv.uid,
+            nv.gid,
+            nv.idempotency_key,
+            nv.request_hash,
+            ts,
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let id = VolumeId(id);
     if export_id > MAX_EXPORT_ID {
         // Ids ran past ganesha's range: take the lowest one free (rare).
-        export_id = lowest_free_export_id(tx, server_id).await?;
-        sqlx::query("UPDATE volumes SET export_id = ? WHERE id = ?")
-            .bind(export_id)
-            .bind(id.0)
-            .execute(&mut **tx)
-            .await?;
+        export_id = match lowest_free_export_id(db, server_id)? {
+            Some(free) => free,
+            None => {
+                return Err(Error::conflict(
+                    Some("root_path"),
+                    "this server has no free export ids left (65535 live volumes)",
+                ));
+            }
+        };
+        db.execute(
+            "UPDATE volumes SET export_id = ?1 WHERE id = ?2",
+            params![export_id, id.0],
+        )?;
     }
     *pending.used.entry(nv.owner.0).or_default() += nv.size_gb;
     *pending.allocated.entry(nv.root_path.0).or_default() += nv.size_gb;
@@ -308,14 +362,13 @@ async fn record(
     Ok(Ok(Outcome::New(Box::new(Volume {
         id,
         owner_id: nv.owner,
-        owner: row.try_get("username")?,
+        owner: row.username,
         root_path_id: nv.root_path,
-        root_path: RootDir::parse(&rp_path)
-            .map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
-        delete_policy: DeletePolicy::parse(&row.try_get::<String, _>("delete_policy")?)
+        root_path: RootDir::parse(rp_path).map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
+        delete_policy: DeletePolicy::parse(row.delete_policy.as_deref().unwrap_or_default())
             .unwrap_or_default(),
         server_id: ServerId(server_id),
-        nfs_address: row.try_get("nfs_address")?,
+        nfs_address: row.nfs_address.unwrap_or_default(),
         sub_path: nv.sub_path.clone(),
         size_gb: nv.size_gb,
         clients: nv.clients.clone(),
@@ -331,4 +384,23 @@ async fn record(
         created_at: parse_time(&ts),
         updated_at: parse_time(&ts),
     }))))
+}
+
+/// The lowest export id no live volume of `server` holds, if any is left in ganesha's range;
+/// for when one past the highest ever used is out of that range.
+fn lowest_free_export_id(db: &rusqlite::Connection, server: i64) -> Result<Option<i64>> {
+    let mut used = db.prepare(
+        "SELECT export_id FROM volumes WHERE server_id = ?1 AND state != 'deleted' \
+         AND export_id <= ?2 ORDER BY export_id",
+    )?;
+    let mut candidate = 1;
+    for id in used.query_map(params![server, MAX_EXPORT_ID], |r| r.get::<_, i64>(0))? {
+        let id = id?;
+        if id == candidate {
+            candidate += 1;
+        } else if id > candidate {
+            break;
+        }
+    }
+    Ok((candidate <= MAX_EXPORT_ID).then_some(candidate))
 }

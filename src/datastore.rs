@@ -197,10 +197,27 @@ fn with_raw_connection<T>(
     // SAFETY: the handle is the pool connection's, held locked (its worker waits) until
     // `locked` drops, after `db`; `from_handle` borrows it without closing it on drop.
     let db = unsafe { rusqlite::Connection::from_handle(locked.as_raw_handle().as_ptr()) }?;
-    let out = f(&db);
+    let out = {
+        // The connection goes back to the pool as it was found, even if `f` failed or
+        // panicked inside a transaction.
+        let _rollback = RollbackOpenTransaction(&db);
+        f(&db)
+    };
     drop(db);
     drop(locked);
     out
+}
+
+struct RollbackOpenTransaction<'a>(&'a rusqlite::Connection);
+
+impl Drop for RollbackOpenTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit()
+            && let Err(e) = self.0.execute_batch("ROLLBACK")
+        {
+            tracing::error!("rolling back an unfinished transaction: {e}");
+        }
+    }
 }
 
 fn server_from_row(row: &SqliteRow) -> Result<Server> {
@@ -1143,5 +1160,31 @@ mod tests {
                 (VolumeState::Creating, Some("server down"))
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_raw_transaction_left_open_is_rolled_back() {
+        let (_dir, db, _owner, _rp) = fixture().await;
+        let (pool, rt) = (db.writer.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || {
+            let failed = with_raw_connection(&rt, &pool, |c| -> Result<()> {
+                c.execute_batch("BEGIN IMMEDIATE; UPDATE users SET quota_gb = 1")?;
+                Err(anyhow::anyhow!("fails half way").into())
+            });
+            assert!(failed.is_err());
+            let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_raw_connection(&rt, &pool, |c| -> Result<()> {
+                    c.execute_batch("BEGIN IMMEDIATE; UPDATE users SET quota_gb = 2")?;
+                    panic!("a bug half way")
+                })
+            }));
+            assert!(panicked.is_err());
+        })
+        .await
+        .unwrap();
+        // Neither change was kept, and the write connection takes a new transaction.
+        assert_eq!(db.user_by_name("u").await.unwrap().quota_gb, 100);
+        let tx = db.writer.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        tx.rollback().await.unwrap();
     }
 }

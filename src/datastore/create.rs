@@ -77,23 +77,38 @@ fn run(rt: &tokio::runtime::Handle, writer: &SqlitePool, mut rx: mpsc::Receiver<
         if jobs.is_empty() {
             continue;
         }
-        let outcomes = match with_raw_connection(rt, writer, |db| apply(db, &jobs)) {
-            Ok(outcomes) => outcomes,
-            Err(e) if jobs.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                tracing::warn!(error = %e, batch = jobs.len(), "batch of creates rolled back; recording them one by one");
-                jobs.iter()
-                    .map(|job| {
-                        let one = with_raw_connection(rt, writer, |db| {
-                            apply(db, std::slice::from_ref(job))
-                        });
-                        one.and_then(|mut o| o.pop().expect("one outcome per job"))
-                    })
-                    .collect()
-            }
-        };
+        // A bug that panics fails its batch, not every create after it.
+        let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            record_batch(rt, writer, &jobs)
+        }));
+        let outcomes = recorded.unwrap_or_else(|_| {
+            let failed = || anyhow::anyhow!("internal error while recording the create").into();
+            jobs.iter().map(|_| Err(failed())).collect()
+        });
         for (job, outcome) in jobs.drain(..).zip(outcomes) {
             let _ = job.reply.send(outcome);
+        }
+    }
+}
+
+/// Record `jobs` in one transaction; if that fails, each in its own.
+fn record_batch(
+    rt: &tokio::runtime::Handle,
+    writer: &SqlitePool,
+    jobs: &[Job],
+) -> Vec<Result<Outcome>> {
+    match with_raw_connection(rt, writer, |db| apply(db, jobs)) {
+        Ok(outcomes) => outcomes,
+        Err(e) if jobs.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = %e, batch = jobs.len(), "batch of creates rolled back; recording them one by one");
+            jobs.iter()
+                .map(|job| {
+                    let one =
+                        with_raw_connection(rt, writer, |db| apply(db, std::slice::from_ref(job)));
+                    one.and_then(|mut o| o.pop().expect("one outcome per job"))
+                })
+                .collect()
         }
     }
 }
@@ -111,15 +126,10 @@ fn apply(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outcome>>
     // BEGIN IMMEDIATE takes SQLite's write lock up front: the checks below and the
     // reservations after them see no concurrent writer.
     db.execute_batch("BEGIN IMMEDIATE")?;
-    let done = record_all(db, jobs).and_then(|outcomes| {
-        db.execute_batch("COMMIT")?;
-        Ok(outcomes)
-    });
-    if done.is_err() && !db.is_autocommit() {
-        // Leave the shared connection as it was found.
-        let _ = db.execute_batch("ROLLBACK");
-    }
-    done
+    // On an error, `with_raw_connection` rolls back.
+    let outcomes = record_all(db, jobs)?;
+    db.execute_batch("COMMIT")?;
+    Ok(outcomes)
 }
 
 fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {

@@ -184,6 +184,29 @@ fn volume_from_row(row: &impl Columns) -> Result<Volume> {
     })
 }
 
+/// How often the write-ahead log is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Checkpoint the write-ahead log now and then, on a read connection, while the datastore is
+/// in use (`alive` is its create queue). A passive checkpoint waits for no reader or writer,
+/// and commits no longer run one (`wal_autocheckpoint = 0`).
+async fn checkpoints(pool: SqlitePool, alive: tokio::sync::mpsc::WeakSender<create::Job>) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if alive.upgrade().is_none() {
+            return;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!("checkpointing the database: {e}");
+        }
+    }
+}
+
 /// Run `f` on a connection of `pool` through rusqlite, with the connection's sqlx worker
 /// thread set aside: statements then cost no thread hand-off each (and rows none each). Call
 /// it from a thread outside the runtime (`spawn_blocking`, the create thread): it blocks.
@@ -281,6 +304,9 @@ impl Datastore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
+            // No checkpoint inside a commit: it would stall the creates queued behind it (and
+            // it fsyncs). `checkpoints` runs them on a read connection instead.
+            .pragma("wal_autocheckpoint", "0")
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
         // No ping before each use: an in-process SQLite connection does not go stale as a
@@ -302,6 +328,7 @@ impl Datastore {
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
         let creates = create::spawn(writer.clone()).context("starting the create thread")?;
+        tokio::spawn(checkpoints(pool.clone(), creates.downgrade()));
         Ok(Datastore {
             pool,
             writer,
@@ -1186,5 +1213,39 @@ mod tests {
         assert_eq!(db.user_by_name("u").await.unwrap().quota_gb, 100);
         let tx = db.writer.begin_with("BEGIN IMMEDIATE").await.unwrap();
         tx.rollback().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_write_ahead_log_is_checkpointed_in_the_background() {
+        let (dir, db, owner, rp) = fixture().await;
+        sqlx::query("UPDATE users SET quota_gb = 10000")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE root_paths SET capacity_gb = 10000")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        // Commits do not checkpoint ...
+        let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&db.writer)
+            .await
+            .unwrap();
+        assert_eq!(auto, 0);
+        // ... yet the log does not grow with every round of writes: the background checkpoint
+        // lets the writer start it over.
+        let wal = dir.path().join("t.db-wal");
+        let mut sizes = Vec::new();
+        for round in 0..5 {
+            for k in 0..100 {
+                create(&db, owner, rp, &format!("r{round}-{k}")).await;
+            }
+            tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+            sizes.push(std::fs::metadata(&wal).unwrap().len());
+        }
+        assert!(
+            sizes[4] < 2 * sizes[0],
+            "the log grew with every round: {sizes:?}"
+        );
     }
 }

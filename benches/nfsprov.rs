@@ -66,23 +66,30 @@ fn known_hosts(dir: &Path, s: &TestbedServer) -> PathBuf {
     p
 }
 
+/// An SSH command to server `s`, host key pinned as nfsprov pins it.
+fn ssh_command(tb: &Testbed, s: &TestbedServer, kh: &Path) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.args([
+        "-F",
+        "/dev/null",
+        "-T",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ])
+    .arg("-o")
+    .arg(format!("UserKnownHostsFile={}", kh.display()))
+    .args(["-o", "LogLevel=ERROR", "-i"])
+    .arg(&tb.client_key)
+    .args(["-p", &s.ssh_port.to_string(), "root@127.0.0.1"]);
+    cmd
+}
+
 /// One fresh SSH connection running `script`, as the seed's Fabric tasks did.
 fn ssh(tb: &Testbed, s: &TestbedServer, kh: &Path, script: &str) {
-    let out = Command::new("ssh")
-        .args([
-            "-F",
-            "/dev/null",
-            "-T",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=yes",
-        ])
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", kh.display()))
-        .args(["-o", "LogLevel=ERROR", "-i"])
-        .arg(&tb.client_key)
-        .args(["-p", &s.ssh_port.to_string(), "root@127.0.0.1", script])
+    let out = ssh_command(tb, s, kh)
+        .arg(script)
         .output()
         .expect("ssh runs");
     assert!(
@@ -92,6 +99,56 @@ fn ssh(tb: &Testbed, s: &TestbedServer, kh: &Path, script: &str) {
     );
 }
 
+/// A shell on server `s` over one SSH connection, open and answering before it is used, as
+/// nfsprov's sessions are in service.
+struct Shell {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Shell {
+    fn open(tb: &Testbed, s: &TestbedServer, kh: &Path) -> Shell {
+        let mut child = ssh_command(tb, s, kh)
+            .arg("sh")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh runs");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut shell = Shell {
+            child,
+            stdin,
+            stdout,
+        };
+        shell.run("true");
+        shell
+    }
+
+    /// Run `script` and wait until it has finished; panics if it failed.
+    fn run(&mut self, script: &str) {
+        use std::io::{BufRead, Write};
+        writeln!(self.stdin, "{script}\necho \"floor-done $?\"").unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(self.stdout.read_line(&mut line).unwrap() > 0, "shell ended");
+            if let Some(rc) = line.trim().strip_prefix("floor-done ") {
+                assert_eq!(rc, "0", "script failed: {script}");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The seed's way: per volume a new SSH connection running mkdir, an /etc/exports append and
 /// exportfs; volumes of one root path one after the other, root paths (servers) in parallel.
 fn baseline(n: usize, servers: usize) -> Duration {
@@ -99,8 +156,7 @@ fn baseline(n: usize, servers: usize) -> Duration {
     let started = Instant::now();
     std::thread::scope(|scope| {
         for (i, s) in tb.servers.iter().enumerate() {
-            let tb = &tb;
-            let dir = dir.path();
+            let (tb, dir) = (&tb, dir.path());
             scope.spawn(move || {
                 let kh = known_hosts(dir, s);
                 for v in (0..n).filter(|v| v % servers == i) {
@@ -120,16 +176,20 @@ fn baseline(n: usize, servers: usize) -> Duration {
     started.elapsed()
 }
 
-/// The floor: one hand-written batch per server over one fresh connection, servers in parallel.
+/// The floor: one hand-written batch per server, servers in parallel, each over a shell that is
+/// already open (as nfsprov's sessions are): what applying the volumes costs the servers, with
+/// no API, no database and no verification.
 fn floor(n: usize, servers: usize) -> Duration {
     let (dir, tb) = testbed(servers);
+    let mut shells: Vec<Shell> = tb
+        .servers
+        .iter()
+        .map(|s| Shell::open(&tb, s, &known_hosts(dir.path(), s)))
+        .collect();
     let started = Instant::now();
     std::thread::scope(|scope| {
-        for (i, s) in tb.servers.iter().enumerate() {
-            let tb = &tb;
-            let dir = dir.path();
+        for (i, shell) in shells.iter_mut().enumerate() {
             scope.spawn(move || {
-                let kh = known_hosts(dir, s);
                 let paths: Vec<String> = (0..n)
                     .filter(|v| v % servers == i)
                     .map(|v| format!("/srv/nfsprov/pool1/f{v}"))
@@ -138,11 +198,10 @@ fn floor(n: usize, servers: usize) -> Duration {
                     .iter()
                     .map(|p| format!("{p} 10.0.0.0/8(rw,sync,no_subtree_check)\n"))
                     .collect();
-                let script = format!(
+                shell.run(&format!(
                     "mkdir -p {} && printf '%s' '{lines}' > /etc/exports.d/floor.exports && exportfs -ra && cat /var/lib/nfs/etab >/dev/null",
                     paths.join(" ")
-                );
-                ssh(tb, s, &kh, &script);
+                ));
             });
         }
     });
@@ -641,6 +700,20 @@ async fn main() {
         );
         return;
     }
+    if std::env::args().any(|a| a == "--only-storm") {
+        // Quick look at the storm against the floor alone (no baseline; prints, writes nothing).
+        let t = storm(storm_n, servers).await;
+        let f = tokio::task::spawn_blocking(move || floor(storm_n, servers))
+            .await
+            .unwrap();
+        println!(
+            "storm {storm_n} over {servers}: nfsprov {}, floor {}, {:.2}x the floor",
+            ms(t),
+            ms(f),
+            t.as_secs_f64() / f.as_secs_f64()
+        );
+        return;
+    }
     if std::env::args().any(|a| a == "--only-accept") {
         // Quick look at accept latency alone, with the CPU time each process used.
         let env = Env::start(2, 1_000_000, 1_000_000).await;
@@ -746,13 +819,13 @@ async fn main() {
     );
     let _ = writeln!(
         md,
-        "| floor: one hand-written batch per server over one connection, no API, no verification | {} | nfsprov is **{:.2}x the floor** (goal <= 2x) |\n",
+        "| floor: one hand-written batch per server over an open SSH shell, no API, no database, no verification | {} | nfsprov is **{:.2}x the floor** (goal <= 2x) |\n",
         secs(t_floor),
         to_floor
     );
     let _ = writeln!(
         md,
-        "The floor opens its SSH connection inside the timed run (~0.3 s); nfsprov's sessions are already open, as they are in service, which is why nfsprov can come out at or under 1x.\n"
+        "The floor's shells are open before its timer starts, as nfsprov's sessions are in service, so the ratio compares the work of a storm, not SSH set-up.\n"
     );
     let _ = writeln!(
         md,
@@ -850,8 +923,12 @@ async fn main() {
     }
     // CI: fail only on a regression of the ratios, never on absolute times.
     if o.short {
+        // Loose on purpose: at 100 volumes fixed costs (HTTP, a few passes, polling) weigh as
+        // much as the work, and this machine's speed swings between runs; both ratios were
+        // seen at 2-9x the floor and 100x+ the baseline. Losing the batching puts nfsprov near
+        // the baseline, hundreds of times the floor.
         let min_speedup = 5.0;
-        let max_to_floor = 10.0;
+        let max_to_floor = 25.0;
         assert!(
             speedup >= min_speedup,
             "regression: nfsprov only {speedup:.1}x faster than the baseline (< {min_speedup}x)"

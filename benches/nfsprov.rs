@@ -208,6 +208,11 @@ fn floor(n: usize, servers: usize) -> Duration {
     started.elapsed()
 }
 
+/// The floor is a lower bound: the fastest of a few runs, each on fresh servers.
+fn best_floor(n: usize, servers: usize) -> Duration {
+    (0..3).map(|_| floor(n, servers)).min().unwrap()
+}
+
 /// nfsprov: n creates through the API (64 in flight), until every volume is verified available.
 async fn storm(n: usize, servers: usize) -> Duration {
     let env = Env::start(servers, 1_000_000, 1_000_000).await;
@@ -703,7 +708,7 @@ async fn main() {
     if std::env::args().any(|a| a == "--only-storm") {
         // Quick look at the storm against the floor alone (no baseline; prints, writes nothing).
         let t = storm(storm_n, servers).await;
-        let f = tokio::task::spawn_blocking(move || floor(storm_n, servers))
+        let f = tokio::task::spawn_blocking(move || best_floor(storm_n, servers))
             .await
             .unwrap();
         println!(
@@ -755,7 +760,7 @@ async fn main() {
     eprintln!("storm: {storm_n} creates over {servers} servers");
     let t_nfsprov = storm(storm_n, servers).await;
     eprintln!("  nfsprov {}", secs(t_nfsprov));
-    let t_floor = tokio::task::spawn_blocking(move || floor(storm_n, servers))
+    let t_floor = tokio::task::spawn_blocking(move || best_floor(storm_n, servers))
         .await
         .unwrap();
     eprintln!("  floor {}", secs(t_floor));
@@ -819,7 +824,7 @@ async fn main() {
     );
     let _ = writeln!(
         md,
-        "| floor: one hand-written batch per server over an open SSH shell, no API, no database, no verification | {} | nfsprov is **{:.2}x the floor** (goal <= 2x) |\n",
+        "| floor: one hand-written batch per server over an open SSH shell, no API, no database, no verification (fastest of 3 runs) | {} | nfsprov is **{:.2}x the floor** (goal <= 2x) |\n",
         secs(t_floor),
         to_floor
     );

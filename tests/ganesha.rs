@@ -338,19 +338,12 @@ async fn ganesha_killed_with_changes_pending_then_restarted() {
     env.wait_servers_reachable().await;
     let c1 = client_addr(&env, "client1");
     env.server("srv1").kill_ganesha().unwrap();
-    let (s, v) = env
-        .req(
-            Method::POST,
-            Some(ALICE),
-            "/api/v1/volumes",
-            Some(
-                json!({"root_path_id": 1, "sub_path": "pending", "size_gb": 1,
-                         "clients": [{"host": c1, "options": "rw,no_root_squash"}]}),
-            ),
+    let id = env
+        .create_accepted(
+            "pending",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
         )
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
-    let id = v["id"].as_i64().unwrap();
     let v = env
         .wait_volume(id, Duration::from_secs(20), |v| {
             v["last_error"]

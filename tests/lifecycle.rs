@@ -226,17 +226,22 @@ async fn hootie_readme_session_with_curl() {
     assert_eq!(code, 200);
     assert_eq!(body.as_array().unwrap().len(), 1);
 
+    let volumes_url = format!("{base}/api/v1.0/volumes/");
+    let post_volume = |body: &str| {
+        curl(&[
+            "-u",
+            &alice,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            &volumes_url,
+        ])
+    };
+
     // Over quota: a 400 that says which limit and by how much (hootie answered 500).
     let big = r#"{"root_path": 1, "sub_path": "big", "size_GB": 9}"#;
-    let (code, body, _) = curl(&[
-        "-u",
-        &alice,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        big,
-        &format!("{base}/api/v1.0/volumes/"),
-    ]);
+    let (code, body, _) = post_volume(big);
     assert_eq!(code, 400, "{body}");
     let msg = body["size_GB"][0].as_str().unwrap();
     assert!(
@@ -246,15 +251,7 @@ async fn hootie_readme_session_with_curl() {
 
     // A field error names the field.
     let bad = r#"{"root_path": 1, "sub_path": "../etc", "size_GB": 1}"#;
-    let (code, body, _) = curl(&[
-        "-u",
-        &alice,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        bad,
-        &format!("{base}/api/v1.0/volumes/"),
-    ]);
+    let (code, body, _) = post_volume(bad);
     assert_eq!(code, 400);
     assert!(body["sub_path"][0].is_string(), "{body}");
 

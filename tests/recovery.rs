@@ -140,12 +140,7 @@ async fn crash_after_the_server_changed_before_the_database_did() {
     env.kill_serve();
     env.start_serve_with(&[("NFSPROV_FAULT", "after-apply")])
         .await;
-    let (s, v) = env
-        .req(Method::POST, Some(ALICE), "/api/v1/volumes",
-             Some(json!({"root_path_id": 1, "sub_path": "crashy", "size_gb": 1, "clients": [{"host": "*"}]})))
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let id = v["id"].as_i64().unwrap();
+    let id = env.create_accepted("crashy", json!([{"host": "*"}])).await;
     // The process aborts right after the batch was applied on the server.
     let mut child = env.serve.take().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -273,12 +268,9 @@ async fn changed_host_key_fails_closed() {
     let log_len = std::fs::read_to_string(&log_path).unwrap().len();
     let file_before = env.managed_file("srv1");
 
-    let (s, v) = env
-        .req(Method::POST, Some(ALICE), "/api/v1/volumes",
-             Some(json!({"root_path_id": 1, "sub_path": "locked-out", "size_gb": 1, "clients": [{"host": "*"}]})))
+    let id = env
+        .create_accepted("locked-out", json!([{"host": "*"}]))
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let id = v["id"].as_i64().unwrap();
     // (The first error may be the old session being cut by sshd's restart.)
     let v = env
         .wait_volume(id, Duration::from_secs(30), |v| {
@@ -332,12 +324,7 @@ async fn server_down_then_back() {
     env.wait_servers_reachable().await;
     env.server("srv1").stop().unwrap();
 
-    let (s, v) = env
-        .req(Method::POST, Some(ALICE), "/api/v1/volumes",
-             Some(json!({"root_path_id": 1, "sub_path": "patient", "size_gb": 1, "clients": [{"host": "*"}]})))
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED);
-    let id = v["id"].as_i64().unwrap();
+    let id = env.create_accepted("patient", json!([{"host": "*"}])).await;
     let v = env
         .wait_volume(id, Duration::from_secs(20), |v| v["last_error"].is_string())
         .await;

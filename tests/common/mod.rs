@@ -281,6 +281,21 @@ impl Env {
         v["id"].as_i64().unwrap()
     }
 
+    /// Alice's create of 1 GB on root path 1, answered 202 without waiting for the server
+    /// (which is down or about to fail): the volume's id.
+    pub async fn create_accepted(&self, sub_path: &str, clients: Value) -> i64 {
+        let (s, v) = self
+            .req(
+                Method::POST,
+                Some(ALICE),
+                "/api/v1/volumes",
+                Some(json!({"root_path_id": 1, "sub_path": sub_path, "size_gb": 1, "clients": clients})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
     pub async fn volume(&self, id: i64) -> Value {
         let (s, v) = self
             .req(

@@ -207,6 +207,24 @@ async fn checkpoints(pool: SqlitePool, alive: tokio::sync::mpsc::WeakSender<crea
     }
 }
 
+/// Whether the write connection may be used again. A COMMIT that fails for lack of disk space
+/// can end SQLite's transaction while sqlx still counts it as open; every later `BEGIN` on
+/// that connection then fails, until a restart. Such a connection is closed (the pool opens a
+/// new one), so the service recovers by itself once space returns.
+async fn fresh_transaction_state(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // The rollback a dropped transaction queued may not have run yet: let it through first.
+    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("the write connection was left inside a failed transaction; reopening it");
+        return Ok(false);
+    }
+    Ok(true)
+}
+
 /// Run `f` on a connection of `pool` through rusqlite, with the connection's sqlx worker
 /// thread set aside: statements then cost no thread hand-off each (and rows none each). Call
 /// it from a thread outside the runtime (`spawn_blocking`, the create thread): it blocks.
@@ -314,6 +332,7 @@ impl Datastore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
+            .before_acquire(|conn, _| Box::pin(fresh_transaction_state(conn)))
             .connect_with(options.clone())
             .await
             .with_context(|| format!("opening database {}", path.display()))?;

@@ -174,7 +174,9 @@ fn held(c: &ClientSpec) -> Result<Held, String> {
                 return Err("ganesha's config parser reads a name starting with a digit as a number; give the host's address".into());
             }
             if ["yes", "no", "true", "false", "on", "off"].contains(&h) {
-                return Err(format!("ganesha's config parser reads '{h}' as a boolean; give the host's address or full name"));
+                return Err(format!(
+                    "ganesha's config parser reads '{h}' as a boolean; give the host's address or full name"
+                ));
             }
             Held::Host(h.to_string())
         }
@@ -204,7 +206,10 @@ fn held(c: &ClientSpec) -> Result<Held, String> {
         }
         ClientForm::Netgroup(n) => {
             if !n.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                return Err("ganesha's config parser takes netgroup names starting with a letter only".into());
+                return Err(
+                    "ganesha's config parser takes netgroup names starting with a letter only"
+                        .into(),
+                );
             }
             if n.len() > 63 {
                 return Err("ganesha takes netgroup names of at most 63 characters".into());
@@ -215,7 +220,11 @@ fn held(c: &ClientSpec) -> Result<Held, String> {
 }
 
 fn v6_net(a: Ipv6Addr, p: u8) -> Result<Held, String> {
-    let mask = if p == 0 { 0 } else { u128::MAX << (128 - u32::from(p)) };
+    let mask = if p == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(p))
+    };
     let net = Ipv6Addr::from(u128::from(a) & mask);
     if p >= 96 && net.to_ipv4_mapped().is_some() {
         return Err("ganesha compares IPv4 clients as IPv4, so an IPv4-mapped IPv6 address never matches; give the IPv4 address".into());
@@ -652,7 +661,11 @@ fn parse_live_exports(text: &str) -> LiveExports {
         let Some(Ok(id)) = head.strip_prefix("display ").map(|n| n.parse::<u32>()) else {
             continue;
         };
-        if let Some(err) = section.lines().map(str::trim).find(|l| l.starts_with("Error ")) {
+        if let Some(err) = section
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("Error "))
+        {
             live.display_errors.insert(id, err.to_string());
             continue;
         }
@@ -816,11 +829,21 @@ mod tests {
         ] {
             let c = ClientSpec::parse(client).unwrap();
             let e = check_client(&c).unwrap_err();
-            assert!(e.contains(&format!("'{c}'")) && e.contains(why), "{client}: {e}");
+            assert!(
+                e.contains(&format!("'{c}'")) && e.contains(why),
+                "{client}: {e}"
+            );
         }
         let long = ClientSpec::parse(&format!("@{}", "n".repeat(64))).unwrap();
         assert!(check_client(&long).unwrap_err().contains("at most 63"));
-        for fine in ["*.de", "cafe.example", "?x*", "node*", "2001:db8::/99", "::/1"] {
+        for fine in [
+            "*.de",
+            "cafe.example",
+            "?x*",
+            "node*",
+            "2001:db8::/99",
+            "::/1",
+        ] {
             let c = ClientSpec::parse(fine).unwrap();
             assert_eq!(check_client(&c), Ok(()), "{fine}");
         }
@@ -972,13 +995,19 @@ method return time=1764070000.2 sender=:1.1 -> destination=:1.3 serial=10 reply_
             rule("client1.test", "rw,no_root_squash"),
             rule("client2.test", "ro"),
         ]);
-        assert_eq!(Ganesha::check_export(&live, &good, ""), Vec::<String>::new());
+        assert_eq!(
+            Ganesha::check_export(&live, &good, ""),
+            Vec::<String>::new()
+        );
         let swapped = export(vec![
             rule("client2.test", "rw,no_root_squash"),
             rule("client1.test", "ro"),
         ]);
         let p = Ganesha::check_export(&live, &swapped, "");
-        assert!(p[0].contains("holds 10.213.9.101/32 for client client2.test"), "{p:?}");
+        assert!(
+            p[0].contains("holds 10.213.9.101/32 for client client2.test"),
+            "{p:?}"
+        );
         let unknown = export(vec![rule("nowhere.test", "rw")]);
         let p = Ganesha::check_export(&live, &unknown, "");
         assert!(p[0].contains("does not resolve on the server"), "{p:?}");

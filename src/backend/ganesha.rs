@@ -30,7 +30,8 @@
 //! | `*.example.com`, `node?.lab` | as is | a pattern matched against the client's name (and address text) |
 //! | `@ng` | as is | NIS netgroup `ng` |
 //! | `host.example` | as is | the addresses the name resolves to on the server when ganesha reads the file |
-//! | `/0` networks; IPv6 prefixes 100-128 but 128; IPv4-mapped IPv6 (`::ffff:a.b.c.d`) | refused | its lexer has no token for them / it compares such clients as IPv4 |
+//! | `/0` networks; IPv6 prefixes 100-127 | refused | its lexer has no token for them |
+//! | IPv4-mapped IPv6 (`::ffff:a.b.c.d`) | refused | it compares such clients as IPv4, so they never match |
 //! | host names starting with a digit or spelled `yes`/`no`/`true`/`false`/`on`/`off` | refused | read as a number or a boolean |
 //! | wildcards that could match an address's text (`*.*`, `a*`) or that start with `?` and have no other `*`/`?` | refused | matched against the address too / read as a host name |
 //! | netgroups starting with a digit or over 63 characters | refused | its lexer and its length limit |

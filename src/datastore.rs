@@ -836,10 +836,13 @@ const RECORD_PENDING: &str = "UPDATE volumes SET last_error = o.message \
      WHERE volumes.id = o.id AND volumes.generation = o.generation \
      AND volumes.last_error IS NOT o.message";
 
-/// Refuse options the server's backend cannot honour (field `clients[i].options`).
+/// Refuse clients and options the server's backend cannot honour (fields `clients[i].host`,
+/// `clients[i].options`).
 fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
     if crate::backend::Kind::parse(backend) == Some(crate::backend::Kind::Ganesha) {
         for (i, c) in clients.iter().enumerate() {
+            crate::backend::ganesha::check_client(&c.host)
+                .map_err(|m| Error::invalid(format!("clients[{i}].host"), m))?;
             crate::backend::ganesha::check_options(&c.options)
                 .map_err(|m| Error::invalid(format!("clients[{i}].options"), m))?;
         }

@@ -176,8 +176,10 @@ async fn patch_applies_live_without_restart_or_disturbing_others() {
 
     // client1 keeps writing to the other volume while the PATCH is applied.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
         let stop = stop.clone();
+        let done = done.clone();
         let client = env.tb.client("client1").unwrap().clone();
         let addr = nfs.addr.clone();
         let local = env.dir.path().join("steady");
@@ -196,11 +198,23 @@ async fn patch_applies_live_without_restart_or_disturbing_others() {
                     .run(&["nfs-cp", local.to_str().unwrap(), &url])
                     .unwrap();
                 results.push(out.status.success());
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             results
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Transfers counted, not time slept: at least one before the PATCH, one after it.
+    let transfers_reach = |n: usize| {
+        let done = done.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while done.load(std::sync::atomic::Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "the steady writer stalled");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    transfers_reach(1).await;
     let (s, v) = env
         .patch_clients(
             ALICE,
@@ -210,7 +224,8 @@ async fn patch_applies_live_without_restart_or_disturbing_others() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "available");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_patch = done.load(std::sync::atomic::Ordering::SeqCst) + 1;
+    transfers_reach(after_patch).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let results = writer.join().unwrap();
     assert!(results.len() >= 2, "the steady writer ran: {results:?}");

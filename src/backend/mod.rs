@@ -151,91 +151,131 @@ pub fn render<B: Backend>(plan: &Plan) -> Rendered {
     r
 }
 
+/// Shell functions every pass uses (program text only; see the file for what each keeps).
+const PRELUDE: &str = include_str!("prelude.sh");
+
+/// Name of the mark nfsprov leaves in a directory it created for a volume.
+pub const MARK_PREFIX: &str = ".nfsprov-volume-";
+
+/// `sub` split into its parent (possibly empty) and its last component.
+fn split_sub(sub: &str) -> (&str, &str) {
+    sub.rsplit_once('/').unwrap_or(("", sub))
+}
+
 /// Build the one script of a pass. `force` reloads even when the file is unchanged (to repair
 /// a live state changed by hand).
 pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     let rendered = render::<B>(plan);
     let mut s = Script::new();
-    s.line(&[Lit("umask 022")]);
+    s.line(&[Lit("umask 022; nfsprov_bad=0")]);
+    s.line(&[Lit(PRELUDE)]);
     B::prelude(&mut s);
+    let marker = |s: &Script, tag: &str| format!("@@{} {tag}", s.nonce());
+    let del_mark = marker(&s, "del");
     for r in &plan.remove {
-        match r.policy {
-            DeletePolicy::Retain => s.line(&[
-                Lit("if [ -e"),
-                Arg(&r.path),
-                Lit("] || [ -L"),
-                Arg(&r.path),
-                Lit("]; then mkdir -p --"),
-                Arg(&r.trash_dir),
-                Lit("&& mv -T --"),
-                Arg(&r.path),
-                Arg(&r.trash_path),
-                Lit("; fi"),
-            ]),
-            DeletePolicy::Purge => s.line(&[Lit("rm -rf --"), Arg(&r.path)]),
-        };
-        s.marker_rc("del", &r.volume.to_string());
+        let (parent, name) = split_sub(&r.sub);
+        let id = r.volume.to_string();
+        let trash_name = r.trash_path.rsplit('/').next().unwrap_or(&id);
+        s.line(&[
+            Lit("nfsprov_rm"),
+            Arg(&del_mark),
+            Arg(&id),
+            Arg(&r.root),
+            Arg(parent),
+            Arg(name),
+            Lit(match r.policy {
+                DeletePolicy::Retain => "retain",
+                DeletePolicy::Purge => "purge",
+            }),
+            Arg(trash_name),
+        ]);
     }
-    // Directories: one mkdir/chown/chmod per group of the same owner and mode (a few process
-    // starts per batch, not three per volume). Only if a group fails does each of its volumes
-    // get its own commands, so the error lands on the volume it belongs to.
-    let mut groups: BTreeMap<(u32, u32, &str), Vec<&crate::plan::Dir>> = BTreeMap::new();
+    // Directories: one call per group of the same parent, owner and mode, so a storm of
+    // creates costs a few process starts per group, not three per volume.
+    let mut groups: BTreeMap<(&str, &str, u32, u32, &str), Vec<&crate::plan::Dir>> =
+        BTreeMap::new();
     for d in &plan.create {
         groups
-            .entry((d.uid, d.gid, d.mode.as_str()))
+            .entry((
+                d.root.as_str(),
+                split_sub(&d.sub).0,
+                d.uid,
+                d.gid,
+                d.mode.as_str(),
+            ))
             .or_default()
             .push(d);
     }
-    for ((uid, gid, mode), dirs) in &groups {
+    let mk_mark = marker(&s, "mk");
+    for ((root, parent, uid, gid, mode), dirs) in &groups {
         let owner = format!("{uid}:{gid}");
         for chunk in dirs.chunks(500) {
-            let mut words: Vec<Word> = vec![Lit("{ mkdir -p --")];
-            words.extend(chunk.iter().map(|d| Arg(&d.path)));
-            words.push(Lit("&& chown --"));
-            words.push(Arg(&owner));
-            words.extend(chunk.iter().map(|d| Arg(&d.path)));
-            words.push(Lit("&& chmod --"));
-            words.push(Arg(mode));
-            words.extend(chunk.iter().map(|d| Arg(&d.path)));
-            words.push(Lit("; } 2>/dev/null || {"));
-            s.line(&words);
-            for d in chunk {
-                s.line(&[
-                    Lit("  mkdir -p --"),
-                    Arg(&d.path),
-                    Lit("&& chown --"),
-                    Arg(&owner),
-                    Arg(&d.path),
-                    Lit("&& chmod --"),
-                    Arg(&d.mode),
-                    Arg(&d.path),
-                ]);
-                s.marker_rc("mk", &d.volume.to_string());
+            let ids: Vec<String> = chunk.iter().map(|d| d.volume.to_string()).collect();
+            let mut words: Vec<Word> = vec![
+                Lit("nfsprov_mkg"),
+                Arg(&mk_mark),
+                Arg(root),
+                Arg(parent),
+                Arg(&owner),
+                Arg(mode),
+            ];
+            for (d, id) in chunk.iter().zip(&ids) {
+                words.push(Arg(id));
+                words.push(Arg(split_sub(&d.sub).1));
+                words.push(Lit(if d.adopt { "1" } else { "0" }));
             }
-            s.line(&[Lit("}")]);
+            s.line(&words);
         }
     }
-    // Write the whole file beside the real one and rename it into place (atomic). The old file
-    // is printed for drift logging and kept as .prev to roll back a rejected file.
-    s.line(&[Lit(B::FILES), Lit("; nfsprov_w=0")]);
+    // Write the whole file beside the real one and rename it into place (atomic), only if the
+    // temporary copy was written in full: on a full disk nothing is installed or reloaded.
+    // The old file is printed for drift logging and kept (hard link: no space needed) as .prev
+    // to roll back a rejected file. Before anything is installed, every export path is
+    // checked for symbolic links (exportfs would follow one).
+    s.line(&[Lit(B::FILES), Lit("; nfsprov_w=0; nfsprov_chg=0")]);
     s.line(&[
-        Lit("mkdir -p \"$nfsprov_d\" && printf '%s'"),
+        Lit("{ mkdir -p \"$nfsprov_d\" && printf '%s'"),
         Arg(&rendered.text),
-        Lit("> \"$nfsprov_t\""),
+        Lit("> \"$nfsprov_t\"; }; nfsprov_rc=$?; (exit $nfsprov_rc)"),
     ]);
     s.marker_rc("tmp", "");
     s.line(&[Lit(
-        "if cmp -s \"$nfsprov_t\" \"$nfsprov_f\"; then rm -f \"$nfsprov_t\"; else",
+        "if [ $nfsprov_rc != 0 ]; then nfsprov_bad=1; elif ! cmp -s \"$nfsprov_t\" \"$nfsprov_f\"; then nfsprov_chg=1; fi",
     )]);
+    s.line(&[
+        Lit("if [ $nfsprov_chg = 1 ] || [ "),
+        Arg(if force || plan.full { "1" } else { "0" }),
+        Lit(" = 1 ]; then :"),
+    ]);
+    let sym_mark = marker(&s, "sym");
+    for e in &plan.exports {
+        if e.clients.is_empty() {
+            continue;
+        }
+        let id = e.volume.to_string();
+        s.line(&[
+            Lit("  nfsprov_chk"),
+            Arg(&sym_mark),
+            Arg(&id),
+            Arg(&e.root),
+            Arg(&e.sub),
+        ]);
+    }
+    s.line(&[Lit("fi")]);
+    s.line(&[Lit("if [ $nfsprov_bad != 0 ]; then nfsprov_chg=0; fi")]);
+    s.line(&[Lit("if [ $nfsprov_chg = 1 ]; then")]);
     s.line(&[Lit("  [ -e \"$nfsprov_f\" ] && cat \"$nfsprov_f\"")]);
     s.marker("old", "");
-    s.line(&[Lit("  if [ -e \"$nfsprov_f\" ]; then cp -p \"$nfsprov_f\" \"$nfsprov_f.prev\"; else : > \"$nfsprov_f.prev\"; fi")]);
-    s.line(&[Lit("  mv -f \"$nfsprov_t\" \"$nfsprov_f\" && nfsprov_w=1")]);
+    s.line(&[Lit(
+        "  { if [ -e \"$nfsprov_f\" ]; then ln -f \"$nfsprov_f\" \"$nfsprov_f.prev\" || cp -p \"$nfsprov_f\" \"$nfsprov_f.prev\"; else : > \"$nfsprov_f.prev\"; fi && mv -f \"$nfsprov_t\" \"$nfsprov_f\" && nfsprov_w=1; }",
+    )]);
+    s.marker_rc("inst", "");
     s.line(&[Lit("fi")]);
+    s.line(&[Lit("rm -f \"$nfsprov_t\"")]);
     s.line(&[
-        Lit("if [ \"$nfsprov_w\" = 1 ] || [ "),
+        Lit("if [ \"$nfsprov_w\" = 1 ] || { [ $nfsprov_bad = 0 ] && [ "),
         Arg(if force { "1" } else { "0" }),
-        Lit(" = 1 ]; then"),
+        Lit(" = 1 ]; }; then"),
     ]);
     // Reload; if the server refuses a file written by this pass, put the previous one back.
     s.line(&[Lit("  "), Lit(B::RELOAD)]);
@@ -290,14 +330,93 @@ fn parse_stat(text: &str) -> HashMap<String, (u32, u32, u32)> {
     map
 }
 
+/// Which volumes a line of server output is about, to show each volume only what concerns it
+/// (another tenant's client names and paths must never reach a volume's `last_error`).
+struct Audience<'a> {
+    plan: &'a Plan,
+    /// Client host -> the volumes exporting to it (`*` names no one).
+    hosts: HashMap<String, Vec<VolumeId>>,
+}
+
+impl<'a> Audience<'a> {
+    fn new(plan: &'a Plan) -> Audience<'a> {
+        let mut hosts: HashMap<String, Vec<VolumeId>> = HashMap::new();
+        for e in &plan.exports {
+            for c in &e.clients {
+                let h = c.host.to_string();
+                if h != "*" {
+                    hosts.entry(h).or_default().push(e.volume);
+                }
+            }
+        }
+        Audience { plan, hosts }
+    }
+
+    /// The volumes whose path or client host `line` names (at a word boundary), and the one a
+    /// backend blames it on.
+    fn named<B: Backend>(&self, line: &str, rendered: &Rendered) -> HashSet<VolumeId> {
+        let mut named: HashSet<VolumeId> = HashSet::new();
+        named.extend(B::blame(line, rendered, self.plan));
+        let paths = self.plan.exports.iter().map(|e| (e.path.as_str(), e.volume));
+        let removed = self.plan.remove.iter().map(|r| (r.path.as_str(), r.volume));
+        for (path, id) in paths.chain(removed) {
+            if contains_word(line, path) {
+                named.insert(id);
+            }
+        }
+        for (host, ids) in &self.hosts {
+            if contains_word(line, host) {
+                named.extend(ids.iter().copied());
+            }
+        }
+        named
+    }
+
+    /// The lines of `text` that name no volume other than `id` (`None`: no volume at all).
+    fn lines_for<B: Backend>(&self, text: &str, rendered: &Rendered, id: Option<VolumeId>) -> String {
+        let mut kept = String::new();
+        let mut left_out = 0;
+        for line in text.lines() {
+            if self.named::<B>(line, rendered).iter().all(|v| Some(*v) == id) {
+                kept.push_str(line);
+                kept.push('\n');
+            } else {
+                left_out += 1;
+            }
+        }
+        if left_out > 0 && id.is_none() {
+            kept.push_str(&format!("({left_out} lines about individual volumes left out)\n"));
+        }
+        kept
+    }
+}
+
+/// `word` occurs in `line` not as part of a longer name or path.
+pub(crate) fn contains_word(line: &str, word: &str) -> bool {
+    let part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '?' | ':');
+    line.match_indices(word).any(|(pos, _)| {
+        let before = line[..pos].chars().next_back();
+        let after = line[pos + word.len()..].chars().next();
+        !before.is_some_and(|c| part(c) && !word.starts_with('/'))
+            && !after.is_some_and(part)
+    })
+}
+
+/// The volume a `vol-step` marker (`mk`, `sym`, `del`) is about.
+fn marker_volume(sec: &crate::remote::Section) -> Option<VolumeId> {
+    sec.arg.split(' ').next()?.parse().ok().map(VolumeId)
+}
+
 /// Judge a pass's output against its plan.
 pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
     let rendered = &prepared.rendered;
+    let audience = Audience::new(plan);
+    let neutral = |text: &str| tail(&audience.lines_for::<B>(text, rendered, None));
     let mut report = Report::default();
     let Some(live_text) = out.find("live", "").map(|s| s.before.as_str()) else {
         report.server_error = Some(format!(
             "the server's reply was cut short (no live export state read back): {}",
-            tail(
+            neutral(
                 &out.sections
                     .iter()
                     .map(|s| s.before.as_str())
@@ -306,25 +425,74 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         ));
         return report;
     };
+
+    // The temporary copy of the file could not be written (disk full, ...): nothing was
+    // installed or reloaded; the volumes wait and the server says why.
+    if let Some(tmp) = out.find("tmp", "")
+        && tmp.rc() != Some(0)
+    {
+        report.server_error = Some(format!(
+            "writing the new {} exports file on the server failed (is its file system full?), so nothing was installed or reloaded: {}",
+            B::NAME,
+            neutral(&tmp.before)
+        ));
+        return report;
+    }
+
+    // Directories that could not be created safely, or exports whose path leads through a
+    // symbolic link: the file was not installed; each such volume is refused with the
+    // script's reason and another pass runs without them.
+    let mut failed: HashMap<VolumeId, String> = HashMap::new();
+    for sec in out
+        .sections
+        .iter()
+        .filter(|s| s.tag == "mk" || s.tag == "sym")
+    {
+        if sec.rc() != Some(0)
+            && let Some(id) = marker_volume(sec)
+        {
+            failed.entry(id).or_insert_with(|| tail(&sec.before));
+        }
+    }
+    if !failed.is_empty() {
+        for e in &plan.exports {
+            if let Some(msg) = failed.remove(&e.volume) {
+                report.blamed.insert(e.volume);
+                report.outcomes.push(Outcome::Rejected {
+                    id: e.volume,
+                    generation: e.generation,
+                    message: msg,
+                });
+            }
+        }
+        for d in &plan.create {
+            if let Some(msg) = failed.remove(&d.volume) {
+                report.blamed.insert(d.volume);
+                report.outcomes.push(Outcome::Rejected {
+                    id: d.volume,
+                    generation: d.generation,
+                    message: msg,
+                });
+            }
+        }
+        report.rerun = true;
+        return report;
+    }
+    if let Some(inst) = out.find("inst", "")
+        && inst.rc() != Some(0)
+    {
+        report.server_error = Some(format!(
+            "installing the new {} exports file on the server failed, so nothing was reloaded: {}",
+            B::NAME,
+            neutral(&inst.before)
+        ));
+        return report;
+    }
     let live = B::parse_live(live_text);
     let stats = parse_stat(out.find("stat", "").map_or("", |s| s.before.as_str()));
 
-    // Directory creation failures: the server's own message, per volume.
-    let mut failed: HashMap<VolumeId, String> = HashMap::new();
-    let mk_steps = out.by_first_arg("mk");
-    for d in &plan.create {
-        if let Some(sec) = mk_steps.get(d.volume.to_string().as_str())
-            && sec.rc() != Some(0)
-        {
-            failed.insert(
-                d.volume,
-                format!("creating {} failed: {}", d.path, tail(&sec.before)),
-            );
-        }
-    }
-
     // Reload failures: blame the volumes the messages name.
-    let written = out.find("old", "").is_some();
+    let written = out.find("inst", "").is_some_and(|s| s.rc() == Some(0));
     let apply = out.find("apply", "");
     let apply_text = apply.map_or("", |s| s.before.as_str());
     if apply.is_some_and(|s| s.rc() != Some(0)) {
@@ -344,7 +512,11 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         }
         if !blamed {
             report.service_down = apply.is_some_and(|s| s.rc() == Some(2));
-            report.server_error = Some(format!("{} reload failed: {}", B::NAME, tail(apply_text)));
+            report.server_error = Some(format!(
+                "{} reload failed: {}",
+                B::NAME,
+                neutral(apply_text)
+            ));
         }
         if written {
             // The previous file was restored; only the rejections are news.
@@ -426,7 +598,12 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
                 ));
             }
         }
-        let live_problems = B::check_export(&live, e, apply_text);
+        let said = if apply_text.is_empty() {
+            String::new()
+        } else {
+            audience.lines_for::<B>(apply_text, rendered, Some(e.volume))
+        };
+        let live_problems = B::check_export(&live, e, &said);
         live_mismatch |= !live_problems.is_empty();
         problems.extend(live_problems);
         if problems.is_empty() {

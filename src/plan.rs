@@ -110,7 +110,7 @@ impl Plan {
                             mode: v.mode.as_octal_string(),
                             uid: v.uid,
                             gid: v.gid,
-                            adopt: false,
+                            adopt: v.adopt_existing,
                             generation: v.generation,
                         });
                     }

@@ -337,12 +337,25 @@ async fn a_full_disk_under_exports_d_takes_no_export_down() {
         .await;
     let v = env
         .wait_volume(during, Duration::from_secs(20), |v| {
-            v["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("file system full"))
+            v["last_error"].is_string() || v["state"] != "creating"
         })
         .await;
+    for p in ["before-a", "before-b"] {
+        let etab = srv.etab().unwrap();
+        assert_eq!(
+            etab_entries(&etab, &format!("{POOL}/{p}")).len(),
+            1,
+            "{p} went down: {etab}"
+        );
+    }
     assert_eq!(v["state"], "creating", "{v}");
+    assert!(
+        v["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("(is its file system full?), so nothing was installed or reloaded"),
+        "{v}"
+    );
     let (_, servers) = env
         .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
         .await;
@@ -521,4 +534,44 @@ async fn exportfs_line_numbers_map_to_the_right_volume() {
         Some(nfsprov::model::VolumeId(ids[2])),
         "{line}"
     );
+}
+
+/// Adopting an existing directory is an admin's decision, made explicitly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_admin_adopts_an_existing_directory() {
+    let env = Env::start(1, 100, 20).await;
+    let srv = env.server("srv1");
+    let legacy = srv.host_path(&format!("{POOL}/legacy"));
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::write(legacy.join("data"), "kept").unwrap();
+    let body = json!({"root_path_id": 1, "sub_path": "legacy", "size_gb": 1, "mode": "2770",
+                      "uid": 1500, "gid": 1500, "adopt_existing": true,
+                      "clients": [{"host": "10.0.0.1", "options": "rw"}]});
+    let (s, v) = create_with(&env, ALICE, body.clone()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "forbidden", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("adopt_existing"),
+        "{v}"
+    );
+    assert_eq!(owner_mode(&legacy), (0, 0, 0o755));
+
+    let (s, u) = env
+        .req(
+            Method::PATCH,
+            Some(ADMIN),
+            "/api/v1/users/admin",
+            Some(json!({"quota_gb": 10})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{u}");
+    let (s, v) = create_with(&env, ADMIN, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["state"], "available");
+    assert_eq!(owner_mode(&legacy), (1500, 1500, 0o2770));
+    assert_eq!(std::fs::read_to_string(legacy.join("data")).unwrap(), "kept");
+    assert_eq!(etab_naming(&env, "/legacy").len(), 1);
 }

@@ -207,6 +207,7 @@ mod tests {
             mode: DirMode::default(),
             uid: 0,
             gid: 0,
+            adopt_existing: false,
             state,
             export_id: id as u32,
             generation: 1,

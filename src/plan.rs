@@ -49,6 +49,11 @@ pub struct Removal {
     pub root: String,
     pub sub: String,
     pub policy: DeletePolicy,
+    /// The volume was verified on the server at some point, so its directory is nfsprov's
+    /// (created or adopted by it). Otherwise only a directory carrying nfsprov's mark for the
+    /// volume is moved or removed: deleting a volume refused because its path was taken must
+    /// not take the data that was there.
+    pub owned: bool,
     /// Destination for `retain`.
     pub trash_dir: String,
     pub trash_path: String,
@@ -89,6 +94,7 @@ impl Plan {
                     root: v.root_path.to_string(),
                     sub: v.sub_path.as_str().to_string(),
                     policy: v.delete_policy,
+                    owned: v.applied_clients.is_some(),
                     trash_dir: format!("{}/{}", v.root_path, crate::model::TRASH_DIR),
                     trash_path: v.trash_path(),
                     generation: v.generation,

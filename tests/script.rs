@@ -95,6 +95,16 @@ async fn an_existing_directory_is_refused_not_taken_over() {
     let fresh = srv.host_path(&format!("{POOL}/fresh"));
     assert!(fresh.join(".nfsprov-volume-2").is_file());
     assert!(etab_naming(&env, "/taken").is_empty());
+
+    // Deleting the refused volume leaves the directory that was there alone.
+    let (s, v) = env.delete_wait(ALICE, 1).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "deleted", "{v}");
+    assert_eq!(owner_mode(&taken), (4242, 4242, 0o700));
+    assert_eq!(
+        std::fs::read_to_string(taken.join("secret")).unwrap(),
+        "someone else's"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

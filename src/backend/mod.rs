@@ -188,6 +188,7 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
                 DeletePolicy::Purge => "purge",
             }),
             Arg(trash_name),
+            Lit(if r.owned { "1" } else { "0" }),
         ]);
     }
     // Directories: one call per group of the same parent, owner and mode, so a storm of
@@ -650,8 +651,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let del_steps = out.by_first_arg("del");
     for r in &plan.remove {
         let step = del_steps.get(r.volume.to_string().as_str()).copied();
-        let ok_step = step.is_some_and(|s| s.rc() == Some(0));
-        let gone = !stats.contains_key(&r.path);
+        let ok_step = step.is_some_and(|s| s.rc() == Some(0) || s.rc() == Some(3));
+        // Status 3: the directory there was never the volume's and stays.
+        let not_ours = step.is_some_and(|s| s.rc() == Some(3));
+        let gone = not_ours || !stats.contains_key(&r.path);
         let unexported = !B::is_exported(&live, &r.path);
         if ok_step && gone && unexported {
             report.outcomes.push(Outcome::Deleted {

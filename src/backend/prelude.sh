@@ -139,10 +139,12 @@ nfsprov_mkg() {
   done
   cd /
 }
-# nfsprov_rm MARK ID ROOT PARENT NAME POLICY TRASH: unexported volume's data: to the trash
-# (retain) or removed (purge), never through a symbolic link: the parent is entered with
+# nfsprov_rm MARK ID ROOT PARENT NAME POLICY TRASH OWNED: unexported volume's data: to the
+# trash (retain) or removed (purge), never through a symbolic link: the parent is entered with
 # nfsprov_in and the name acted on from there; a link at the name itself is removed, not
-# followed; the trash directory is root's own (0700), checked the same way.
+# followed; the trash directory is root's own (0700), checked the same way. Unless OWNED (the
+# volume was verified once), a directory without nfsprov's mark is not the volume's: it is
+# left in place (status 3).
 nfsprov_rm() {
   nfsprov_in "$3" "$4"
   case $? in
@@ -155,6 +157,8 @@ nfsprov_rm() {
     nfsprov_say "$1" "$2" $? "$3/$4${4:+/}$5 was a symbolic link; removed the link only"
   elif [ ! -e "$5" ]; then
     nfsprov_say "$1" "$2" 0
+  elif [ "$8" != 1 ] && ! nfsprov_ours "$5" "$2"; then
+    nfsprov_say "$1" "$2" 3
   elif [ "$6" = purge ]; then
     nfsprov_out=$(rm -rf -- "$5" 2>&1)
     nfsprov_say "$1" "$2" $? "$nfsprov_out"

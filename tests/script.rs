@@ -272,7 +272,10 @@ async fn delete_never_moves_or_removes_through_a_link() {
         std::fs::read_to_string(out_n_host.join("vol/data")).unwrap(),
         "outside data"
     );
-    assert!(!srv.host_path(&format!("{POOL}/.nfsprov-trash/{nested}")).exists());
+    assert!(
+        !srv.host_path(&format!("{POOL}/.nfsprov-trash/{nested}"))
+            .exists()
+    );
 
     // The trash directory itself replaced by a link: nothing is moved into it.
     std::fs::remove_file(&team).unwrap();
@@ -419,7 +422,7 @@ async fn foreign_file_errors_blame_no_volume_and_reveal_no_tenant() {
         ("NFSPROV_MAX_BACKOFF_SECS", "1"),
         ("NFSPROV_RESYNC_SECS", "3600"),
     ])
-        .await;
+    .await;
     env.wait_servers_reachable().await;
     let srv = env.server("srv1");
     let hosts = srv.host_path("/etc/hosts");
@@ -490,10 +493,7 @@ async fn foreign_file_errors_blame_no_volume_and_reveal_no_tenant() {
         .await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
     let err = v["last_error"].as_str().unwrap();
-    assert!(
-        err.contains("Failed to resolve secret-host.test"),
-        "{err}"
-    );
+    assert!(err.contains("Failed to resolve secret-host.test"), "{err}");
     assert!(!err.contains("bob-secret-host"), "{err}");
 }
 
@@ -517,7 +517,10 @@ async fn exportfs_line_numbers_map_to_the_right_volume() {
     let db = nfsprov::datastore::Datastore::open(&nfsprov::serve::db_path(&env.data_dir()))
         .await
         .unwrap();
-    let volumes = db.server_volumes(nfsprov::model::ServerId(1)).await.unwrap();
+    let volumes = db
+        .server_volumes(nfsprov::model::ServerId(1))
+        .await
+        .unwrap();
     let plan = Plan::build(&volumes);
     let rendered = render::<Knfsd>(&plan);
     assert_eq!(rendered.text, env.managed_file("srv1"));
@@ -582,6 +585,9 @@ async fn only_an_admin_adopts_an_existing_directory() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["state"], "available");
     assert_eq!(owner_mode(&legacy), (1500, 1500, 0o2770));
-    assert_eq!(std::fs::read_to_string(legacy.join("data")).unwrap(), "kept");
+    assert_eq!(
+        std::fs::read_to_string(legacy.join("data")).unwrap(),
+        "kept"
+    );
     assert_eq!(etab_naming(&env, "/legacy").len(), 1);
 }

@@ -73,11 +73,10 @@ impl Backend for Knfsd {
                 None => {
                     // exportfs exits 0 when it cannot resolve a client but leaves it out:
                     // quote what it said about that client.
-                    let said: Vec<&str> =
-                        apply_output
-                            .lines()
-                            .filter(|l| super::contains_word(l, &host))
-                            .collect();
+                    let said: Vec<&str> = apply_output
+                        .lines()
+                        .filter(|l| super::contains_word(l, &host))
+                        .collect();
                     let said = if said.is_empty() {
                         String::new()
                     } else {

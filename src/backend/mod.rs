@@ -210,7 +210,8 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     let mk_mark = marker(&s, "mk");
     for ((root, parent, uid, gid, mode), dirs) in &groups {
         let owner = format!("{uid}:{gid}");
-        for chunk in dirs.chunks(500) {
+        // At most 200 per call: the shell rebuilds its argument list per name (quadratic).
+        for chunk in dirs.chunks(200) {
             let ids: Vec<String> = chunk.iter().map(|d| d.volume.to_string()).collect();
             let mut words: Vec<Word> = vec![
                 Lit("nfsprov_mkg"),
@@ -358,7 +359,11 @@ impl<'a> Audience<'a> {
     fn named<B: Backend>(&self, line: &str, rendered: &Rendered) -> HashSet<VolumeId> {
         let mut named: HashSet<VolumeId> = HashSet::new();
         named.extend(B::blame(line, rendered, self.plan));
-        let paths = self.plan.exports.iter().map(|e| (e.path.as_str(), e.volume));
+        let paths = self
+            .plan
+            .exports
+            .iter()
+            .map(|e| (e.path.as_str(), e.volume));
         let removed = self.plan.remove.iter().map(|r| (r.path.as_str(), r.volume));
         for (path, id) in paths.chain(removed) {
             if contains_word(line, path) {
@@ -374,11 +379,20 @@ impl<'a> Audience<'a> {
     }
 
     /// The lines of `text` that name no volume other than `id` (`None`: no volume at all).
-    fn lines_for<B: Backend>(&self, text: &str, rendered: &Rendered, id: Option<VolumeId>) -> String {
+    fn lines_for<B: Backend>(
+        &self,
+        text: &str,
+        rendered: &Rendered,
+        id: Option<VolumeId>,
+    ) -> String {
         let mut kept = String::new();
         let mut left_out = 0;
         for line in text.lines() {
-            if self.named::<B>(line, rendered).iter().all(|v| Some(*v) == id) {
+            if self
+                .named::<B>(line, rendered)
+                .iter()
+                .all(|v| Some(*v) == id)
+            {
                 kept.push_str(line);
                 kept.push('\n');
             } else {
@@ -386,7 +400,9 @@ impl<'a> Audience<'a> {
             }
         }
         if left_out > 0 && id.is_none() {
-            kept.push_str(&format!("({left_out} lines about individual volumes left out)\n"));
+            kept.push_str(&format!(
+                "({left_out} lines about individual volumes left out)\n"
+            ));
         }
         kept
     }
@@ -394,12 +410,12 @@ impl<'a> Audience<'a> {
 
 /// `word` occurs in `line` not as part of a longer name or path.
 pub(crate) fn contains_word(line: &str, word: &str) -> bool {
-    let part = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '?' | ':');
+    let part =
+        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '?' | ':');
     line.match_indices(word).any(|(pos, _)| {
         let before = line[..pos].chars().next_back();
         let after = line[pos + word.len()..].chars().next();
-        !before.is_some_and(|c| part(c) && !word.starts_with('/'))
-            && !after.is_some_and(part)
+        !before.is_some_and(|c| part(c) && !word.starts_with('/')) && !after.is_some_and(part)
     })
 }
 

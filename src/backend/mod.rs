@@ -1,5 +1,6 @@
 //! Backends: how an NFS server is told about exports. Everything common to all of them lives
-//! here — one pass is one [`Script`]: removals, directory creation, the managed config file
+//! here — one pass is one [`Script`] (its shell functions are in `prelude.sh`, with the
+//! reasons they are safe): removals, directory creation, the managed config file
 //! written whole beside the real one and renamed into place, the backend's reload, the read-back
 //! of the live export state and a `stat` of every volume directory, in one round trip — and so
 //! does judging the output per volume. A backend supplies only what differs: rendering its file,
@@ -52,7 +53,8 @@ pub trait Backend {
     fn read_live(s: &mut Script, plan: &Plan);
     fn parse_live(text: &str) -> Self::Live;
     /// What is wrong with `export` in the live state (empty: verified). `apply_output` is what
-    /// the reload printed, to quote the server's own words.
+    /// the reload printed about this export (lines naming another volume's path or client are
+    /// left out), to quote the server's own words.
     fn check_export(live: &Self::Live, export: &Export, apply_output: &str) -> Vec<String>;
     fn is_exported(live: &Self::Live, path: &str) -> bool;
     /// The volume a reload error line is about, if it names one.

@@ -557,6 +557,13 @@ async fn only_an_admin_adopts_an_existing_directory() {
     let legacy = srv.host_path(&format!("{POOL}/legacy"));
     std::fs::create_dir_all(&legacy).unwrap();
     std::fs::write(legacy.join("data"), "kept").unwrap();
+    // Its owner planted a link where nfsprov writes its mark (the next volume id is 1).
+    let (outside, outside_host) = outside_dir(&env, "outside");
+    symlink(
+        format!("{outside}/precious"),
+        legacy.join(".nfsprov-volume-1"),
+    )
+    .unwrap();
     let body = json!({"root_path_id": 1, "sub_path": "legacy", "size_gb": 1, "mode": "2770",
                       "uid": 1500, "gid": 1500, "adopt_existing": true,
                       "clients": [{"host": "10.0.0.1", "options": "rw"}]});
@@ -590,4 +597,9 @@ async fn only_an_admin_adopts_an_existing_directory() {
         "kept"
     );
     assert_eq!(etab_naming(&env, "/legacy").len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(outside_host.join("precious")).unwrap(),
+        "do not touch"
+    );
+    assert!(legacy.join(".nfsprov-volume-1").is_file());
 }

@@ -81,8 +81,11 @@ nfsprov_mkg() {
   done
   # 2. Create (root-only until chowned below); names that exist already just fail.
   if [ $# -gt 0 ]; then (umask 077 && mkdir -- "$@" 2>/dev/null); fi
-  # 3. Enter each, check it is what step 1 decided, leave the mark.
+  # 3. Enter each, check it is what step 1 decided, leave the mark. The mark is written
+  # with noclobber (O_EXCL): never through a link someone put in its place; one already there
+  # (e: checked in step 1) is left as it is.
   nfsprov_n=$# nfsprov_okids=
+  set -C
   while [ "$nfsprov_n" -gt 0 ]; do
     nfsprov_nm=$1 nfsprov_id=${nfsprov_ids%% *} nfsprov_k=${nfsprov_kinds%% *}
     shift
@@ -100,7 +103,9 @@ nfsprov_mkg() {
       nfsprov_err="$nfsprov_at/$nfsprov_nm was replaced by a symbolic link"
     elif [ "$nfsprov_k" = n ] && ! [ -O . ]; then
       nfsprov_err="$nfsprov_at/$nfsprov_nm already exists on the server and was not created by nfsprov; ask an admin to adopt it"
-    elif ! printf 'created by nfsprov for volume %s\n' "$nfsprov_id" > ".nfsprov-volume-$nfsprov_id" 2>/dev/null; then
+    elif [ "$nfsprov_k" = a ] && ! rm -f -- ".nfsprov-volume-$nfsprov_id" 2>/dev/null; then
+      nfsprov_err="adopting $nfsprov_at/$nfsprov_nm failed: cannot replace its ownership mark"
+    elif [ "$nfsprov_k" != e ] && ! printf 'created by nfsprov for volume %s\n' "$nfsprov_id" 2>/dev/null > ".nfsprov-volume-$nfsprov_id"; then
       nfsprov_err="creating $nfsprov_at/$nfsprov_nm failed: cannot write its ownership mark (file system full?)"
       if [ "$nfsprov_k" = n ]; then cd -P .. && rmdir -- "$nfsprov_nm" 2>/dev/null; fi
     fi
@@ -116,6 +121,7 @@ nfsprov_mkg() {
     set -- "$@" "$nfsprov_nm"
     nfsprov_okids="$nfsprov_okids$nfsprov_id "
   done
+  set +C
   # 4. Owner and mode. chmod follows symbolic links, so by name only in a parent no one but
   # root can change; elsewhere each directory from inside it.
   nfsprov_rc=1

@@ -334,90 +334,107 @@ fn parse_stat(text: &str) -> HashMap<String, (u32, u32, u32)> {
     map
 }
 
-/// Which volumes a line of server output is about, to show each volume only what concerns it
-/// (another tenant's client names and paths must never reach a volume's `last_error`).
-struct Audience<'a> {
-    plan: &'a Plan,
-    /// Client host -> the volumes exporting to it (`*` names no one).
-    hosts: HashMap<String, Vec<VolumeId>>,
+/// Lines of server output, each with the volumes it names (by path, client host or the
+/// backend's blame), so each volume is shown only what concerns it: another tenant's client
+/// names and paths must never reach a volume's `last_error`.
+struct Said {
+    lines: Vec<(String, HashSet<VolumeId>)>,
+    /// Lines naming no volume, then per volume the lines naming it alone.
+    common: String,
+    own: HashMap<VolumeId, String>,
 }
 
-impl<'a> Audience<'a> {
-    fn new(plan: &'a Plan) -> Audience<'a> {
+impl Said {
+    fn new<B: Backend>(text: &str, rendered: &Rendered, plan: &Plan) -> Said {
+        let mut said = Said {
+            lines: Vec::new(),
+            common: String::new(),
+            own: HashMap::new(),
+        };
+        if text.trim().is_empty() {
+            return said;
+        }
         let mut hosts: HashMap<String, Vec<VolumeId>> = HashMap::new();
         for e in &plan.exports {
             for c in &e.clients {
                 let h = c.host.to_string();
+                // `*` names no one.
                 if h != "*" {
                     hosts.entry(h).or_default().push(e.volume);
                 }
             }
         }
-        Audience { plan, hosts }
-    }
-
-    /// The volumes whose path or client host `line` names (at a word boundary), and the one a
-    /// backend blames it on.
-    fn named<B: Backend>(&self, line: &str, rendered: &Rendered) -> HashSet<VolumeId> {
-        let mut named: HashSet<VolumeId> = HashSet::new();
-        named.extend(B::blame(line, rendered, self.plan));
-        let paths = self
-            .plan
+        let paths: Vec<(&str, VolumeId)> = plan
             .exports
             .iter()
-            .map(|e| (e.path.as_str(), e.volume));
-        let removed = self.plan.remove.iter().map(|r| (r.path.as_str(), r.volume));
-        for (path, id) in paths.chain(removed) {
-            if contains_word(line, path) {
-                named.insert(id);
-            }
+            .map(|e| (e.path.as_str(), e.volume))
+            .chain(plan.remove.iter().map(|r| (r.path.as_str(), r.volume)))
+            .collect();
+        said.lines = text
+            .lines()
+            .map(|line| {
+                let mut named: HashSet<VolumeId> = HashSet::new();
+                named.extend(B::blame(line, rendered, plan));
+                for (path, id) in &paths {
+                    if contains_word(line, path) {
+                        named.insert(*id);
+                    }
+                }
+                for (host, ids) in &hosts {
+                    if contains_word(line, host) {
+                        named.extend(ids.iter().copied());
+                    }
+                }
+                (line.to_string(), named)
+            })
+            .collect();
+        for (line, named) in &said.lines {
+            let to = match named.len() {
+                0 => &mut said.common,
+                1 => said.own.entry(*named.iter().next().unwrap()).or_default(),
+                _ => continue,
+            };
+            to.push_str(line);
+            to.push('\n');
         }
-        for (host, ids) in &self.hosts {
-            if contains_word(line, host) {
-                named.extend(ids.iter().copied());
-            }
-        }
-        named
+        said
     }
 
-    /// The lines of `text` that name no volume other than `id` (`None`: no volume at all).
-    fn lines_for<B: Backend>(
-        &self,
-        text: &str,
-        rendered: &Rendered,
-        id: Option<VolumeId>,
-    ) -> String {
-        let mut kept = String::new();
-        let mut left_out = 0;
-        for line in text.lines() {
-            if self
-                .named::<B>(line, rendered)
-                .iter()
-                .all(|v| Some(*v) == id)
-            {
-                kept.push_str(line);
-                kept.push('\n');
-            } else {
-                left_out += 1;
-            }
+    /// The lines that name no volume other than `id`.
+    fn about(&self, id: VolumeId) -> String {
+        match self.own.get(&id) {
+            Some(own) => format!("{}{own}", self.common),
+            None => self.common.clone(),
         }
-        if left_out > 0 && id.is_none() {
-            kept.push_str(&format!(
-                "({left_out} lines about individual volumes left out)\n"
+    }
+
+    /// The last lines that name no volume at all: text fit for every volume and the server.
+    fn neutral(&self) -> String {
+        let left_out = self.lines.len() - self.common.lines().count();
+        let mut text = tail(&self.common);
+        if left_out > 0 {
+            text.push_str(&format!(
+                " ({left_out} lines about individual volumes left out)"
             ));
         }
-        kept
+        text
     }
 }
 
 /// `word` occurs in `line` not as part of a longer name or path.
 pub(crate) fn contains_word(line: &str, word: &str) -> bool {
-    let part =
-        |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | '*' | '?' | ':');
+    // A path ends at ':' ("/srv/a: No such file"); a host (IPv6) may go on with one. A path
+    // may follow anything ("10.0.0.1:/srv/a"), a host only a separator.
+    let is_path = word.starts_with('/');
+    let part = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-' | '.' | '/' | '*' | '?')
+            || (c == ':' && !is_path)
+    };
     line.match_indices(word).any(|(pos, _)| {
         let before = line[..pos].chars().next_back();
         let after = line[pos + word.len()..].chars().next();
-        !before.is_some_and(|c| part(c) && !word.starts_with('/')) && !after.is_some_and(part)
+        (is_path || !before.is_some_and(part)) && !after.is_some_and(part)
     })
 }
 
@@ -429,8 +446,7 @@ fn marker_volume(sec: &crate::remote::Section) -> Option<VolumeId> {
 /// Judge a pass's output against its plan.
 pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
     let rendered = &prepared.rendered;
-    let audience = Audience::new(plan);
-    let neutral = |text: &str| tail(&audience.lines_for::<B>(text, rendered, None));
+    let neutral = |text: &str| Said::new::<B>(text, rendered, plan).neutral();
     let mut report = Report::default();
     let Some(live_text) = out.find("live", "").map(|s| s.before.as_str()) else {
         report.server_error = Some(format!(
@@ -514,6 +530,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let written = out.find("inst", "").is_some_and(|s| s.rc() == Some(0));
     let apply = out.find("apply", "");
     let apply_text = apply.map_or("", |s| s.before.as_str());
+    let said = Said::new::<B>(apply_text, rendered, plan);
     if apply.is_some_and(|s| s.rc() != Some(0)) {
         let mut blamed = false;
         for line in apply_text.lines() {
@@ -531,11 +548,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         }
         if !blamed {
             report.service_down = apply.is_some_and(|s| s.rc() == Some(2));
-            report.server_error = Some(format!(
-                "{} reload failed: {}",
-                B::NAME,
-                neutral(apply_text)
-            ));
+            report.server_error = Some(format!("{} reload failed: {}", B::NAME, said.neutral()));
         }
         if written {
             // The previous file was restored; only the rejections are news.
@@ -617,12 +630,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
                 ));
             }
         }
-        let said = if apply_text.is_empty() {
-            String::new()
-        } else {
-            audience.lines_for::<B>(apply_text, rendered, Some(e.volume))
-        };
-        let live_problems = B::check_export(&live, e, &said);
+        let live_problems = B::check_export(&live, e, &said.about(e.volume));
         live_mismatch |= !live_problems.is_empty();
         problems.extend(live_problems);
         if problems.is_empty() {
@@ -737,6 +745,25 @@ mod tests {
         let s = parse_stat("2775 10 20 /srv/pool/a\nbad line\n");
         assert_eq!(s["/srv/pool/a"], (0o2775, 10, 20));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn words_match_whole_names_only() {
+        let line = "exportfs: Failed to resolve bob-secret-host.test";
+        assert!(!contains_word(line, "secret-host.test"));
+        assert!(contains_word(line, "bob-secret-host.test"));
+        assert!(contains_word("Failed to resolve db", "db"));
+        assert!(!contains_word("Failed to resolve db2", "db"));
+        assert!(!contains_word(
+            "Failed to stat /srv/pool/a-b: x",
+            "/srv/pool/a"
+        ));
+        assert!(contains_word(
+            "Failed to stat /srv/pool/a: x",
+            "/srv/pool/a"
+        ));
+        assert!(contains_word("\"10.0.0.1:/srv/pool/a\"", "/srv/pool/a"));
+        assert!(!contains_word("10.0.0.10", "10.0.0.1"));
     }
 
     #[test]

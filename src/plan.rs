@@ -54,8 +54,7 @@ pub struct Removal {
     /// volume is moved or removed: deleting a volume refused because its path was taken must
     /// not take the data that was there.
     pub owned: bool,
-    /// Destination for `retain`.
-    pub trash_dir: String,
+    /// Destination for `retain` (`<root>/.nfsprov-trash/<id>`).
     pub trash_path: String,
     pub generation: i64,
 }
@@ -95,7 +94,6 @@ impl Plan {
                     sub: v.sub_path.as_str().to_string(),
                     policy: v.delete_policy,
                     owned: v.applied_clients.is_some(),
-                    trash_dir: format!("{}/{}", v.root_path, crate::model::TRASH_DIR),
                     trash_path: v.trash_path(),
                     generation: v.generation,
                 }),

@@ -156,9 +156,6 @@ pub fn render<B: Backend>(plan: &Plan) -> Rendered {
 /// Shell functions every pass uses (program text only; see the file for what each keeps).
 const PRELUDE: &str = include_str!("prelude.sh");
 
-/// Name of the mark nfsprov leaves in a directory it created for a volume.
-pub const MARK_PREFIX: &str = ".nfsprov-volume-";
-
 /// `sub` split into its parent (possibly empty) and its last component.
 fn split_sub(sub: &str) -> (&str, &str) {
     sub.rsplit_once('/').unwrap_or(("", sub))

@@ -55,6 +55,8 @@ pub struct NewVolume {
     pub mode: DirMode,
     pub uid: u32,
     pub gid: u32,
+    /// Adopt a directory already at the path (admins only; checked by the API).
+    pub adopt_existing: bool,
     pub idempotency_key: Option<String>,
     /// Fingerprint of the request body, to tell a retry from a different request reusing a key.
     pub request_hash: Option<String>,
@@ -107,7 +109,7 @@ pub struct UserChange {
 
 const VOLUME_SELECT: &str = "SELECT v.id, v.owner_id, u.username, v.root_path_id, rp.path AS rp_path, \
      rp.delete_policy, v.server_id, s.nfs_address, v.sub_path, v.size_gb, v.clients, \
-     v.applied_clients, v.mode, v.uid, v.gid, v.state, v.export_id, v.generation, v.failed_generation, \
+     v.applied_clients, v.mode, v.uid, v.gid, v.adopt_existing, v.state, v.export_id, v.generation, v.failed_generation, \
      v.last_error, v.created_at, v.updated_at \
      FROM volumes v JOIN users u ON u.id = v.owner_id \
      JOIN root_paths rp ON rp.id = v.root_path_id JOIN servers s ON s.id = v.server_id";
@@ -173,6 +175,7 @@ fn volume_from_row(row: &impl Columns) -> Result<Volume> {
             .map_err(|e| anyhow::anyhow!("stored mode: {e}"))?,
         uid: row.int("uid")? as u32,
         gid: row.int("gid")? as u32,
+        adopt_existing: row.int("adopt_existing")? != 0,
         state: VolumeState::parse(&state)
             .ok_or_else(|| anyhow::anyhow!("stored volume state {state:?} is unknown"))?,
         export_id: row.opt_int("export_id")?.unwrap_or(0) as u32,
@@ -959,6 +962,7 @@ mod tests {
             mode: DirMode::default(),
             uid: 0,
             gid: 0,
+            adopt_existing: false,
             idempotency_key: None,
             request_hash: None,
         }

@@ -916,6 +916,8 @@ method return time=1764070000.2 sender=:1.1 -> destination=:1.3 serial=10 reply_
         Export {
             volume: VolumeId(1),
             path: "/srv/p/a".into(),
+            root: "/srv/p".into(),
+            sub: "a".into(),
             clients,
             is_desired: true,
             was_available: false,

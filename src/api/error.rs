@@ -15,6 +15,9 @@ fn status(e: &Error) -> StatusCode {
         Error::Locked(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -29,6 +32,9 @@ fn code(e: &Error) -> &'static str {
         Error::Forbidden(_) => "forbidden",
         Error::Conflict { .. } => "conflict",
         Error::Unauthenticated(_) => "unauthenticated",
+        Error::RateLimited { .. } => "rate_limited",
+        Error::UnsupportedMediaType(_) => "unsupported_media_type",
+        Error::PayloadTooLarge(_) => "payload_too_large",
         Error::Internal(_) => "internal",
     }
 }
@@ -53,12 +59,22 @@ fn message(e: &Error) -> String {
     }
 }
 
+/// The headers an error's status calls for: a Basic challenge with 401, `Retry-After` with 429.
 fn with_challenge(mut resp: Response, e: &Error) -> Response {
-    if matches!(e, Error::Unauthenticated(_)) {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"api\""),
-        );
+    match e {
+        Error::Unauthenticated(_) => {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"api\""),
+            );
+        }
+        Error::RateLimited {
+            retry_after_secs, ..
+        } => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        _ => {}
     }
     resp
 }

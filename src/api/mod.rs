@@ -1,22 +1,34 @@
 //! HTTP API: hootie's `/api/v1.0/` (kept so its users' scripts run unchanged) and the native
 //! `/api/v1/`. Both are thin: parse the request into validated types, call the datastore,
 //! poke the server's reconciler, render. Errors become HTTP statuses only in `error`.
+//!
+//! Every request first passes the front door (`front_door`): credentials are checked, and a
+//! body's content type, before the body is read, so an unauthenticated client cannot make the
+//! server wait for or hold its body. Body size, body pauses and whole requests are bounded by
+//! tower-http layers; errors the framework itself answers are rewritten as JSON.
 
 mod error;
 mod hootie;
 mod native;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthLimits, Authenticator, Source};
 use crate::datastore::Datastore;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
+use crate::serve::HttpLimits;
 
 pub use error::{HootieError, NativeError};
 
@@ -31,11 +43,20 @@ pub struct AppState {
 
 const CONCURRENT_LISTINGS: usize = 2;
 
+tokio::task_local! {
+    /// The user the front door authenticated for the request being handled.
+    static AUTHENTICATED: User;
+}
+
 impl AppState {
     pub fn new(hub: Hub) -> Self {
+        AppState::with_auth_limits(hub, AuthLimits::default())
+    }
+
+    pub fn with_auth_limits(hub: Hub, limits: AuthLimits) -> Self {
         AppState {
             hub,
-            auth: Arc::new(Authenticator::default()),
+            auth: Arc::new(Authenticator::new(limits)),
             list_gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LISTINGS)),
         }
     }
@@ -44,11 +65,13 @@ impl AppState {
         self.hub.db()
     }
 
-    async fn user(&self, headers: &HeaderMap) -> Result<User> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        self.auth.authenticate(self.db(), header).await
+    /// The caller. The front door checked the credentials in `_headers` before the handler
+    /// ran (and before its body was read); a route it lets through without credentials gets
+    /// none here.
+    async fn user(&self, _headers: &HeaderMap) -> Result<User> {
+        AUTHENTICATED.try_with(User::clone).map_err(|_| {
+            Error::Unauthenticated("Authentication credentials were not provided.".into())
+        })
     }
 
     async fn admin(&self, headers: &HeaderMap) -> Result<User> {
@@ -116,11 +139,208 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API behind its front door. Layers, outermost first: framework errors as JSON, the whole
+/// request's timeout, authentication and content type (`front_door`), the pause allowed while a
+/// body is sent, the body size limit.
+pub fn router(state: AppState, limits: &HttpLimits) -> Router {
+    let max_body = limits.max_body_bytes;
     Router::new()
         .merge(hootie::routes())
         .merge(native::routes())
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(middleware::from_fn_with_state(state.clone(), front_door))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            ErrorShape { max_body },
+            errors_as_json,
+        ))
         .with_state(state)
+}
+
+/// hootie's API (`/api/v1.0/`) answers errors in its own shape.
+fn is_hootie(path: &str) -> bool {
+    path == "/api/v1.0" || path.starts_with("/api/v1.0/")
+}
+
+/// Routes anyone may call: the health check and hootie's root path list.
+fn is_public(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && matches!(
+            path,
+            "/api/v1/health" | "/api/v1.0/rootpaths" | "/api/v1.0/rootpaths/"
+        )
+}
+
+fn error_response(hootie: bool, e: Error) -> Response {
+    if hootie {
+        HootieError(e).into_response()
+    } else {
+        NativeError(e).into_response()
+    }
+}
+
+/// Authenticate, then check the body's content type, all before the body is read; the handler
+/// runs with the caller in `AUTHENTICATED`.
+async fn front_door(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if is_public(req.method(), path) {
+        return next.run(req).await;
+    }
+    let hootie = is_hootie(path);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    let credentials = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let user = match st
+        .auth
+        .authenticate(st.db(), credentials, Source::of(peer))
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return error_response(hootie, e),
+    };
+    if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
+        return error_response(hootie, e);
+    }
+    AUTHENTICATED.scope(user, next.run(req)).await
+}
+
+/// Bodies are JSON (`application/json`). A browser sends `text/plain` and form bodies to
+/// another site without asking it first, with the Basic credentials it has cached: refusing
+/// them is what keeps a web page from acting as a signed-in user. hootie's API also takes
+/// form posts, as Django REST framework did, but only from clients that are not browsers on
+/// another site (no `Origin` or `Sec-Fetch-Site` naming one).
+fn check_content_type(method: &Method, headers: &HeaderMap, hootie: bool) -> Result<()> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+        return Ok(());
+    }
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" {
+        return Ok(());
+    }
+    if hootie && essence == "application/x-www-form-urlencoded" && !is_cross_site(headers) {
+        return Ok(());
+    }
+    let got = if ctype.is_empty() {
+        "no Content-Type".to_string()
+    } else {
+        format!("Content-Type {ctype:?}")
+    };
+    let form_note = if hootie && essence == "application/x-www-form-urlencoded" {
+        " (form posts are refused from a browser on another site)"
+    } else {
+        ""
+    };
+    Err(Error::UnsupportedMediaType(format!(
+        "send the body as JSON with Content-Type: application/json; got {got}{form_note}"
+    )))
+}
+
+/// Whether a browser says the request comes from a page of another site.
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    let text = |h| headers.get(h).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return true;
+    }
+    match text(header::ORIGIN.as_str()) {
+        None => false,
+        Some(origin) => {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+            text(header::HOST.as_str()) != Some(origin_host)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ErrorShape {
+    max_body: usize,
+}
+
+/// Errors answered by the framework or a tower layer (unknown route, wrong method, bad query
+/// string, body too large, timeout, ...) come as plain text: give them the API's JSON shape.
+async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Next) -> Response {
+    let hootie = is_hootie(req.uri().path());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is larger than the limit of {} bytes",
+            shape.max_body
+        ),
+        StatusCode::REQUEST_TIMEOUT => "the request took too long; send it again".into(),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+        _ => text,
+    };
+    let e = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(message),
+        StatusCode::NOT_FOUND => Error::NotFound(message),
+        StatusCode::BAD_REQUEST => {
+            // axum names the query parameter: "Failed to deserialize query string: wait: ..."
+            let field = message
+                .strip_prefix("Failed to deserialize query string: ")
+                .and_then(|rest| rest.split_once(": "))
+                .map_or("query", |(f, _)| f);
+            Error::invalid(field, message.clone())
+        }
+        _ => {
+            let body = if hootie {
+                serde_json::json!({"detail": message})
+            } else {
+                let code = status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_ascii_lowercase()
+                    .replace(' ', "_");
+                serde_json::json!({"error": {"code": code, "message": message, "field": null}})
+            };
+            let mut resp = (status, axum::Json(body)).into_response();
+            for (name, value) in parts.headers.iter() {
+                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                    resp.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            return resp;
+        }
+    };
+    let mut resp = error_response(hootie, e);
+    *resp.status_mut() = status;
+    resp
 }
 
 /// Client IP/host lists in hootie form: hosts separated by spaces.

@@ -93,8 +93,14 @@ impl AuthLimits {
     pub fn from_env() -> anyhow::Result<Self> {
         let d = AuthLimits::default();
         Ok(AuthLimits {
-            failures_per_source: crate::serve::env_or("NFSPROV_AUTH_FAILURES_PER_IP", d.failures_per_source)?,
-            failures_per_user: crate::serve::env_or("NFSPROV_AUTH_FAILURES_PER_USER", d.failures_per_user)?,
+            failures_per_source: crate::serve::env_or(
+                "NFSPROV_AUTH_FAILURES_PER_IP",
+                d.failures_per_source,
+            )?,
+            failures_per_user: crate::serve::env_or(
+                "NFSPROV_AUTH_FAILURES_PER_USER",
+                d.failures_per_user,
+            )?,
             window: Duration::from_secs(crate::serve::env_or(
                 "NFSPROV_AUTH_WINDOW_SECS",
                 d.window.as_secs(),
@@ -281,9 +287,11 @@ impl Authenticator {
         {
             return Err(rate_limited(wait));
         }
-        if let Some(wait) =
-            failures.blocked_for(&Counted::User(username.into()), l.failures_per_user, l.window)
-            && !self.is_known_good(username, source)
+        if let Some(wait) = failures.blocked_for(
+            &Counted::User(username.into()),
+            l.failures_per_user,
+            l.window,
+        ) && !self.is_known_good(username, source)
         {
             return Err(rate_limited(wait));
         }
@@ -456,6 +464,44 @@ mod tests {
         );
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
+    }
+
+    #[test]
+    fn sources_group_an_ipv6_host_by_its_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            Source::of(ip("2001:db8:1:2::5")),
+            Source::of(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            Source::of(ip("2001:db8:1:2::5")),
+            Source::of(ip("2001:db8:1:3::5"))
+        );
+        assert_eq!(
+            Source::of(ip("::ffff:10.0.0.1")),
+            Source::of(ip("10.0.0.1"))
+        );
+        assert_ne!(Source::of(ip("10.0.0.1")), Source::of(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn failures_block_at_the_limit_until_the_window_ends() {
+        let window = Duration::from_secs(60);
+        let key = Counted::User("alice".into());
+        let mut f = FailureCounts::default();
+        for _ in 0..3 {
+            assert_eq!(f.blocked_for(&key, 3, window), None);
+            f.record(key.clone(), window);
+        }
+        let wait = f.blocked_for(&key, 3, window).expect("blocked at 3");
+        assert!(wait <= window && wait > Duration::from_secs(50), "{wait:?}");
+        assert_eq!(f.blocked_for(&Counted::User("bob".into()), 3, window), None);
+        // A window that has passed starts again.
+        let short = Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(f.blocked_for(&key, 3, short), None);
+        f.record(key.clone(), short);
+        assert_eq!(f.0[&key].1, 1);
     }
 
     #[test]

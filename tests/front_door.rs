@@ -81,7 +81,9 @@ fn body_of(response: &str) -> Value {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 fn basic(user: (&str, &str)) -> String {
@@ -148,7 +150,10 @@ async fn idle_and_slow_header_connections_are_capped_and_closed() {
         .unwrap()
         .split_whitespace()
         .collect();
-    assert_eq!(nofile[3], nofile[4], "soft open-file limit raised to hard: {limits}");
+    assert_eq!(
+        nofile[3], nofile[4],
+        "soft open-file limit raised to hard: {limits}"
+    );
     // Let start-up settle (SSH session, database pool) before counting.
     fresh_requests_answer(&env).await;
     let baseline = open_fds(pid);
@@ -159,7 +164,9 @@ async fn idle_and_slow_header_connections_are_capped_and_closed() {
         let mut s = connect_from("127.0.0.2", env.port).await;
         if i % 2 == 1 {
             // The write may fail if the server already closed it (over the per-address cap).
-            let _ = s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").await;
+            let _ = s
+                .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n")
+                .await;
         }
         conns.push(s);
     }
@@ -170,7 +177,10 @@ async fn idle_and_slow_header_connections_are_capped_and_closed() {
         peak - baseline
     );
     let took = fresh_requests_answer(&env).await;
-    assert!(took < Duration::from_secs(3), "fresh requests took {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "fresh requests took {took:?}"
+    );
     // Every one of them is closed by the server: over the cap at once, the rest after the
     // header timeout.
     let t = Instant::now();
@@ -196,7 +206,10 @@ async fn idle_and_slow_header_connections_are_capped_and_closed() {
         peak - baseline
     );
     let took = fresh_requests_answer(&env).await;
-    assert!(took < Duration::from_secs(15), "fresh requests took {took:?}");
+    assert!(
+        took < Duration::from_secs(15),
+        "fresh requests took {took:?}"
+    );
     let closed = futures_util::future::join_all(
         conns
             .into_iter()
@@ -291,8 +304,14 @@ async fn bodies_are_bounded_and_unauthenticated_ones_never_read() {
         .unwrap();
     s.write_all(&[b' '; 1000]).await.unwrap();
     let t = Instant::now();
-    assert!(closed_by_server(s, Duration::from_secs(15)).await);
+    let r = response_within(&mut s, Duration::from_secs(15))
+        .await
+        .expect("an answer to a stalled body");
     assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(status_of(&r), 400, "{r}");
+    assert_eq!(body_of(&r)["error"]["field"], "body", "{r}");
+    assert!(r.contains("stopped arriving"), "{r}");
+    assert!(closed_by_server(s, Duration::from_secs(15)).await);
 
     // Nothing was created by any of it.
     assert!(env.all_volumes().await.is_empty());
@@ -386,7 +405,11 @@ async fn password_floods_are_limited_without_slowing_the_right_password() {
     }
     let (user, pass) = carol();
     let (s, retry, took) = login(client_from("127.0.0.1"), user, pass).await;
-    assert_eq!(s, StatusCode::OK, "carol's right password (retry-after {retry:?})");
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "carol's right password (retry-after {retry:?})"
+    );
     let mut limited = 0;
     let mut refused = 0;
     for f in flood {
@@ -400,8 +423,13 @@ async fn password_floods_are_limited_without_slowing_the_right_password() {
             other => panic!("a wrong guess answered {other}"),
         }
     }
-    assert!(limited > 0, "the guesser was never limited ({refused} refused)");
-    eprintln!("carol's sign-in: {took:?} during the flood, {alone:?} alone; {limited} limited, {refused} refused");
+    assert!(
+        limited > 0,
+        "the guesser was never limited ({refused} refused)"
+    );
+    eprintln!(
+        "carol's sign-in: {took:?} during the flood, {alone:?} alone; {limited} limited, {refused} refused"
+    );
     assert!(
         took < alone * 20 + Duration::from_secs(1),
         "carol's sign-in took {took:?} during the flood, {alone:?} alone"
@@ -419,7 +447,12 @@ async fn password_floods_are_limited_without_slowing_the_right_password() {
         assert!(tries <= 20, "21 failures from one address and still no 429");
     };
     assert!(retry.is_some_and(|r| (1..=61).contains(&r)), "{retry:?}");
-    let (s, _, _) = login(client_from("127.0.0.1"), "carol".into(), "carol-pass-1".into()).await;
+    let (s, _, _) = login(
+        client_from("127.0.0.1"),
+        "carol".into(),
+        "carol-pass-1".into(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
 
     // One user over its failures (60 here) from many addresses: a new address is limited, the
@@ -450,12 +483,27 @@ async fn password_floods_are_limited_without_slowing_the_right_password() {
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _, _) = login(client_from("127.0.4.1"), "carol".into(), "carol-pass-2".into()).await;
+    let (s, _, _) = login(
+        client_from("127.0.4.1"),
+        "carol".into(),
+        "carol-pass-2".into(),
+    )
+    .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
-    let (s, _, _) = login(client_from("127.0.0.1"), "carol".into(), "carol-pass-2".into()).await;
+    let (s, _, _) = login(
+        client_from("127.0.0.1"),
+        "carol".into(),
+        "carol-pass-2".into(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     // Once verified, the password is remembered and no longer limited anywhere.
-    let (s, _, _) = login(client_from("127.0.4.1"), "carol".into(), "carol-pass-2".into()).await;
+    let (s, _, _) = login(
+        client_from("127.0.4.1"),
+        "carol".into(),
+        "carol-pass-2".into(),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
 }
 
@@ -487,7 +535,12 @@ async fn bodies_must_be_json_and_cross_site_forms_are_refused() {
     .to_string();
     // What a web page on another site can make a browser send with cached credentials.
     for (path, auth, ctype, body) in [
-        ("/api/v1/volumes", &alice, Some("text/plain"), create.as_str()),
+        (
+            "/api/v1/volumes",
+            &alice,
+            Some("text/plain"),
+            create.as_str(),
+        ),
         ("/api/v1/volumes", &alice, None, create.as_str()),
         (
             "/api/v1/volumes",
@@ -508,7 +561,11 @@ async fn bodies_must_be_json_and_cross_site_forms_are_refused() {
         }
         let r = raw(&env, request("POST", path, &headers, body)).await;
         assert_eq!(status_of(&r), 415, "{ctype:?}: {r}");
-        assert_eq!(body_of(&r)["error"]["code"], "unsupported_media_type", "{r}");
+        assert_eq!(
+            body_of(&r)["error"]["code"],
+            "unsupported_media_type",
+            "{r}"
+        );
     }
     let r = raw(
         &env,
@@ -526,7 +583,11 @@ async fn bodies_must_be_json_and_cross_site_forms_are_refused() {
         .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
         .await;
     assert!(
-        users.as_array().unwrap().iter().all(|u| u["username"] != "mallory"),
+        users
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["username"] != "mallory"),
         "{users}"
     );
 

@@ -20,7 +20,6 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
@@ -49,10 +48,6 @@ tokio::task_local! {
 }
 
 impl AppState {
-    pub fn new(hub: Hub) -> Self {
-        AppState::with_auth_limits(hub, AuthLimits::default())
-    }
-
     pub fn with_auth_limits(hub: Hub, limits: AuthLimits) -> Self {
         AppState {
             hub,
@@ -140,17 +135,23 @@ impl AppState {
 }
 
 /// The API behind its front door. Layers, outermost first: framework errors as JSON, the whole
-/// request's timeout, authentication and content type (`front_door`), the pause allowed while a
-/// body is sent, the body size limit.
+/// request's timeout, the pause allowed while a body is sent, then `front_door`
+/// (authentication, content type, reading the body within its size limit and a memory budget).
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let max_body = limits.max_body_bytes;
+    let door = FrontDoor {
+        app: state.clone(),
+        max_body,
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            max_body.saturating_mul(BODIES_IN_MEMORY),
+        )),
+    };
     Router::new()
         .merge(hootie::routes())
         .merge(native::routes())
+        .layer(middleware::from_fn_with_state(door, front_door))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(RequestBodyLimitLayer::new(max_body))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
-        .layer(middleware::from_fn_with_state(state.clone(), front_door))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
@@ -160,6 +161,18 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             errors_as_json,
         ))
         .with_state(state)
+}
+
+/// Request bodies of the largest size held in memory at once; more wait for room.
+const BODIES_IN_MEMORY: usize = 64;
+
+#[derive(Clone)]
+struct FrontDoor {
+    app: AppState,
+    max_body: usize,
+    /// Bytes of request bodies being read or held: each request reserves its declared length
+    /// (the limit if it does not declare one) before reading.
+    body_budget: Arc<tokio::sync::Semaphore>,
 }
 
 /// hootie's API (`/api/v1.0/`) answers errors in its own shape.
@@ -184,9 +197,9 @@ fn error_response(hootie: bool, e: Error) -> Response {
     }
 }
 
-/// Authenticate, then check the body's content type, all before the body is read; the handler
-/// runs with the caller in `AUTHENTICATED`.
-async fn front_door(State(st): State<AppState>, req: Request, next: Next) -> Response {
+/// Authenticate, then check the body's content type, all before the body is read; then read
+/// the body within the memory budget. The handler runs with the caller in `AUTHENTICATED`.
+async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if is_public(req.method(), path) {
         return next.run(req).await;
@@ -200,6 +213,7 @@ async fn front_door(State(st): State<AppState>, req: Request, next: Next) -> Res
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let st = &door.app;
     let user = match st
         .auth
         .authenticate(st.db(), credentials, Source::of(peer))
@@ -211,7 +225,69 @@ async fn front_door(State(st): State<AppState>, req: Request, next: Next) -> Res
     if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
         return error_response(hootie, e);
     }
+    let req = if has_body(req.method()) {
+        match read_body(&door, req).await {
+            Ok(req) => req,
+            Err(e) => return error_response(hootie, e),
+        }
+    } else {
+        req
+    };
     AUTHENTICATED.scope(user, next.run(req)).await
+}
+
+fn has_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// The request with its body read into memory, holding room for it in the budget meanwhile.
+async fn read_body(door: &FrontDoor, req: Request) -> Result<Request> {
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        Error::PayloadTooLarge(format!(
+            "the request body is larger than the limit of {} bytes",
+            door.max_body
+        ))
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > door.max_body) {
+        return Err(too_large());
+    }
+    let declared = declared.unwrap_or(door.max_body);
+    let room = u32::try_from(declared.max(1)).unwrap_or(u32::MAX);
+    let _room = door
+        .body_budget
+        .acquire_many(room)
+        .await
+        .expect("the body budget is never closed");
+    let bytes = axum::body::to_bytes(body, door.max_body)
+        .await
+        .map_err(|e| body_error(&e).unwrap_or_else(too_large))?;
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Why a body could not be read, as the client should hear it; `None` if it was too large.
+fn body_error(e: &axum::Error) -> Option<Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return None;
+        }
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return Some(Error::invalid(
+                "body",
+                "the request body stopped arriving; send it again",
+            ));
+        }
+        cause = c.source();
+    }
+    Some(Error::invalid(
+        "body",
+        format!("reading the request body: {e}"),
+    ))
 }
 
 /// Bodies are JSON (`application/json`). A browser sends `text/plain` and form bodies to
@@ -220,7 +296,7 @@ async fn front_door(State(st): State<AppState>, req: Request, next: Next) -> Res
 /// form posts, as Django REST framework did, but only from clients that are not browsers on
 /// another site (no `Origin` or `Sec-Fetch-Site` naming one).
 fn check_content_type(method: &Method, headers: &HeaderMap, hootie: bool) -> Result<()> {
-    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
+    if !has_body(method) {
         return Ok(());
     }
     let ctype = headers
@@ -256,7 +332,11 @@ fn check_content_type(method: &Method, headers: &HeaderMap, hootie: bool) -> Res
 
 /// Whether a browser says the request comes from a page of another site.
 fn is_cross_site(headers: &HeaderMap) -> bool {
-    let text = |h| headers.get(h).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let text = |h| {
+        headers
+            .get(h)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
     if let Some(site) = text("sec-fetch-site")
         && !matches!(site, "same-origin" | "none")
     {
@@ -350,4 +430,68 @@ fn hosts_string(v: &Volume) -> String {
         .map(|c| c.host.to_string())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, header::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn bodies_must_be_json_and_hootie_forms_must_not_come_from_another_site() {
+        let json = headers(&[("content-type", "application/json; charset=utf-8")]);
+        let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+        let text = headers(&[("content-type", "text/plain")]);
+        for hootie in [false, true] {
+            assert!(check_content_type(&Method::POST, &json, hootie).is_ok());
+            assert!(check_content_type(&Method::PATCH, &text, hootie).is_err());
+            assert!(check_content_type(&Method::POST, &HeaderMap::new(), hootie).is_err());
+            // Bodiless methods are not checked.
+            assert!(check_content_type(&Method::GET, &text, hootie).is_ok());
+            assert!(check_content_type(&Method::DELETE, &HeaderMap::new(), hootie).is_ok());
+        }
+        assert!(check_content_type(&Method::POST, &form, false).is_err());
+        assert!(check_content_type(&Method::POST, &form, true).is_ok());
+        let same_site = headers(&[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("host", "nfsprov.example:8080"),
+            ("origin", "https://nfsprov.example:8080"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(check_content_type(&Method::POST, &same_site, true).is_ok());
+        for cross in [
+            &[("origin", "https://evil.example")][..],
+            &[("sec-fetch-site", "cross-site")],
+            &[("sec-fetch-site", "same-site")],
+            &[("origin", "null")],
+        ] {
+            let mut h = headers(cross);
+            h.insert("content-type", form["content-type"].clone());
+            h.insert(
+                "host",
+                header::HeaderValue::from_static("nfsprov.example:8080"),
+            );
+            assert!(
+                check_content_type(&Method::POST, &h, true).is_err(),
+                "{cross:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_routes_are_only_the_health_check_and_hootie_root_paths() {
+        assert!(is_public(&Method::GET, "/api/v1/health"));
+        assert!(is_public(&Method::GET, "/api/v1.0/rootpaths/"));
+        assert!(!is_public(&Method::POST, "/api/v1.0/rootpaths/"));
+        assert!(!is_public(&Method::GET, "/api/v1/rootpaths"));
+        assert!(!is_public(&Method::GET, "/api/v1.0/volumes/"));
+        assert!(is_hootie("/api/v1.0/volumes/") && !is_hootie("/api/v1/volumes"));
+    }
 }

@@ -423,12 +423,12 @@ async fn password_floods_are_limited_without_slowing_the_right_password() {
             other => panic!("a wrong guess answered {other}"),
         }
     }
+    eprintln!(
+        "carol's sign-in: {took:?} during the flood, {alone:?} alone; {limited} limited, {refused} refused"
+    );
     assert!(
         limited > 0,
         "the guesser was never limited ({refused} refused)"
-    );
-    eprintln!(
-        "carol's sign-in: {took:?} during the flood, {alone:?} alone; {limited} limited, {refused} refused"
     );
     assert!(
         took < alone * 20 + Duration::from_secs(1),

@@ -92,16 +92,20 @@ impl Default for AuthLimits {
 impl AuthLimits {
     pub fn from_env() -> anyhow::Result<Self> {
         let d = AuthLimits::default();
+        let at_least_1 = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match crate::serve::env_or(name, default)? {
+                0 => anyhow::bail!("{name} must be at least 1"),
+                n => Ok(n),
+            }
+        };
+        let count = |name: &str, default: u32| -> anyhow::Result<u32> {
+            u32::try_from(at_least_1(name, default.into())?)
+                .map_err(|_| anyhow::anyhow!("{name} is too large"))
+        };
         Ok(AuthLimits {
-            failures_per_source: crate::serve::env_or(
-                "NFSPROV_AUTH_FAILURES_PER_IP",
-                d.failures_per_source,
-            )?,
-            failures_per_user: crate::serve::env_or(
-                "NFSPROV_AUTH_FAILURES_PER_USER",
-                d.failures_per_user,
-            )?,
-            window: Duration::from_secs(crate::serve::env_or(
+            failures_per_source: count("NFSPROV_AUTH_FAILURES_PER_IP", d.failures_per_source)?,
+            failures_per_user: count("NFSPROV_AUTH_FAILURES_PER_USER", d.failures_per_user)?,
+            window: Duration::from_secs(at_least_1(
                 "NFSPROV_AUTH_WINDOW_SECS",
                 d.window.as_secs(),
             )?),

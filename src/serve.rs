@@ -79,13 +79,19 @@ impl HttpLimits {
                 s => Ok(Duration::from_secs(s)),
             }
         };
+        let count = |name: &str, default: usize| -> anyhow::Result<usize> {
+            match env_or(name, default)? {
+                0 => anyhow::bail!("{name} must be at least 1"),
+                n => Ok(n),
+            }
+        };
         Ok(HttpLimits {
-            max_connections: env_or("NFSPROV_MAX_CONNECTIONS", 4096)?,
-            max_connections_per_ip: env_or("NFSPROV_MAX_CONNECTIONS_PER_IP", 256)?,
+            max_connections: count("NFSPROV_MAX_CONNECTIONS", 4096)?,
+            max_connections_per_ip: count("NFSPROV_MAX_CONNECTIONS_PER_IP", 256)?,
             header_timeout: secs("NFSPROV_HEADER_TIMEOUT_SECS", 20)?,
             body_timeout: secs("NFSPROV_BODY_TIMEOUT_SECS", 20)?,
             request_timeout: secs("NFSPROV_REQUEST_TIMEOUT_SECS", 90)?,
-            max_body_bytes: env_or("NFSPROV_MAX_BODY_BYTES", 1 << 20)?,
+            max_body_bytes: count("NFSPROV_MAX_BODY_BYTES", 1 << 20)?,
             max_headers: 64,
             max_header_bytes: 16 * 1024,
         })

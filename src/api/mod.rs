@@ -143,7 +143,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         app: state.clone(),
         max_body,
         body_budget: Arc::new(tokio::sync::Semaphore::new(
-            max_body.saturating_mul(BODIES_IN_MEMORY),
+            max_body
+                .saturating_mul(BODIES_IN_MEMORY)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
     };
     Router::new()

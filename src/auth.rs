@@ -154,12 +154,17 @@ impl FailureCounts {
         (*n >= limit).then_some(left)
     }
 
-    fn record(&mut self, key: Counted, window: Duration) {
+    /// Count a failure of `key`. When the map is full, expired entries go first, then those
+    /// under `keep_from` failures, so a spray of new keys cannot wipe out the blocking ones.
+    fn record(&mut self, key: Counted, window: Duration, keep_from: u32) {
         if self.0.len() >= MAX_ENTRIES {
             self.0.retain(|_, (start, _)| start.elapsed() < window);
-            if self.0.len() >= MAX_ENTRIES {
-                self.0.clear();
-            }
+        }
+        if self.0.len() >= MAX_ENTRIES {
+            self.0.retain(|_, (_, n)| *n >= keep_from);
+        }
+        if self.0.len() >= MAX_ENTRIES {
+            self.0.clear();
         }
         let e = self.0.entry(key).or_insert((Instant::now(), 0));
         if e.0.elapsed() >= window {
@@ -344,9 +349,14 @@ impl Authenticator {
         }
         refused.insert(d, Instant::now());
         drop(refused);
+        let l = &self.limits;
+        let keep_from = l.failures_per_source.min(l.failures_per_user);
         let mut failures = self.failures.lock().expect("auth failures lock");
-        failures.record(Counted::Source(source), self.limits.window);
-        failures.record(Counted::User(username.into()), self.limits.window);
+        failures.record(Counted::Source(source), l.window, keep_from);
+        // A name no account can have has nothing to protect (and may be 16 KiB long).
+        if check_username(username).is_ok() {
+            failures.record(Counted::User(username.into()), l.window, keep_from);
+        }
     }
 
     /// The user an `Authorization` header names, if its password is right; `source` is the
@@ -495,7 +505,7 @@ mod tests {
         let mut f = FailureCounts::default();
         for _ in 0..3 {
             assert_eq!(f.blocked_for(&key, 3, window), None);
-            f.record(key.clone(), window);
+            f.record(key.clone(), window, 3);
         }
         let wait = f.blocked_for(&key, 3, window).expect("blocked at 3");
         assert!(wait <= window && wait > Duration::from_secs(50), "{wait:?}");
@@ -504,8 +514,23 @@ mod tests {
         let short = Duration::from_millis(1);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(f.blocked_for(&key, 3, short), None);
-        f.record(key.clone(), short);
+        f.record(key.clone(), short, 3);
         assert_eq!(f.0[&key].1, 1);
+    }
+
+    #[test]
+    fn a_spray_of_new_keys_does_not_wipe_out_blocked_ones() {
+        let window = Duration::from_secs(60);
+        let blocked = Counted::Source(Source::of("10.0.0.1".parse().unwrap()));
+        let mut f = FailureCounts::default();
+        for _ in 0..3 {
+            f.record(blocked.clone(), window, 3);
+        }
+        for i in 0..MAX_ENTRIES + 10 {
+            f.record(Counted::User(format!("u{i}")), window, 3);
+        }
+        assert!(f.0.len() <= MAX_ENTRIES);
+        assert!(f.blocked_for(&blocked, 3, window).is_some());
     }
 
     #[test]

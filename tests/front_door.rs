@@ -193,6 +193,17 @@ async fn idle_and_slow_header_connections_are_capped_and_closed() {
     assert!(closed.iter().all(|c| *c), "idle connections left open");
     assert!(t.elapsed() < Duration::from_secs(20));
 
+    // A kept-alive connection that goes idle after a request is closed after the same timeout.
+    let mut s = connect_from("127.0.0.8", env.port).await;
+    s.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let r = response_within(&mut s, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(status_of(&r), 200, "{r}");
+    assert!(closed_by_server(s, Duration::from_secs(20)).await);
+
     // Many addresses, 200 connections against a cap of 100: the rest wait in the backlog, and
     // a fresh client is served once idle ones time out.
     let mut conns = Vec::new();
@@ -431,7 +442,7 @@ async fn password_floods_are_limited_without_slowing_the_right_password() {
         "the guesser was never limited ({refused} refused)"
     );
     assert!(
-        took < alone * 20 + Duration::from_secs(1),
+        took < alone * 20 + Duration::from_secs(2),
         "carol's sign-in took {took:?} during the flood, {alone:?} alone"
     );
 

@@ -687,6 +687,10 @@ async fn oversized_headers_and_framework_errors_are_bounded_and_json() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found", "{v}");
+    assert_eq!(
+        v["error"]["message"], "route GET /api/v1/nothing-here not found",
+        "{v}"
+    );
     let (s, v) = env
         .req(Method::GET, Some(ALICE), "/api/v1.0/nothing-here/", None)
         .await;

@@ -4,8 +4,9 @@
 //!
 //! Every request first passes the front door (`front_door`): credentials are checked, and a
 //! body's content type, before the body is read, so an unauthenticated client cannot make the
-//! server wait for or hold its body. Body size, body pauses and whole requests are bounded by
-//! tower-http layers; errors the framework itself answers are rewritten as JSON.
+//! server wait for or hold its body; the front door then reads it within its size limit and a
+//! memory budget. Body pauses and whole requests are bounded by tower-http layers; errors the
+//! framework itself answers are rewritten as JSON.
 
 mod error;
 mod hootie;
@@ -362,6 +363,7 @@ struct ErrorShape {
 /// string, body too large, timeout, ...) come as plain text: give them the API's JSON shape.
 async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Next) -> Response {
     let hootie = is_hootie(req.uri().path());
+    let route = format!("{} {}", req.method(), req.uri().path());
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp
@@ -391,7 +393,7 @@ async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Nex
     };
     let e = match status {
         StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(message),
-        StatusCode::NOT_FOUND => Error::NotFound(message),
+        StatusCode::NOT_FOUND => Error::NotFound(format!("route {route}")),
         StatusCode::BAD_REQUEST => {
             // axum names the query parameter: "Failed to deserialize query string: wait: ..."
             let field = message

@@ -20,7 +20,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tower::ServiceExt as _;
 
 use crate::api::{AppState, router};
-use crate::auth::AuthLimits;
+use crate::auth::{AuthLimits, Source};
 use crate::datastore::Datastore;
 use crate::reconcile::{Hub, Tuning};
 
@@ -167,15 +167,16 @@ pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connections open per client address.
+/// Connections open per client address (an IPv6 client: per /64, as `auth::Source` groups).
 #[derive(Clone, Default)]
-struct PerIp(Arc<Mutex<HashMap<IpAddr, usize>>>);
+struct PerIp(Arc<Mutex<HashMap<Source, usize>>>);
 
 /// One connection's place in `PerIp`; given back when dropped.
-struct IpSlot(PerIp, IpAddr);
+struct IpSlot(PerIp, Source);
 
 impl PerIp {
     fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let ip = Source::of(ip);
         let mut map = self.0.lock().expect("per-ip lock");
         let n = map.entry(ip).or_insert(0);
         if *n >= max {

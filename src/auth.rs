@@ -192,11 +192,11 @@ pub struct Authenticator {
     refused: Mutex<HashMap<[u8; 32], Instant>>,
     /// One check per (user, password) at a time: a burst of requests with the same
     /// credentials waits for the first check instead of running hundreds of 19 MiB hashes.
-    inflight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>,
+    inflight: Gates,
     failures: Mutex<FailureCounts>,
     known_good: Mutex<HashMap<(String, Source), Instant>>,
     checks_by_source: Arc<Mutex<HashMap<Source, usize>>>,
-    hashing: tokio::sync::Semaphore,
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Authenticator {
@@ -219,6 +219,53 @@ impl Drop for SourceSlot {
             if *n == 0 {
                 map.remove(&self.source);
             }
+        }
+    }
+}
+
+type Gates = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
+
+/// A request's share of the check of one (user, password) pair; the last one to leave, even
+/// by being cancelled, removes the pair's gate.
+struct Inflight<'a> {
+    gates: &'a Gates,
+    key: [u8; 32],
+    /// Always `Some` until dropped.
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl<'a> Inflight<'a> {
+    fn join(gates: &'a Gates, key: [u8; 32]) -> Self {
+        let gate = gates
+            .lock()
+            .expect("auth inflight lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        Inflight {
+            gates,
+            key,
+            gate: Some(gate),
+        }
+    }
+
+    /// Wait for the pair's turn.
+    async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.as_ref().expect("held until dropped").lock().await
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.gates.lock().expect("auth inflight lock");
+        // Our reference goes under the lock, so of two leaving at once the second sees only
+        // the map's.
+        drop(self.gate.take());
+        if gates
+            .get(&self.key)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            gates.remove(&self.key);
         }
     }
 }
@@ -259,7 +306,7 @@ impl Authenticator {
         // The dummy hash is made now, not on the first unknown user (whose answer would be late).
         dummy_hash();
         Authenticator {
-            hashing: tokio::sync::Semaphore::new(limits.concurrent_checks.max(1)),
+            hashing: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_checks.max(1))),
             limits,
             verified: Mutex::default(),
             refused: Mutex::default(),
@@ -400,25 +447,12 @@ impl Authenticator {
             return done;
         }
         self.check_limits(&username, source)?;
-        let gate = self
-            .inflight
-            .lock()
-            .expect("auth inflight lock")
-            .entry(d)
-            .or_default()
-            .clone();
-        let turn = gate.lock().await;
-        let result = match settled(self) {
+        let entry = Inflight::join(&self.inflight, d);
+        let _turn = entry.turn().await;
+        match settled(self) {
             Some(done) => done,
             None => self.check(user, &username, password, d, source).await,
-        };
-        drop(turn);
-        let mut inflight = self.inflight.lock().expect("auth inflight lock");
-        // The last one out removes the entry (the map holds one reference, `gate` another).
-        if inflight.get(&d).is_some_and(|g| Arc::strong_count(g) == 2) {
-            inflight.remove(&d);
         }
-        result
     }
 
     /// Run argon2 for one (user, password) pair that is in no cache.
@@ -430,19 +464,25 @@ impl Authenticator {
         d: [u8; 32],
         source: Source,
     ) -> Result<User> {
-        let _slot = self.take_source_slot(source)?;
-        let _permit = self
+        let slot = self.take_source_slot(source)?;
+        let permit = self
             .hashing
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .expect("the hashing gate is never closed");
         let hash = match &user {
             Some(u) => u.password_hash.clone(),
             None => dummy_hash().to_string(),
         };
-        let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-            .await
-            .map_err(|e| anyhow::anyhow!("password check: {e}"))?;
+        // The slot and the permit are given back when the hash is done, not when the request
+        // is: a client that hangs up mid-check cannot start more checks than the limits allow.
+        let ok = tokio::task::spawn_blocking(move || {
+            let _held = (slot, permit);
+            verify_password(&password, &hash)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("password check: {e}"))?;
         match user {
             Some(u) if ok => {
                 self.remember(username, d, source);
@@ -531,6 +571,25 @@ mod tests {
         }
         assert!(f.0.len() <= MAX_ENTRIES);
         assert!(f.blocked_for(&blocked, 3, window).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_pair_gate_is_removed_by_the_last_one_out_even_if_cancelled() {
+        let gates = Gates::default();
+        let a = Inflight::join(&gates, [1; 32]);
+        let turn = a.turn().await;
+        let b = Inflight::join(&gates, [1; 32]);
+        // b gives up while waiting for its turn, as a request whose client hung up does.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), b.turn())
+                .await
+                .is_err()
+        );
+        drop(b);
+        assert_eq!(gates.lock().unwrap().len(), 1);
+        drop(turn);
+        drop(a);
+        assert!(gates.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //!
 //! Guessing is limited without slowing a right password: failed sign-ins are counted per source
 //! address and per user in a window, and once over the limit the guesser is answered 429 before
-//! any hashing. A source may run only a few checks at once (the rest are 429 at once, not
-//! queued), so a flood from one place cannot queue ahead of a correct login from another. An
-//! unknown user is checked against a dummy hash, so it takes as long as a wrong password.
+//! any hashing. A source may run only two checks at once (the rest are 429 at once, not
+//! queued), so a flood from one place cannot queue ahead of a correct login from another, and
+//! a user signing in from where they did before has checks of their own. An unknown user is
+//! checked against a dummy hash, so it takes as long as a wrong password.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -72,7 +73,8 @@ pub struct AuthLimits {
     pub window: Duration,
     /// Password checks one source may have running at once; more are answered 429 at once.
     pub checks_per_source: usize,
-    /// Password checks running at once in all (each holds 19 MiB).
+    /// Password checks running at once in all (each holds 19 MiB), and as many again for
+    /// users signing in from where they did before.
     pub concurrent_checks: usize,
 }
 
@@ -83,8 +85,8 @@ impl Default for AuthLimits {
             failures_per_source: 30,
             failures_per_user: 100,
             window: Duration::from_secs(60),
-            checks_per_source: 4,
-            concurrent_checks: 2 * cores,
+            checks_per_source: 2,
+            concurrent_checks: (2 * cores).max(4),
         }
     }
 }
@@ -109,6 +111,8 @@ impl AuthLimits {
                 "NFSPROV_AUTH_WINDOW_SECS",
                 d.window.as_secs(),
             )?),
+            checks_per_source: count("NFSPROV_AUTH_CHECKS_PER_IP", d.checks_per_source as u32)?
+                as usize,
             ..d
         })
     }
@@ -197,6 +201,7 @@ pub struct Authenticator {
     known_good: Mutex<HashMap<(String, Source), Instant>>,
     checks_by_source: Arc<Mutex<HashMap<Source, usize>>>,
     hashing: Arc<tokio::sync::Semaphore>,
+    trusted_hashing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Default for Authenticator {
@@ -307,6 +312,7 @@ impl Authenticator {
         dummy_hash();
         Authenticator {
             hashing: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_checks.max(1))),
+            trusted_hashing: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_checks.max(1))),
             limits,
             verified: Mutex::default(),
             refused: Mutex::default(),
@@ -464,13 +470,18 @@ impl Authenticator {
         d: [u8; 32],
         source: Source,
     ) -> Result<User> {
-        let slot = self.take_source_slot(source)?;
-        let permit = self
-            .hashing
+        // A user signing in from where they did before never waits behind strangers' checks.
+        let trusted = user.is_some() && self.is_known_good(username, source);
+        let (slot, gate) = if trusted {
+            (None, &self.trusted_hashing)
+        } else {
+            (Some(self.take_source_slot(source)?), &self.hashing)
+        };
+        let permit = gate
             .clone()
             .acquire_owned()
             .await
-            .expect("the hashing gate is never closed");
+            .expect("the hashing gates are never closed");
         let hash = match &user {
             Some(u) => u.password_hash.clone(),
             None => dummy_hash().to_string(),

@@ -425,12 +425,7 @@ impl Datastore {
         capacity_gb: i64,
         policy: DeletePolicy,
     ) -> Result<RootPath> {
-        if capacity_gb < 1 {
-            return Err(Error::invalid(
-                "capacity_gb",
-                "capacity must be at least 1 GB",
-            ));
-        }
+        crate::spec::gb_amount(capacity_gb, 1).map_err(|e| Error::invalid("capacity_gb", e.0))?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let exists = sqlx::query("SELECT 1 FROM servers WHERE id = ?")
             .bind(server.0)
@@ -499,6 +494,7 @@ impl Datastore {
         is_admin: bool,
         quota_gb: i64,
     ) -> Result<User> {
+        crate::spec::gb_amount(quota_gb, 0).map_err(|e| Error::invalid("quota_gb", e.0))?;
         let res = sqlx::query(
             "INSERT INTO users (username, password_hash, is_admin, quota_gb, created_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -537,10 +533,8 @@ impl Datastore {
     }
 
     pub async fn update_user(&self, username: &str, change: &UserChange) -> Result<User> {
-        if let Some(q) = change.quota_gb
-            && q < 0
-        {
-            return Err(Error::invalid("quota_gb", "quota cannot be negative"));
+        if let Some(q) = change.quota_gb {
+            crate::spec::gb_amount(q, 0).map_err(|e| Error::invalid("quota_gb", e.0))?;
         }
         let res = sqlx::query(
             "UPDATE users SET quota_gb = COALESCE(?, quota_gb), locked = COALESCE(?, locked), \
@@ -634,6 +628,7 @@ impl Datastore {
         clients: &[ClientRule],
     ) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        refuse_if_locked(&mut *tx, viewer).await?;
         let row = sqlx::query(
             "SELECT v.owner_id, v.state, s.backend FROM volumes v \
              JOIN servers s ON s.id = v.server_id WHERE v.id = ?",
@@ -671,7 +666,21 @@ impl Datastore {
 
     /// Mark a volume for deletion and release its quota and capacity at once.
     pub async fn delete_volume(&self, id: VolumeId, viewer: &User) -> Result<Volume> {
+        self.mark_deleting(id, viewer, true).await
+    }
+
+    /// Undo a create the server refused (hootie's API answers such a create with an error, so
+    /// its caller must not be left holding it): delete it even if the owner was locked since.
+    /// A volume never exported has its directory removed only if empty (`plan`).
+    pub async fn roll_back_create(&self, id: VolumeId, owner: &User) -> Result<Volume> {
+        self.mark_deleting(id, owner, false).await
+    }
+
+    async fn mark_deleting(&self, id: VolumeId, viewer: &User, check_lock: bool) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if check_lock {
+            refuse_if_locked(&mut tx, viewer).await?;
+        }
         let row =
             sqlx::query("SELECT owner_id, root_path_id, size_gb, state FROM volumes WHERE id = ?")
                 .bind(id.0)
@@ -699,12 +708,13 @@ impl Datastore {
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE users SET used_gb = used_gb - ? WHERE id = ?")
+            // Never below zero, so a delete cannot fail on the counters' CHECK.
+            sqlx::query("UPDATE users SET used_gb = MAX(used_gb - ?, 0) WHERE id = ?")
                 .bind(size)
                 .bind(owner)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE root_paths SET allocated_gb = allocated_gb - ? WHERE id = ?")
+            sqlx::query("UPDATE root_paths SET allocated_gb = MAX(allocated_gb - ?, 0) WHERE id = ?")
                 .bind(size)
                 .bind(rp)
                 .execute(&mut *tx)
@@ -816,6 +826,23 @@ const RECORD_PENDING: &str = "UPDATE volumes SET last_error = o.message \
      FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS message FROM json_each(?2)) AS o \
      WHERE volumes.id = o.id AND volumes.generation = o.generation \
      AND volumes.last_error IS NOT o.message";
+
+/// Refuse a change by a locked account, inside the transaction that would record it: a lock
+/// set after the request was authenticated still stops it.
+async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<()> {
+    let locked: Option<bool> = sqlx::query_scalar("SELECT locked FROM users WHERE id = ?")
+        .bind(viewer.id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match locked {
+        Some(false) => Ok(()),
+        Some(true) => Err(Error::Locked(LOCKED_MESSAGE.into())),
+        None => Err(Error::Unauthenticated("your account no longer exists".into())),
+    }
+}
+
+/// What a locked account is told when it tries to change anything.
+pub const LOCKED_MESSAGE: &str = "your account is locked; ask an administrator to unlock it";
 
 /// Refuse options the server's backend cannot honour (field `clients[i].options`).
 fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {

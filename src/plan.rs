@@ -43,6 +43,9 @@ pub struct Removal {
     pub trash_dir: String,
     pub trash_path: String,
     pub generation: i64,
+    /// Never exported (e.g. a create the server refused): its directory is removed if it is
+    /// empty, whatever the policy; one with data in it still follows `policy`.
+    pub never_exported: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -80,6 +83,7 @@ impl Plan {
                     trash_dir: format!("{}/{}", v.root_path, crate::model::TRASH_DIR),
                     trash_path: v.trash_path(),
                     generation: v.generation,
+                    never_exported: v.applied_clients.is_none(),
                 }),
                 _ if excluded.contains(&v.id) => plan.withheld.push(v.id),
                 _ => {

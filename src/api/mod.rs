@@ -51,6 +51,29 @@ impl AppState {
         self.auth.authenticate(self.db(), header).await
     }
 
+    /// The caller of a request that changes something: a locked account is refused here, and
+    /// again inside the transaction that records the change (`datastore`).
+    async fn writer(&self, headers: &HeaderMap) -> Result<User> {
+        let user = self.user(headers).await?;
+        if user.locked {
+            return Err(crate::error::Error::Locked(
+                crate::datastore::LOCKED_MESSAGE.into(),
+            ));
+        }
+        Ok(user)
+    }
+
+    /// An administrator who may change things (not locked).
+    async fn admin_writer(&self, headers: &HeaderMap) -> Result<User> {
+        let user = self.admin(headers).await?;
+        if user.locked {
+            return Err(crate::error::Error::Locked(
+                crate::datastore::LOCKED_MESSAGE.into(),
+            ));
+        }
+        Ok(user)
+    }
+
     async fn admin(&self, headers: &HeaderMap) -> Result<User> {
         let user = self.user(headers).await?;
         if !user.is_admin {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -73,6 +74,12 @@ struct WaitQuery {
     include_deleted: Option<bool>,
 }
 
+/// The query string; a malformed one is a 400 naming the parameter, in the API's shape.
+fn query(q: Result<Query<WaitQuery>, QueryRejection>) -> Result<WaitQuery, Error> {
+    q.map(|Query(q)| q)
+        .map_err(|e| Error::invalid("query", e.body_text()))
+}
+
 impl WaitQuery {
     fn timeout(&self) -> Duration {
         self.timeout
@@ -123,9 +130,7 @@ fn parse_clients(clients: &[ClientIn]) -> Result<Vec<ClientRule>, Error> {
     if clients.is_empty() {
         return Err(Error::invalid("clients", "list at least one client"));
     }
-    if clients.len() > 64 {
-        return Err(Error::invalid("clients", "at most 64 clients per volume"));
-    }
+    spec::client_count(clients.len()).map_err(field_err("clients"))?;
     let mut out: Vec<ClientRule> = Vec::with_capacity(clients.len());
     for (i, c) in clients.iter().enumerate() {
         let host = ClientSpec::parse(&c.host).map_err(field_err(&format!("clients[{i}].host")))?;
@@ -167,16 +172,17 @@ struct CreateVolumeIn {
 async fn create_volume(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> NResult<Response> {
-    let user = st.user(&headers).await?;
+    let q = query(q)?;
+    let user = st.writer(&headers).await?;
     let req: CreateVolumeIn = parse_body(&body)?;
     let sub_path = SubPath::parse(&req.sub_path).map_err(field_err("sub_path"))?;
-    if req.size_gb < 1 {
-        return Err(Error::invalid("size_gb", "size must be at least 1 GB").into());
-    }
+    let size_gb = spec::volume_size(req.size_gb).map_err(field_err("size_gb"))?;
     let clients = parse_clients(&req.clients)?;
+    let uid = spec::owner_id(req.uid.unwrap_or(0)).map_err(field_err("uid"))?;
+    let gid = spec::owner_id(req.gid.unwrap_or(0)).map_err(field_err("gid"))?;
     let mode = match &req.mode {
         Some(m) => DirMode::parse(m).map_err(field_err("mode"))?,
         None => DirMode::default(),
@@ -199,11 +205,11 @@ async fn create_volume(
         owner: user.id,
         root_path: RootPathId(req.root_path_id),
         sub_path,
-        size_gb: req.size_gb,
+        size_gb,
         clients,
         mode,
-        uid: req.uid.unwrap_or(0),
-        gid: req.gid.unwrap_or(0),
+        uid,
+        gid,
         idempotency_key: key,
         request_hash,
     };
@@ -263,8 +269,9 @@ fn parse_id(id: &str) -> Result<VolumeId, Error> {
 async fn list_volumes(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> NResult<Response> {
+    let q = query(q)?;
     let user = st.user(&headers).await?;
     Ok(st
         .volume_listing(&user, q.include_deleted.unwrap_or(false), volume_json)
@@ -291,10 +298,11 @@ async fn patch_volume(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> NResult<Response> {
-    let user = st.user(&headers).await?;
+    let q = query(q)?;
+    let user = st.writer(&headers).await?;
     let id = parse_id(&id)?;
     let req: PatchVolumeIn = parse_body(&body)?;
     let clients = parse_clients(&req.clients)?;
@@ -307,9 +315,10 @@ async fn delete_volume(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> NResult<Response> {
-    let user = st.user(&headers).await?;
+    let q = query(q)?;
+    let user = st.writer(&headers).await?;
     let v = st.db().delete_volume(parse_id(&id)?, &user).await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
@@ -352,7 +361,7 @@ async fn create_root_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: CreateRootPathIn = parse_body(&body)?;
     let rp = crate::admin::add_root_path(
         st.db(),
@@ -395,7 +404,7 @@ async fn create_server(
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: NewServer = parse_body(&body)?;
     let s = crate::admin::add_server(st.db(), req).await?;
     st.hub.ensure(s.id);
@@ -415,7 +424,7 @@ async fn patch_server(
     Path(name): Path<String>,
     body: Bytes,
 ) -> NResult<Json<Value>> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: PatchServerIn = parse_body(&body)?;
     let s = crate::admin::find_server(st.db(), &name).await?;
     let key = crate::admin::normalize_host_key(&req.host_key)?;
@@ -456,7 +465,7 @@ async fn create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: CreateUserIn = parse_body(&body)?;
     let u = crate::admin::add_user(
         st.db(),
@@ -488,7 +497,7 @@ async fn patch_user(
     Path(username): Path<String>,
     body: Bytes,
 ) -> NResult<Json<Value>> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: PatchUserIn = parse_body(&body)?;
     let password_hash = match &req.password {
         Some(p) => Some(crate::admin::checked_password_hash(p)?),

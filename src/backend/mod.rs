@@ -159,6 +159,11 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     s.line(&[Lit("umask 022")]);
     B::prelude(&mut s);
     for r in &plan.remove {
+        if r.never_exported {
+            // rmdir removes only an empty directory (never data); anything else falls
+            // through to the policy below.
+            s.line(&[Lit("if ! rmdir --"), Arg(&r.path), Lit("2>/dev/null; then")]);
+        }
         match r.policy {
             DeletePolicy::Retain => s.line(&[
                 Lit("if [ -e"),
@@ -174,6 +179,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
             ]),
             DeletePolicy::Purge => s.line(&[Lit("rm -rf --"), Arg(&r.path)]),
         };
+        if r.never_exported {
+            s.line(&[Lit("fi")]);
+        }
         s.marker_rc("del", &r.volume.to_string());
     }
     // Directories: one mkdir/chown/chmod per group of the same owner and mode (a few process

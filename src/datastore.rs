@@ -714,11 +714,13 @@ impl Datastore {
                 .bind(owner)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE root_paths SET allocated_gb = MAX(allocated_gb - ?, 0) WHERE id = ?")
-                .bind(size)
-                .bind(rp)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE root_paths SET allocated_gb = MAX(allocated_gb - ?, 0) WHERE id = ?",
+            )
+            .bind(size)
+            .bind(rp)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         self.volume(id).await
@@ -837,7 +839,9 @@ async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Res
     match locked {
         Some(false) => Ok(()),
         Some(true) => Err(Error::Locked(LOCKED_MESSAGE.into())),
-        None => Err(Error::Unauthenticated("your account no longer exists".into())),
+        None => Err(Error::Unauthenticated(
+            "your account no longer exists".into(),
+        )),
     }
 }
 
@@ -1135,6 +1139,108 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), admitted.len());
+    }
+
+    #[tokio::test]
+    async fn huge_sizes_in_one_batch_are_refused_and_counters_never_overflow() {
+        let (_dir, db, owner, rp) = fixture().await;
+        create(&db, owner, rp, "small").await;
+        // Quota and capacity as large as an admin may set, so only overflow could admit these.
+        for sql in [
+            "UPDATE users SET quota_gb = 1099511627776",
+            "UPDATE root_paths SET capacity_gb = 1099511627776",
+        ] {
+            sqlx::query(sql).execute(&db.writer).await.unwrap();
+        }
+        let mut reqs = Vec::new();
+        for (k, size) in [i64::MAX, i64::MAX, i64::MAX - 1, 1 << 62, 0, -5, i64::MIN]
+            .into_iter()
+            .enumerate()
+        {
+            let mut nv = new_volume(owner, rp, &format!("huge{k}"));
+            nv.size_gb = size;
+            reqs.push(nv);
+        }
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        for r in &results {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Invalid { .. }
+                        | Error::QuotaExceeded { .. }
+                        | Error::CapacityExceeded { .. })
+                ),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 1);
+    }
+
+    #[tokio::test]
+    async fn overlap_errors_name_only_the_callers_own_volumes() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        create(&db, other, rp, "secret/project").await;
+        create(&db, owner, rp, "mine").await;
+        for sub in ["secret", "secret/project", "secret/project/x"] {
+            match db.create_volume(&new_volume(owner, rp, sub)).await {
+                Err(Error::Conflict { message, .. }) => {
+                    // Only what the caller sent: not the other volume's path, owner or state.
+                    assert_eq!(
+                        message,
+                        format!(
+                            "/srv/p/{sub}: the path overlaps an existing volume; choose another sub_path"
+                        )
+                    );
+                }
+                other => panic!("{sub}: {:?}", other.map(|_| ())),
+            }
+        }
+        match db.create_volume(&new_volume(owner, rp, "mine/sub")).await {
+            Err(Error::Conflict { message, .. }) => {
+                assert!(
+                    message.contains("overlaps your volume /srv/p/mine"),
+                    "{message}"
+                )
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_locked_account_changes_nothing_even_if_locked_after_authenticating() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let v = create(&db, owner, rp, "a").await;
+        // Authenticated (read) before the lock was set.
+        let viewer = db.user_by_name("u").await.unwrap();
+        db.update_user(
+            "u",
+            &UserChange {
+                locked: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let clients = new_volume(owner, rp, "x").clients;
+        assert!(matches!(
+            db.update_volume_clients(v.id, &viewer, &clients).await,
+            Err(Error::Locked(_))
+        ));
+        assert!(matches!(
+            db.delete_volume(v.id, &viewer).await,
+            Err(Error::Locked(_))
+        ));
+        assert!(matches!(
+            db.create_volume(&new_volume(owner, rp, "b")).await,
+            Err(Error::Locked(_))
+        ));
+        let after = db.volume(v.id).await.unwrap();
+        assert_eq!((after.state, after.generation), (VolumeState::Creating, 1));
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);
     }
 
     #[tokio::test]

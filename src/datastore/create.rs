@@ -421,7 +421,9 @@ fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error
             };
             format!("{what}{hint}")
         }
-        _ => format!("{rp_path}/{sub}: the path overlaps an existing volume; choose another sub_path"),
+        _ => format!(
+            "{rp_path}/{sub}: the path overlaps an existing volume; choose another sub_path"
+        ),
     };
     Error::conflict(Some("sub_path"), message)
 }

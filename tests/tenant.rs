@@ -164,6 +164,22 @@ async fn huge_numbers_racing_in_one_batch_are_refused_and_the_books_stay_right()
             json!({"server": "srv1", "path": "/srv/other", "capacity_gb": i64::MAX}),
             "capacity_gb",
         ),
+        // Strings without a natural bound have one too.
+        (
+            Method::POST,
+            ADMIN,
+            "/api/v1/servers".into(),
+            json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": format!("/{}", "k".repeat(5000)),
+                   "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
+            "ssh_key",
+        ),
+        (
+            Method::PATCH,
+            ADMIN,
+            "/api/v1/servers/srv1".into(),
+            json!({"host_key": format!("ssh-ed25519 {}", "A".repeat(10_000))}),
+            "host_key",
+        ),
     ];
     for (m, user, path, body, field) in cases {
         let (s, e) = env.req(m, Some(user), &path, Some(body.clone())).await;

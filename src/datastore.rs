@@ -628,7 +628,7 @@ impl Datastore {
         clients: &[ClientRule],
     ) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        refuse_if_locked(&mut *tx, viewer).await?;
+        refuse_if_locked(&mut tx, viewer).await?;
         let row = sqlx::query(
             "SELECT v.owner_id, v.state, s.backend FROM volumes v \
              JOIN servers s ON s.id = v.server_id WHERE v.id = ?",

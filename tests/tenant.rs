@@ -16,6 +16,9 @@ fn native_body(sub_path: &str, size: Value) -> Value {
            "clients": [{"host": "10.0.0.1"}]})
 }
 
+/// A user's name and password.
+type Login = (&'static str, &'static str);
+
 async fn root_path_allocated(env: &Env) -> i64 {
     let (_, rps) = env
         .req(Method::GET, Some(ADMIN), "/api/v1/rootpaths", None)
@@ -83,7 +86,7 @@ async fn huge_numbers_racing_in_one_batch_are_refused_and_the_books_stay_right()
     }
 
     // Every other number field, in both APIs and the admin API: a 4xx naming it, never a 500.
-    let cases: Vec<(Method, (&str, &str), String, Value, &str)> = vec![
+    let cases: Vec<(Method, Login, String, Value, &str)> = vec![
         (
             Method::POST,
             ALICE,
@@ -261,7 +264,7 @@ async fn a_locked_account_can_change_nothing() {
     }
     let root2 = ("root2", "root2-pass-1");
     let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA";
-    let attempts: Vec<(Method, (&str, &str), String, Option<Value>)> = vec![
+    let attempts: Vec<(Method, Login, String, Option<Value>)> = vec![
         (
             Method::PATCH,
             ALICE,

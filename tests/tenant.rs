@@ -639,3 +639,58 @@ async fn a_hootie_create_the_server_refuses_leaves_nothing_behind() {
     );
     assert_eq!(env.user_row("alice").await["used_gb"], 1);
 }
+
+/// The operator's limits are the ones enforced: `NFSPROV_MAX_VOLUME_GB` and
+/// `NFSPROV_MAX_CLIENTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_limits_are_enforced() {
+    let mut env = Env::start(1, 100, 50).await;
+    env.kill_serve();
+    env.start_serve_with(&[
+        ("NFSPROV_MAX_VOLUME_GB", "10"),
+        ("NFSPROV_MAX_CLIENTS", "3"),
+    ])
+    .await;
+    let (s, e) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1/volumes",
+            Some(native_body("eleven", json!(11))),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["field"], "size_gb");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("10 GB"),
+        "{e}"
+    );
+    let (s, e) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1.0/volumes/",
+            Some(json!({"root_path": 1, "sub_path": "four", "size_GB": 1,
+                        "allowed_hosts": "10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert!(
+        e["allowed_hosts"][0]
+            .as_str()
+            .unwrap()
+            .contains("at most 3"),
+        "{e}"
+    );
+    let (s, v) = env
+        .create(
+            ALICE,
+            1,
+            "ten",
+            10,
+            json!([{"host": "10.0.0.1"}, {"host": "10.0.0.2"}, {"host": "10.0.0.3"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["state"], "available");
+}

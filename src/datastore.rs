@@ -532,9 +532,33 @@ impl Datastore {
         rows.iter().map(user_from_row).collect()
     }
 
+    /// Change a user (the CLI: no caller to check).
     pub async fn update_user(&self, username: &str, change: &UserChange) -> Result<User> {
+        self.change_user(None, username, change).await
+    }
+
+    /// Change a user on behalf of `by`, refused if `by` is locked when it is recorded.
+    pub async fn update_user_as(
+        &self,
+        by: &User,
+        username: &str,
+        change: &UserChange,
+    ) -> Result<User> {
+        self.change_user(Some(by), username, change).await
+    }
+
+    async fn change_user(
+        &self,
+        by: Option<&User>,
+        username: &str,
+        change: &UserChange,
+    ) -> Result<User> {
         if let Some(q) = change.quota_gb {
             crate::spec::gb_amount(q, 0).map_err(|e| Error::invalid("quota_gb", e.0))?;
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(by) = by {
+            refuse_if_locked(&mut tx, by).await?;
         }
         let res = sqlx::query(
             "UPDATE users SET quota_gb = COALESCE(?, quota_gb), locked = COALESCE(?, locked), \
@@ -546,11 +570,12 @@ impl Datastore {
         .bind(change.is_admin)
         .bind(change.password_hash.as_deref())
         .bind(username)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
             return Err(Error::NotFound(format!("user {username:?}")));
         }
+        tx.commit().await?;
         self.user_by_name(username).await
     }
 
@@ -1238,6 +1263,20 @@ mod tests {
             db.create_volume(&new_volume(owner, rp, "b")).await,
             Err(Error::Locked(_))
         ));
+        // A locked administrator cannot unlock anyone, itself included.
+        assert!(matches!(
+            db.update_user_as(
+                &viewer,
+                "u",
+                &UserChange {
+                    locked: Some(false),
+                    ..Default::default()
+                }
+            )
+            .await,
+            Err(Error::Locked(_))
+        ));
+        assert!(db.user_by_name("u").await.unwrap().locked);
         let after = db.volume(v.id).await.unwrap();
         assert_eq!((after.state, after.generation), (VolumeState::Creating, 1));
         assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);

@@ -497,7 +497,7 @@ async fn patch_user(
     Path(username): Path<String>,
     body: Bytes,
 ) -> NResult<Json<Value>> {
-    st.admin_writer(&headers).await?;
+    let by = st.admin_writer(&headers).await?;
     let req: PatchUserIn = parse_body(&body)?;
     let password_hash = match &req.password {
         Some(p) => Some(crate::admin::checked_password_hash(p)?),
@@ -505,7 +505,8 @@ async fn patch_user(
     };
     let u = st
         .db()
-        .update_user(
+        .update_user_as(
+            &by,
             &username,
             &UserChange {
                 quota_gb: req.quota_gb,

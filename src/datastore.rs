@@ -97,6 +97,13 @@ fn default_ssh_user() -> String {
     "root".into()
 }
 
+/// A page of a listing: ids above `after`, at most `limit` rows (all when `None`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page {
+    pub after: i64,
+    pub limit: Option<usize>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UserChange {
     pub quota_gb: Option<i64>,
@@ -613,31 +620,38 @@ impl Datastore {
     /// Volumes visible to `viewer` (all for an admin), oldest first.
     pub async fn volumes_for(&self, viewer: &User, include_deleted: bool) -> Result<Vec<Volume>> {
         let mut out = Vec::new();
-        self.each_volume_for(viewer, include_deleted, |v| out.push(v))
+        self.each_volume_for(viewer, include_deleted, Page::default(), |v| out.push(v))
             .await?;
         Ok(out)
     }
 
-    /// Like `volumes_for`, one volume at a time, without holding them all in memory.
+    /// Like `volumes_for`, one volume at a time, without holding them all in memory: those
+    /// with an id above `page.after`, at most `page.limit` of them.
     pub async fn each_volume_for(
         &self,
         viewer: &User,
         include_deleted: bool,
+        page: Page,
         mut f: impl FnMut(Volume),
     ) -> Result<()> {
         use futures_util::TryStreamExt;
-        let mut sql = format!("{VOLUME_SELECT} WHERE 1 = 1");
+        let mut sql = format!("{VOLUME_SELECT} WHERE v.id > ?");
         if !viewer.is_admin {
             sql.push_str(" AND v.owner_id = ?");
         }
         if !include_deleted {
             sql.push_str(" AND v.state != 'deleted'");
         }
-        sql.push_str(" ORDER BY v.id");
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+        sql.push_str(" ORDER BY v.id LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(page.after);
         if !viewer.is_admin {
             q = q.bind(viewer.id.0);
         }
+        // SQLite: a negative LIMIT is no limit.
+        let limit = page
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        q = q.bind(limit);
         let mut rows = q.fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
             f(volume_from_row(&row)?);

@@ -640,10 +640,10 @@ async fn a_hootie_create_the_server_refuses_leaves_nothing_behind() {
     assert_eq!(env.user_row("alice").await["used_gb"], 1);
 }
 
-/// The operator's limits are the ones enforced: `NFSPROV_MAX_VOLUME_GB` and
-/// `NFSPROV_MAX_CLIENTS`.
+/// The operator's limits are the ones enforced (`NFSPROV_MAX_VOLUME_GB`,
+/// `NFSPROV_MAX_CLIENTS`), and a listing is one bounded page at a time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operators_limits_are_enforced() {
+async fn the_operators_limits_are_enforced_and_listings_are_paged() {
     let mut env = Env::start(1, 100, 50).await;
     env.kill_serve();
     env.start_serve_with(&[
@@ -693,4 +693,59 @@ async fn the_operators_limits_are_enforced() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["state"], "available");
+
+    // Listings come in pages of at most 10,000 (a deleted history grows without bound),
+    // linked by a `Link: <...>; rel="next"` header.
+    for sub in ["p2", "p3"] {
+        let id = env
+            .create_accepted(sub, json!([{"host": "10.0.0.1"}]))
+            .await;
+        if sub == "p3" {
+            let (s, _) = env
+                .req(
+                    Method::DELETE,
+                    Some(ALICE),
+                    &format!("/api/v1/volumes/{id}"),
+                    None,
+                )
+                .await;
+            assert!(s.is_success());
+        }
+    }
+    let page = |path: String| {
+        let (http, url) = (env.http.clone(), format!("{}{path}", env.base()));
+        async move {
+            let r = http
+                .get(url)
+                .basic_auth(ALICE.0, Some(ALICE.1))
+                .send()
+                .await
+                .unwrap();
+            let link = r
+                .headers()
+                .get("link")
+                .map(|l| l.to_str().unwrap().to_string());
+            (r.status(), link, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (s, link, first) = page("/api/v1/volumes?include_deleted=true&limit=2".into()).await;
+    assert_eq!(s, StatusCode::OK, "{first}");
+    assert_eq!(first.as_array().unwrap().len(), 2, "{first}");
+    let link = link.expect("a full page links to the next");
+    let next = link
+        .strip_prefix('<')
+        .and_then(|l| l.split_once('>'))
+        .unwrap()
+        .0
+        .to_string();
+    let (s, link, second) = page(next).await;
+    assert_eq!(s, StatusCode::OK, "{second}");
+    assert_eq!(second.as_array().unwrap().len(), 1, "{second}");
+    assert_eq!(second[0]["sub_path"], "p3");
+    assert!(link.is_none(), "{link:?}");
+    for bad in ["limit=0", "limit=10001", "limit=-1", "after=x"] {
+        let (s, _, e) = page(format!("/api/v1/volumes?{bad}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {e}");
+        assert!(e["error"]["field"].is_string(), "{bad}: {e}");
+    }
 }

@@ -72,7 +72,17 @@ struct WaitQuery {
     timeout: Option<u64>,
     #[serde(default)]
     include_deleted: Option<bool>,
+    /// Listing: volumes with an id above this one.
+    #[serde(default)]
+    after: Option<i64>,
+    /// Listing: at most this many (1 to `MAX_PAGE`, the default).
+    #[serde(default)]
+    limit: Option<usize>,
 }
+
+/// Most volumes in one listing response: bounds its size (about 1 KB each) whatever the
+/// history of deleted volumes; the `Link` header leads to the next page.
+const MAX_PAGE: usize = 10_000;
 
 /// The query string; a malformed one is a 400 naming the parameter, in the API's shape.
 fn query(q: Result<Query<WaitQuery>, QueryRejection>) -> Result<WaitQuery, Error> {
@@ -273,8 +283,20 @@ async fn list_volumes(
 ) -> NResult<Response> {
     let q = query(q)?;
     let user = st.user(&headers).await?;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid("limit", format!("give 1 to {MAX_PAGE}")).into());
+    }
+    let include_deleted = q.include_deleted.unwrap_or(false);
+    let page = crate::datastore::Page {
+        after: q.after.unwrap_or(0),
+        limit: Some(limit),
+    };
+    let next = |last: i64| {
+        format!("/api/v1/volumes?after={last}&limit={limit}&include_deleted={include_deleted}")
+    };
     Ok(st
-        .volume_listing(&user, q.include_deleted.unwrap_or(false), volume_json)
+        .volume_listing(&user, include_deleted, page, next, volume_json)
         .await?)
 }
 

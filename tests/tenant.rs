@@ -521,6 +521,17 @@ async fn client_lists_over_the_limit_are_refused_quickly_and_the_limit_is_served
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
     assert_eq!(e["error"]["field"], "clients", "{e}");
+    let (s, e) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1/volumes",
+            Some(json!({"root_path_id": 1, "sub_path": "dup", "size_gb": 1,
+                        "clients": [{"host": "A.example"}, {"host": "10.0.0.1"}, {"host": "a.EXAMPLE"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["field"], "clients[2].host", "{e}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let slowest = poller.await.unwrap();
     assert!(

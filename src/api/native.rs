@@ -142,6 +142,7 @@ fn parse_clients(clients: &[ClientIn]) -> Result<Vec<ClientRule>, Error> {
     }
     spec::client_count(clients.len()).map_err(field_err("clients"))?;
     let mut out: Vec<ClientRule> = Vec::with_capacity(clients.len());
+    let mut seen = std::collections::HashSet::with_capacity(clients.len());
     for (i, c) in clients.iter().enumerate() {
         let host = ClientSpec::parse(&c.host).map_err(field_err(&format!("clients[{i}].host")))?;
         let opt_field = format!("clients[{i}].options");
@@ -151,7 +152,7 @@ fn parse_clients(clients: &[ClientIn]) -> Result<Vec<ClientRule>, Error> {
             Some(OptionsIn::List(l)) => ExportOptions::from_list(l),
         }
         .map_err(field_err(&opt_field))?;
-        if out.iter().any(|o| o.host == host) {
+        if !seen.insert(host.clone()) {
             return Err(Error::invalid(
                 format!("clients[{i}].host"),
                 format!("{host} is listed twice"),

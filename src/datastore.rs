@@ -97,11 +97,13 @@ fn default_ssh_user() -> String {
     "root".into()
 }
 
-/// A page of a listing: ids above `after`, at most `limit` rows (all when `None`).
+/// A page of a listing: ids above `after`, at most `limit` rows (all when `None`), without
+/// volumes being deleted if `hide_deleting` (hootie's view: a deleted volume is gone at once).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Page {
     pub after: i64,
     pub limit: Option<usize>,
+    pub hide_deleting: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -641,6 +643,9 @@ impl Datastore {
         }
         if !include_deleted {
             sql.push_str(" AND v.state != 'deleted'");
+        }
+        if page.hide_deleting {
+            sql.push_str(" AND v.state != 'deleting'");
         }
         sql.push_str(" ORDER BY v.id LIMIT ?");
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(page.after);

@@ -649,6 +649,39 @@ async fn a_hootie_create_the_server_refuses_leaves_nothing_behind() {
         "error"
     );
     assert_eq!(env.user_row("alice").await["used_gb"], 1);
+
+    // In hootie's view a volume is gone once its DELETE is answered, even while a server that
+    // is down keeps it `deleting`.
+    let kept = env
+        .create_available("kept", json!([{"host": "10.0.0.1"}]))
+        .await;
+    env.server("srv1").stop().unwrap();
+    let (s, _) = env
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1.0/volumes/{kept}/"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(env.volume(kept).await["state"], "deleting");
+    let (_, list) = env
+        .req(Method::GET, Some(ALICE), "/api/v1.0/volumes/", None)
+        .await;
+    assert!(
+        !list.as_array().unwrap().iter().any(|v| v["pk"] == kept),
+        "{list}"
+    );
+    let (s, _) = env
+        .req(
+            Method::GET,
+            Some(ALICE),
+            &format!("/api/v1.0/volumes/{kept}/"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 /// The operator's limits are the ones enforced (`NFSPROV_MAX_VOLUME_GB`,

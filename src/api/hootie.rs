@@ -62,8 +62,12 @@ fn volume_json(v: &Volume) -> Value {
 
 async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Response> {
     let user = st.user(&headers).await?;
-    // hootie listed everything; the live volumes of a user are bounded by their quota.
-    let all = crate::datastore::Page::default();
+    // hootie listed everything; the live volumes of a user are bounded by their quota. A
+    // volume being deleted is gone in hootie's view (its DELETE answered 204).
+    let all = crate::datastore::Page {
+        hide_deleting: true,
+        ..Default::default()
+    };
     Ok(st
         .volume_listing(&user, false, all, |_| String::new(), volume_json)
         .await?)
@@ -82,7 +86,7 @@ async fn show(
 ) -> HResult<Json<Value>> {
     let user = st.user(&headers).await?;
     let v = st.db().volume_for(parse_pk(&pk)?, &user).await?;
-    if v.state == VolumeState::Deleted {
+    if matches!(v.state, VolumeState::Deleted | VolumeState::Deleting) {
         return Err(Error::NotFound(format!("volume {pk}")).into());
     }
     Ok(Json(volume_json(&v)))
@@ -193,9 +197,15 @@ async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
             // hootie saved a volume only once the server had it: a create the server refused
             // leaves nothing behind (listing, quota, capacity, its empty directory).
             let message = v.last_error.clone().unwrap_or_default();
-            let gone = st.db().roll_back_create(v.id, &user).await?;
-            st.hub.poke(gone.server_id);
-            let gone = st.wait_settled(v.id, CREATE_WAIT).await?;
+            // Deleted meanwhile by its owner: then there is nothing left to roll back.
+            let gone = match st.db().roll_back_create(v.id, &user).await {
+                Ok(gone) => {
+                    st.hub.poke(gone.server_id);
+                    st.wait_settled(v.id, CREATE_WAIT).await?
+                }
+                Err(Error::NotFound(_)) => st.db().volume(v.id).await?,
+                Err(e) => return Err(e.into()),
+            };
             let detail = if gone.state == VolumeState::Deleted {
                 "the server refused the volume; nothing was created"
             } else {

@@ -292,6 +292,7 @@ async fn list_volumes(
     let page = crate::datastore::Page {
         after: q.after.unwrap_or(0),
         limit: Some(limit),
+        hide_deleting: false,
     };
     let next = |last: i64| {
         format!("/api/v1/volumes?after={last}&limit={limit}&include_deleted={include_deleted}")

@@ -18,8 +18,23 @@ fn check_host(field: &str, host: &str) -> Result<()> {
     }
 }
 
+/// Longest host key line accepted.
+const MAX_HOST_KEY_LEN: usize = 8192;
+/// Longest path of the private key nfsprov logs in with (PATH_MAX).
+const MAX_KEY_PATH_LEN: usize = 4096;
+
 /// `type base64` of an OpenSSH public host key (comment dropped).
 pub fn normalize_host_key(key: &str) -> Result<String> {
+    // An RSA key of 16384 bits is about 2,800 characters of base64.
+    if key.len() > MAX_HOST_KEY_LEN {
+        return Err(Error::invalid(
+            "host_key",
+            format!(
+                "the key is {} characters long; the limit is {MAX_HOST_KEY_LEN}",
+                key.len()
+            ),
+        ));
+    }
     let mut parts = key.split_whitespace();
     let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
         return Err(Error::invalid(
@@ -83,7 +98,8 @@ pub async fn add_server(db: &Datastore, mut s: NewServer) -> Result<Server> {
     if !user_ok {
         return Err(Error::invalid("ssh_user", "not a valid Unix user name"));
     }
-    if !s.ssh_key.starts_with('/') || s.ssh_key.contains('\0') {
+    if !s.ssh_key.starts_with('/') || s.ssh_key.contains('\0') || s.ssh_key.len() > MAX_KEY_PATH_LEN
+    {
         return Err(Error::invalid(
             "ssh_key",
             "give the absolute path of the private key nfsprov logs in with",

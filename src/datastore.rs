@@ -99,6 +99,15 @@ fn default_ssh_user() -> String {
     "root".into()
 }
 
+/// A page of a listing: ids above `after`, at most `limit` rows (all when `None`), without
+/// volumes being deleted if `hide_deleting` (hootie's view: a deleted volume is gone at once).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Page {
+    pub after: i64,
+    pub limit: Option<usize>,
+    pub hide_deleting: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UserChange {
     pub quota_gb: Option<i64>,
@@ -447,12 +456,7 @@ impl Datastore {
         capacity_gb: i64,
         policy: DeletePolicy,
     ) -> Result<RootPath> {
-        if capacity_gb < 1 {
-            return Err(Error::invalid(
-                "capacity_gb",
-                "capacity must be at least 1 GB",
-            ));
-        }
+        crate::spec::gb_amount(capacity_gb, 1).map_err(|e| Error::invalid("capacity_gb", e.0))?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let exists = sqlx::query("SELECT 1 FROM servers WHERE id = ?")
             .bind(server.0)
@@ -521,6 +525,7 @@ impl Datastore {
         is_admin: bool,
         quota_gb: i64,
     ) -> Result<User> {
+        crate::spec::gb_amount(quota_gb, 0).map_err(|e| Error::invalid("quota_gb", e.0))?;
         let res = sqlx::query(
             "INSERT INTO users (username, password_hash, is_admin, quota_gb, created_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -558,11 +563,33 @@ impl Datastore {
         rows.iter().map(user_from_row).collect()
     }
 
+    /// Change a user (the CLI: no caller to check).
     pub async fn update_user(&self, username: &str, change: &UserChange) -> Result<User> {
-        if let Some(q) = change.quota_gb
-            && q < 0
-        {
-            return Err(Error::invalid("quota_gb", "quota cannot be negative"));
+        self.change_user(None, username, change).await
+    }
+
+    /// Change a user on behalf of `by`, refused if `by` is locked when it is recorded.
+    pub async fn update_user_as(
+        &self,
+        by: &User,
+        username: &str,
+        change: &UserChange,
+    ) -> Result<User> {
+        self.change_user(Some(by), username, change).await
+    }
+
+    async fn change_user(
+        &self,
+        by: Option<&User>,
+        username: &str,
+        change: &UserChange,
+    ) -> Result<User> {
+        if let Some(q) = change.quota_gb {
+            crate::spec::gb_amount(q, 0).map_err(|e| Error::invalid("quota_gb", e.0))?;
+        }
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(by) = by {
+            refuse_if_locked(&mut tx, by).await?;
         }
         let res = sqlx::query(
             "UPDATE users SET quota_gb = COALESCE(?, quota_gb), locked = COALESCE(?, locked), \
@@ -574,11 +601,12 @@ impl Datastore {
         .bind(change.is_admin)
         .bind(change.password_hash.as_deref())
         .bind(username)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
             return Err(Error::NotFound(format!("user {username:?}")));
         }
+        tx.commit().await?;
         self.user_by_name(username).await
     }
 
@@ -616,31 +644,41 @@ impl Datastore {
     /// Volumes visible to `viewer` (all for an admin), oldest first.
     pub async fn volumes_for(&self, viewer: &User, include_deleted: bool) -> Result<Vec<Volume>> {
         let mut out = Vec::new();
-        self.each_volume_for(viewer, include_deleted, |v| out.push(v))
+        self.each_volume_for(viewer, include_deleted, Page::default(), |v| out.push(v))
             .await?;
         Ok(out)
     }
 
-    /// Like `volumes_for`, one volume at a time, without holding them all in memory.
+    /// Like `volumes_for`, one volume at a time, without holding them all in memory: those
+    /// with an id above `page.after`, at most `page.limit` of them.
     pub async fn each_volume_for(
         &self,
         viewer: &User,
         include_deleted: bool,
+        page: Page,
         mut f: impl FnMut(Volume),
     ) -> Result<()> {
         use futures_util::TryStreamExt;
-        let mut sql = format!("{VOLUME_SELECT} WHERE 1 = 1");
+        let mut sql = format!("{VOLUME_SELECT} WHERE v.id > ?");
         if !viewer.is_admin {
             sql.push_str(" AND v.owner_id = ?");
         }
         if !include_deleted {
             sql.push_str(" AND v.state != 'deleted'");
         }
-        sql.push_str(" ORDER BY v.id");
-        let mut q = sqlx::query(AssertSqlSafe(sql));
+        if page.hide_deleting {
+            sql.push_str(" AND v.state != 'deleting'");
+        }
+        sql.push_str(" ORDER BY v.id LIMIT ?");
+        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(page.after);
         if !viewer.is_admin {
             q = q.bind(viewer.id.0);
         }
+        // SQLite: a negative LIMIT is no limit.
+        let limit = page
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        q = q.bind(limit);
         let mut rows = q.fetch(&self.pool);
         while let Some(row) = rows.try_next().await? {
             f(volume_from_row(&row)?);
@@ -656,6 +694,7 @@ impl Datastore {
         clients: &[ClientRule],
     ) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        refuse_if_locked(&mut tx, viewer).await?;
         let row = sqlx::query(
             "SELECT v.owner_id, v.state, s.backend FROM volumes v \
              JOIN servers s ON s.id = v.server_id WHERE v.id = ?",
@@ -693,7 +732,21 @@ impl Datastore {
 
     /// Mark a volume for deletion and release its quota and capacity at once.
     pub async fn delete_volume(&self, id: VolumeId, viewer: &User) -> Result<Volume> {
+        self.mark_deleting(id, viewer, true).await
+    }
+
+    /// Undo a create the server refused (hootie's API answers such a create with an error, so
+    /// its caller must not be left holding it): delete it even if the owner was locked since.
+    /// A volume never exported has its directory removed only if empty (`plan`).
+    pub async fn roll_back_create(&self, id: VolumeId, owner: &User) -> Result<Volume> {
+        self.mark_deleting(id, owner, false).await
+    }
+
+    async fn mark_deleting(&self, id: VolumeId, viewer: &User, check_lock: bool) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        if check_lock {
+            refuse_if_locked(&mut tx, viewer).await?;
+        }
         let row =
             sqlx::query("SELECT owner_id, root_path_id, size_gb, state FROM volumes WHERE id = ?")
                 .bind(id.0)
@@ -721,16 +774,19 @@ impl Datastore {
             .bind(id.0)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE users SET used_gb = used_gb - ? WHERE id = ?")
+            // Never below zero, so a delete cannot fail on the counters' CHECK.
+            sqlx::query("UPDATE users SET used_gb = MAX(used_gb - ?, 0) WHERE id = ?")
                 .bind(size)
                 .bind(owner)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("UPDATE root_paths SET allocated_gb = allocated_gb - ? WHERE id = ?")
-                .bind(size)
-                .bind(rp)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE root_paths SET allocated_gb = MAX(allocated_gb - ?, 0) WHERE id = ?",
+            )
+            .bind(size)
+            .bind(rp)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         self.volume(id).await
@@ -838,6 +894,25 @@ const RECORD_PENDING: &str = "UPDATE volumes SET last_error = o.message \
      FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS message FROM json_each(?2)) AS o \
      WHERE volumes.id = o.id AND volumes.generation = o.generation \
      AND volumes.last_error IS NOT o.message";
+
+/// Refuse a change by a locked account, inside the transaction that would record it: a lock
+/// set after the request was authenticated still stops it.
+async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<()> {
+    let locked: Option<bool> = sqlx::query_scalar("SELECT locked FROM users WHERE id = ?")
+        .bind(viewer.id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+    match locked {
+        Some(false) => Ok(()),
+        Some(true) => Err(Error::Locked(LOCKED_MESSAGE.into())),
+        None => Err(Error::Unauthenticated(
+            "your account no longer exists".into(),
+        )),
+    }
+}
+
+/// What a locked account is told when it tries to change anything.
+pub const LOCKED_MESSAGE: &str = "your account is locked; ask an administrator to unlock it";
 
 /// Refuse clients and options the server's backend cannot honour (fields `clients[i].host`,
 /// `clients[i].options`).
@@ -1134,6 +1209,122 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), admitted.len());
+    }
+
+    #[tokio::test]
+    async fn huge_sizes_in_one_batch_are_refused_and_counters_never_overflow() {
+        let (_dir, db, owner, rp) = fixture().await;
+        create(&db, owner, rp, "small").await;
+        // Quota and capacity as large as an admin may set, so only overflow could admit these.
+        for sql in [
+            "UPDATE users SET quota_gb = 1099511627776",
+            "UPDATE root_paths SET capacity_gb = 1099511627776",
+        ] {
+            sqlx::query(sql).execute(&db.writer).await.unwrap();
+        }
+        let mut reqs = Vec::new();
+        for (k, size) in [i64::MAX, i64::MAX, i64::MAX - 1, 1 << 62, 0, -5, i64::MIN]
+            .into_iter()
+            .enumerate()
+        {
+            let mut nv = new_volume(owner, rp, &format!("huge{k}"));
+            nv.size_gb = size;
+            reqs.push(nv);
+        }
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        for r in &results {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Invalid { .. }
+                        | Error::QuotaExceeded { .. }
+                        | Error::CapacityExceeded { .. })
+                ),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 1);
+    }
+
+    #[tokio::test]
+    async fn overlap_errors_name_only_the_callers_own_volumes() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        create(&db, other, rp, "secret/project").await;
+        create(&db, owner, rp, "mine").await;
+        for sub in ["secret", "secret/project", "secret/project/x"] {
+            match db.create_volume(&new_volume(owner, rp, sub)).await {
+                Err(Error::Conflict { message, .. }) => {
+                    // Only what the caller sent: not the other volume's path, owner or state.
+                    assert_eq!(
+                        message,
+                        format!(
+                            "/srv/p/{sub}: the path overlaps an existing volume; choose another sub_path"
+                        )
+                    );
+                }
+                other => panic!("{sub}: {:?}", other.map(|_| ())),
+            }
+        }
+        match db.create_volume(&new_volume(owner, rp, "mine/sub")).await {
+            Err(Error::Conflict { message, .. }) => {
+                assert!(
+                    message.contains("overlaps your volume /srv/p/mine"),
+                    "{message}"
+                )
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_locked_account_changes_nothing_even_if_locked_after_authenticating() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let v = create(&db, owner, rp, "a").await;
+        // Authenticated (read) before the lock was set.
+        let viewer = db.user_by_name("u").await.unwrap();
+        db.update_user(
+            "u",
+            &UserChange {
+                locked: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let clients = new_volume(owner, rp, "x").clients;
+        assert!(matches!(
+            db.update_volume_clients(v.id, &viewer, &clients).await,
+            Err(Error::Locked(_))
+        ));
+        assert!(matches!(
+            db.delete_volume(v.id, &viewer).await,
+            Err(Error::Locked(_))
+        ));
+        assert!(matches!(
+            db.create_volume(&new_volume(owner, rp, "b")).await,
+            Err(Error::Locked(_))
+        ));
+        // A locked administrator cannot unlock anyone, itself included.
+        assert!(matches!(
+            db.update_user_as(
+                &viewer,
+                "u",
+                &UserChange {
+                    locked: Some(false),
+                    ..Default::default()
+                }
+            )
+            .await,
+            Err(Error::Locked(_))
+        ));
+        assert!(db.user_by_name("u").await.unwrap().locked);
+        let after = db.volume(v.id).await.unwrap();
+        assert_eq!((after.state, after.generation), (VolumeState::Creating, 1));
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);
     }
 
     #[tokio::test]

@@ -57,6 +57,9 @@ pub struct Removal {
     /// Destination for `retain` (`<root>/.nfsprov-trash/<id>`).
     pub trash_path: String,
     pub generation: i64,
+    /// Never exported (e.g. a create the server refused): its directory is removed if it is
+    /// empty, whatever the policy; one with data in it still follows `policy`.
+    pub never_exported: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -96,6 +99,7 @@ impl Plan {
                     owned: v.applied_clients.is_some(),
                     trash_path: v.trash_path(),
                     generation: v.generation,
+                    never_exported: v.applied_clients.is_none(),
                 }),
                 _ if excluded.contains(&v.id) => plan.withheld.push(v.id),
                 _ => {

@@ -62,7 +62,15 @@ fn volume_json(v: &Volume) -> Value {
 
 async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Response> {
     let user = st.user(&headers).await?;
-    Ok(st.volume_listing(&user, false, volume_json).await?)
+    // hootie listed everything; the live volumes of a user are bounded by their quota. A
+    // volume being deleted is gone in hootie's view (its DELETE answered 204).
+    let all = crate::datastore::Page {
+        hide_deleting: true,
+        ..Default::default()
+    };
+    Ok(st
+        .volume_listing(&user, false, all, |_| String::new(), volume_json)
+        .await?)
 }
 
 fn parse_pk(pk: &str) -> Result<VolumeId, Error> {
@@ -78,7 +86,7 @@ async fn show(
 ) -> HResult<Json<Value>> {
     let user = st.user(&headers).await?;
     let v = st.db().volume_for(parse_pk(&pk)?, &user).await?;
-    if v.state == VolumeState::Deleted {
+    if matches!(v.state, VolumeState::Deleted | VolumeState::Deleting) {
         return Err(Error::NotFound(format!("volume {pk}")).into());
     }
     Ok(Json(volume_json(&v)))
@@ -89,7 +97,7 @@ async fn remove(
     headers: HeaderMap,
     Path(pk): Path<String>,
 ) -> HResult<StatusCode> {
-    let user = st.user(&headers).await?;
+    let user = st.writer(&headers).await?;
     let v = st.db().delete_volume(parse_pk(&pk)?, &user).await?;
     st.hub.poke(v.server_id);
     Ok(StatusCode::NO_CONTENT)
@@ -145,19 +153,13 @@ fn field_err(name: &str) -> impl Fn(spec::SpecError) -> Error + '_ {
 }
 
 async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> HResult<Response> {
-    let user = st.user(&headers).await?;
+    let user = st.writer(&headers).await?;
     let m = body_fields(&headers, &body)?;
     let root_path = required(int_field(&m, "root_path")?, "root_path")?;
     let sub_path = SubPath::parse(required(str_field(&m, "sub_path")?, "sub_path")?)
         .map_err(field_err("sub_path"))?;
     let size_gb = required(int_field(&m, "size_GB")?, "size_GB")?;
-    if size_gb < 1 {
-        return Err(Error::invalid(
-            "size_GB",
-            "Ensure this value is greater than or equal to 1.",
-        )
-        .into());
-    }
+    let size_gb = spec::volume_size(size_gb).map_err(field_err("size_GB"))?;
     let options = str_field(&m, "options")?.unwrap_or(DEFAULT_OPTIONS);
     let options = ExportOptions::parse(options).map_err(field_err("options"))?;
     let hosts = str_field(&m, "allowed_hosts")?.unwrap_or("*");
@@ -192,11 +194,30 @@ async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
             Json(json!({"error": "None", "pk": v.id})),
         )
             .into_response(),
-        VolumeState::Error => (
-            StatusCode::BAD_GATEWAY,
-            Json(json!({"error": v.last_error.unwrap_or_default(), "pk": v.id})),
-        )
-            .into_response(),
+        VolumeState::Error => {
+            // hootie saved a volume only once the server had it: a create the server refused
+            // leaves nothing behind (listing, quota, capacity, its empty directory).
+            let message = v.last_error.clone().unwrap_or_default();
+            // Deleted meanwhile by its owner: then there is nothing left to roll back.
+            let gone = match st.db().roll_back_create(v.id, &user).await {
+                Ok(gone) => {
+                    st.hub.poke(gone.server_id);
+                    st.wait_settled(v.id, CREATE_WAIT).await?
+                }
+                Err(Error::NotFound(_)) => st.db().volume(v.id).await?,
+                Err(e) => return Err(e.into()),
+            };
+            let detail = if gone.state == VolumeState::Deleted {
+                "the server refused the volume; nothing was created"
+            } else {
+                "the server refused the volume; it is being removed"
+            };
+            (
+                StatusCode::BAD_GATEWAY,
+                Json(json!({"error": message, "detail": detail})),
+            )
+                .into_response()
+        }
         _ => (
             StatusCode::ACCEPTED,
             Json(json!({

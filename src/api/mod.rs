@@ -70,6 +70,29 @@ impl AppState {
         })
     }
 
+    /// The caller of a request that changes something: a locked account is refused here, and
+    /// again inside the transaction that records the change (`datastore`).
+    async fn writer(&self, headers: &HeaderMap) -> Result<User> {
+        let user = self.user(headers).await?;
+        if user.locked {
+            return Err(crate::error::Error::Locked(
+                crate::datastore::LOCKED_MESSAGE.into(),
+            ));
+        }
+        Ok(user)
+    }
+
+    /// An administrator who may change things (not locked).
+    async fn admin_writer(&self, headers: &HeaderMap) -> Result<User> {
+        let user = self.admin(headers).await?;
+        if user.locked {
+            return Err(crate::error::Error::Locked(
+                crate::datastore::LOCKED_MESSAGE.into(),
+            ));
+        }
+        Ok(user)
+    }
+
     async fn admin(&self, headers: &HeaderMap) -> Result<User> {
         let user = self.user(headers).await?;
         if !user.is_admin {
@@ -80,11 +103,14 @@ impl AppState {
         Ok(user)
     }
 
-    /// The volumes `user` may see, rendered by `render`, as a JSON response.
+    /// The volumes `user` may see, rendered by `render`, as a JSON response; `page` limits it
+    /// (a full page gets a `Link: <next_page(last id)>; rel="next"` header).
     async fn volume_listing(
         &self,
         user: &User,
         include_deleted: bool,
+        page: crate::datastore::Page,
+        next_page: impl Fn(i64) -> String,
         render: impl Fn(&Volume) -> serde_json::Value,
     ) -> Result<axum::response::Response> {
         use axum::response::IntoResponse;
@@ -96,12 +122,14 @@ impl AppState {
             .expect("the gate is never closed");
         let mut buf = Vec::with_capacity(64 * 1024);
         buf.push(b'[');
+        let (mut count, mut last) = (0, 0);
         self.db()
-            .each_volume_for(user, include_deleted, |v| {
+            .each_volume_for(user, include_deleted, page, |v| {
                 if buf.len() > 1 {
                     buf.push(b',');
                 }
                 serde_json::to_writer(&mut buf, &render(&v)).expect("a JSON value serialises");
+                (count, last) = (count + 1, v.id.0);
             })
             .await?;
         buf.push(b']');
@@ -111,11 +139,18 @@ impl AppState {
             let _permit = permit;
             Ok::<_, std::convert::Infallible>(body)
         });
-        Ok((
+        let mut resp = (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             axum::body::Body::from_stream(stream),
         )
-            .into_response())
+            .into_response();
+        if page.limit.is_some_and(|l| l > 0 && count == l)
+            && let Ok(link) =
+                axum::http::HeaderValue::from_str(&format!("<{}>; rel=\"next\"", next_page(last)))
+        {
+            resp.headers_mut().insert(axum::http::header::LINK, link);
+        }
+        Ok(resp)
     }
 
     /// Wait until volume `id` has settled (available, error or deleted) or `timeout` passes;

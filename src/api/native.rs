@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -71,6 +72,22 @@ struct WaitQuery {
     timeout: Option<u64>,
     #[serde(default)]
     include_deleted: Option<bool>,
+    /// Listing: volumes with an id above this one.
+    #[serde(default)]
+    after: Option<i64>,
+    /// Listing: at most this many (1 to `MAX_PAGE`, the default).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Most volumes in one listing response: bounds its size (about 1 KB each) whatever the
+/// history of deleted volumes; the `Link` header leads to the next page.
+const MAX_PAGE: usize = 10_000;
+
+/// The query string; a malformed one is a 400 naming the parameter, in the API's shape.
+fn query(q: Result<Query<WaitQuery>, QueryRejection>) -> Result<WaitQuery, Error> {
+    q.map(|Query(q)| q)
+        .map_err(|e| Error::invalid("query", e.body_text()))
 }
 
 impl WaitQuery {
@@ -123,10 +140,9 @@ fn parse_clients(clients: &[ClientIn]) -> Result<Vec<ClientRule>, Error> {
     if clients.is_empty() {
         return Err(Error::invalid("clients", "list at least one client"));
     }
-    if clients.len() > 64 {
-        return Err(Error::invalid("clients", "at most 64 clients per volume"));
-    }
+    spec::client_count(clients.len()).map_err(field_err("clients"))?;
     let mut out: Vec<ClientRule> = Vec::with_capacity(clients.len());
+    let mut seen = std::collections::HashSet::with_capacity(clients.len());
     for (i, c) in clients.iter().enumerate() {
         let host = ClientSpec::parse(&c.host).map_err(field_err(&format!("clients[{i}].host")))?;
         let opt_field = format!("clients[{i}].options");
@@ -136,7 +152,7 @@ fn parse_clients(clients: &[ClientIn]) -> Result<Vec<ClientRule>, Error> {
             Some(OptionsIn::List(l)) => ExportOptions::from_list(l),
         }
         .map_err(field_err(&opt_field))?;
-        if out.iter().any(|o| o.host == host) {
+        if !seen.insert(host.clone()) {
             return Err(Error::invalid(
                 format!("clients[{i}].host"),
                 format!("{host} is listed twice"),
@@ -170,10 +186,11 @@ struct CreateVolumeIn {
 async fn create_volume(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> NResult<Response> {
-    let user = st.user(&headers).await?;
+    let q = query(q)?;
+    let user = st.writer(&headers).await?;
     let req: CreateVolumeIn = parse_body(&body)?;
     if req.adopt_existing && !user.is_admin {
         return Err(Error::Forbidden(
@@ -182,10 +199,10 @@ async fn create_volume(
         .into());
     }
     let sub_path = SubPath::parse(&req.sub_path).map_err(field_err("sub_path"))?;
-    if req.size_gb < 1 {
-        return Err(Error::invalid("size_gb", "size must be at least 1 GB").into());
-    }
+    let size_gb = spec::volume_size(req.size_gb).map_err(field_err("size_gb"))?;
     let clients = parse_clients(&req.clients)?;
+    let uid = spec::owner_id(req.uid.unwrap_or(0)).map_err(field_err("uid"))?;
+    let gid = spec::owner_id(req.gid.unwrap_or(0)).map_err(field_err("gid"))?;
     let mode = match &req.mode {
         Some(m) => DirMode::parse(m).map_err(field_err("mode"))?,
         None => DirMode::default(),
@@ -208,11 +225,11 @@ async fn create_volume(
         owner: user.id,
         root_path: RootPathId(req.root_path_id),
         sub_path,
-        size_gb: req.size_gb,
+        size_gb,
         clients,
         mode,
-        uid: req.uid.unwrap_or(0),
-        gid: req.gid.unwrap_or(0),
+        uid,
+        gid,
         adopt_existing: req.adopt_existing,
         idempotency_key: key,
         request_hash,
@@ -273,11 +290,25 @@ fn parse_id(id: &str) -> Result<VolumeId, Error> {
 async fn list_volumes(
     State(st): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> NResult<Response> {
+    let q = query(q)?;
     let user = st.user(&headers).await?;
+    let limit = q.limit.unwrap_or(MAX_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Error::invalid("limit", format!("give 1 to {MAX_PAGE}")).into());
+    }
+    let include_deleted = q.include_deleted.unwrap_or(false);
+    let page = crate::datastore::Page {
+        after: q.after.unwrap_or(0),
+        limit: Some(limit),
+        hide_deleting: false,
+    };
+    let next = |last: i64| {
+        format!("/api/v1/volumes?after={last}&limit={limit}&include_deleted={include_deleted}")
+    };
     Ok(st
-        .volume_listing(&user, q.include_deleted.unwrap_or(false), volume_json)
+        .volume_listing(&user, include_deleted, page, next, volume_json)
         .await?)
 }
 
@@ -301,10 +332,11 @@ async fn patch_volume(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> NResult<Response> {
-    let user = st.user(&headers).await?;
+    let q = query(q)?;
+    let user = st.writer(&headers).await?;
     let id = parse_id(&id)?;
     let req: PatchVolumeIn = parse_body(&body)?;
     let clients = parse_clients(&req.clients)?;
@@ -317,9 +349,10 @@ async fn delete_volume(
     State(st): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<WaitQuery>,
+    q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> NResult<Response> {
-    let user = st.user(&headers).await?;
+    let q = query(q)?;
+    let user = st.writer(&headers).await?;
     let v = st.db().delete_volume(parse_id(&id)?, &user).await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
@@ -362,7 +395,7 @@ async fn create_root_path(
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: CreateRootPathIn = parse_body(&body)?;
     let rp = crate::admin::add_root_path(
         st.db(),
@@ -405,7 +438,7 @@ async fn create_server(
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: NewServer = parse_body(&body)?;
     let s = crate::admin::add_server(st.db(), req).await?;
     st.hub.ensure(s.id);
@@ -425,7 +458,7 @@ async fn patch_server(
     Path(name): Path<String>,
     body: Bytes,
 ) -> NResult<Json<Value>> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: PatchServerIn = parse_body(&body)?;
     let s = crate::admin::find_server(st.db(), &name).await?;
     let key = crate::admin::normalize_host_key(&req.host_key)?;
@@ -466,7 +499,7 @@ async fn create_user(
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin(&headers).await?;
+    st.admin_writer(&headers).await?;
     let req: CreateUserIn = parse_body(&body)?;
     let u = crate::admin::add_user(
         st.db(),
@@ -498,7 +531,7 @@ async fn patch_user(
     Path(username): Path<String>,
     body: Bytes,
 ) -> NResult<Json<Value>> {
-    st.admin(&headers).await?;
+    let by = st.admin_writer(&headers).await?;
     let req: PatchUserIn = parse_body(&body)?;
     let password_hash = match &req.password {
         Some(p) => Some(crate::admin::checked_password_hash(p)?),
@@ -506,7 +539,8 @@ async fn patch_user(
     };
     let u = st
         .db()
-        .update_user(
+        .update_user_as(
+            &by,
             &username,
             &UserChange {
                 quota_gb: req.quota_gb,

@@ -188,6 +188,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
             }),
             Arg(trash_name),
             Lit(if r.owned { "1" } else { "0" }),
+            // Never exported (hootie's roll-back of a refused create): a directory holding
+            // nothing but its mark is removed whatever the policy; data falls to the policy.
+            Lit(if r.never_exported { "1" } else { "0" }),
         ]);
     }
     // Directories: one call per group of the same parent, owner and mode, so a storm of

@@ -165,6 +165,9 @@ nfsprov_rm() {
     nfsprov_say "$1" "$2" 0
   elif [ "$8" != 1 ] && ! nfsprov_ours "$5" "$2"; then
     nfsprov_say "$1" "$2" 3
+  elif [ "$9" = 1 ] && [ -d "$5" ] && [ -z "$(ls -A -- "$5" | grep -v -x -F ".nfsprov-volume-$2")" ]; then
+    rm -f -- "$5/.nfsprov-volume-$2" && rmdir -- "$5"
+    nfsprov_say "$1" "$2" $?
   elif [ "$6" = purge ]; then
     nfsprov_out=$(rm -rf -- "$5" 2>&1)
     nfsprov_say "$1" "$2" $? "$nfsprov_out"

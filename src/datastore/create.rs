@@ -27,7 +27,7 @@ use super::{MAX_EXPORT_ID, NewVolume};
 use super::{check_backend_options, clients_to_json, now, parse_time, with_raw_connection};
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::spec::RootDir;
+use crate::spec::{MAX_GB, RootDir};
 
 /// Most creates recorded in one transaction.
 const MAX_BATCH: usize = 256;
@@ -139,8 +139,11 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
         .map(|job| record(db, &job.nv, &mut pending))
         .collect::<Result<Vec<_>>>()?;
     // Conditional updates keep the invariant even on an engine without a global write lock.
+    // `?1 <= quota_gb - used_gb` rather than `used_gb + ?1 <= quota_gb`: SQLite turns an
+    // integer overflow into a REAL, and a subtraction of two non-negative counters cannot
+    // overflow.
     let mut quota = db.prepare_cached(
-        "UPDATE users SET used_gb = used_gb + ?1 WHERE id = ?2 AND used_gb + ?1 <= quota_gb",
+        "UPDATE users SET used_gb = used_gb + ?1 WHERE id = ?2 AND ?1 >= 0 AND ?1 <= quota_gb - used_gb",
     )?;
     for (user, gb) in &pending.used {
         if quota.execute(params![gb, user])? != 1 {
@@ -148,7 +151,7 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
         }
     }
     let mut capacity = db.prepare_cached(
-        "UPDATE root_paths SET allocated_gb = allocated_gb + ?1 WHERE id = ?2 AND allocated_gb + ?1 <= capacity_gb",
+        "UPDATE root_paths SET allocated_gb = allocated_gb + ?1 WHERE id = ?2 AND ?1 >= 0 AND ?1 <= capacity_gb - allocated_gb",
     )?;
     for (rp, gb) in &pending.allocated {
         if capacity.execute(params![gb, rp])? != 1 {
@@ -161,8 +164,8 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
 }
 
 /// The owner, root path and server of a create, the volume an idempotency key already made, and
-/// a live volume the new path would equal, sit in, or contain (as "state:sub_path"), in one
-/// statement.
+/// a live volume the new path would equal, sit in, or contain (as "state:owner_id:sub_path"),
+/// in one statement.
 ///
 /// Binds: ?1 owner, ?2 root path, ?3 idempotency key, ?4 "{sub}/", ?5 "{sub}0" ('0' is the byte
 /// after '/'), then the sub path and its ancestors from ?6 on. The overlap check is two index
@@ -176,9 +179,9 @@ pub(super) fn lookup_sql(ancestors: usize) -> String {
          rp.capacity_gb, rp.allocated_gb, rp.delete_policy, s.backend, s.nfs_address, \
          (SELECT id FROM volumes WHERE owner_id = ?1 AND idempotency_key = ?3) AS prior_id, \
          (SELECT request_hash FROM volumes WHERE owner_id = ?1 AND idempotency_key = ?3) AS prior_hash, \
-         (SELECT state || ':' || sub_path FROM volumes WHERE root_path_id = ?2 AND state != 'deleted' \
-            AND sub_path IN ({placeholders}) \
-          UNION ALL SELECT state || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
+         (SELECT state || ':' || owner_id || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
+            AND state != 'deleted' AND sub_path IN ({placeholders}) \
+          UNION ALL SELECT state || ':' || owner_id || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
             AND state != 'deleted' AND sub_path >= ?4 AND sub_path < ?5 LIMIT 1) AS clash \
          FROM users u LEFT JOIN root_paths rp ON rp.id = ?2 \
          LEFT JOIN servers s ON s.id = rp.server_id WHERE u.id = ?1"
@@ -258,9 +261,7 @@ fn record(
         return Ok(Ok(Outcome::Replayed(VolumeId(prior))));
     }
     if row.locked {
-        return Ok(Err(Error::Locked(
-            "your account is locked; ask an administrator to unlock it".into(),
-        )));
+        return Ok(Err(Error::Locked(super::LOCKED_MESSAGE.into())));
     }
     let (Some(server_id), Some(rp_path), Some(capacity), Some(allocated)) =
         (row.server_id, &row.rp_path, row.capacity, row.allocated)
@@ -275,47 +276,44 @@ fn record(
     }
 
     // A volume may not be nested in, or contain, another live volume of the same root path:
-    // deleting one would move the other's data.
+    // deleting one would move the other's data. Another user's volume is not named: its path
+    // and state are theirs.
     if let Some(clash) = &row.clash {
-        let (state, other) = clash.split_once(':').unwrap_or(("", clash));
-        let what = if other == sub {
-            format!("{rp_path}/{sub} is already a volume")
-        } else {
-            format!("{rp_path}/{sub} overlaps the existing volume {rp_path}/{other}")
-        };
-        let hint = if state == "deleting" {
-            " that is still being deleted; retry when it is gone"
-        } else {
-            ""
-        };
-        return Ok(Err(Error::conflict(
-            Some("sub_path"),
-            format!("{what}{hint}"),
+        return Ok(Err(overlap_error(rp_path, sub, nv.owner, clash)));
+    }
+    if !(1..=MAX_GB).contains(&nv.size_gb) {
+        return Ok(Err(Error::invalid(
+            "size_gb",
+            format!("the size must be 1 to {MAX_GB} GB"),
         )));
     }
 
-    let quota = row.quota;
-    let used = row.used + pending.used.get(&nv.owner.0).unwrap_or(&0);
-    if used + nv.size_gb > quota {
+    // In i128: no sum of stored counters and a request can overflow, whatever is stored.
+    let size = i128::from(nv.size_gb);
+    let quota = i128::from(row.quota);
+    let used = i128::from(row.used) + i128::from(*pending.used.get(&nv.owner.0).unwrap_or(&0));
+    if used + size > quota {
         return Ok(Err(Error::QuotaExceeded {
             message: format!(
                 "size_GB {} exceeds your quota by {} GB (quota {} GB, {} GB in use, {} GB free)",
                 nv.size_gb,
-                used + nv.size_gb - quota,
+                used + size - quota,
                 quota,
                 used,
                 (quota - used).max(0)
             ),
         }));
     }
-    let allocated = allocated + pending.allocated.get(&nv.root_path.0).unwrap_or(&0);
-    if allocated + nv.size_gb > capacity {
+    let capacity = i128::from(capacity);
+    let allocated =
+        i128::from(allocated) + i128::from(*pending.allocated.get(&nv.root_path.0).unwrap_or(&0));
+    if allocated + size > capacity {
         return Ok(Err(Error::CapacityExceeded {
             message: format!(
                 "size_GB {} exceeds the free capacity of root path {} by {} GB (capacity {} GB, {} GB allocated, {} GB free)",
                 nv.size_gb,
                 nv.root_path,
-                allocated + nv.size_gb - capacity,
+                allocated + size - capacity,
                 capacity,
                 allocated,
                 (capacity - allocated).max(0)
@@ -366,8 +364,15 @@ fn record(
             params![export_id, id.0],
         )?;
     }
-    *pending.used.entry(nv.owner.0).or_default() += nv.size_gb;
-    *pending.allocated.entry(nv.root_path.0).or_default() += nv.size_gb;
+    // Both fit in i64: they are at most the quota and the capacity (checked above).
+    let reserve = |sum: &mut i64| {
+        *sum = sum
+            .checked_add(nv.size_gb)
+            .ok_or_else(|| anyhow::anyhow!("a batch's reservations overflowed"))?;
+        Ok::<_, Error>(())
+    };
+    reserve(pending.used.entry(nv.owner.0).or_default())?;
+    reserve(pending.allocated.entry(nv.root_path.0).or_default())?;
 
     // Everything is known: no need to read the row back.
     Ok(Ok(Outcome::New(Box::new(Volume {
@@ -396,6 +401,33 @@ fn record(
         created_at: parse_time(&ts),
         updated_at: parse_time(&ts),
     }))))
+}
+
+/// Why a create clashes with the live volume `clash` ("state:owner_id:sub_path" from the
+/// lookup): the caller's own volume is named, with its state; another user's is not.
+fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error {
+    let mut parts = clash.splitn(3, ':');
+    let (state, owner, other) = (parts.next(), parts.next(), parts.next());
+    let own = owner.and_then(|o| o.parse::<i64>().ok()) == Some(caller.0);
+    let message = match other {
+        Some(other) if own => {
+            let what = if other == sub {
+                format!("{rp_path}/{sub} is already a volume of yours")
+            } else {
+                format!("{rp_path}/{sub} overlaps your volume {rp_path}/{other}")
+            };
+            let hint = if state == Some("deleting") {
+                " that is still being deleted; retry when it is gone"
+            } else {
+                ""
+            };
+            format!("{what}{hint}")
+        }
+        _ => format!(
+            "{rp_path}/{sub}: the path overlaps an existing volume; choose another sub_path"
+        ),
+    };
+    Error::conflict(Some("sub_path"), message)
 }
 
 /// The lowest export id no live volume of `server` holds, if any is left in ganesha's range;

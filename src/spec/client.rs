@@ -7,7 +7,7 @@ use std::str::FromStr;
 use super::{SpecError, describe_char, refuse};
 
 /// Longest client string accepted, in bytes.
-const MAX_LEN: usize = 255;
+pub(super) const MAX_LEN: usize = 255;
 /// Longest host name (RFC 1123), in bytes.
 const MAX_HOST_LEN: usize = 253;
 /// Longest host name label, in bytes.

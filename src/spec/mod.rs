@@ -5,10 +5,12 @@
 //! into a shell command, a directory path or an `/etc/exports` line.
 
 mod client;
+mod limits;
 mod options;
 mod path;
 
 pub use client::{ClientForm, ClientSpec};
+pub use limits::{Limits, MAX_GB, client_count, gb_amount, limits, owner_id, volume_size};
 pub use options::{ExportOption, ExportOptions, SecFlavor, SecFlavors};
 pub use path::{DirMode, RootDir, SubPath};
 
@@ -59,15 +61,31 @@ pub(crate) fn describe_char(c: char) -> String {
 ///
 /// Runs of separators are tolerated (`"a, b"`). A blank string is an error, and so
 /// is the same client listed twice (compared in canonical form, so `HOST` and `host`
-/// are duplicates). Order is kept.
+/// are duplicates). Order is kept. More clients than the limit (see `limits`) are refused
+/// before any is parsed; the whole parse is linear in the length of `s`.
 pub fn parse_client_list(s: &str) -> Result<Vec<ClientSpec>, SpecError> {
-    let mut out: Vec<ClientSpec> = Vec::new();
-    for item in s
+    parse_client_list_within(s, limits().max_clients)
+}
+
+fn parse_client_list_within(s: &str, max: usize) -> Result<Vec<ClientSpec>, SpecError> {
+    // Room for `max` clients of the longest form, each with a separator or two.
+    let max_len = max.saturating_mul(client::MAX_LEN + 2);
+    if s.len() > max_len {
+        refuse!(
+            "The client list is {} characters long; the limit is {max_len} (at most {max} clients).",
+            s.len()
+        );
+    }
+    let items = s
         .split(|c: char| c == ',' || c.is_whitespace())
-        .filter(|item| !item.is_empty())
-    {
+        .filter(|item| !item.is_empty());
+    let count = items.clone().take(max + 1).count();
+    limits::client_count_within(count, max)?;
+    let mut out: Vec<ClientSpec> = Vec::with_capacity(count);
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    for item in items {
         let client = ClientSpec::parse(item)?;
-        if out.contains(&client) {
+        if !seen.insert(client.clone()) {
             refuse!("'{client}' is listed more than once; list each client only once.");
         }
         out.push(client);
@@ -131,6 +149,38 @@ mod tests {
                 err.0
             );
         }
+    }
+
+    #[test]
+    fn client_lists_are_bounded_and_parsed_in_linear_time() {
+        let hosts = |n: usize| {
+            (0..n)
+                .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(parse_client_list_within(&hosts(64), 64).unwrap().len(), 64);
+        let e = parse_client_list_within(&hosts(65), 64).unwrap_err();
+        assert!(e.0.contains("at most 64"), "{e}");
+        // 150,000 clients: refused at once, not after a quadratic duplicate check.
+        let huge = hosts(150_000);
+        let t = std::time::Instant::now();
+        let e = parse_client_list_within(&huge, 64).unwrap_err();
+        assert!(e.0.contains("limit"), "{e}");
+        let e = parse_client_list_within(&" ".repeat(1 << 20), 64).unwrap_err();
+        assert!(e.0.contains("characters long"), "{e}");
+        // A large allowed limit still parses in linear time (a quadratic check took seconds).
+        assert_eq!(
+            parse_client_list_within(&huge, 150_000).unwrap().len(),
+            150_000
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            t.elapsed()
+        );
+        let e = parse_client_list_within("a.example 10.0.0.1 A.EXAMPLE", 64).unwrap_err();
+        assert!(e.0.contains("'a.example' is listed more than once"), "{e}");
     }
 
     #[test]

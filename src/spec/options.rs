@@ -359,6 +359,10 @@ impl ExportOptions {
 
     /// Builds a set from a list with one option per entry, e.g. from a JSON array.
     pub fn from_list(items: &[String]) -> Result<ExportOptions, SpecError> {
+        let len: usize = items.iter().map(|i| i.len() + 1).sum();
+        if len > MAX_LEN {
+            refuse!("The export options are {len} characters long; the limit is {MAX_LEN}.");
+        }
         ExportOptions::build(items.iter().map(String::as_str))
     }
 

@@ -390,7 +390,7 @@ async fn password_floods_are_limited_without_slowing_the_right_password() {
     );
 
     // A new user, whose right password is in no cache yet.
-    env.cli_ok(&["user", "add", "carol", "--password", "carol-pass-1"]);
+    env.cli_stdin_ok(&["user", "add", "carol"], "carol-pass-1");
     let carol = || ("carol".to_string(), "carol-pass-1".to_string());
     let (s, _, alone) = login(client_from("127.0.0.1"), ALICE.0.into(), ALICE.1.into()).await;
     assert_eq!(s, StatusCode::OK);

@@ -137,7 +137,7 @@ async fn huge_numbers_racing_in_one_batch_are_refused_and_the_books_stay_right()
             ALICE,
             "/api/v1/volumes?wait=true&timeout=-1".into(),
             native_body("n7", json!(1)),
-            "query",
+            "timeout",
         ),
         (
             Method::POST,
@@ -243,14 +243,7 @@ async fn a_locked_account_can_change_nothing() {
         .create_available("mine", json!([{"host": "10.0.0.1"}]))
         .await;
     let before = env.volume(id).await;
-    env.cli_ok(&[
-        "user",
-        "add",
-        "root2",
-        "--password",
-        "root2-pass-1",
-        "--admin",
-    ]);
+    env.cli_stdin_ok(&["user", "add", "root2", "--admin"], "root2-pass-1");
     for who in ["alice", "root2"] {
         let (s, e) = env
             .req(

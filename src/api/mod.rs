@@ -429,14 +429,7 @@ async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Nex
     let e = match status {
         StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(message),
         StatusCode::NOT_FOUND => Error::NotFound(format!("route {route}")),
-        StatusCode::BAD_REQUEST => {
-            // axum names the query parameter: "Failed to deserialize query string: wait: ..."
-            let field = message
-                .strip_prefix("Failed to deserialize query string: ")
-                .and_then(|rest| rest.split_once(": "))
-                .map_or("query", |(f, _)| f);
-            Error::invalid(field, message.clone())
-        }
+        StatusCode::BAD_REQUEST => Error::invalid(query_field(&message), message.clone()),
         _ => {
             let body = if hootie {
                 serde_json::json!({"detail": message})
@@ -533,4 +526,13 @@ mod tests {
         assert!(!is_public(&Method::GET, "/api/v1.0/volumes/"));
         assert!(is_hootie("/api/v1.0/volumes/") && !is_hootie("/api/v1/volumes"));
     }
+}
+
+/// The query parameter a query-string rejection is about: axum names it ("Failed to
+/// deserialize query string: wait: ..."); `query` when it does not.
+pub(crate) fn query_field(message: &str) -> &str {
+    message
+        .strip_prefix("Failed to deserialize query string: ")
+        .and_then(|rest| rest.split_once(": "))
+        .map_or("query", |(f, _)| f)
 }

@@ -86,8 +86,10 @@ const MAX_PAGE: usize = 10_000;
 
 /// The query string; a malformed one is a 400 naming the parameter, in the API's shape.
 fn query(q: Result<Query<WaitQuery>, QueryRejection>) -> Result<WaitQuery, Error> {
-    q.map(|Query(q)| q)
-        .map_err(|e| Error::invalid("query", e.body_text()))
+    q.map(|Query(q)| q).map_err(|e| {
+        let message = e.body_text();
+        Error::invalid(super::query_field(&message), message.clone())
+    })
 }
 
 impl WaitQuery {

@@ -13,6 +13,7 @@ pub mod model;
 pub mod plan;
 pub mod reconcile;
 pub mod remote;
+pub mod resolve;
 pub mod serve;
 pub mod spec;
 pub mod testbed;

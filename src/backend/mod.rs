@@ -57,6 +57,11 @@ pub trait Backend {
     fn is_exported(live: &Self::Live, path: &str) -> bool;
     /// The volume a reload error line is about, if it names one.
     fn blame(line: &str, rendered: &Rendered, plan: &Plan) -> Option<VolumeId>;
+    /// Whether a blamed reload error line is about the state of the server (a directory that
+    /// is missing right now) rather than a verdict on the volume's request.
+    fn transient(_line: &str) -> bool {
+        false
+    }
     /// The (path, entry text) of each entry in a managed file's text.
     fn entries_in(text: &str) -> Vec<(String, String)>;
 }
@@ -123,6 +128,9 @@ pub struct Report {
     pub service_down: bool,
     /// Human-readable drift found and repaired.
     pub drift: Vec<String>,
+    /// Volume directories whose mode or owner was changed on the server: the next pass puts
+    /// them back ([`Plan::repair`]).
+    pub repair: Vec<crate::plan::Dir>,
 }
 
 /// Header of every managed file.
@@ -215,6 +223,25 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
             s.line(&[Lit("}")]);
         }
     }
+    // Mode/owner drift found by the previous pass: put it back, never through a symlink
+    // (`chown -h`, and chmod only after `[ -L ]` said no, on the same line).
+    for d in &plan.repair {
+        let owner = format!("{}:{}", d.uid, d.gid);
+        s.line(&[
+            Lit("if [ -d"),
+            Arg(&d.path),
+            Lit("] && [ ! -L"),
+            Arg(&d.path),
+            Lit("]; then chown -h --"),
+            Arg(&owner),
+            Arg(&d.path),
+            Lit("&& chmod --"),
+            Arg(&d.mode),
+            Arg(&d.path),
+            Lit("; fi"),
+        ]);
+        s.marker_rc("fix", &d.volume.to_string());
+    }
     // Write the whole file beside the real one and rename it into place (atomic). The old file
     // is printed for drift logging and kept as .prev to roll back a rejected file.
     s.line(&[Lit(B::FILES), Lit("; nfsprov_w=0")]);
@@ -260,6 +287,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         .map(|e| e.path.as_str())
         .collect();
     paths.extend(plan.remove.iter().map(|r| r.path.as_str()));
+    if !plan.full {
+        paths.extend(plan.repair.iter().map(|d| d.path.as_str()));
+    }
     for chunk in paths.chunks(500) {
         let mut words = vec![Lit("stat -c '%a %u %g %n' --")];
         words.extend(chunk.iter().map(|p| Arg(p)));
@@ -295,13 +325,20 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let rendered = &prepared.rendered;
     let mut report = Report::default();
     let Some(live_text) = out.find("live", "").map(|s| s.before.as_str()) else {
+        let why = if out.timed_out() {
+            "the pass ran out of time on the server and was stopped there"
+        } else {
+            "the server's reply was cut short (no live export state read back)"
+        };
         report.server_error = Some(format!(
-            "the server's reply was cut short (no live export state read back): {}",
+            "{why}: {}",
             tail(
-                &out.sections
+                &(out
+                    .sections
                     .iter()
                     .map(|s| s.before.as_str())
                     .collect::<String>()
+                    + &out.rest)
             )
         ));
         return report;
@@ -309,8 +346,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let live = B::parse_live(live_text);
     let stats = parse_stat(out.find("stat", "").map_or("", |s| s.before.as_str()));
 
-    // Directory creation failures: the server's own message, per volume.
-    let mut failed: HashMap<VolumeId, String> = HashMap::new();
+    // Directory creation failures: the server's own message, per volume, and whether it is a
+    // verdict on the request (only the server refusing the volume's entry is; a directory
+    // that cannot be created now, e.g. on a read-only file system, is retried every pass).
+    let mut failed: HashMap<VolumeId, (String, bool)> = HashMap::new();
     let mk_steps = out.by_first_arg("mk");
     for d in &plan.create {
         if let Some(sec) = mk_steps.get(d.volume.to_string().as_str())
@@ -318,7 +357,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         {
             failed.insert(
                 d.volume,
-                format!("creating {} failed: {}", d.path, tail(&sec.before)),
+                (
+                    format!("creating {} failed: {}", d.path, tail(&sec.before)),
+                    false,
+                ),
             );
         }
     }
@@ -333,13 +375,15 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
             if let Some(vol) = B::blame(line, rendered, plan) {
                 blamed = true;
                 let msg = line.trim().to_string();
+                let verdict = !B::transient(line);
                 failed
                     .entry(vol)
-                    .and_modify(|m| {
+                    .and_modify(|(m, v)| {
                         m.push_str("; ");
-                        m.push_str(&msg)
+                        m.push_str(&msg);
+                        *v |= verdict;
                     })
-                    .or_insert(msg);
+                    .or_insert((msg, verdict));
             }
         }
         if !blamed {
@@ -349,13 +393,14 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         if written {
             // The previous file was restored; only the rejections are news.
             for e in &plan.exports {
-                if let Some(msg) = failed.remove(&e.volume) {
+                if let Some((msg, verdict)) = failed.remove(&e.volume) {
                     report.blamed.insert(e.volume);
-                    report.outcomes.push(Outcome::Rejected {
-                        id: e.volume,
-                        generation: e.generation,
-                        message: format!("the server rejected the export: {msg}"),
-                    });
+                    report.outcomes.push(failure(
+                        e.volume,
+                        e.generation,
+                        format!("the server rejected the export: {msg}"),
+                        verdict,
+                    ));
                 }
             }
             report.rerun = report.server_error.is_none();
@@ -398,32 +443,41 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
 
     let creates: HashMap<VolumeId, &crate::plan::Dir> =
         plan.create.iter().map(|d| (d.volume, d)).collect();
+    let owners: HashMap<VolumeId, &crate::plan::Dir> =
+        plan.owners.iter().map(|d| (d.volume, d)).collect();
+    let repaired: HashSet<VolumeId> = plan.repair.iter().map(|d| d.volume).collect();
     let mut live_mismatch = false;
     for e in &plan.exports {
         if !e.is_desired {
             continue;
         }
-        if let Some(msg) = failed.remove(&e.volume) {
-            report.outcomes.push(Outcome::Rejected {
-                id: e.volume,
-                generation: e.generation,
-                message: msg,
-            });
+        if let Some((msg, verdict)) = failed.remove(&e.volume) {
+            report
+                .outcomes
+                .push(failure(e.volume, e.generation, msg, verdict));
             continue;
         }
         let mut problems = Vec::new();
         if (plan.full || !e.was_available) && !stats.contains_key(&e.path) {
             problems.push(format!("directory {} does not exist on the server", e.path));
         }
-        if let Some(d) = creates.get(&e.volume)
+        let wanted = creates.get(&e.volume).copied().or(owners.get(&e.volume).copied());
+        if let Some(d) = wanted
             && let Some(&(mode, uid, gid)) = stats.get(&e.path)
         {
             let want = u32::from_str_radix(&d.mode, 8).unwrap_or(0);
             if mode != want || uid != d.uid || gid != d.gid {
-                problems.push(format!(
+                let found = format!(
                     "directory {} has mode {:o} owner {}:{}, expected {:o} {}:{}",
                     e.path, mode, uid, gid, want, d.uid, d.gid
-                ));
+                );
+                if creates.contains_key(&e.volume) || repaired.contains(&e.volume) {
+                    problems.push(found);
+                } else {
+                    // Changed by hand since it was verified: put it back (next pass).
+                    report.drift.push(format!("{found}; restoring"));
+                    report.repair.push(d.clone());
+                }
             }
         }
         let live_problems = B::check_export(&live, e, apply_text);
@@ -440,7 +494,9 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
                 clients: clients_to_json(&e.clients),
             });
         } else {
-            report.outcomes.push(Outcome::Rejected {
+            // What the server shows now, not a verdict on the request: checked again every
+            // pass, and the volume recovers when the server matches.
+            report.outcomes.push(Outcome::Failed {
                 id: e.volume,
                 generation: e.generation,
                 message: format!("verification failed: {}", problems.join("; ")),
@@ -449,12 +505,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     }
     // Volumes withheld because their directory could not be created, etc.
     for d in &plan.create {
-        if let Some(msg) = failed.remove(&d.volume) {
-            report.outcomes.push(Outcome::Rejected {
-                id: d.volume,
-                generation: d.generation,
-                message: msg,
-            });
+        if let Some((msg, verdict)) = failed.remove(&d.volume) {
+            report
+                .outcomes
+                .push(failure(d.volume, d.generation, msg, verdict));
         }
     }
 
@@ -462,7 +516,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         // The file was already right but the live state is not: reload before judging.
         report
             .outcomes
-            .retain(|o| !matches!(o, Outcome::Rejected { .. }));
+            .retain(|o| !matches!(o, Outcome::Rejected { .. } | Outcome::Failed { .. }));
         report.force_next = true;
         report
             .drift
@@ -501,6 +555,24 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         }
     }
     report
+}
+
+/// A verdict on the volume's request (final for its generation), or a failure of the moment
+/// (re-verified every pass).
+fn failure(id: VolumeId, generation: i64, message: String, verdict: bool) -> Outcome {
+    if verdict {
+        Outcome::Rejected {
+            id,
+            generation,
+            message,
+        }
+    } else {
+        Outcome::Failed {
+            id,
+            generation,
+            message,
+        }
+    }
 }
 
 /// The last lines of some output, on one line.

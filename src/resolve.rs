@@ -1,0 +1,168 @@
+//! Client host names, checked on the server before a pass. `exportfs -ra` (and nfs-ganesha)
+//! resolve every host name on every reload; one name whose DNS never answers would hold up the
+//! whole server, every pass, for every user. So each name a pass is about to hand the server is
+//! first looked up there with `getent ahosts` under `timeout`, several at a time, and the
+//! clients whose names do not resolve in time are held back: their volume shows why (its owner
+//! sees the name), the other volumes proceed, and the name is tried again on the next pass.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use crate::datastore::Outcome;
+use crate::model::VolumeId;
+use crate::plan::Plan;
+use crate::remote::{Arg, Lit, Output, Script, Word};
+
+/// Lookups running at once on the server.
+const PARALLEL: usize = 16;
+
+/// Names to check: those of exports not yet verified (new or changed, or failing), and on a
+/// full pass every name (a name that stopped resolving would slow every reload).
+pub fn names_to_check(plan: &Plan) -> BTreeSet<String> {
+    plan.exports
+        .iter()
+        .filter(|e| plan.full || !e.was_available)
+        .flat_map(|e| e.clients.iter())
+        .filter(|c| c.host.kind() == "host")
+        .map(|c| c.host.to_string())
+        .collect()
+}
+
+/// One script that looks every name up, `PARALLEL` at a time, each bounded by `per_name`.
+/// Prints `@@<nonce> res <name> <exit status>` per name (124/137: no answer in time).
+pub fn script(names: &BTreeSet<String>, per_name: Duration) -> Script {
+    let mut s = Script::new();
+    let marker = format!("@@{} res", s.nonce());
+    let secs = format!("{:.1}", per_name.as_secs_f64().max(0.1));
+    let mut words: Vec<Word> = vec![Lit("printf '%s\\0'")];
+    words.extend(names.iter().map(|n| Arg(n)));
+    words.push(Lit("| xargs -0 -r -n 1 -P"));
+    let parallel = PARALLEL.to_string();
+    words.push(Arg(&parallel));
+    // $0: the marker, $1: the time limit, $2: the name (appended by xargs).
+    words.push(Lit("sh -c 'timeout -k 1 \"$1\" getent ahosts \"$2\" >/dev/null 2>&1; printf \"%s %s %s\\n\" \"$0\" \"$2\" \"$?\"'"));
+    words.push(Arg(&marker));
+    words.push(Arg(&secs));
+    s.line(&words);
+    s
+}
+
+/// Overall time limit of [`script`] on the server.
+pub fn script_limit(names: usize, per_name: Duration) -> Duration {
+    let waves = names.div_ceil(PARALLEL).max(1) as u32;
+    per_name * waves + Duration::from_secs(5)
+}
+
+/// The names that did not resolve, with why.
+pub fn failures(out: &Output, names: &BTreeSet<String>, per_name: Duration) -> HashMap<String, String> {
+    let mut seen = HashMap::new();
+    for sec in out.sections.iter().filter(|s| s.tag == "res") {
+        if let Some((name, rc)) = sec.arg.rsplit_once(' ') {
+            seen.insert(name.to_string(), rc.parse::<i32>().unwrap_or(-1));
+        }
+    }
+    let mut bad = HashMap::new();
+    for name in names {
+        let why = match seen.get(name.as_str()) {
+            Some(0) => continue,
+            Some(124 | 137) => format!("no answer within {per_name:?} (DNS not answering?)"),
+            Some(2) => "the name is unknown to the server's resolver".to_string(),
+            Some(rc) => format!("getent ahosts failed with exit status {rc}"),
+            None => "the lookup did not finish".to_string(),
+        };
+        bad.insert(name.clone(), why);
+    }
+    bad
+}
+
+/// Take the clients whose names did not resolve out of the plan. Returns, per volume held
+/// back, its generation and the reason (recorded as a non-final failure once the pass is done,
+/// so the volume is tried again on every pass and recovers when its names resolve).
+pub fn hold_back(
+    plan: &mut Plan,
+    bad: &HashMap<String, String>,
+    server: &str,
+) -> HashMap<VolumeId, (i64, String)> {
+    let mut held = HashMap::new();
+    if bad.is_empty() {
+        return held;
+    }
+    for e in &mut plan.exports {
+        let mut reasons = Vec::new();
+        e.clients.retain(|c| match bad.get(&c.host.to_string()) {
+            Some(why) => {
+                reasons.push(format!("{}: {why}", c.host));
+                false
+            }
+            None => true,
+        });
+        if !reasons.is_empty() {
+            held.insert(
+                e.volume,
+                (
+                    e.generation,
+                    format!(
+                        "client host name did not resolve on server {server}, so it is not exported there (tried again every pass): {}",
+                        reasons.join("; ")
+                    ),
+                ),
+            );
+        }
+    }
+    held
+}
+
+/// Put the held-back volumes' reasons into a pass's outcomes: none of them is verified as a
+/// whole, so an `Applied` for one is replaced; a verdict or other failure found by the pass
+/// stays and gets the reason appended.
+pub fn blame_held(outcomes: &mut Vec<Outcome>, held: &HashMap<VolumeId, (i64, String)>) {
+    if held.is_empty() {
+        return;
+    }
+    outcomes.retain(|o| !matches!(o, Outcome::Applied { id, .. } if held.contains_key(id)));
+    let mut covered = std::collections::HashSet::new();
+    for o in outcomes.iter_mut() {
+        if let Outcome::Rejected { id, message, .. } | Outcome::Failed { id, message, .. } = o
+            && let Some((_, why)) = held.get(id)
+        {
+            message.push_str("; ");
+            message.push_str(why);
+            covered.insert(*id);
+        }
+    }
+    for (id, (generation, why)) in held {
+        if !covered.contains(id) {
+            outcomes.push(Outcome::Failed {
+                id: *id,
+                generation: *generation,
+                message: why.clone(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lookup_script_runs_in_a_real_shell_and_reports_each_name() {
+        let names: BTreeSet<String> = ["localhost", "no-such-host.invalid", "a'b $(x)"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let s = script(&names, Duration::from_secs(5));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(s.body())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let parsed = Output::parse(s.nonce(), &text);
+        let bad = failures(&parsed, &names, Duration::from_secs(5));
+        assert!(!bad.contains_key("localhost"), "{text}");
+        assert!(bad.contains_key("no-such-host.invalid"), "{text}");
+        assert!(bad.contains_key("a'b $(x)"), "{text}");
+        assert!(!bad["no-such-host.invalid"].contains("did not finish"), "{text}");
+    }
+}

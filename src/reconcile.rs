@@ -212,9 +212,13 @@ impl Hub {
         // postpone drift detection.
         let mut full = true;
         let mut last_full = Instant::now();
+        let mut unresolved = resolve::Unresolved::default();
         loop {
             let began = Instant::now();
-            match self.reconcile_server(server_id, &mut session, full).await {
+            match self
+                .reconcile_with(server_id, &mut session, full, &mut unresolved)
+                .await
+            {
                 Ok(()) => {
                     backoff = Duration::from_millis(500);
                     if full {
@@ -250,6 +254,18 @@ impl Hub {
         session: &mut Option<Session>,
         full: bool,
     ) -> anyhow::Result<()> {
+        let mut unresolved = resolve::Unresolved::default();
+        self.reconcile_with(server_id, session, full, &mut unresolved)
+            .await
+    }
+
+    async fn reconcile_with(
+        &self,
+        server_id: ServerId,
+        session: &mut Option<Session>,
+        full: bool,
+        unresolved: &mut resolve::Unresolved,
+    ) -> anyhow::Result<()> {
         fault_panic_once("panic-once");
         let db = &self.inner.db;
         let tuning = self.inner.tuning;
@@ -284,8 +300,7 @@ impl Hub {
             let sess = session.as_mut().expect("connected above");
             // Host names first, each bounded: a name whose DNS does not answer is held back
             // (and blamed on its volume) instead of holding up the server's reload.
-            let names = resolve::names_to_check(&plan);
-            let mut held = HashMap::new();
+            let (names, mut bad) = unresolved.to_check(&plan);
             if !names.is_empty() {
                 let script = resolve::script(&names, tuning.resolve_timeout);
                 let limit = resolve::script_limit(names.len(), tuning.resolve_timeout)
@@ -297,8 +312,9 @@ impl Hub {
                 reported_slow |= slow;
                 match r {
                     Ok(out) => {
-                        let bad = resolve::failures(&out, &names, tuning.resolve_timeout);
-                        held = resolve::hold_back(&mut plan, &bad, &server.name);
+                        let fresh = resolve::failures(&out, &names, tuning.resolve_timeout);
+                        unresolved.learn(full, &fresh);
+                        bad.extend(fresh);
                     }
                     Err(e) => {
                         *session = None;
@@ -307,6 +323,10 @@ impl Hub {
                     }
                 }
             }
+            if full && names.is_empty() {
+                unresolved.learn(true, &HashMap::new());
+            }
+            let held = resolve::hold_back(&mut plan, &bad, &server.name);
             let prepared = off_worker(|| server.backend.prepare(&plan, force));
             let sess = session.as_mut().expect("connected above");
             let run = sess.run(&prepared.script, tuning.pass_timeout);

@@ -118,7 +118,11 @@ impl Script {
             "timeout -k {KILL_GRACE_SECS} {} sh \"$nfsprov_s\" </dev/null 2>&1; nfsprov_rc=$?; rm -f \"$nfsprov_s\"",
             limit.as_secs_f64().ceil().max(1.0) as u64
         );
-        let _ = writeln!(s, "printf '%s %s\\n' '@@{} end' \"$nfsprov_rc\"", self.nonce);
+        let _ = writeln!(
+            s,
+            "printf '%s %s\\n' '@@{} end' \"$nfsprov_rc\"",
+            self.nonce
+        );
         s
     }
 }

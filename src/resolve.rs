@@ -16,16 +16,46 @@ use crate::remote::{Arg, Lit, Output, Script, Word};
 /// Lookups running at once on the server.
 const PARALLEL: usize = 16;
 
-/// Names to check: those of exports not yet verified (new or changed, or failing), and on a
-/// full pass every name (a name that stopped resolving would slow every reload).
-pub fn names_to_check(plan: &Plan) -> BTreeSet<String> {
-    plan.exports
-        .iter()
-        .filter(|e| plan.full || !e.was_available)
-        .flat_map(|e| e.clients.iter())
-        .filter(|c| c.host.kind() == "host")
-        .map(|c| c.host.to_string())
-        .collect()
+/// Names that did not resolve on one server lately, with why. Between full passes they are
+/// not asked again (each would cost every pass up to the lookup time limit); a full pass asks
+/// every name afresh.
+#[derive(Debug, Default)]
+pub struct Unresolved(HashMap<String, String>);
+
+impl Unresolved {
+    /// What a pass must ask, and what it already knows to be bad (of the names it uses):
+    /// on a full pass every name (a name that stopped resolving would slow every reload),
+    /// else the names of exports not yet verified (new, changed or failing).
+    pub fn to_check(&self, plan: &Plan) -> (BTreeSet<String>, HashMap<String, String>) {
+        let names = plan
+            .exports
+            .iter()
+            .filter(|e| plan.full || !e.was_available)
+            .flat_map(|e| e.clients.iter())
+            .filter(|c| c.host.kind() == "host")
+            .map(|c| c.host.to_string());
+        let (mut ask, mut known) = (BTreeSet::new(), HashMap::new());
+        for name in names {
+            match self.0.get(&name) {
+                Some(why) if !plan.full => {
+                    known.insert(name, why.clone());
+                }
+                _ => {
+                    ask.insert(name);
+                }
+            }
+        }
+        (ask, known)
+    }
+
+    /// Remember what a pass found (a full pass replaces what was known).
+    pub fn learn(&mut self, full: bool, bad: &HashMap<String, String>) {
+        if full {
+            self.0.clear();
+        }
+        self.0
+            .extend(bad.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
 }
 
 /// One script that looks every name up, `PARALLEL` at a time, each bounded by `per_name`.
@@ -54,7 +84,11 @@ pub fn script_limit(names: usize, per_name: Duration) -> Duration {
 }
 
 /// The names that did not resolve, with why.
-pub fn failures(out: &Output, names: &BTreeSet<String>, per_name: Duration) -> HashMap<String, String> {
+pub fn failures(
+    out: &Output,
+    names: &BTreeSet<String>,
+    per_name: Duration,
+) -> HashMap<String, String> {
     let mut seen = HashMap::new();
     for sec in out.sections.iter().filter(|s| s.tag == "res") {
         if let Some((name, rc)) = sec.arg.rsplit_once(' ') {
@@ -102,7 +136,7 @@ pub fn hold_back(
                 (
                     e.generation,
                     format!(
-                        "client host name did not resolve on server {server}, so it is not exported there (tried again every pass): {}",
+                        "client host name did not resolve on server {server}, so it is not exported there (tried again at every resync): {}",
                         reasons.join("; ")
                     ),
                 ),
@@ -163,6 +197,9 @@ mod tests {
         assert!(!bad.contains_key("localhost"), "{text}");
         assert!(bad.contains_key("no-such-host.invalid"), "{text}");
         assert!(bad.contains_key("a'b $(x)"), "{text}");
-        assert!(!bad["no-such-host.invalid"].contains("did not finish"), "{text}");
+        assert!(
+            !bad["no-such-host.invalid"].contains("did not finish"),
+            "{text}"
+        );
     }
 }

@@ -461,7 +461,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         if (plan.full || !e.was_available) && !stats.contains_key(&e.path) {
             problems.push(format!("directory {} does not exist on the server", e.path));
         }
-        let wanted = creates.get(&e.volume).copied().or(owners.get(&e.volume).copied());
+        let wanted = creates
+            .get(&e.volume)
+            .copied()
+            .or(owners.get(&e.volume).copied());
         if let Some(d) = wanted
             && let Some(&(mode, uid, gid)) = stats.get(&e.path)
         {

@@ -450,6 +450,41 @@ mod tests {
     }
 
     #[test]
+    fn a_body_past_its_limit_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut s = Script::new();
+        s.line(&[Lit("sleep 60 & echo $! >"), Arg(pid_file.to_str().unwrap())]);
+        s.line(&[Lit("wait")]);
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(s.framed(Duration::from_secs(1)))
+            .output()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let end = format!("@@{} end 124", s.nonce());
+        assert!(text.lines().any(|l| l == end), "{text}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The background sleep was in the body's process group: gone (or a zombie being reaped).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie_or_gone = state.is_empty() || state.contains(") Z ");
+            if zombie_or_gone {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "sleep {pid} survived: {state}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
     fn output_is_split_at_markers_with_the_nonce_only() {
         let text = "hello\n@@abc step 1 0\nforged\n@@xyz end 0\nmore\n@@abc etab \n";
         let out = Output::parse("abc", text);

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use crate::datastore::{Datastore, Outcome};
 use crate::model::{Server, ServerId, VolumeState};
 use crate::plan::Plan;
+use crate::precheck;
 use crate::remote::{RemoteError, Session, Target};
-use crate::resolve;
 
 /// Timing of the reconcilers.
 #[derive(Debug, Clone, Copy)]
@@ -212,7 +212,7 @@ impl Hub {
         // postpone drift detection.
         let mut full = true;
         let mut last_full = Instant::now();
-        let mut unresolved = resolve::Unresolved::default();
+        let mut unresolved = precheck::Unresolved::default();
         loop {
             let began = Instant::now();
             match self
@@ -254,7 +254,7 @@ impl Hub {
         session: &mut Option<Session>,
         full: bool,
     ) -> anyhow::Result<()> {
-        let mut unresolved = resolve::Unresolved::default();
+        let mut unresolved = precheck::Unresolved::default();
         self.reconcile_with(server_id, session, full, &mut unresolved)
             .await
     }
@@ -264,7 +264,7 @@ impl Hub {
         server_id: ServerId,
         session: &mut Option<Session>,
         full: bool,
-        unresolved: &mut resolve::Unresolved,
+        unresolved: &mut precheck::Unresolved,
     ) -> anyhow::Result<()> {
         fault_panic_once("panic-once");
         let db = &self.inner.db;
@@ -301,9 +301,11 @@ impl Hub {
             // Host names first, each bounded: a name whose DNS does not answer is held back
             // (and blamed on its volume) instead of holding up the server's reload.
             let (names, mut bad) = unresolved.to_check(&plan);
-            if !names.is_empty() {
-                let script = resolve::script(&names, tuning.resolve_timeout);
-                let limit = resolve::script_limit(names.len(), tuning.resolve_timeout)
+            let dirs = precheck::dirs_to_check(&plan);
+            let mut missing = HashSet::new();
+            if !names.is_empty() || !dirs.is_empty() {
+                let script = precheck::script(&names, &dirs, tuning.resolve_timeout);
+                let limit = precheck::script_limit(names.len(), tuning.resolve_timeout)
                     .min(tuning.pass_timeout);
                 let run = sess.run(&script, limit);
                 let (r, slow) = self
@@ -312,9 +314,10 @@ impl Hub {
                 reported_slow |= slow;
                 match r {
                     Ok(out) => {
-                        let fresh = resolve::failures(&out, &names, tuning.resolve_timeout);
+                        let fresh = precheck::failures(&out, &names, tuning.resolve_timeout);
                         unresolved.learn(full, &fresh);
                         bad.extend(fresh);
+                        missing = precheck::missing_dirs(&out);
                     }
                     Err(e) => {
                         *session = None;
@@ -326,7 +329,7 @@ impl Hub {
             if full && names.is_empty() {
                 unresolved.learn(true, &HashMap::new());
             }
-            let held = resolve::hold_back(&mut plan, &bad, &server.name);
+            let held = precheck::hold_back(&mut plan, &bad, &missing, &server.name);
             let prepared = off_worker(|| server.backend.prepare(&plan, force));
             let sess = session.as_mut().expect("connected above");
             let run = sess.run(&prepared.script, tuning.pass_timeout);
@@ -349,13 +352,26 @@ impl Hub {
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");
             }
-            for o in &report.outcomes {
-                if let Outcome::Rejected { id, message, .. } = o {
-                    tracing::warn!(server = %server.name, volume = %id, "rejected: {message}");
+            let mut outcomes = report.outcomes;
+            precheck::blame_held(&mut outcomes, &held);
+            let last_errors: HashMap<_, _> = volumes
+                .iter()
+                .map(|v| (v.id, v.last_error.as_deref()))
+                .collect();
+            for o in &outcomes {
+                match o {
+                    Outcome::Rejected { id, message, .. } => {
+                        tracing::warn!(server = %server.name, volume = %id, "rejected: {message}")
+                    }
+                    // Retried every pass: logged when it is news.
+                    Outcome::Failed { id, message, .. }
+                        if last_errors.get(id).copied().flatten() != Some(message.as_str()) =>
+                    {
+                        tracing::warn!(server = %server.name, volume = %id, "failed (retried): {message}")
+                    }
+                    _ => {}
                 }
             }
-            let mut outcomes = report.outcomes;
-            resolve::blame_held(&mut outcomes, &held);
             if let Some(msg) = &report.server_error {
                 tracing::warn!(server = %server.name, "server error: {msg}");
                 outcomes.extend(pending_all(&volumes, msg));

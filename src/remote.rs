@@ -479,7 +479,10 @@ mod tests {
             if zombie_or_gone {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "sleep {pid} survived: {state}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} survived: {state}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -1,9 +1,15 @@
-//! Client host names, checked on the server before a pass. `exportfs -ra` (and nfs-ganesha)
-//! resolve every host name on every reload; one name whose DNS never answers would hold up the
-//! whole server, every pass, for every user. So each name a pass is about to hand the server is
-//! first looked up there with `getent ahosts` under `timeout`, several at a time, and the
-//! clients whose names do not resolve in time are held back: their volume shows why (its owner
-//! sees the name), the other volumes proceed, and the name is tried again on the next pass.
+//! What would hold up or fail a server's reload, checked on the server before a pass, so one
+//! volume's trouble stays that volume's.
+//!
+//! - Client host names: `exportfs -ra` (and nfs-ganesha) resolve every host name on every
+//!   reload; one name whose DNS never answers would hold up the whole server, every pass, for
+//!   every user. Each name a pass is about to hand the server is first looked up there with
+//!   `getent ahosts` under `timeout`, several at a time, and the clients whose names do not
+//!   resolve in time are held back: their volume shows why (its owner sees the name), the
+//!   other volumes proceed, and the name is tried again at the next full pass.
+//! - Directories of volumes that are not verified yet (failing, changed): a missing one would
+//!   make `exportfs -ra` fail (and the file be rolled back) on every pass; its export is left
+//!   out until the directory is back, and the pass's own check says it is missing.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -58,10 +64,34 @@ impl Unresolved {
     }
 }
 
-/// One script that looks every name up, `PARALLEL` at a time, each bounded by `per_name`.
-/// Prints `@@<nonce> res <name> <exit status>` per name (124/137: no answer in time).
-pub fn script(names: &BTreeSet<String>, per_name: Duration) -> Script {
+/// Directories to check: those of exports already created that are not verified as they are.
+pub fn dirs_to_check(plan: &Plan) -> Vec<(VolumeId, &str)> {
+    let owners: std::collections::HashSet<VolumeId> =
+        plan.owners.iter().map(|d| d.volume).collect();
+    plan.exports
+        .iter()
+        .filter(|e| !e.was_available && owners.contains(&e.volume))
+        .map(|e| (e.volume, e.path.as_str()))
+        .collect()
+}
+
+/// One script that looks every name up, `PARALLEL` at a time, each bounded by `per_name`, and
+/// checks that each directory exists. Prints `@@<nonce> res <name> <exit status>` per name
+/// (124/137: no answer in time) and `@@<nonce> nodir <volume>` per missing directory.
+pub fn script(names: &BTreeSet<String>, dirs: &[(VolumeId, &str)], per_name: Duration) -> Script {
     let mut s = Script::new();
+    for (volume, path) in dirs {
+        let missing = format!("@@{} nodir {volume}", s.nonce());
+        s.line(&[
+            Lit("[ -d"),
+            Arg(path),
+            Lit("] || printf '%s\\n'"),
+            Arg(&missing),
+        ]);
+    }
+    if names.is_empty() {
+        return s;
+    }
     let marker = format!("@@{} res", s.nonce());
     let secs = format!("{:.1}", per_name.as_secs_f64().max(0.1));
     let mut words: Vec<Word> = vec![Lit("printf '%s\\0'")];
@@ -75,6 +105,15 @@ pub fn script(names: &BTreeSet<String>, per_name: Duration) -> Script {
     words.push(Arg(&secs));
     s.line(&words);
     s
+}
+
+/// The volumes whose directories are missing.
+pub fn missing_dirs(out: &Output) -> std::collections::HashSet<VolumeId> {
+    out.sections
+        .iter()
+        .filter(|s| s.tag == "nodir")
+        .filter_map(|s| s.arg.trim().parse().ok().map(VolumeId))
+        .collect()
 }
 
 /// Overall time limit of [`script`] on the server.
@@ -112,16 +151,23 @@ pub fn failures(
 /// Take the clients whose names did not resolve out of the plan. Returns, per volume held
 /// back, its generation and the reason (recorded as a non-final failure once the pass is done,
 /// so the volume is tried again on every pass and recovers when its names resolve).
+/// Exports whose directory is missing are left out whole (no reason here: the pass's own
+/// check of the directory reports it).
 pub fn hold_back(
     plan: &mut Plan,
     bad: &HashMap<String, String>,
+    missing: &std::collections::HashSet<VolumeId>,
     server: &str,
 ) -> HashMap<VolumeId, (i64, String)> {
     let mut held = HashMap::new();
-    if bad.is_empty() {
-        return held;
-    }
     for e in &mut plan.exports {
+        if missing.contains(&e.volume) {
+            e.clients.clear();
+            continue;
+        }
+        if bad.is_empty() {
+            continue;
+        }
         let mut reasons = Vec::new();
         e.clients.retain(|c| match bad.get(&c.host.to_string()) {
             Some(why) => {
@@ -185,7 +231,11 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let s = script(&names, Duration::from_secs(5));
+        let dir = tempfile::tempdir().unwrap();
+        let there = dir.path().to_str().unwrap().to_string();
+        let gone = format!("{there}/gone");
+        let dirs = [(VolumeId(1), there.as_str()), (VolumeId(2), gone.as_str())];
+        let s = script(&names, &dirs, Duration::from_secs(5));
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(s.body())
@@ -200,6 +250,10 @@ mod tests {
         assert!(
             !bad["no-such-host.invalid"].contains("did not finish"),
             "{text}"
+        );
+        assert_eq!(
+            missing_dirs(&parsed),
+            std::collections::HashSet::from([VolumeId(2)])
         );
     }
 }

@@ -98,15 +98,17 @@ impl Script {
         self.line(&[Lit("printf '%s %s\\n'"), Arg(&text), Lit("\"$?\"")])
     }
 
-    /// The script as sent. The body is written to a temporary file on the server and run
-    /// there by `sh` under `timeout -k`: its own process group, with stdin from /dev/null (no
-    /// command can swallow the rest of the stream) and stderr merged into stdout. When `limit`
-    /// passes, the whole group (a hung `exportfs`, `getent`, ...) is killed on the server,
-    /// whatever became of the SSH connection; then an end marker carries the body's exit status
-    /// (124 or 137 when it was stopped).
+    /// The script as sent. The body is written to a private temporary directory on the server
+    /// and run there by `sh` under `timeout -k`: its own process group, with stdin from
+    /// /dev/null (no command can swallow the rest of the stream), its output (stderr merged)
+    /// into a file that is printed when it is done. When `limit` passes, the whole group (a
+    /// hung `exportfs`, `getent`, ...) is killed on the server. Nothing the body runs writes to
+    /// the connection, so a connection that goes away mid-pass cannot kill the body's shell by
+    /// SIGPIPE and leave its children outside `timeout`'s reach. An end marker carries the
+    /// body's exit status (124 or 137 when it was stopped).
     pub(crate) fn framed(&self, limit: Duration) -> String {
-        let mut s = String::with_capacity(self.body.len() + 384);
-        s.push_str("nfsprov_s=$(mktemp /tmp/.nfsprov-pass.XXXXXXXX) && cat > \"$nfsprov_s\" <<'@@");
+        let mut s = String::with_capacity(self.body.len() + 512);
+        s.push_str("if nfsprov_s=$(mktemp -d /tmp/.nfsprov-pass.XXXXXXXX); then cat > \"$nfsprov_s/pass\" <<'@@");
         s.push_str(&self.nonce);
         s.push_str("'\n{\n");
         s.push_str(&self.body);
@@ -115,9 +117,11 @@ impl Script {
         s.push('\n');
         let _ = writeln!(
             s,
-            "timeout -k {KILL_GRACE_SECS} {} sh \"$nfsprov_s\" </dev/null 2>&1; nfsprov_rc=$?; rm -f \"$nfsprov_s\"",
+            "timeout -k {KILL_GRACE_SECS} {} sh \"$nfsprov_s/pass\" </dev/null >\"$nfsprov_s/out\" 2>&1; nfsprov_rc=$?",
             limit.as_secs_f64().ceil().max(1.0) as u64
         );
+        s.push_str("cat \"$nfsprov_s/out\"; rm -rf \"$nfsprov_s\"\n");
+        s.push_str("else nfsprov_rc=125; echo 'nfsprov: cannot create a temporary directory in /tmp'; fi\n");
         let _ = writeln!(
             s,
             "printf '%s %s\\n' '@@{} end' \"$nfsprov_rc\"",

@@ -248,6 +248,50 @@ async fn a_pass_stopped_at_its_time_limit_leaves_nothing_running_on_the_server()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_cut_off_by_a_crash_leaves_nothing_running_on_the_server() {
+    let mut env = Env::start(1, 100, 100).await;
+    env.kill_serve();
+    env.start_serve_with(&[
+        ("NFSPROV_PASS_TIMEOUT_SECS", "4"),
+        ("NFSPROV_RESYNC_SECS", "600"),
+    ])
+    .await;
+    env.wait_servers_reachable().await;
+    let hosts = env.server("srv1").host_path("/etc/hosts");
+    let original = std::fs::read_to_string(&hosts).unwrap();
+    std::fs::write(&hosts, format!("{original}127.0.0.77\tfading.test\n")).unwrap();
+    env.create_available("fading", json!([{"host": "fading.test"}]))
+        .await;
+    std::fs::write(&hosts, original).unwrap();
+    let dns = BlackholeDns::start();
+    dns.serve(&env, "srv1");
+    // The next reload hangs in exportfs; nfsprov dies meanwhile (its ssh session with it).
+    env.create_accepted("after", json!([{"host": "10.0.0.9"}]))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while procs_named(&env, "srv1", &["exportfs"]).is_empty() {
+        assert!(Instant::now() < deadline, "exportfs never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.kill_serve();
+    let killed = Instant::now();
+    // The pass's time limit still applies on the server.
+    let deadline = killed + Duration::from_secs(12);
+    loop {
+        let left = procs_named(&env, "srv1", &["exportfs", "getent"]);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running on the server {:?} after nfsprov died: {left:?}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_failed_to_resolve_recovers_without_a_patch() {
     let mut env = Env::start(1, 100, 100).await;
     env.kill_serve();

@@ -1213,6 +1213,29 @@ mod tests {
                 (VolumeState::Creating, Some("server down"))
             );
         }
+        // A failure of the moment: `error`, but no verdict (still desired), and a later
+        // verification brings it back.
+        db.record_outcomes(&[Outcome::Failed {
+            id: vols[3].id,
+            generation: 1,
+            message: "directory missing".into(),
+        }])
+        .await
+        .unwrap();
+        let d = read(3).await.unwrap();
+        assert_eq!(
+            (d.state, d.failed_generation, d.last_error.as_deref()),
+            (VolumeState::Error, None, Some("directory missing"))
+        );
+        db.record_outcomes(&[Outcome::Applied {
+            id: vols[3].id,
+            generation: 1,
+            clients,
+        }])
+        .await
+        .unwrap();
+        let d = read(3).await.unwrap();
+        assert_eq!((d.state, d.last_error), (VolumeState::Available, None));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -259,7 +259,9 @@ pub struct Session {
     stderr: Arc<Mutex<String>>,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time limit of the greeting on a new connection on the server (nfsprov waits
+/// `LOCAL_GRACE` longer: ssh's own `ConnectTimeout` is 10 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Session {
     /// Connect and wait until the remote shell answers. `state_dir` holds the known_hosts file.

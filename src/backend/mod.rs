@@ -324,7 +324,12 @@ fn parse_stat(text: &str) -> HashMap<String, (u32, u32, u32)> {
 pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
     let rendered = &prepared.rendered;
     let mut report = Report::default();
-    let Some(live_text) = out.find("live", "").map(|s| s.before.as_str()) else {
+    // A pass stopped at its time limit is judged as a whole, even if it got past the read-back.
+    let live_text = out
+        .find("live", "")
+        .map(|s| s.before.as_str())
+        .filter(|_| !out.timed_out());
+    let Some(live_text) = live_text else {
         let why = if out.timed_out() {
             "the pass ran out of time on the server and was stopped there"
         } else {

@@ -331,6 +331,49 @@ async fn a_name_that_failed_to_resolve_recovers_without_a_patch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mkdir_on_a_read_only_file_system_recovers_when_it_is_writable_again() {
+    let mut env = Env::start(1, 100, 100).await;
+    env.kill_serve();
+    env.start_serve_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
+    env.wait_servers_reachable().await;
+    let srv = env.server("srv1");
+    let ro = "/srv/nfsprov/pool1/ro";
+    let out = srv
+        .run_inside(&format!(
+            "mkdir -p {ro} && mount --bind {ro} {ro} && mount -o remount,bind,ro {ro}"
+        ))
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let id = env
+        .create_accepted("ro/vol", json!([{"host": "10.0.0.1"}]))
+        .await;
+    let v = env
+        .wait_volume(id, Duration::from_secs(15), |v| v["state"] == "error")
+        .await;
+    assert!(
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Read-only file system")),
+        "{v}"
+    );
+    let out = srv
+        .run_inside(&format!("mount -o remount,bind,rw {ro}"))
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v = env
+        .wait_volume(id, Duration::from_secs(15), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null);
+    assert!(srv.host_path("/srv/nfsprov/pool1/ro/vol").is_dir());
+    let etab = srv.etab().unwrap();
+    assert_eq!(
+        etab_entries(&etab, "/srv/nfsprov/pool1/ro/vol").len(),
+        1,
+        "{etab}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_directory_is_found_under_steady_requests_and_recovers_when_restored() {
     let mut env = Env::start(1, 100, 100).await;
     env.kill_serve();

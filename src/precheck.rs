@@ -32,18 +32,19 @@ impl Unresolved {
     /// What a pass must ask, and what it already knows to be bad (of the names it uses):
     /// on a full pass every name (a name that stopped resolving would slow every reload),
     /// else the names of exports not yet verified (new, changed or failing).
-    pub fn to_check(&self, plan: &Plan) -> (BTreeSet<String>, HashMap<String, String>) {
+    /// `all`: the first pass of a full reconcile.
+    pub fn to_check(&self, plan: &Plan, all: bool) -> (BTreeSet<String>, HashMap<String, String>) {
         let names = plan
             .exports
             .iter()
-            .filter(|e| plan.full || !e.was_available)
+            .filter(|e| all || !e.was_available)
             .flat_map(|e| e.clients.iter())
             .filter(|c| c.host.kind() == "host")
             .map(|c| c.host.to_string());
         let (mut ask, mut known) = (BTreeSet::new(), HashMap::new());
         for name in names {
             match self.0.get(&name) {
-                Some(why) if !plan.full => {
+                Some(why) if !all => {
                     known.insert(name, why.clone());
                 }
                 _ => {

@@ -275,6 +275,7 @@ impl Hub {
         let mut repair = Vec::new();
         // Whether this reconcile told the world the server is slow (to be taken back).
         let mut reported_slow = false;
+        let mut asked_all = false;
         let trim = TrimAfterLargePass::default();
         for _ in 0..MAX_QUICK_PASSES {
             let volumes = db.server_volumes(server_id).await?;
@@ -300,7 +301,10 @@ impl Hub {
             let sess = session.as_mut().expect("connected above");
             // Host names first, each bounded: a name whose DNS does not answer is held back
             // (and blamed on its volume) instead of holding up the server's reload.
-            let (names, mut bad) = unresolved.to_check(&plan);
+            // A full reconcile asks every name once, not in each of its quick passes.
+            let ask_all = full && !asked_all;
+            asked_all = true;
+            let (names, mut bad) = unresolved.to_check(&plan, ask_all);
             let dirs = precheck::dirs_to_check(&plan);
             let mut missing = HashSet::new();
             if !names.is_empty() || !dirs.is_empty() {
@@ -315,7 +319,7 @@ impl Hub {
                 match r {
                     Ok(out) => {
                         let fresh = precheck::failures(&out, &names, tuning.resolve_timeout);
-                        unresolved.learn(full, &fresh);
+                        unresolved.learn(ask_all, &fresh);
                         bad.extend(fresh);
                         missing = precheck::missing_dirs(&out);
                     }
@@ -326,7 +330,7 @@ impl Hub {
                     }
                 }
             }
-            if full && names.is_empty() {
+            if ask_all && names.is_empty() {
                 unresolved.learn(true, &HashMap::new());
             }
             let held = precheck::hold_back(&mut plan, &bad, &missing, &server.name);

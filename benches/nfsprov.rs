@@ -511,6 +511,7 @@ async fn insert_volumes(db: &Datastore, owner: UserId, rp: RootPathId, n: usize)
                 mode: DirMode::default(),
                 uid: 0,
                 gid: 0,
+                adopt_existing: false,
                 idempotency_key: None,
                 request_hash: None,
             })

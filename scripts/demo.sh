@@ -101,9 +101,9 @@ section "Users (nfsprov user add)"
 ADMIN_PW='admin-demo-pass'
 JOHN_PW='johndoe-demo-pass'
 echo "\$ nfsprov user add admin --admin"
-NFSPROV_PASSWORD="$ADMIN_PW" "$BIN" user add admin --admin | indent
+printf '%s\n' "$ADMIN_PW" | "$BIN" user add admin --admin | indent
 echo "\$ nfsprov user add johndoe --quota-gb 10"
-NFSPROV_PASSWORD="$JOHN_PW" "$BIN" user add johndoe --quota-gb 10 | indent
+printf '%s\n' "$JOHN_PW" | "$BIN" user add johndoe --quota-gb 10 | indent
 
 # --- API server -------------------------------------------------------------------------------
 port_in_use() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }

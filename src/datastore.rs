@@ -55,6 +55,8 @@ pub struct NewVolume {
     pub mode: DirMode,
     pub uid: u32,
     pub gid: u32,
+    /// Adopt a directory already at the path (admins only; checked by the API).
+    pub adopt_existing: bool,
     pub idempotency_key: Option<String>,
     /// Fingerprint of the request body, to tell a retry from a different request reusing a key.
     pub request_hash: Option<String>,
@@ -107,7 +109,7 @@ pub struct UserChange {
 
 const VOLUME_SELECT: &str = "SELECT v.id, v.owner_id, u.username, v.root_path_id, rp.path AS rp_path, \
      rp.delete_policy, v.server_id, s.nfs_address, v.sub_path, v.size_gb, v.clients, \
-     v.applied_clients, v.mode, v.uid, v.gid, v.state, v.export_id, v.generation, v.failed_generation, \
+     v.applied_clients, v.mode, v.uid, v.gid, v.adopt_existing, v.state, v.export_id, v.generation, v.failed_generation, \
      v.last_error, v.created_at, v.updated_at \
      FROM volumes v JOIN users u ON u.id = v.owner_id \
      JOIN root_paths rp ON rp.id = v.root_path_id JOIN servers s ON s.id = v.server_id";
@@ -173,6 +175,7 @@ fn volume_from_row(row: &impl Columns) -> Result<Volume> {
             .map_err(|e| anyhow::anyhow!("stored mode: {e}"))?,
         uid: row.int("uid")? as u32,
         gid: row.int("gid")? as u32,
+        adopt_existing: row.int("adopt_existing")? != 0,
         state: VolumeState::parse(&state)
             .ok_or_else(|| anyhow::anyhow!("stored volume state {state:?} is unknown"))?,
         export_id: row.opt_int("export_id")?.unwrap_or(0) as u32,
@@ -205,6 +208,24 @@ async fn checkpoints(pool: SqlitePool, alive: tokio::sync::mpsc::WeakSender<crea
             tracing::warn!("checkpointing the database: {e}");
         }
     }
+}
+
+/// Whether the write connection may be used again. A COMMIT that fails for lack of disk space
+/// can end SQLite's transaction while sqlx still counts it as open; every later `BEGIN` on
+/// that connection then fails, until a restart. Such a connection is closed (the pool opens a
+/// new one), so the service recovers by itself once space returns.
+async fn fresh_transaction_state(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // The rollback a dropped transaction queued may not have run yet: let it through first.
+    sqlx::query("SELECT 1").execute(&mut *conn).await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("the write connection was left inside a failed transaction; reopening it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Run `f` on a connection of `pool` through rusqlite, with the connection's sqlx worker
@@ -314,6 +335,7 @@ impl Datastore {
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
+            .before_acquire(|conn, _| Box::pin(fresh_transaction_state(conn)))
             .connect_with(options.clone())
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
@@ -834,10 +856,13 @@ const RECORD_PENDING: &str = "UPDATE volumes SET last_error = o.message \
      WHERE volumes.id = o.id AND volumes.generation = o.generation \
      AND volumes.last_error IS NOT o.message";
 
-/// Refuse options the server's backend cannot honour (field `clients[i].options`).
+/// Refuse clients and options the server's backend cannot honour (fields `clients[i].host`,
+/// `clients[i].options`).
 fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
     if crate::backend::Kind::parse(backend) == Some(crate::backend::Kind::Ganesha) {
         for (i, c) in clients.iter().enumerate() {
+            crate::backend::ganesha::check_client(&c.host)
+                .map_err(|m| Error::invalid(format!("clients[{i}].host"), m))?;
             crate::backend::ganesha::check_options(&c.options)
                 .map_err(|m| Error::invalid(format!("clients[{i}].options"), m))?;
         }
@@ -963,6 +988,7 @@ mod tests {
             mode: DirMode::default(),
             uid: 0,
             gid: 0,
+            adopt_existing: false,
             idempotency_key: None,
             request_hash: None,
         }

@@ -28,6 +28,10 @@ pub enum Error {
     },
     #[error("{0}")]
     Unauthenticated(String),
+    /// The service cannot record anything right now (its disk is full, its database is not
+    /// writable); nothing was changed and the same request may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -48,14 +52,43 @@ impl Error {
     }
 }
 
+/// What a user is told when the database cannot be written for a reason of the service's own
+/// host (the admins' to fix), not of the request.
+const STORAGE_UNAVAILABLE: &str = "the service cannot write its database right now (its disk is full or failing); \
+     nothing was changed: try again later";
+
+/// SQLite primary result codes that mean "the storage under the database failed", not "this
+/// statement is wrong": SQLITE_IOERR (10), SQLITE_FULL (13), SQLITE_CANTOPEN (14).
+fn is_storage_failure(primary_code: i32) -> bool {
+    matches!(primary_code, 10 | 13 | 14)
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        let storage = match &e {
+            sqlx::Error::Database(db) => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| is_storage_failure(c & 0xff)),
+            sqlx::Error::Io(_) => true,
+            _ => false,
+        };
+        if storage {
+            tracing::error!("database write failed: {e}");
+            return Error::Unavailable(STORAGE_UNAVAILABLE.into());
+        }
         Error::Internal(anyhow::Error::new(e).context("database error"))
     }
 }
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e
+            && is_storage_failure(f.extended_code & 0xff)
+        {
+            tracing::error!("database write failed: {e}");
+            return Error::Unavailable(STORAGE_UNAVAILABLE.into());
+        }
         Error::Internal(anyhow::Error::new(e).context("database error"))
     }
 }

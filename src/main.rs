@@ -101,10 +101,11 @@ enum RootpathCmd {
 
 #[derive(Subcommand)]
 enum UserCmd {
+    /// Add a user. The password is read from a prompt (twice, not echoed) on a terminal, else
+    /// from the first line of standard input: never from the command line, where every local
+    /// user could read it in the process list.
     Add {
         username: String,
-        #[arg(long, env = "NFSPROV_PASSWORD")]
-        password: String,
         #[arg(long, default_value_t = 0)]
         quota_gb: i64,
         #[arg(long)]
@@ -118,8 +119,9 @@ enum UserCmd {
         locked: Option<bool>,
         #[arg(long)]
         admin: Option<bool>,
+        /// Set a new password, read as for `user add`.
         #[arg(long)]
-        password: Option<String>,
+        password: bool,
     },
     List,
 }
@@ -186,6 +188,34 @@ fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+/// A new password for `username`: from a prompt without echo when standard input is a
+/// terminal (asked twice), else the first line of standard input.
+fn read_password(username: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("password for {username}: "))
+            .context("reading the password from the terminal")?;
+        let again = rpassword::prompt_password("again: ")
+            .context("reading the password from the terminal")?;
+        anyhow::ensure!(
+            first == again,
+            "the two passwords differ; nothing was changed"
+        );
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    anyhow::ensure!(
+        !password.is_empty(),
+        "no password on standard input: pipe it in (e.g. `printf '%s\\n' \"$PW\" | nfsprov user add {username}`) or run on a terminal to be prompted"
+    );
+    Ok(password.to_string())
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -279,10 +309,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             match cmd {
                 UserCmd::Add {
                     username,
-                    password,
                     quota_gb,
                     admin,
                 } => {
+                    let password = read_password(&username)?;
                     let u = admin::add_user(&db, &username, &password, admin, quota_gb).await?;
                     println!("user {} added (quota {} GB)", u.username, u.quota_gb);
                 }
@@ -293,10 +323,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     admin,
                     password,
                 } => {
-                    let password_hash = password
-                        .as_deref()
-                        .map(admin::checked_password_hash)
-                        .transpose()?;
+                    let password_hash = if password {
+                        Some(admin::checked_password_hash(&read_password(&username)?)?)
+                    } else {
+                        None
+                    };
                     let u = db
                         .update_user(
                             &username,

@@ -202,6 +202,8 @@ pub struct Volume {
     pub mode: DirMode,
     pub uid: u32,
     pub gid: u32,
+    /// An admin asked to adopt a directory already at the path (`adopt_existing`).
+    pub adopt_existing: bool,
     pub state: VolumeState,
     /// Stable id of the export on its server (nfs-ganesha's Export_Id).
     pub export_id: u32,

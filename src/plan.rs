@@ -9,7 +9,10 @@ use crate::model::{ClientRule, DeletePolicy, Volume, VolumeId, VolumeState};
 #[derive(Debug, Clone)]
 pub struct Export {
     pub volume: VolumeId,
+    /// `root/sub`: the root path as the admin registered it, the volume's sub path below it.
     pub path: String,
+    pub root: String,
+    pub sub: String,
     pub clients: Vec<ClientRule>,
     /// True when `clients` is the volume's current desired generation (not a last-known-good
     /// fallback kept while a newer generation is rejected).
@@ -22,14 +25,19 @@ pub struct Export {
     pub generation: i64,
 }
 
-/// A directory that must exist, created with this mode and owner if missing.
+/// A directory that must exist: created with this mode and owner, or, if it already exists,
+/// accepted only when nfsprov created it for this volume (or an admin asked to adopt it).
 #[derive(Debug, Clone)]
 pub struct Dir {
     pub volume: VolumeId,
     pub path: String,
+    pub root: String,
+    pub sub: String,
     pub mode: String,
     pub uid: u32,
     pub gid: u32,
+    /// An admin asked to adopt a directory that already exists there (`adopt_existing`).
+    pub adopt: bool,
     pub generation: i64,
 }
 
@@ -38,9 +46,15 @@ pub struct Dir {
 pub struct Removal {
     pub volume: VolumeId,
     pub path: String,
+    pub root: String,
+    pub sub: String,
     pub policy: DeletePolicy,
-    /// Destination for `retain`.
-    pub trash_dir: String,
+    /// The volume was verified on the server at some point, so its directory is nfsprov's
+    /// (created or adopted by it). Otherwise only a directory carrying nfsprov's mark for the
+    /// volume is moved or removed: deleting a volume refused because its path was taken must
+    /// not take the data that was there.
+    pub owned: bool,
+    /// Destination for `retain` (`<root>/.nfsprov-trash/<id>`).
     pub trash_path: String,
     pub generation: i64,
 }
@@ -80,8 +94,10 @@ impl Plan {
                 VolumeState::Deleting => plan.remove.push(Removal {
                     volume: v.id,
                     path: v.full_path(),
+                    root: v.root_path.to_string(),
+                    sub: v.sub_path.as_str().to_string(),
                     policy: v.delete_policy,
-                    trash_dir: format!("{}/{}", v.root_path, crate::model::TRASH_DIR),
+                    owned: v.applied_clients.is_some(),
                     trash_path: v.trash_path(),
                     generation: v.generation,
                 }),
@@ -96,9 +112,12 @@ impl Plan {
                     let dir = Dir {
                         volume: v.id,
                         path: v.full_path(),
+                        root: v.root_path.to_string(),
+                        sub: v.sub_path.as_str().to_string(),
                         mode: v.mode.as_octal_string(),
                         uid: v.uid,
                         gid: v.gid,
+                        adopt: v.adopt_existing,
                         generation: v.generation,
                     };
                     if v.applied_clients.is_none() && !rejected {
@@ -110,6 +129,8 @@ impl Plan {
                         Some(clients) => plan.exports.push(Export {
                             volume: v.id,
                             path: v.full_path(),
+                            root: v.root_path.to_string(),
+                            sub: v.sub_path.as_str().to_string(),
                             clients,
                             is_desired: !rejected,
                             was_available: v.state == VolumeState::Available,

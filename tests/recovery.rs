@@ -4,6 +4,8 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -82,12 +84,19 @@ async fn wait_all_settled(env: &Env, timeout: Duration) {
 async fn kill_9_mid_batch_then_restart_converges() {
     let mut env = Env::start(2, 10_000, 10_000).await;
     let mut acknowledged: Vec<i64> = Vec::new();
-    for (round, delay_ms) in [15u64, 60, 150, 400].into_iter().enumerate() {
+    // Each round kills the service at a different point of its progress — after the first,
+    // the 5th, the 15th and the 30th of 40 concurrent creates was acknowledged — so the kill
+    // lands mid-batch on any machine, however fast, instead of after a fixed sleep.
+    for (round, kill_after) in [1usize, 5, 15, 30].into_iter().enumerate() {
+        let answered = Arc::new(AtomicUsize::new(0));
+        let progress = Arc::new(tokio::sync::Notify::new());
         let mut tasks = Vec::new();
         for i in 0..40 {
             let http = env.http.clone();
             let base = env.base();
             let rp = 1 + (i % 2);
+            let answered = answered.clone();
+            let progress = progress.clone();
             tasks.push(tokio::spawn(async move {
                 let r = http
                     .post(format!("{base}/api/v1/volumes"))
@@ -100,7 +109,10 @@ async fn kill_9_mid_batch_then_restart_converges() {
                 if r.status() != StatusCode::ACCEPTED {
                     return None;
                 }
-                r.json::<Value>().await.ok()?["id"].as_i64()
+                let id = r.json::<Value>().await.ok()?["id"].as_i64();
+                answered.fetch_add(1, Ordering::SeqCst);
+                progress.notify_one();
+                id
             }));
         }
         // Also delete some volumes of earlier rounds while the batch runs.
@@ -115,7 +127,15 @@ async fn kill_9_mid_batch_then_restart_converges() {
                     .await;
             });
         }
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while answered.load(Ordering::SeqCst) < kill_after {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: only {} of 40 creates answered in 60 s",
+                answered.load(Ordering::SeqCst)
+            );
+            let _ = tokio::time::timeout(Duration::from_millis(200), progress.notified()).await;
+        }
         env.kill_serve();
         for t in tasks {
             if let Some(id) = t.await.unwrap() {

@@ -15,6 +15,7 @@ fn status(e: &Error) -> StatusCode {
         Error::Locked(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -29,6 +30,7 @@ fn code(e: &Error) -> &'static str {
         Error::Forbidden(_) => "forbidden",
         Error::Conflict { .. } => "conflict",
         Error::Unauthenticated(_) => "unauthenticated",
+        Error::Unavailable(_) => "unavailable",
         Error::Internal(_) => "internal",
     }
 }
@@ -54,6 +56,10 @@ fn message(e: &Error) -> String {
 }
 
 fn with_challenge(mut resp: Response, e: &Error) -> Response {
+    if matches!(e, Error::Unavailable(_)) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
     if matches!(e, Error::Unauthenticated(_)) {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,

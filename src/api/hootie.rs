@@ -177,6 +177,7 @@ async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
         mode: DirMode::default(),
         uid: 0,
         gid: 0,
+        adopt_existing: false,
         idempotency_key: None,
         request_hash: None,
     };

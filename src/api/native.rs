@@ -162,6 +162,9 @@ struct CreateVolumeIn {
     uid: Option<u32>,
     #[serde(default)]
     gid: Option<u32>,
+    /// Take over a directory already at the path (admins only).
+    #[serde(default)]
+    adopt_existing: bool,
 }
 
 async fn create_volume(
@@ -172,6 +175,12 @@ async fn create_volume(
 ) -> NResult<Response> {
     let user = st.user(&headers).await?;
     let req: CreateVolumeIn = parse_body(&body)?;
+    if req.adopt_existing && !user.is_admin {
+        return Err(Error::Forbidden(
+            "adopt_existing: only an administrator may adopt a directory that already exists on the server".into(),
+        )
+        .into());
+    }
     let sub_path = SubPath::parse(&req.sub_path).map_err(field_err("sub_path"))?;
     if req.size_gb < 1 {
         return Err(Error::invalid("size_gb", "size must be at least 1 GB").into());
@@ -204,6 +213,7 @@ async fn create_volume(
         mode,
         uid: req.uid.unwrap_or(0),
         gid: req.gid.unwrap_or(0),
+        adopt_existing: req.adopt_existing,
         idempotency_key: key,
         request_hash,
     };

@@ -17,14 +17,33 @@
 //! | `sec=sys:krb5...` | `SecType = sys, krb5, ...` |
 //! | `sync`, `no_subtree_check`, `no_wdelay`, `hide`, `nocrossmnt` | nothing: ganesha already behaves so |
 //! | `async`, `subtree_check`, `wdelay`, `nohide`, `crossmnt`, `secure_locks`, `insecure_locks`, `nordirplus`, `pnfs`, `no_pnfs`, `security_label`, `acl`, `no_acl` | refused |
+//!
+//! Clients are written the way ganesha 4.3's config lexer (`conf_lex.l`) reads them, never
+//! quoted (a quoted string is not a client to it), and a client it would read differently
+//! from exports(5) is refused before anything is recorded ([`check_client`]):
+//!
+//! | exports(5) client | written as | ganesha holds it as |
+//! |---|---|---|
+//! | `*` | `*` | any client |
+//! | `10.0.0.1`, `::1` | as is (`0.0.0.0` as `0.0.0.0/32`: bare it means any client) | that address |
+//! | `10.0.0.0/24`, `fd00::/64` | network address and prefix (`10.0.0.5/24` as `10.0.0.0/24`) | that network |
+//! | `*.example.com`, `node?.lab` | as is | a pattern matched against the client's name (and address text) |
+//! | `@ng` | as is | NIS netgroup `ng` |
+//! | `host.example` | as is | the addresses the name resolves to on the server when ganesha reads the file |
+//! | `/0` networks; IPv6 prefixes 100-127 | refused | its lexer has no token for them |
+//! | IPv4-mapped IPv6 (`::ffff:a.b.c.d`) | refused | it compares such clients as IPv4, so they never match |
+//! | host names starting with a digit or spelled `yes`/`no`/`true`/`false`/`on`/`off` | refused | read as a number or a boolean |
+//! | wildcards that could match an address's text (`*.*`, `a*`) or that start with `?` and have no other `*`/`?` | refused | matched against the address too / read as a host name |
+//! | netgroups starting with a digit or over 63 characters | refused | its lexer and its length limit |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{Backend, Rendered, blame_by_path};
 use crate::model::{ClientRule, VolumeId};
 use crate::plan::{Export, Plan};
 use crate::remote::{Arg, Lit, Script};
-use crate::spec::{ExportOption, ExportOptions};
+use crate::spec::{ClientForm, ClientSpec, ExportOption, ExportOptions};
 
 pub struct Ganesha;
 
@@ -113,10 +132,7 @@ pub fn export_block(export_id: u32, path: &str, clients: &[ClientRule]) -> Strin
     b.push_str("    FSAL { Name = VFS; }\n");
     for c in clients {
         b.push_str("    CLIENT {\n");
-        b.push_str(&format!(
-            "        Clients = {};\n",
-            ganesha_client(&c.host.to_string())
-        ));
+        b.push_str(&format!("        Clients = {};\n", client_text(&c.host)));
         for (k, v) in client_settings(&c.options) {
             b.push_str(&format!("        {k} = {v};\n"));
         }
@@ -126,23 +142,139 @@ pub fn export_block(export_id: u32, path: &str, clients: &[ClientRule]) -> Strin
     b
 }
 
-/// ganesha spells "anyone" `*` too, but needs quotes around values with `*`, `?`, `@` or `:`.
-fn ganesha_client(host: &str) -> String {
-    if host
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '/')
-    {
-        host.to_string()
+/// How ganesha holds one client after reading it: what its export manager shows back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Held {
+    /// MATCH_ANY_CLIENT, shown as `*`.
+    Anyone,
+    /// NETWORK_CLIENT: network address (host bits clear) and prefix length, shown as
+    /// `addr/prefix` in ganesha's own spelling.
+    Net(IpAddr, u8),
+    /// WILDCARDHOST_CLIENT, shown as written.
+    Wildcard(String),
+    /// NETGROUP_CLIENT, shown without the `@`.
+    Netgroup(String),
+    /// A host name: ganesha resolves it while reading the file and holds one NETWORK_CLIENT per
+    /// address.
+    Host(String),
+}
+
+/// Refuse a client that ganesha 4.3 cannot hold as exports(5) means it (see the module's
+/// client table).
+pub fn check_client(c: &ClientSpec) -> Result<(), String> {
+    held(c)
+        .map(|_| ())
+        .map_err(|why| format!("'{c}' cannot be used on an nfs-ganesha server: {why}"))
+}
+
+fn held(c: &ClientSpec) -> Result<Held, String> {
+    Ok(match c.form() {
+        ClientForm::Anyone => Held::Anyone,
+        ClientForm::Host(h) => {
+            if h.starts_with(|c: char| c.is_ascii_digit()) {
+                return Err("ganesha's config parser reads a name starting with a digit as a number; give the host's address".into());
+            }
+            if ["yes", "no", "true", "false", "on", "off"].contains(&h) {
+                return Err(format!(
+                    "ganesha's config parser reads '{h}' as a boolean; give the host's address or full name"
+                ));
+            }
+            Held::Host(h.to_string())
+        }
+        ClientForm::Wildcard(w) => {
+            if w.starts_with('?') && !w[1..].contains(['*', '?']) {
+                return Err("ganesha's config parser reads a pattern that starts with '?' and has no other '*' or '?' as a host name".into());
+            }
+            if could_match_address_text(w) {
+                return Err("ganesha matches a pattern against the client's address text too, and this one could match addresses (exports(5) matches names only); make it end in a domain, such as *.example.com".into());
+            }
+            Held::Wildcard(w.to_string())
+        }
+        ClientForm::Ipv4(a) => Held::Net(IpAddr::V4(a), 32),
+        ClientForm::Ipv4Net(_, 0) => {
+            return Err("ganesha 4.3's config parser has no /0 network; give 0.0.0.0/1 and 128.0.0.0/1 as two clients".into());
+        }
+        ClientForm::Ipv4Net(a, p) => {
+            let mask = u32::MAX << (32 - u32::from(p));
+            Held::Net(IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask)), p)
+        }
+        ClientForm::Ipv6(a) => v6_net(a, 128)?,
+        ClientForm::Ipv6Net(a, p) => {
+            if p == 0 || (100..128).contains(&p) {
+                return Err("ganesha 4.3's config parser reads IPv6 prefix lengths 1 to 99 only (and single addresses)".into());
+            }
+            v6_net(a, p)?
+        }
+        ClientForm::Netgroup(n) => {
+            if !n.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                return Err(
+                    "ganesha's config parser takes netgroup names starting with a letter only"
+                        .into(),
+                );
+            }
+            if n.len() > 63 {
+                return Err("ganesha takes netgroup names of at most 63 characters".into());
+            }
+            Held::Netgroup(n.to_string())
+        }
+    })
+}
+
+fn v6_net(a: Ipv6Addr, p: u8) -> Result<Held, String> {
+    let mask = if p == 0 {
+        0
     } else {
-        format!("\"{host}\"")
+        u128::MAX << (128 - u32::from(p))
+    };
+    let net = Ipv6Addr::from(u128::from(a) & mask);
+    if p >= 96 && net.to_ipv4_mapped().is_some() {
+        return Err("ganesha compares IPv4 clients as IPv4, so an IPv4-mapped IPv6 address never matches; give the IPv4 address".into());
+    }
+    Ok(Held::Net(IpAddr::V6(net), p))
+}
+
+/// Whether a pattern could match the text of some IPv4 or IPv6 address (ganesha tries the
+/// address text before the name). Address text holds only digits, `a-f`, `.` and `:`, and
+/// text with a `.` (IPv4, IPv4-embedded IPv6) has digits on both sides of every `.`; so a
+/// pattern with another letter, or with a letter next to a `.`, cannot match one.
+fn could_match_address_text(pattern: &str) -> bool {
+    let b = pattern.as_bytes();
+    b.iter()
+        .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f' | b'.' | b'*' | b'?'))
+        && !b.windows(2).any(|p| {
+            (p[0] == b'.' && p[1].is_ascii_alphabetic())
+                || (p[1] == b'.' && p[0].is_ascii_alphabetic())
+        })
+}
+
+/// The text after `Clients =`: unquoted, in the lexer's own token forms. A client refused by
+/// [`check_client`] (only in rows recorded before that check) is written as given, so ganesha
+/// names the line it rejects.
+fn client_text(c: &ClientSpec) -> String {
+    match held(c) {
+        Ok(Held::Anyone) => "*".into(),
+        Ok(Held::Net(IpAddr::V4(a), 32)) if !a.is_unspecified() => a.to_string(),
+        // bare `0.0.0.0` is ganesha's "any client"
+        Ok(Held::Net(IpAddr::V4(a), p)) => format!("{a}/{p}"),
+        // its lexer takes no `/128`
+        Ok(Held::Net(IpAddr::V6(a), 128)) => a.to_string(),
+        Ok(Held::Net(IpAddr::V6(a), p)) => format!("{a}/{p}"),
+        Ok(Held::Wildcard(w)) => w,
+        Ok(Held::Netgroup(n)) => format!("@{n}"),
+        Ok(Held::Host(h)) => h,
+        Err(_) => c.to_string(),
     }
 }
 
-/// ganesha's live state: export id -> path, and the client entries of the exports inspected.
+/// ganesha's live state: export id -> path, the client entries of the exports inspected (or
+/// the export manager's error for one), and what the host names among their clients resolve
+/// to on the server.
 #[derive(Debug, Default)]
 pub struct LiveExports {
     pub exports: BTreeMap<u32, String>,
     pub clients: BTreeMap<u32, Vec<LiveClient>>,
+    pub display_errors: BTreeMap<u32, String>,
+    pub resolved: BTreeMap<String, BTreeSet<IpAddr>>,
 }
 
 /// One client entry of a live export (from the export manager's `DisplayExport`).
@@ -191,16 +323,18 @@ fn describe_bits(bits: u32) -> String {
     format!("{access}/{squash}")
 }
 
-/// ganesha shows single addresses with their prefix length.
-fn same_client(live: &str, ours: &str) -> bool {
-    let live = live.trim_end_matches("/32").trim_end_matches("/128");
-    live.eq_ignore_ascii_case(ours)
+/// A live entry's `addr/prefix`, as ganesha shows NETWORK_CLIENTs.
+fn live_net(name: &str) -> Option<(IpAddr, u8)> {
+    let (a, p) = name.split_once('/')?;
+    Some((a.parse().ok()?, p.parse().ok()?))
 }
 
 /// Shell functions run on the server. `nfsprov_apply` sends SIGHUP, waits (bounded) for
 /// ganesha to log that it re-read its exports, prints ganesha's complaints about nfsprov's file
 /// and fails if there were any or ganesha died. `nfsprov_live` prints the export manager's
-/// export list and, for each id given, the export's client entries, over ganesha's D-Bus.
+/// export list and, for each id in its first argument, the export's client entries, over
+/// ganesha's D-Bus; then, for each further argument (a host name), the addresses it resolves
+/// to there, as ganesha resolved them (getaddrinfo, same files and resolver).
 const PRELUDE: &str = r#"nfsprov_l=/var/log/ganesha/ganesha.log
 nfsprov_dbus() { dbus-send --system --print-reply --reply-timeout=5000 --dest=org.ganesha.nfsd /org/ganesha/nfsd/ExportMgr "$@"; }
 nfsprov_gpid() {
@@ -231,6 +365,11 @@ nfsprov_live() {
     echo "=== display $nfsprov_x"
     nfsprov_dbus org.ganesha.nfsd.exportmgr.DisplayExport "uint16:$nfsprov_x" 2>&1
   done
+  shift
+  for nfsprov_x in "$@"; do
+    echo "=== resolve $nfsprov_x"
+    getent ahosts "$nfsprov_x"
+  done
 }"#;
 
 impl Backend for Ganesha {
@@ -249,15 +388,22 @@ impl Backend for Ganesha {
         s.line(&[Lit(PRELUDE)]);
     }
 
-    /// The whole live list, and the clients of every export not already verified earlier.
+    /// The whole live list, the clients of every export not already verified earlier and the
+    /// addresses of the host names among them.
     fn read_live(s: &mut Script, plan: &Plan) {
-        let ids: Vec<String> = plan
-            .exports
-            .iter()
-            .filter(|e| e.is_desired && !e.was_available)
-            .map(|e| e.export_id.to_string())
+        let inspected = || plan.exports.iter().filter(|e| inspects(e));
+        let ids: Vec<String> = inspected().map(|e| e.export_id.to_string()).collect();
+        let ids = ids.join(" ");
+        let hosts: BTreeSet<String> = inspected()
+            .flat_map(|e| &e.clients)
+            .filter_map(|c| match held(&c.host) {
+                Ok(Held::Host(h)) => Some(h),
+                _ => None,
+            })
             .collect();
-        s.line(&[Lit("nfsprov_live"), Arg(&ids.join(" "))]);
+        let mut words = vec![Lit("nfsprov_live"), Arg(&ids)];
+        words.extend(hosts.iter().map(|h| Arg(h)));
+        s.line(&words);
     }
 
     fn parse_live(text: &str) -> LiveExports {
@@ -291,39 +437,23 @@ impl Backend for Ganesha {
                 )];
             }
         }
-        let Some(clients) = live.clients.get(&e.export_id) else {
+        if !inspects(e) {
             // Not inspected in this pass (already verified when it was applied).
             return Vec::new();
+        }
+        if let Some(err) = live.display_errors.get(&e.export_id) {
+            return vec![format!(
+                "ganesha's export manager did not show export {}'s clients: {err}",
+                e.export_id
+            )];
+        }
+        let Some(clients) = live.clients.get(&e.export_id) else {
+            return vec![format!(
+                "ganesha's export manager did not show export {}'s clients (no answer read back)",
+                e.export_id
+            )];
         };
-        let mut problems = Vec::new();
-        if clients.len() != e.clients.len() {
-            problems.push(format!(
-                "ganesha's live export {} has {} client entries, expected {}",
-                e.export_id,
-                clients.len(),
-                e.clients.len()
-            ));
-            return problems;
-        }
-        for (i, rule) in e.clients.iter().enumerate() {
-            let host = rule.host.to_string();
-            let live_client = clients
-                .iter()
-                .find(|c| same_client(&c.name, &host))
-                .unwrap_or(&clients[i]);
-            let want = expected_bits(&rule.options);
-            let have = live_client.options & (PERM_WRITE | SQUASH_MASK);
-            if have != want {
-                problems.push(format!(
-                    "ganesha's live export {} client {} has access {}, expected {}",
-                    e.export_id,
-                    host,
-                    describe_bits(have),
-                    describe_bits(want)
-                ));
-            }
-        }
-        problems
+        check_clients(live, e, clients)
     }
 
     fn is_exported(live: &LiveExports, path: &str) -> bool {
@@ -390,14 +520,125 @@ impl Backend for Ganesha {
     }
 }
 
+/// Whether a pass reads back this export's client entries.
+fn inspects(e: &Export) -> bool {
+    e.is_desired && !e.was_available
+}
+
+/// Compare the live client entries of one export with its rules, in order (ganesha keeps them
+/// in the file's order): each rule must be shown as ganesha holds it; a host name as the
+/// addresses it resolves to on the server. A rule is never compared with another rule's entry.
+fn check_clients(live: &LiveExports, e: &Export, clients: &[LiveClient]) -> Vec<String> {
+    let id = e.export_id;
+    let mut problems = Vec::new();
+    let mut next = 0;
+    let mut missing = false;
+    for rule in &e.clients {
+        let host = rule.host.to_string();
+        let entries: &[LiveClient] = match held(&rule.host) {
+            Ok(Held::Host(h)) => {
+                let Some(addrs) = live.resolved.get(&h).filter(|a| !a.is_empty()) else {
+                    problems.push(format!(
+                        "client {host} of ganesha's live export {id} does not resolve on the server"
+                    ));
+                    return problems;
+                };
+                let end = (next + addrs.len()).min(clients.len());
+                let got = &clients[next..end];
+                if got.is_empty() {
+                    missing = true;
+                    break;
+                }
+                let exact: BTreeSet<IpAddr> = got
+                    .iter()
+                    .filter_map(|c| match live_net(&c.name) {
+                        Some((a @ IpAddr::V4(_), 32)) | Some((a @ IpAddr::V6(_), 128)) => Some(a),
+                        _ => None,
+                    })
+                    .collect();
+                if got.len() != addrs.len() || exact != *addrs {
+                    problems.push(format!(
+                        "ganesha's live export {id} holds {} for client {host}, expected its addresses {}",
+                        names(got),
+                        addrs.iter().map(IpAddr::to_string).collect::<Vec<_>>().join(", ")
+                    ));
+                    return problems;
+                }
+                next = end;
+                got
+            }
+            want => {
+                let Some(c) = clients.get(next) else {
+                    missing = true;
+                    break;
+                };
+                let same = match &want {
+                    Ok(Held::Anyone) => c.name == "*",
+                    Ok(Held::Net(a, p)) => live_net(&c.name) == Some((*a, *p)),
+                    Ok(Held::Wildcard(w)) => c.name == *w,
+                    Ok(Held::Netgroup(n)) => c.name == *n,
+                    Ok(Held::Host(_)) | Err(_) => false,
+                };
+                if !same {
+                    problems.push(format!(
+                        "ganesha's live export {id} client entry {} is {}, expected {host}",
+                        next + 1,
+                        c.name
+                    ));
+                    return problems;
+                }
+                next += 1;
+                std::slice::from_ref(c)
+            }
+        };
+        let want = expected_bits(&rule.options);
+        for c in entries {
+            let have = c.options & (PERM_WRITE | SQUASH_MASK);
+            if have != want {
+                problems.push(format!(
+                    "ganesha's live export {id} client {host} has access {}, expected {}",
+                    describe_bits(have),
+                    describe_bits(want)
+                ));
+            }
+        }
+    }
+    if missing || next != clients.len() {
+        problems.push(format!(
+            "ganesha's live export {id} has {} client entries ({}), expected entries for {}",
+            clients.len(),
+            names(clients),
+            e.clients
+                .iter()
+                .map(|c| c.host.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    problems
+}
+
+fn names(clients: &[LiveClient]) -> String {
+    if clients.is_empty() {
+        return "none".into();
+    }
+    clients
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Parse `nfsprov_live`'s output: dbus-send's print of `ShowExports` (each export a
-/// `uint16 <id>` line followed by `string "<path>"`), then per inspected export a
-/// `=== display <id>` line and the print of `DisplayExport` (id, path, pseudo, tag, then an
-/// array with one struct per client: `string "<client>"` followed by nine numbers, the eighth of
-/// which is the option bits).
+/// `uint16 <id>` line followed by `string "<path>"`); per inspected export a `=== display <id>`
+/// line and the print of `DisplayExport` (id, path, pseudo, tag, then an array with one struct
+/// per client: `string "<client>"` followed by nine numbers, the eighth of which is the option
+/// bits) or dbus-send's `Error ...`; per host name a `=== resolve <name>` line and
+/// `getent ahosts`' lines (address first).
 fn parse_live_exports(text: &str) -> LiveExports {
     let mut live = LiveExports::default();
-    let mut sections = text.split("=== display ");
+    let text = format!("\n{text}");
+    let mut sections = text.split("\n=== ");
     let show = sections.next().unwrap_or_default();
     let mut id: Option<u32> = None;
     for l in show.lines().map(str::trim) {
@@ -410,10 +651,23 @@ fn parse_live_exports(text: &str) -> LiveExports {
     }
     for section in sections {
         let mut lines = section.lines();
-        let Some(Ok(id)) = lines.next().map(|l| l.trim().parse::<u32>()) else {
+        let head = lines.next().unwrap_or_default().trim();
+        if let Some(name) = head.strip_prefix("resolve ") {
+            let addrs = lines
+                .filter_map(|l| l.split_whitespace().next()?.parse::<IpAddr>().ok())
+                .collect();
+            live.resolved.insert(name.to_string(), addrs);
+            continue;
+        }
+        let Some(Ok(id)) = head.strip_prefix("display ").map(|n| n.parse::<u32>()) else {
             continue;
         };
-        if section.contains("Error org.") {
+        if let Some(err) = section
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("Error "))
+        {
+            live.display_errors.insert(id, err.to_string());
             continue;
         }
         let mut clients = Vec::new();
@@ -514,16 +768,9 @@ mod tests {
         let b = export_block(
             7,
             "/srv/p/a",
-            &[
-                rule("10.0.0.0/24", "rw"),
-                rule("*.lab.test", "ro"),
-                rule("@ng", "rw"),
-            ],
+            &[rule("10.0.0.0/24", "rw"), rule("*.lab.test", "ro")],
         );
         assert!(b.contains("Export_Id = 7;"));
-        assert!(b.contains("Clients = 10.0.0.0/24;"));
-        assert!(b.contains("Clients = \"*.lab.test\";"));
-        assert!(b.contains("Clients = \"@ng\";"));
         let text = format!(
             "{}{b}{}",
             super::super::HEADER,
@@ -534,6 +781,73 @@ mod tests {
         assert_eq!(entries[0].0, "/srv/p/a");
         assert_eq!(entries[0].1, b);
         assert_eq!(entries[1].0, "/srv/p/b");
+    }
+
+    /// Pins the spelling; that ganesha reads each so is proven by tests/ganesha.rs
+    /// (`every_client_form_is_read_by_ganesha`).
+    #[test]
+    fn clients_are_written_as_ganesha_tokens() {
+        for (client, text) in [
+            ("*", "*"),
+            ("*.lab.test", "*.lab.test"),
+            ("node?.lab", "node?.lab"),
+            ("@ng", "@ng"),
+            ("10.0.0.1", "10.0.0.1"),
+            ("0.0.0.0", "0.0.0.0/32"),
+            ("10.0.0.5/24", "10.0.0.0/24"),
+            ("10.0.0.0/255.255.0.0", "10.0.0.0/16"),
+            ("::1", "::1"),
+            ("fe80::1/10", "fe80::/10"),
+            ("2001:db8::1/128", "2001:db8::1"),
+            ("client1.test", "client1.test"),
+        ] {
+            let c = ClientSpec::parse(client).unwrap();
+            assert_eq!(check_client(&c), Ok(()), "{client}");
+            assert_eq!(client_text(&c), text, "{client}");
+        }
+    }
+
+    #[test]
+    fn clients_ganesha_cannot_hold_are_refused() {
+        for (client, why) in [
+            ("0.0.0.0/0", "no /0 network"),
+            ("10.0.0.0/0", "no /0 network"),
+            ("::/0", "prefix lengths 1 to 99"),
+            ("2001:db8::/100", "prefix lengths 1 to 99"),
+            ("2001:db8::/127", "prefix lengths 1 to 99"),
+            ("::ffff:10.0.0.1", "IPv4-mapped"),
+            ("::ffff:10.0.0.0/96", "IPv4-mapped"),
+            ("1host.example", "starting with a digit"),
+            ("on", "as a boolean"),
+            ("no", "as a boolean"),
+            ("?", "as a host name"),
+            ("?.lab", "as a host name"),
+            ("*.*", "could match addresses"),
+            ("**", "could match addresses"),
+            ("a*", "could match addresses"),
+            ("*e", "could match addresses"),
+            ("@0group", "starting with a letter"),
+        ] {
+            let c = ClientSpec::parse(client).unwrap();
+            let e = check_client(&c).unwrap_err();
+            assert!(
+                e.contains(&format!("'{c}'")) && e.contains(why),
+                "{client}: {e}"
+            );
+        }
+        let long = ClientSpec::parse(&format!("@{}", "n".repeat(64))).unwrap();
+        assert!(check_client(&long).unwrap_err().contains("at most 63"));
+        for fine in [
+            "*.de",
+            "cafe.example",
+            "?x*",
+            "node*",
+            "2001:db8::/99",
+            "::/1",
+        ] {
+            let c = ClientSpec::parse(fine).unwrap();
+            assert_eq!(check_client(&c), Ok(()), "{fine}");
+        }
     }
 
     const SHOW: &str = r#"method return time=1764070000.1 sender=:1.1 -> destination=:1.2 serial=9 reply_serial=2
@@ -598,18 +912,23 @@ method return time=1764070000.2 sender=:1.1 -> destination=:1.3 serial=10 reply_
         assert_eq!(c[0].options, 53490144);
     }
 
-    #[test]
-    fn live_clients_are_checked_against_the_rules() {
-        let live = parse_live_exports(SHOW);
-        let export = |clients: Vec<ClientRule>| Export {
+    fn export(clients: Vec<ClientRule>) -> Export {
+        Export {
             volume: VolumeId(1),
             path: "/srv/p/a".into(),
+            root: "/srv/p".into(),
+            sub: "a".into(),
             clients,
             is_desired: true,
             was_available: false,
             export_id: 7,
             generation: 1,
-        };
+        }
+    }
+
+    #[test]
+    fn live_clients_are_checked_against_the_rules() {
+        let live = parse_live_exports(SHOW);
         let good = export(vec![
             rule("10.213.9.101", "rw,no_root_squash"),
             rule("10.213.9.102", "ro"),
@@ -625,5 +944,75 @@ method return time=1764070000.2 sender=:1.1 -> destination=:1.3 serial=10 reply_
         moved.export_id = 8;
         let p = Ganesha::check_export(&live, &moved, "exportfs: x");
         assert!(p[0].contains("no live export 8"), "{p:?}");
+    }
+
+    #[test]
+    fn a_live_client_of_another_name_is_a_mismatch() {
+        let live = parse_live_exports(SHOW);
+        // Same access bits as the live entries, but other clients: must not pass by position.
+        let other = export(vec![
+            rule("10.213.9.201", "rw,no_root_squash"),
+            rule("10.213.9.102", "ro"),
+        ]);
+        let p = Ganesha::check_export(&live, &other, "");
+        assert!(
+            p.iter()
+                .any(|m| m.contains("client entry 1 is 10.213.9.101/32, expected 10.213.9.201")),
+            "{p:?}"
+        );
+        let swapped = export(vec![
+            rule("10.213.9.102", "ro"),
+            rule("10.213.9.101", "rw,no_root_squash"),
+        ]);
+        assert!(!Ganesha::check_export(&live, &swapped, "").is_empty());
+        let fewer = export(vec![rule("10.213.9.101", "rw,no_root_squash")]);
+        let p = Ganesha::check_export(&live, &fewer, "");
+        assert!(p[0].contains("has 2 client entries"), "{p:?}");
+    }
+
+    #[test]
+    fn an_error_reply_of_the_export_manager_is_a_mismatch() {
+        let text = SHOW.split("=== display").next().unwrap().to_string()
+            + "=== display 7\nError org.freedesktop.DBus.Error.InvalidArgs: Export id not found\n";
+        let live = parse_live_exports(&text);
+        let p = Ganesha::check_export(&live, &export(vec![rule("10.213.9.101", "rw")]), "");
+        assert!(p[0].contains("Export id not found"), "{p:?}");
+        // Nothing read back for an export that should have been inspected.
+        let shown_only = SHOW.split("=== display").next().unwrap();
+        let live = parse_live_exports(shown_only);
+        let p = Ganesha::check_export(&live, &export(vec![rule("10.213.9.101", "rw")]), "");
+        assert!(p[0].contains("did not show export 7"), "{p:?}");
+    }
+
+    #[test]
+    fn host_names_are_checked_against_their_addresses_on_the_server() {
+        let resolve = "=== resolve client1.test\n\
+                       10.213.9.101    STREAM client1.test\n\
+                       10.213.9.101    DGRAM  \n\
+                       10.213.9.101    RAW    \n\
+                       === resolve client2.test\n\
+                       10.213.9.102    STREAM client2.test\n";
+        let live = parse_live_exports(&format!("{SHOW}{resolve}"));
+        assert_eq!(live.resolved["client1.test"].len(), 1);
+        let good = export(vec![
+            rule("client1.test", "rw,no_root_squash"),
+            rule("client2.test", "ro"),
+        ]);
+        assert_eq!(
+            Ganesha::check_export(&live, &good, ""),
+            Vec::<String>::new()
+        );
+        let swapped = export(vec![
+            rule("client2.test", "rw,no_root_squash"),
+            rule("client1.test", "ro"),
+        ]);
+        let p = Ganesha::check_export(&live, &swapped, "");
+        assert!(
+            p[0].contains("holds 10.213.9.101/32 for client client2.test"),
+            "{p:?}"
+        );
+        let unknown = export(vec![rule("nowhere.test", "rw")]);
+        let p = Ganesha::check_export(&live, &unknown, "");
+        assert!(p[0].contains("does not resolve on the server"), "{p:?}");
     }
 }

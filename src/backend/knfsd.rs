@@ -73,8 +73,10 @@ impl Backend for Knfsd {
                 None => {
                     // exportfs exits 0 when it cannot resolve a client but leaves it out:
                     // quote what it said about that client.
-                    let said: Vec<&str> =
-                        apply_output.lines().filter(|l| l.contains(&host)).collect();
+                    let said: Vec<&str> = apply_output
+                        .lines()
+                        .filter(|l| super::contains_word(l, &host))
+                        .collect();
                     let said = if said.is_empty() {
                         String::new()
                     } else {
@@ -110,22 +112,23 @@ impl Backend for Knfsd {
         etab.keys().any(|(p, _)| p == path)
     }
 
-    /// By `file:line` (`nfsprov.exports:3:` or `nfsprov.exports [3]:`), else by path.
+    /// By `file:line` (`/etc/exports.d/nfsprov.exports:3:`, `... [3]:`, `...: 3:`), else by
+    /// path. Only nfsprov's own file counts, by its full name: a line of a foreign file such
+    /// as `old-nfsprov.exports` is nobody's. exportfs numbers lines without counting comment
+    /// lines (blank ones do count), so the header is skipped.
     fn blame(line: &str, rendered: &Rendered, plan: &Plan) -> Option<VolumeId> {
-        for marker in ["nfsprov.exports:", "nfsprov.exports ["] {
-            if let Some(pos) = line.find(marker) {
-                let digits: String = line[pos + marker.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                if let Some(v) = digits
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|n| rendered.line_map.get(&n))
-                {
-                    return Some(*v);
-                }
-            }
+        if let Some(n) = exportfs_line_number(line) {
+            let physical = rendered
+                .text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim_start().starts_with('#'))
+                .nth(n.checked_sub(1)?)
+                .map(|(i, _)| i + 1)?;
+            return rendered.line_map.get(&physical).copied();
+        }
+        if mentions_other_file(line) {
+            return None;
         }
         blame_by_path(line, plan)
     }
@@ -145,6 +148,38 @@ impl Backend for Knfsd {
             })
             .collect()
     }
+}
+
+/// The line number in an exportfs message about nfsprov's own file.
+fn exportfs_line_number(line: &str) -> Option<usize> {
+    let mut at = 0;
+    while let Some(pos) = line[at..].find(EXPORTS_FILE) {
+        let start = at + pos;
+        at = start + EXPORTS_FILE.len();
+        if line[..start]
+            .chars()
+            .next_back()
+            .is_some_and(|c| !c.is_whitespace() && c != '"' && c != '\'')
+        {
+            continue;
+        }
+        let rest = line[at..].trim_start_matches([':', ' ', '[']);
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse() {
+            return Some(n);
+        }
+    }
+    None
+}
+
+/// The line is about an exports file other than nfsprov's (`/etc/exports`, another file in
+/// `/etc/exports.d`).
+fn mentions_other_file(line: &str) -> bool {
+    line.split(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+        .any(|w| {
+            let w = w.split([':', '[']).next().unwrap_or_default();
+            (w == "/etc/exports" || w.starts_with("/etc/exports.d/")) && w != EXPORTS_FILE
+        })
 }
 
 #[cfg(test)]
@@ -177,6 +212,7 @@ mod tests {
             mode: DirMode::default(),
             uid: 0,
             gid: 0,
+            adopt_existing: false,
             state,
             export_id: id as u32,
             generation: 1,
@@ -245,8 +281,19 @@ mod tests {
         ];
         let plan = Plan::build(&vols);
         let r = super::super::render::<Knfsd>(&plan);
-        let by_line = "exportfs: /etc/exports.d/nfsprov.exports:3: unknown keyword \"foo\"";
+        // exportfs does not count the header comment: its line 2 is the file's third.
+        let by_line = "exportfs: /etc/exports.d/nfsprov.exports:2: unknown keyword \"foo\"";
         assert_eq!(Knfsd::blame(by_line, &r, &plan), Some(VolumeId(2)));
+        let by_line = "exportfs: /etc/exports.d/nfsprov.exports: 1: bad anonuid \"x\"";
+        assert_eq!(Knfsd::blame(by_line, &r, &plan), Some(VolumeId(1)));
+        let warning = "exportfs: /etc/exports.d/nfsprov.exports [2]: Neither 'subtree_check'";
+        assert_eq!(Knfsd::blame(warning, &r, &plan), Some(VolumeId(2)));
+        // Another file's line is nobody's, even if its name ends like nfsprov's or it names
+        // a volume's path.
+        let foreign = "exportfs: /etc/exports.d/old-nfsprov.exports:2: unknown keyword \"zzz\"";
+        assert_eq!(Knfsd::blame(foreign, &r, &plan), None);
+        let foreign = "exportfs: /etc/exports:1: bad path /srv/pool/a";
+        assert_eq!(Knfsd::blame(foreign, &r, &plan), None);
         let by_path = "exportfs: Failed to stat /srv/pool/a-b: No such file or directory";
         assert_eq!(Knfsd::blame(by_path, &r, &plan), Some(VolumeId(2)));
         let by_path = "exportfs: Failed to stat /srv/pool/a: No such file or directory";
@@ -273,7 +320,8 @@ mod tests {
         let plan = Plan::build(&vols);
         let p = super::super::prepare::<Knfsd>(&plan, false);
         let body = &p.script.framed(std::time::Duration::from_secs(60));
-        assert!(body.contains("mkdir -p -- '/srv/pool/a' && chown -- '0:0' '/srv/pool/a'"));
+        assert!(body.contains("nfsprov_mkg '@@"));
+        assert!(body.contains(" mk' '/srv/pool' '' '0:0' '0755' '1' 'a' 0"));
         assert!(body.contains("printf '%s' '# Managed by nfsprov"));
     }
 }

@@ -1,5 +1,6 @@
 //! Backends: how an NFS server is told about exports. Everything common to all of them lives
-//! here — one pass is one [`Script`]: removals, directory creation, the managed config file
+//! here — one pass is one [`Script`] (its shell functions are in `prelude.sh`, with the
+//! reasons they are safe): removals, directory creation, the managed config file
 //! written whole beside the real one and renamed into place, the backend's reload, the read-back
 //! of the live export state and a `stat` of every volume directory, in one round trip — and so
 //! does judging the output per volume. A backend supplies only what differs: rendering its file,
@@ -52,7 +53,8 @@ pub trait Backend {
     fn read_live(s: &mut Script, plan: &Plan);
     fn parse_live(text: &str) -> Self::Live;
     /// What is wrong with `export` in the live state (empty: verified). `apply_output` is what
-    /// the reload printed, to quote the server's own words.
+    /// the reload printed about this export (lines naming another volume's path or client are
+    /// left out), to quote the server's own words.
     fn check_export(live: &Self::Live, export: &Export, apply_output: &str) -> Vec<String>;
     fn is_exported(live: &Self::Live, path: &str) -> bool;
     /// The volume a reload error line is about, if it names one.
@@ -159,110 +161,147 @@ pub fn render<B: Backend>(plan: &Plan) -> Rendered {
     r
 }
 
+/// Shell functions every pass uses (program text only; see the file for what each keeps).
+const PRELUDE: &str = include_str!("prelude.sh");
+
+/// `sub` split into its parent (possibly empty) and its last component.
+fn split_sub(sub: &str) -> (&str, &str) {
+    sub.rsplit_once('/').unwrap_or(("", sub))
+}
+
 /// Build the one script of a pass. `force` reloads even when the file is unchanged (to repair
 /// a live state changed by hand).
 pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     let rendered = render::<B>(plan);
     let mut s = Script::new();
-    s.line(&[Lit("umask 022")]);
+    s.line(&[Lit("umask 022; nfsprov_bad=0")]);
+    s.line(&[Lit(PRELUDE)]);
     B::prelude(&mut s);
+    let marker = |s: &Script, tag: &str| format!("@@{} {tag}", s.nonce());
+    let del_mark = marker(&s, "del");
     for r in &plan.remove {
-        match r.policy {
-            DeletePolicy::Retain => s.line(&[
-                Lit("if [ -e"),
-                Arg(&r.path),
-                Lit("] || [ -L"),
-                Arg(&r.path),
-                Lit("]; then mkdir -p --"),
-                Arg(&r.trash_dir),
-                Lit("&& mv -T --"),
-                Arg(&r.path),
-                Arg(&r.trash_path),
-                Lit("; fi"),
-            ]),
-            DeletePolicy::Purge => s.line(&[Lit("rm -rf --"), Arg(&r.path)]),
-        };
-        s.marker_rc("del", &r.volume.to_string());
+        let (parent, name) = split_sub(&r.sub);
+        let id = r.volume.to_string();
+        let trash_name = r.trash_path.rsplit('/').next().unwrap_or(&id);
+        s.line(&[
+            Lit("nfsprov_rm"),
+            Arg(&del_mark),
+            Arg(&id),
+            Arg(&r.root),
+            Arg(parent),
+            Arg(name),
+            Lit(match r.policy {
+                DeletePolicy::Retain => "retain",
+                DeletePolicy::Purge => "purge",
+            }),
+            Arg(trash_name),
+            Lit(if r.owned { "1" } else { "0" }),
+        ]);
     }
-    // Directories: one mkdir/chown/chmod per group of the same owner and mode (a few process
-    // starts per batch, not three per volume). Only if a group fails does each of its volumes
-    // get its own commands, so the error lands on the volume it belongs to.
-    let mut groups: BTreeMap<(u32, u32, &str), Vec<&crate::plan::Dir>> = BTreeMap::new();
+    // Directories: one call per group of the same parent, owner and mode, so a storm of
+    // creates costs a few process starts per group, not three per volume.
+    let mut groups: BTreeMap<(&str, &str, u32, u32, &str), Vec<&crate::plan::Dir>> =
+        BTreeMap::new();
     for d in &plan.create {
         groups
-            .entry((d.uid, d.gid, d.mode.as_str()))
+            .entry((
+                d.root.as_str(),
+                split_sub(&d.sub).0,
+                d.uid,
+                d.gid,
+                d.mode.as_str(),
+            ))
             .or_default()
             .push(d);
     }
-    for ((uid, gid, mode), dirs) in &groups {
+    let mk_mark = marker(&s, "mk");
+    for ((root, parent, uid, gid, mode), dirs) in &groups {
         let owner = format!("{uid}:{gid}");
-        for chunk in dirs.chunks(500) {
-            let mut words: Vec<Word> = vec![Lit("{ mkdir -p --")];
-            words.extend(chunk.iter().map(|d| Arg(&d.path)));
-            words.push(Lit("&& chown --"));
-            words.push(Arg(&owner));
-            words.extend(chunk.iter().map(|d| Arg(&d.path)));
-            words.push(Lit("&& chmod --"));
-            words.push(Arg(mode));
-            words.extend(chunk.iter().map(|d| Arg(&d.path)));
-            words.push(Lit("; } 2>/dev/null || {"));
-            s.line(&words);
-            for d in chunk {
-                s.line(&[
-                    Lit("  mkdir -p --"),
-                    Arg(&d.path),
-                    Lit("&& chown --"),
-                    Arg(&owner),
-                    Arg(&d.path),
-                    Lit("&& chmod --"),
-                    Arg(&d.mode),
-                    Arg(&d.path),
-                ]);
-                s.marker_rc("mk", &d.volume.to_string());
+        // At most 200 per call: the shell rebuilds its argument list per name (quadratic).
+        for chunk in dirs.chunks(200) {
+            let ids: Vec<String> = chunk.iter().map(|d| d.volume.to_string()).collect();
+            let mut words: Vec<Word> = vec![
+                Lit("nfsprov_mkg"),
+                Arg(&mk_mark),
+                Arg(root),
+                Arg(parent),
+                Arg(&owner),
+                Arg(mode),
+            ];
+            for (d, id) in chunk.iter().zip(&ids) {
+                words.push(Arg(id));
+                words.push(Arg(split_sub(&d.sub).1));
+                words.push(Lit(if d.adopt { "1" } else { "0" }));
             }
-            s.line(&[Lit("}")]);
+            s.line(&words);
         }
     }
-    // Mode/owner drift found by the previous pass: put it back, never through a symlink
-    // (`chown -h`, and chmod only after `[ -L ]` said no, on the same line).
+    // Mode/owner drift found by the previous pass: put it back, never through a symbolic
+    // link: nfsprov_in walks to the directory without following one and enters it, and
+    // chown/chmod act on `.` (a subshell, so the cwd of the pass is untouched).
     for d in &plan.repair {
         let owner = format!("{}:{}", d.uid, d.gid);
         s.line(&[
-            Lit("if [ -d"),
-            Arg(&d.path),
-            Lit("] && [ ! -L"),
-            Arg(&d.path),
-            Lit("]; then chown -h --"),
+            Lit("( nfsprov_in"),
+            Arg(&d.root),
+            Arg(&d.sub),
+            Lit("&& chown -h --"),
             Arg(&owner),
-            Arg(&d.path),
-            Lit("&& chmod --"),
+            Lit(". && chmod --"),
             Arg(&d.mode),
-            Arg(&d.path),
-            Lit("; fi"),
+            Lit(". ) 2>&1"),
         ]);
         s.marker_rc("fix", &d.volume.to_string());
     }
-    // Write the whole file beside the real one and rename it into place (atomic). The old file
-    // is printed for drift logging and kept as .prev to roll back a rejected file.
-    s.line(&[Lit(B::FILES), Lit("; nfsprov_w=0")]);
+    // Write the whole file beside the real one and rename it into place (atomic), only if the
+    // temporary copy was written in full: on a full disk nothing is installed or reloaded.
+    // The old file is printed for drift logging and kept (hard link: no space needed) as .prev
+    // to roll back a rejected file. Before anything is installed, every export path is
+    // checked for symbolic links (exportfs would follow one).
+    s.line(&[Lit(B::FILES), Lit("; nfsprov_w=0; nfsprov_chg=0")]);
     s.line(&[
-        Lit("mkdir -p \"$nfsprov_d\" && printf '%s'"),
+        Lit("{ mkdir -p \"$nfsprov_d\" && printf '%s'"),
         Arg(&rendered.text),
-        Lit("> \"$nfsprov_t\""),
+        Lit("> \"$nfsprov_t\"; }; nfsprov_rc=$?; (exit $nfsprov_rc)"),
     ]);
     s.marker_rc("tmp", "");
     s.line(&[Lit(
-        "if cmp -s \"$nfsprov_t\" \"$nfsprov_f\"; then rm -f \"$nfsprov_t\"; else",
+        "if [ $nfsprov_rc != 0 ]; then nfsprov_bad=1; elif ! cmp -s \"$nfsprov_t\" \"$nfsprov_f\"; then nfsprov_chg=1; fi",
     )]);
+    s.line(&[
+        Lit("if [ $nfsprov_chg = 1 ] || [ "),
+        Arg(if force || plan.full { "1" } else { "0" }),
+        Lit(" = 1 ]; then :"),
+    ]);
+    let sym_mark = marker(&s, "sym");
+    for e in &plan.exports {
+        if e.clients.is_empty() {
+            continue;
+        }
+        let id = e.volume.to_string();
+        s.line(&[
+            Lit("  nfsprov_chk"),
+            Arg(&sym_mark),
+            Arg(&id),
+            Arg(&e.root),
+            Arg(&e.sub),
+        ]);
+    }
+    s.line(&[Lit("fi")]);
+    s.line(&[Lit("if [ $nfsprov_bad != 0 ]; then nfsprov_chg=0; fi")]);
+    s.line(&[Lit("if [ $nfsprov_chg = 1 ]; then")]);
     s.line(&[Lit("  [ -e \"$nfsprov_f\" ] && cat \"$nfsprov_f\"")]);
     s.marker("old", "");
-    s.line(&[Lit("  if [ -e \"$nfsprov_f\" ]; then cp -p \"$nfsprov_f\" \"$nfsprov_f.prev\"; else : > \"$nfsprov_f.prev\"; fi")]);
-    s.line(&[Lit("  mv -f \"$nfsprov_t\" \"$nfsprov_f\" && nfsprov_w=1")]);
+    s.line(&[Lit(
+        "  { if [ -e \"$nfsprov_f\" ]; then ln -f \"$nfsprov_f\" \"$nfsprov_f.prev\" || cp -p \"$nfsprov_f\" \"$nfsprov_f.prev\"; else : > \"$nfsprov_f.prev\"; fi && mv -f \"$nfsprov_t\" \"$nfsprov_f\" && nfsprov_w=1; }",
+    )]);
+    s.marker_rc("inst", "");
     s.line(&[Lit("fi")]);
+    s.line(&[Lit("rm -f \"$nfsprov_t\"")]);
     s.line(&[
-        Lit("if [ \"$nfsprov_w\" = 1 ] || [ "),
+        Lit("if [ \"$nfsprov_w\" = 1 ] || { [ $nfsprov_bad = 0 ] && [ "),
         Arg(if force { "1" } else { "0" }),
-        Lit(" = 1 ]; then"),
+        Lit(" = 1 ]; }; then"),
     ]);
     // Reload; if the server refuses a file written by this pass, put the previous one back.
     s.line(&[Lit("  "), Lit(B::RELOAD)]);
@@ -320,9 +359,119 @@ fn parse_stat(text: &str) -> HashMap<String, (u32, u32, u32)> {
     map
 }
 
+/// Lines of server output, each with the volumes it names (by path, client host or the
+/// backend's blame), so each volume is shown only what concerns it: another tenant's client
+/// names and paths must never reach a volume's `last_error`.
+struct Said {
+    lines: Vec<(String, HashSet<VolumeId>)>,
+    /// Lines naming no volume, then per volume the lines naming it alone.
+    common: String,
+    own: HashMap<VolumeId, String>,
+}
+
+impl Said {
+    fn new<B: Backend>(text: &str, rendered: &Rendered, plan: &Plan) -> Said {
+        let mut said = Said {
+            lines: Vec::new(),
+            common: String::new(),
+            own: HashMap::new(),
+        };
+        if text.trim().is_empty() {
+            return said;
+        }
+        let mut hosts: HashMap<String, Vec<VolumeId>> = HashMap::new();
+        for e in &plan.exports {
+            for c in &e.clients {
+                let h = c.host.to_string();
+                // `*` names no one.
+                if h != "*" {
+                    hosts.entry(h).or_default().push(e.volume);
+                }
+            }
+        }
+        let paths: Vec<(&str, VolumeId)> = plan
+            .exports
+            .iter()
+            .map(|e| (e.path.as_str(), e.volume))
+            .chain(plan.remove.iter().map(|r| (r.path.as_str(), r.volume)))
+            .collect();
+        said.lines = text
+            .lines()
+            .map(|line| {
+                let mut named: HashSet<VolumeId> = HashSet::new();
+                named.extend(B::blame(line, rendered, plan));
+                for (path, id) in &paths {
+                    if contains_word(line, path) {
+                        named.insert(*id);
+                    }
+                }
+                for (host, ids) in &hosts {
+                    if contains_word(line, host) {
+                        named.extend(ids.iter().copied());
+                    }
+                }
+                (line.to_string(), named)
+            })
+            .collect();
+        for (line, named) in &said.lines {
+            let to = match named.len() {
+                0 => &mut said.common,
+                1 => said.own.entry(*named.iter().next().unwrap()).or_default(),
+                _ => continue,
+            };
+            to.push_str(line);
+            to.push('\n');
+        }
+        said
+    }
+
+    /// The lines that name no volume other than `id`.
+    fn about(&self, id: VolumeId) -> String {
+        match self.own.get(&id) {
+            Some(own) => format!("{}{own}", self.common),
+            None => self.common.clone(),
+        }
+    }
+
+    /// The last lines that name no volume at all: text fit for every volume and the server.
+    fn neutral(&self) -> String {
+        let left_out = self.lines.len() - self.common.lines().count();
+        let mut text = tail(&self.common);
+        if left_out > 0 {
+            text.push_str(&format!(
+                " ({left_out} lines about individual volumes left out)"
+            ));
+        }
+        text
+    }
+}
+
+/// `word` occurs in `line` not as part of a longer name or path.
+pub(crate) fn contains_word(line: &str, word: &str) -> bool {
+    // A path ends at ':' ("/srv/a: No such file"); a host (IPv6) may go on with one. A path
+    // may follow anything ("10.0.0.1:/srv/a"), a host only a separator.
+    let is_path = word.starts_with('/');
+    let part = |c: char| {
+        c.is_ascii_alphanumeric()
+            || matches!(c, '_' | '-' | '.' | '/' | '*' | '?')
+            || (c == ':' && !is_path)
+    };
+    line.match_indices(word).any(|(pos, _)| {
+        let before = line[..pos].chars().next_back();
+        let after = line[pos + word.len()..].chars().next();
+        (is_path || !before.is_some_and(part)) && !after.is_some_and(part)
+    })
+}
+
+/// The volume a `vol-step` marker (`mk`, `sym`, `del`) is about.
+fn marker_volume(sec: &crate::remote::Section) -> Option<VolumeId> {
+    sec.arg.split(' ').next()?.parse().ok().map(VolumeId)
+}
+
 /// Judge a pass's output against its plan.
 pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
     let rendered = &prepared.rendered;
+    let neutral = |text: &str| Said::new::<B>(text, rendered, plan).neutral();
     let mut report = Report::default();
     // A pass stopped at its time limit is judged as a whole, even if it got past the read-back.
     let live_text = out
@@ -337,7 +486,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         };
         report.server_error = Some(format!(
             "{why}: {}",
-            tail(
+            neutral(
                 &(out
                     .sections
                     .iter()
@@ -348,32 +497,82 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         ));
         return report;
     };
+
+    // The temporary copy of the file could not be written (disk full, ...): nothing was
+    // installed or reloaded; the volumes wait and the server says why.
+    if let Some(tmp) = out.find("tmp", "")
+        && tmp.rc() != Some(0)
+    {
+        report.server_error = Some(format!(
+            "writing the new {} exports file on the server failed (is its file system full?), so nothing was installed or reloaded: {}",
+            B::NAME,
+            neutral(&tmp.before)
+        ));
+        return report;
+    }
+
+    // Directories that could not be created safely, or exports whose path leads through a
+    // symbolic link: the file was not installed; each such volume goes to `error` with the
+    // script's reason and another pass runs without them. Not a verdict on the request (a
+    // read-only file system, a link or directory in the way can all change): tried again on
+    // every pass.
+    let mut failed: HashMap<VolumeId, String> = HashMap::new();
+    for sec in out
+        .sections
+        .iter()
+        .filter(|s| s.tag == "mk" || s.tag == "sym")
+    {
+        if sec.rc() != Some(0)
+            && let Some(id) = marker_volume(sec)
+        {
+            failed.entry(id).or_insert_with(|| tail(&sec.before));
+        }
+    }
+    if !failed.is_empty() {
+        for e in &plan.exports {
+            if let Some(msg) = failed.remove(&e.volume) {
+                report.blamed.insert(e.volume);
+                report.outcomes.push(Outcome::Failed {
+                    id: e.volume,
+                    generation: e.generation,
+                    message: msg,
+                });
+            }
+        }
+        for d in &plan.create {
+            if let Some(msg) = failed.remove(&d.volume) {
+                report.blamed.insert(d.volume);
+                report.outcomes.push(Outcome::Failed {
+                    id: d.volume,
+                    generation: d.generation,
+                    message: msg,
+                });
+            }
+        }
+        report.rerun = true;
+        return report;
+    }
+    if let Some(inst) = out.find("inst", "")
+        && inst.rc() != Some(0)
+    {
+        report.server_error = Some(format!(
+            "installing the new {} exports file on the server failed, so nothing was reloaded: {}",
+            B::NAME,
+            neutral(&inst.before)
+        ));
+        return report;
+    }
     let live = B::parse_live(live_text);
     let stats = parse_stat(out.find("stat", "").map_or("", |s| s.before.as_str()));
 
-    // Directory creation failures: the server's own message, per volume, and whether it is a
-    // verdict on the request (only the server refusing the volume's entry is; a directory
-    // that cannot be created now, e.g. on a read-only file system, is retried every pass).
+    // Reload failures, per volume, with whether each is a verdict on the volume's request
+    // (the server refusing its entry) or about the server's state of the moment.
     let mut failed: HashMap<VolumeId, (String, bool)> = HashMap::new();
-    let mk_steps = out.by_first_arg("mk");
-    for d in &plan.create {
-        if let Some(sec) = mk_steps.get(d.volume.to_string().as_str())
-            && sec.rc() != Some(0)
-        {
-            failed.insert(
-                d.volume,
-                (
-                    format!("creating {} failed: {}", d.path, tail(&sec.before)),
-                    false,
-                ),
-            );
-        }
-    }
-
     // Reload failures: blame the volumes the messages name.
-    let written = out.find("old", "").is_some();
+    let written = out.find("inst", "").is_some_and(|s| s.rc() == Some(0));
     let apply = out.find("apply", "");
     let apply_text = apply.map_or("", |s| s.before.as_str());
+    let said = Said::new::<B>(apply_text, rendered, plan);
     if apply.is_some_and(|s| s.rc() != Some(0)) {
         let mut blamed = false;
         for line in apply_text.lines() {
@@ -393,7 +592,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         }
         if !blamed {
             report.service_down = apply.is_some_and(|s| s.rc() == Some(2));
-            report.server_error = Some(format!("{} reload failed: {}", B::NAME, tail(apply_text)));
+            report.server_error = Some(format!("{} reload failed: {}", B::NAME, said.neutral()));
         }
         if written {
             // The previous file was restored; only the rejections are news.
@@ -488,7 +687,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
                 }
             }
         }
-        let live_problems = B::check_export(&live, e, apply_text);
+        let live_problems = B::check_export(&live, e, &said.about(e.volume));
         live_mismatch |= !live_problems.is_empty();
         problems.extend(live_problems);
         if problems.is_empty() {
@@ -535,8 +734,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let del_steps = out.by_first_arg("del");
     for r in &plan.remove {
         let step = del_steps.get(r.volume.to_string().as_str()).copied();
-        let ok_step = step.is_some_and(|s| s.rc() == Some(0));
-        let gone = !stats.contains_key(&r.path);
+        let ok_step = step.is_some_and(|s| s.rc() == Some(0) || s.rc() == Some(3));
+        // Status 3: the directory there was never the volume's and stays.
+        let not_ours = step.is_some_and(|s| s.rc() == Some(3));
+        let gone = not_ours || !stats.contains_key(&r.path);
         let unexported = !B::is_exported(&live, &r.path);
         if ok_step && gone && unexported {
             report.outcomes.push(Outcome::Deleted {
@@ -619,6 +820,25 @@ mod tests {
         let s = parse_stat("2775 10 20 /srv/pool/a\nbad line\n");
         assert_eq!(s["/srv/pool/a"], (0o2775, 10, 20));
         assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn words_match_whole_names_only() {
+        let line = "exportfs: Failed to resolve bob-secret-host.test";
+        assert!(!contains_word(line, "secret-host.test"));
+        assert!(contains_word(line, "bob-secret-host.test"));
+        assert!(contains_word("Failed to resolve db", "db"));
+        assert!(!contains_word("Failed to resolve db2", "db"));
+        assert!(!contains_word(
+            "Failed to stat /srv/pool/a-b: x",
+            "/srv/pool/a"
+        ));
+        assert!(contains_word(
+            "Failed to stat /srv/pool/a: x",
+            "/srv/pool/a"
+        ));
+        assert!(contains_word("\"10.0.0.1:/srv/pool/a\"", "/srv/pool/a"));
+        assert!(!contains_word("10.0.0.10", "10.0.0.1"));
     }
 
     #[test]

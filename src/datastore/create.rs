@@ -326,9 +326,9 @@ fn record(
     let ts = now();
     let mut insert = db.prepare_cached(
         "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
-         state, idempotency_key, request_hash, export_id, created_at, updated_at) \
+         state, idempotency_key, request_hash, export_id, created_at, updated_at, adopt_existing) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating', ?10, ?11, \
-                 (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?3), ?12, ?12) \
+                 (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?3), ?12, ?12, ?13) \
          RETURNING id, export_id",
     )?;
     let (id, mut export_id): (i64, i64) = insert.query_row(
@@ -345,6 +345,7 @@ fn record(
             nv.idempotency_key,
             nv.request_hash,
             ts,
+            nv.adopt_existing,
         ],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -386,6 +387,7 @@ fn record(
         mode: nv.mode,
         uid: nv.uid,
         gid: nv.gid,
+        adopt_existing: nv.adopt_existing,
         state: VolumeState::Creating,
         export_id: export_id as u32,
         generation: 1,

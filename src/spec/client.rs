@@ -101,6 +101,37 @@ impl ClientSpec {
     }
 }
 
+/// A read-only view of a [`ClientSpec`]'s format and parts, for backends that must write a
+/// client in another syntax (nfs-ganesha's config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientForm<'a> {
+    Anyone,
+    Host(&'a str),
+    Wildcard(&'a str),
+    Ipv4(Ipv4Addr),
+    Ipv4Net(Ipv4Addr, u8),
+    Ipv6(Ipv6Addr),
+    Ipv6Net(Ipv6Addr, u8),
+    /// The name without the leading `@`.
+    Netgroup(&'a str),
+}
+
+impl ClientSpec {
+    /// The format and its parts (lowercased names, addresses as given).
+    pub fn form(&self) -> ClientForm<'_> {
+        match &self.0 {
+            Kind::Anyone => ClientForm::Anyone,
+            Kind::Host(h) => ClientForm::Host(h),
+            Kind::Wildcard(w) => ClientForm::Wildcard(w),
+            Kind::Ipv4(a) => ClientForm::Ipv4(*a),
+            Kind::Ipv4Net(a, p) => ClientForm::Ipv4Net(*a, *p),
+            Kind::Ipv6(a) => ClientForm::Ipv6(*a),
+            Kind::Ipv6Net(a, p) => ClientForm::Ipv6Net(*a, *p),
+            Kind::Netgroup(n) => ClientForm::Netgroup(n),
+        }
+    }
+}
+
 impl fmt::Display for ClientSpec {
     /// The exact text that goes into an exports file before `(options)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

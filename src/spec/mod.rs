@@ -8,7 +8,7 @@ mod client;
 mod options;
 mod path;
 
-pub use client::ClientSpec;
+pub use client::{ClientForm, ClientSpec};
 pub use options::{ExportOption, ExportOptions, SecFlavor, SecFlavors};
 pub use path::{DirMode, RootDir, SubPath};
 

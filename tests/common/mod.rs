@@ -76,17 +76,12 @@ impl Env {
             "--capacity-gb",
             &capacity_gb.to_string(),
         ]);
-        env.cli_ok(&["user", "add", ADMIN.0, "--password", ADMIN.1, "--admin"]);
+        env.cli_stdin_ok(&["user", "add", ADMIN.0, "--admin"], ADMIN.1);
         for u in [ALICE, BOB] {
-            env.cli_ok(&[
-                "user",
-                "add",
-                u.0,
-                "--password",
+            env.cli_stdin_ok(
+                &["user", "add", u.0, "--quota-gb", &quota_gb.to_string()],
                 u.1,
-                "--quota-gb",
-                &quota_gb.to_string(),
-            ]);
+            );
         }
         env.start_serve().await;
         env.wait_servers_reachable().await;
@@ -133,6 +128,34 @@ impl Env {
 
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "nfsprov {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run the CLI with `input` and a newline on its standard input (passwords).
+    pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("NFSPROV_DATA_DIR", self.data_dir())
+            .env("NFSPROV_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run nfsprov");
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{input}").unwrap();
+        drop(stdin);
+        child.wait_with_output().expect("run nfsprov")
+    }
+
+    pub fn cli_stdin_ok(&self, args: &[&str], input: &str) -> String {
+        let out = self.cli_stdin(args, input);
         assert!(
             out.status.success(),
             "nfsprov {args:?} failed: {}",

@@ -1,0 +1,190 @@
+unset CDPATH
+# nfsprov_in ROOT SUB [mk]: cd into ROOT/SUB without following a symbolic link at or below ROOT
+# (ROOT itself is the admin's and may be one). Each component is checked with -L for a clear
+# message, and the physical path reached is compared with the expected one, so a link swapped
+# in while walking is caught too; from then on the shell's cwd pins the directory. With mk,
+# missing components are created (root-owned). Returns 1 (missing) or 2 (symbolic link) with
+# the reason in nfsprov_why.
+nfsprov_in() {
+  nfsprov_why=
+  cd -P -- "$1" 2>/dev/null || { nfsprov_why="the root path $1 does not exist on the server"; return 1; }
+  nfsprov_base=${PWD%/} nfsprov_at=$1 nfsprov_rest=$2
+  while [ -n "$nfsprov_rest" ]; do
+    nfsprov_c=${nfsprov_rest%%/*}
+    case $nfsprov_rest in */*) nfsprov_rest=${nfsprov_rest#*/} ;; *) nfsprov_rest= ;; esac
+    nfsprov_at=$nfsprov_at/$nfsprov_c
+    if [ -L "$nfsprov_c" ]; then
+      nfsprov_why="$nfsprov_at is a symbolic link; nfsprov never follows symbolic links below a root path"
+      return 2
+    fi
+    if [ "$3" = mk ] && [ ! -e "$nfsprov_c" ]; then mkdir -- "$nfsprov_c" 2>/dev/null; fi
+    cd -P -- "$nfsprov_c" 2>/dev/null || { nfsprov_why="$nfsprov_at does not exist on the server or is not a directory"; return 1; }
+  done
+  if [ -n "$2" ] && [ "$PWD" != "$nfsprov_base/$2" ]; then
+    nfsprov_why="$1/$2 is not where it should be: a component was replaced by a symbolic link"
+    return 2
+  fi
+  return 0
+}
+# nfsprov_ours NAME ID: NAME holds the mark nfsprov leaves in a directory it created for
+# volume ID, right after its mkdir: a regular file owned by root, which no other user can make.
+nfsprov_ours() {
+  [ -f "$1/.nfsprov-volume-$2" ] && [ ! -L "$1/.nfsprov-volume-$2" ] && [ -O "$1/.nfsprov-volume-$2" ]
+}
+# nfsprov_say MARK ID RC [TEXT]: report one volume's step.
+nfsprov_say() {
+  if [ -n "$4" ]; then printf '%s\n' "$4"; fi
+  printf '%s %s %s\n' "$1" "$2" "$3"
+}
+# nfsprov_fail MARK ID TEXT: a volume whose directory is not safe to export; the managed file
+# is then not installed this pass (nfsprov runs another pass without the volume).
+nfsprov_fail() {
+  nfsprov_say "$1" "$2" 1 "$3"
+  nfsprov_bad=1
+}
+# nfsprov_mkg MARK ROOT PARENT OWNER MODE [ID NAME ADOPT]...: create volume directories that
+# share a parent, owner and mode. The existence check and the creation are one step: mkdir
+# without -p fails on anything already there, and a name that exists beforehand is accepted
+# only if nfsprov_ours says so (a crash after an earlier mkdir) or an admin asked to adopt it.
+nfsprov_mkg() {
+  nfsprov_mark=$1 nfsprov_r=$2 nfsprov_p=$3 nfsprov_o=$4 nfsprov_m=$5
+  shift 5
+  nfsprov_at=$nfsprov_r${nfsprov_p:+/$nfsprov_p}
+  if ! nfsprov_in "$nfsprov_r" "$nfsprov_p" mk; then
+    while [ $# -ge 3 ]; do nfsprov_fail "$nfsprov_mark" "$1" "creating $nfsprov_at/$2 failed: $nfsprov_why"; shift 3; done
+    cd /
+    return 0
+  fi
+  nfsprov_dir=$PWD
+  # 1. Classify. Survivors go back into "$@" as names; their ids and kinds (n: new, e: ours
+  # already, a: adopt) into parallel lists of words nfsprov wrote (numbers, letters).
+  nfsprov_ids= nfsprov_kinds= nfsprov_n=$#
+  while [ "$nfsprov_n" -ge 3 ]; do
+    nfsprov_id=$1 nfsprov_nm=$2 nfsprov_ad=$3
+    shift 3
+    nfsprov_n=$((nfsprov_n - 3))
+    if [ -L "$nfsprov_nm" ]; then
+      nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at/$nfsprov_nm is a symbolic link; nfsprov never follows symbolic links below a root path"
+      continue
+    elif [ ! -e "$nfsprov_nm" ]; then
+      nfsprov_k=n
+    elif [ -d "$nfsprov_nm" ] && nfsprov_ours "$nfsprov_nm" "$nfsprov_id"; then
+      nfsprov_k=e
+    elif [ -d "$nfsprov_nm" ] && [ "$nfsprov_ad" = 1 ]; then
+      nfsprov_k=a
+    else
+      nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at/$nfsprov_nm already exists on the server and was not created by nfsprov; ask an admin to adopt it"
+      continue
+    fi
+    set -- "$@" "$nfsprov_nm"
+    nfsprov_ids="$nfsprov_ids$nfsprov_id " nfsprov_kinds="$nfsprov_kinds$nfsprov_k "
+  done
+  # 2. Create (root-only until chowned below); names that exist already just fail.
+  if [ $# -gt 0 ]; then (umask 077 && mkdir -- "$@" 2>/dev/null); fi
+  # 3. Enter each, check it is what step 1 decided, leave the mark. The mark is written
+  # with noclobber (O_EXCL): never through a link someone put in its place; one already there
+  # (e: checked in step 1) is left as it is.
+  nfsprov_n=$# nfsprov_okids=
+  set -C
+  while [ "$nfsprov_n" -gt 0 ]; do
+    nfsprov_nm=$1 nfsprov_id=${nfsprov_ids%% *} nfsprov_k=${nfsprov_kinds%% *}
+    shift
+    nfsprov_n=$((nfsprov_n - 1)) nfsprov_ids=${nfsprov_ids#* } nfsprov_kinds=${nfsprov_kinds#* }
+    nfsprov_err=
+    if [ "$nfsprov_k" = n ] && [ ! -e "$nfsprov_nm" ] && [ ! -L "$nfsprov_nm" ]; then
+      # The batch's mkdir did not make it: once more alone, for the reason.
+      nfsprov_out=$( (umask 077 && mkdir -- "$nfsprov_nm") 2>&1 ) || nfsprov_err="creating $nfsprov_at/$nfsprov_nm failed: $nfsprov_out"
+    fi
+    if [ -n "$nfsprov_err" ]; then
+      :
+    elif [ -L "$nfsprov_nm" ] || ! cd -P -- "$nfsprov_nm" 2>/dev/null; then
+      nfsprov_err="creating $nfsprov_at/$nfsprov_nm failed: it is not a directory nfsprov can enter"
+    elif [ "$PWD" != "$nfsprov_dir/$nfsprov_nm" ]; then
+      nfsprov_err="$nfsprov_at/$nfsprov_nm was replaced by a symbolic link"
+    elif [ "$nfsprov_k" = n ] && ! [ -O . ]; then
+      nfsprov_err="$nfsprov_at/$nfsprov_nm already exists on the server and was not created by nfsprov; ask an admin to adopt it"
+    elif [ "$nfsprov_k" = a ] && ! rm -f -- ".nfsprov-volume-$nfsprov_id" 2>/dev/null; then
+      nfsprov_err="adopting $nfsprov_at/$nfsprov_nm failed: cannot replace its ownership mark"
+    elif [ "$nfsprov_k" != e ] && ! printf 'created by nfsprov for volume %s\n' "$nfsprov_id" 2>/dev/null > ".nfsprov-volume-$nfsprov_id"; then
+      nfsprov_err="creating $nfsprov_at/$nfsprov_nm failed: cannot write its ownership mark (file system full?)"
+      if [ "$nfsprov_k" = n ]; then cd -P .. && rmdir -- "$nfsprov_nm" 2>/dev/null; fi
+    fi
+    cd -P -- "$nfsprov_dir" 2>/dev/null
+    if [ "$PWD" != "$nfsprov_dir" ]; then
+      nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at was moved while creating volumes in it"
+      continue
+    fi
+    if [ -n "$nfsprov_err" ]; then
+      nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_err"
+      continue
+    fi
+    set -- "$@" "$nfsprov_nm"
+    nfsprov_okids="$nfsprov_okids$nfsprov_id "
+  done
+  set +C
+  # 4. Owner and mode. chmod follows symbolic links, so by name only in a parent no one but
+  # root can change; elsewhere each directory from inside it.
+  nfsprov_rc=1
+  if [ $# -gt 0 ] && [ "$(find . -maxdepth 0 -user 0 ! -perm /022 -print 2>/dev/null)" = . ]; then
+    chown -h -- "$nfsprov_o" "$@" 2>/dev/null && chmod -- "$nfsprov_m" "$@" 2>/dev/null
+    nfsprov_rc=$?
+  fi
+  while [ $# -gt 0 ]; do
+    nfsprov_id=${nfsprov_okids%% *} nfsprov_okids=${nfsprov_okids#* }
+    if [ "$nfsprov_rc" = 0 ]; then
+      nfsprov_say "$nfsprov_mark" "$nfsprov_id" 0
+    elif cd -P -- "$1" 2>/dev/null && [ "$PWD" = "$nfsprov_dir/$1" ]; then
+      nfsprov_out=$( { chown -- "$nfsprov_o" . && chmod -- "$nfsprov_m" . ; } 2>&1 )
+      nfsprov_rc=$?
+      if [ "$nfsprov_rc" = 0 ]; then nfsprov_say "$nfsprov_mark" "$nfsprov_id" 0; else nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_out"; fi
+    else
+      nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at/$1 was replaced by a symbolic link"
+    fi
+    cd -P -- "$nfsprov_dir" 2>/dev/null || break
+    shift
+  done
+  cd /
+}
+# nfsprov_rm MARK ID ROOT PARENT NAME POLICY TRASH OWNED: unexported volume's data: to the
+# trash (retain) or removed (purge), never through a symbolic link: the parent is entered with
+# nfsprov_in and the name acted on from there; a link at the name itself is removed, not
+# followed; the trash directory is root's own (0700), checked the same way. Unless OWNED (the
+# volume was verified once), a directory without nfsprov's mark is not the volume's: it is
+# left in place (status 3).
+nfsprov_rm() {
+  nfsprov_in "$3" "$4"
+  case $? in
+    1) nfsprov_say "$1" "$2" 0; cd /; return 0 ;;
+    2) nfsprov_say "$1" "$2" 1 "not removing $3/$4${4:+/}$5: $nfsprov_why"; cd /; return 0 ;;
+  esac
+  nfsprov_dir=$PWD
+  if [ -L "$5" ]; then
+    rm -f -- "$5"
+    nfsprov_say "$1" "$2" $? "$3/$4${4:+/}$5 was a symbolic link; removed the link only"
+  elif [ ! -e "$5" ]; then
+    nfsprov_say "$1" "$2" 0
+  elif [ "$8" != 1 ] && ! nfsprov_ours "$5" "$2"; then
+    nfsprov_say "$1" "$2" 3
+  elif [ "$6" = purge ]; then
+    nfsprov_out=$(rm -rf -- "$5" 2>&1)
+    nfsprov_say "$1" "$2" $? "$nfsprov_out"
+  elif ! nfsprov_in "$3" .nfsprov-trash mk || ! [ -O . ]; then
+    nfsprov_say "$1" "$2" 1 "not moving $3/$4${4:+/}$5 to the trash: ${nfsprov_why:-$3/.nfsprov-trash is not root's own}"
+  else
+    chmod 0700 . 2>/dev/null
+    nfsprov_trash=$PWD
+    if cd -P -- "$nfsprov_dir" 2>/dev/null && [ "$PWD" = "$nfsprov_dir" ]; then
+      nfsprov_out=$(mv -T -- "$5" "$nfsprov_trash/$7" 2>&1)
+      nfsprov_say "$1" "$2" $? "$nfsprov_out"
+    else
+      nfsprov_say "$1" "$2" 1 "$3/$4 was moved while removing $5"
+    fi
+  fi
+  cd /
+}
+# nfsprov_chk MARK ID ROOT SUB: an export path must not lead through a symbolic link.
+nfsprov_chk() {
+  nfsprov_in "$3" "$4"
+  if [ $? = 2 ]; then nfsprov_fail "$1" "$2" "not exporting $3/$4: $nfsprov_why"; fi
+  cd /
+}

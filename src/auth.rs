@@ -1,11 +1,19 @@
 //! Passwords (argon2id) and HTTP Basic authentication.
 //!
-//! Verifying argon2 costs tens of milliseconds by design; a verified (user, password) pair is
-//! remembered for a short time as a SHA-256 digest bound to the stored hash, so a changed
+//! Verifying argon2 costs tens of milliseconds and 19 MiB by design; a verified (user, password)
+//! pair is remembered for a short time as a SHA-256 digest bound to the stored hash, so a changed
 //! password invalidates it at once and the cache never holds a password.
+//!
+//! Guessing is limited without slowing a right password: failed sign-ins are counted per source
+//! address and per user in a window, and once over the limit the guesser is answered 429 before
+//! any hashing. A source may run only two checks at once (the rest are 429 at once, not
+//! queued), so a flood from one place cannot queue ahead of a correct login from another, and
+//! a user signing in from where they did before has checks of their own. An unknown user is
+//! checked against a dummy hash, so it takes as long as a wrong password.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
@@ -49,13 +57,222 @@ pub fn check_username(name: &str) -> Result<()> {
 }
 
 const CACHE_TTL: Duration = Duration::from_secs(300);
+/// A (user, source) pair that signed in successfully is exempt from the per-user limit for this
+/// long, so a distributed attack on an account does not lock its owner out of their usual place.
+const KNOWN_GOOD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Entries kept in each bookkeeping map before expired ones are dropped.
+const MAX_ENTRIES: usize = 100_000;
 
+/// Limits on password guessing (`NFSPROV_AUTH_*`, see README).
+#[derive(Clone, Debug)]
+pub struct AuthLimits {
+    /// Failed sign-ins one source address may make per window.
+    pub failures_per_source: u32,
+    /// Failed sign-ins one user name may get per window (from sources it never signed in from).
+    pub failures_per_user: u32,
+    pub window: Duration,
+    /// Password checks one source may have running at once; more are answered 429 at once.
+    pub checks_per_source: usize,
+    /// Password checks running at once in all (each holds 19 MiB), and as many again for
+    /// users signing in from where they did before.
+    pub concurrent_checks: usize,
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        AuthLimits {
+            failures_per_source: 30,
+            failures_per_user: 100,
+            window: Duration::from_secs(60),
+            checks_per_source: 2,
+            concurrent_checks: (2 * cores).max(4),
+        }
+    }
+}
+
+impl AuthLimits {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let d = AuthLimits::default();
+        let at_least_1 = |name: &str, default: u64| -> anyhow::Result<u64> {
+            match crate::serve::env_or(name, default)? {
+                0 => anyhow::bail!("{name} must be at least 1"),
+                n => Ok(n),
+            }
+        };
+        let count = |name: &str, default: u32| -> anyhow::Result<u32> {
+            u32::try_from(at_least_1(name, default.into())?)
+                .map_err(|_| anyhow::anyhow!("{name} is too large"))
+        };
+        Ok(AuthLimits {
+            failures_per_source: count("NFSPROV_AUTH_FAILURES_PER_IP", d.failures_per_source)?,
+            failures_per_user: count("NFSPROV_AUTH_FAILURES_PER_USER", d.failures_per_user)?,
+            window: Duration::from_secs(at_least_1(
+                "NFSPROV_AUTH_WINDOW_SECS",
+                d.window.as_secs(),
+            )?),
+            checks_per_source: count("NFSPROV_AUTH_CHECKS_PER_IP", d.checks_per_source as u32)?
+                as usize,
+            ..d
+        })
+    }
+}
+
+/// Where a request comes from, for limits: an IPv4 address, or an IPv6 /64 (one host usually
+/// holds a whole /64).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Source {
+        match ip {
+            IpAddr::V4(_) => Source(ip),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Source(IpAddr::V4(v4)),
+                None => {
+                    let s = v6.segments();
+                    Source(IpAddr::V6(std::net::Ipv6Addr::new(
+                        s[0], s[1], s[2], s[3], 0, 0, 0, 0,
+                    )))
+                }
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Counted {
+    Source(Source),
+    User(String),
+}
+
+/// Failures per key in fixed windows: (window start, failures in it).
 #[derive(Default)]
+struct FailureCounts(HashMap<Counted, (Instant, u32)>);
+
+impl FailureCounts {
+    /// How long until `key` may try again, if it is over `limit`.
+    fn blocked_for(&self, key: &Counted, limit: u32, window: Duration) -> Option<Duration> {
+        let (start, n) = self.0.get(key)?;
+        let left = window.checked_sub(start.elapsed())?;
+        (*n >= limit).then_some(left)
+    }
+
+    /// Count a failure of `key`. When the map is full, expired entries go first, then those
+    /// under `keep_from` failures, so a spray of new keys cannot wipe out the blocking ones.
+    fn record(&mut self, key: Counted, window: Duration, keep_from: u32) {
+        if self.0.len() >= MAX_ENTRIES {
+            self.0.retain(|_, (start, _)| start.elapsed() < window);
+        }
+        if self.0.len() >= MAX_ENTRIES {
+            self.0.retain(|_, (_, n)| *n >= keep_from);
+        }
+        if self.0.len() >= MAX_ENTRIES {
+            self.0.clear();
+        }
+        let e = self.0.entry(key).or_insert((Instant::now(), 0));
+        if e.0.elapsed() >= window {
+            *e = (Instant::now(), 0);
+        }
+        e.1 = e.1.saturating_add(1);
+    }
+}
+
+fn rate_limited(wait: Duration) -> Error {
+    let secs = wait.as_secs() + 1;
+    Error::RateLimited {
+        message: format!(
+            "Request was throttled: too many failed sign-ins. Expected available in {secs} seconds."
+        ),
+        retry_after_secs: secs,
+    }
+}
+
 pub struct Authenticator {
+    limits: AuthLimits,
     verified: Mutex<HashMap<String, ([u8; 32], Instant)>>,
-    /// One argon2 check per user at a time: a burst of requests from one user waits for the
-    /// first check instead of running hundreds of 19 MiB hashes at once.
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Digests of recently refused (user, password) pairs: a script retrying a stale password
+    /// is answered without hashing again, and is not counted again.
+    refused: Mutex<HashMap<[u8; 32], Instant>>,
+    /// One check per (user, password) at a time: a burst of requests with the same
+    /// credentials waits for the first check instead of running hundreds of 19 MiB hashes.
+    inflight: Gates,
+    failures: Mutex<FailureCounts>,
+    known_good: Mutex<HashMap<(String, Source), Instant>>,
+    checks_by_source: Arc<Mutex<HashMap<Source, usize>>>,
+    hashing: Arc<tokio::sync::Semaphore>,
+    trusted_hashing: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Authenticator::new(AuthLimits::default())
+    }
+}
+
+/// A running check of one source; frees its slot when dropped.
+struct SourceSlot {
+    map: Arc<Mutex<HashMap<Source, usize>>>,
+    source: Source,
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().expect("auth source lock");
+        if let Some(n) = map.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
+type Gates = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
+
+/// A request's share of the check of one (user, password) pair; the last one to leave, even
+/// by being cancelled, removes the pair's gate.
+struct Inflight<'a> {
+    gates: &'a Gates,
+    key: [u8; 32],
+    /// Always `Some` until dropped.
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl<'a> Inflight<'a> {
+    fn join(gates: &'a Gates, key: [u8; 32]) -> Self {
+        let gate = gates
+            .lock()
+            .expect("auth inflight lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        Inflight {
+            gates,
+            key,
+            gate: Some(gate),
+        }
+    }
+
+    /// Wait for the pair's turn.
+    async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.gate.as_ref().expect("held until dropped").lock().await
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        let mut gates = self.gates.lock().expect("auth inflight lock");
+        // Our reference goes under the lock, so of two leaving at once the second sees only
+        // the map's.
+        drop(self.gate.take());
+        if gates
+            .get(&self.key)
+            .is_some_and(|g| Arc::strong_count(g) == 1)
+        {
+            gates.remove(&self.key);
+        }
+    }
 }
 
 fn digest(stored_hash: &str, password: &str) -> [u8; 32] {
@@ -64,6 +281,16 @@ fn digest(stored_hash: &str, password: &str) -> [u8; 32] {
     h.update([0u8]);
     h.update(password.as_bytes());
     h.finalize().into()
+}
+
+/// A hash no password is known for, with the same parameters as real ones: checking an unknown
+/// user's password against it takes as long as checking a known user's.
+fn dummy_hash() -> &'static str {
+    static DUMMY: OnceLock<String> = OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let secret: [u8; 16] = rand::random();
+        hash_password(&hex::encode(secret)).expect("hashing a random password")
+    })
 }
 
 /// The credentials of an `Authorization: Basic` header value, if well formed.
@@ -80,14 +307,119 @@ pub fn parse_basic(header: &str) -> Option<(String, String)> {
 }
 
 impl Authenticator {
+    pub fn new(limits: AuthLimits) -> Self {
+        // The dummy hash is made now, not on the first unknown user (whose answer would be late).
+        dummy_hash();
+        Authenticator {
+            hashing: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_checks.max(1))),
+            trusted_hashing: Arc::new(tokio::sync::Semaphore::new(limits.concurrent_checks.max(1))),
+            limits,
+            verified: Mutex::default(),
+            refused: Mutex::default(),
+            inflight: Mutex::default(),
+            failures: Mutex::default(),
+            known_good: Mutex::default(),
+            checks_by_source: Arc::default(),
+        }
+    }
+
     fn is_cached(&self, username: &str, d: &[u8; 32]) -> bool {
         let map = self.verified.lock().expect("auth cache lock");
         map.get(username)
             .is_some_and(|(hd, at)| hd == d && at.elapsed() < CACHE_TTL)
     }
 
-    /// The user an `Authorization` header names, if its password is right.
-    pub async fn authenticate(&self, db: &Datastore, header: Option<&str>) -> Result<User> {
+    fn was_refused(&self, d: &[u8; 32]) -> bool {
+        let map = self.refused.lock().expect("auth cache lock");
+        map.get(d).is_some_and(|at| at.elapsed() < CACHE_TTL)
+    }
+
+    fn is_known_good(&self, username: &str, source: Source) -> bool {
+        let map = self.known_good.lock().expect("auth known-good lock");
+        map.get(&(username.to_string(), source))
+            .is_some_and(|at| at.elapsed() < KNOWN_GOOD_TTL)
+    }
+
+    /// 429 if `source` or (unless it signed in as `username` before) `username` failed too often.
+    fn check_limits(&self, username: &str, source: Source) -> Result<()> {
+        let failures = self.failures.lock().expect("auth failures lock");
+        let l = &self.limits;
+        if let Some(wait) =
+            failures.blocked_for(&Counted::Source(source), l.failures_per_source, l.window)
+        {
+            return Err(rate_limited(wait));
+        }
+        if let Some(wait) = failures.blocked_for(
+            &Counted::User(username.into()),
+            l.failures_per_user,
+            l.window,
+        ) && !self.is_known_good(username, source)
+        {
+            return Err(rate_limited(wait));
+        }
+        Ok(())
+    }
+
+    fn take_source_slot(&self, source: Source) -> Result<SourceSlot> {
+        let mut map = self.checks_by_source.lock().expect("auth source lock");
+        let n = map.entry(source).or_insert(0);
+        if *n >= self.limits.checks_per_source {
+            return Err(Error::RateLimited {
+                message: "Request was throttled: too many sign-ins at once from your address. \
+                          Expected available in 1 seconds."
+                    .into(),
+                retry_after_secs: 1,
+            });
+        }
+        *n += 1;
+        Ok(SourceSlot {
+            map: self.checks_by_source.clone(),
+            source,
+        })
+    }
+
+    fn remember(&self, username: &str, d: [u8; 32], source: Source) {
+        let mut map = self.verified.lock().expect("auth cache lock");
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(username.to_string(), (d, Instant::now()));
+        drop(map);
+        let mut good = self.known_good.lock().expect("auth known-good lock");
+        if good.len() >= MAX_ENTRIES {
+            good.retain(|_, at| at.elapsed() < KNOWN_GOOD_TTL);
+            if good.len() >= MAX_ENTRIES {
+                good.clear();
+            }
+        }
+        good.insert((username.to_string(), source), Instant::now());
+    }
+
+    fn refuse(&self, username: &str, d: [u8; 32], source: Source) {
+        let mut refused = self.refused.lock().expect("auth cache lock");
+        if refused.len() > 10_000 {
+            refused.clear();
+        }
+        refused.insert(d, Instant::now());
+        drop(refused);
+        let l = &self.limits;
+        let keep_from = l.failures_per_source.min(l.failures_per_user);
+        let mut failures = self.failures.lock().expect("auth failures lock");
+        failures.record(Counted::Source(source), l.window, keep_from);
+        // A name no account can have has nothing to protect (and may be 16 KiB long).
+        if check_username(username).is_ok() {
+            failures.record(Counted::User(username.into()), l.window, keep_from);
+        }
+    }
+
+    /// The user an `Authorization` header names, if its password is right; `source` is the
+    /// client's address, for the limits on guessing.
+    pub async fn authenticate(
+        &self,
+        db: &Datastore,
+        header: Option<&str>,
+        source: Source,
+    ) -> Result<User> {
         let Some(header) = header else {
             return Err(Error::Unauthenticated(
                 "Authentication credentials were not provided.".into(),
@@ -95,38 +427,83 @@ impl Authenticator {
         };
         let bad = || Error::Unauthenticated("Invalid username/password.".into());
         let (username, password) = parse_basic(header).ok_or_else(bad)?;
-        let user = match db.user_by_name(&username).await {
-            Ok(u) => u,
-            Err(Error::NotFound(_)) => return Err(bad()),
-            Err(e) => return Err(e),
+        let user = if check_username(&username).is_ok() {
+            match db.user_by_name(&username).await {
+                Ok(u) => Some(u),
+                Err(Error::NotFound(_)) => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
         };
-        let d = digest(&user.password_hash, &password);
-        if self.is_cached(&username, &d) {
-            return Ok(user);
-        }
-        let gate = self
-            .inflight
-            .lock()
-            .expect("auth inflight lock")
-            .entry(username.clone())
-            .or_default()
-            .clone();
-        let _turn = gate.lock().await;
-        if !self.is_cached(&username, &d) {
-            let hash = user.password_hash.clone();
-            let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-                .await
-                .map_err(|e| anyhow::anyhow!("password check: {e}"))?;
-            if !ok {
-                return Err(bad());
+        // An unknown user's pairs are bound to its name, so two unknown names do not share one.
+        let stored_hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => format!("{}\0{username}", dummy_hash()),
+        };
+        let d = digest(&stored_hash, &password);
+        let settled = |this: &Self| -> Option<Result<User>> {
+            match &user {
+                Some(u) if this.is_cached(&username, &d) => Some(Ok(u.clone())),
+                _ if this.was_refused(&d) => Some(Err(bad())),
+                _ => None,
             }
-            let mut map = self.verified.lock().expect("auth cache lock");
-            if map.len() > 10_000 {
-                map.clear();
-            }
-            map.insert(username, (d, Instant::now()));
+        };
+        if let Some(done) = settled(self) {
+            return done;
         }
-        Ok(user)
+        self.check_limits(&username, source)?;
+        let entry = Inflight::join(&self.inflight, d);
+        let _turn = entry.turn().await;
+        match settled(self) {
+            Some(done) => done,
+            None => self.check(user, &username, password, d, source).await,
+        }
+    }
+
+    /// Run argon2 for one (user, password) pair that is in no cache.
+    async fn check(
+        &self,
+        user: Option<User>,
+        username: &str,
+        password: String,
+        d: [u8; 32],
+        source: Source,
+    ) -> Result<User> {
+        // A user signing in from where they did before never waits behind strangers' checks.
+        let trusted = user.is_some() && self.is_known_good(username, source);
+        let (slot, gate) = if trusted {
+            (None, &self.trusted_hashing)
+        } else {
+            (Some(self.take_source_slot(source)?), &self.hashing)
+        };
+        let permit = gate
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the hashing gates are never closed");
+        let hash = match &user {
+            Some(u) => u.password_hash.clone(),
+            None => dummy_hash().to_string(),
+        };
+        // The slot and the permit are given back when the hash is done, not when the request
+        // is: a client that hangs up mid-check cannot start more checks than the limits allow.
+        let ok = tokio::task::spawn_blocking(move || {
+            let _held = (slot, permit);
+            verify_password(&password, &hash)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("password check: {e}"))?;
+        match user {
+            Some(u) if ok => {
+                self.remember(username, d, source);
+                Ok(u)
+            }
+            _ => {
+                self.refuse(username, d, source);
+                Err(Error::Unauthenticated("Invalid username/password.".into()))
+            }
+        }
     }
 }
 
@@ -152,6 +529,78 @@ mod tests {
         );
         assert_eq!(parse_basic("Bearer x"), None);
         assert_eq!(parse_basic("Basic !!!"), None);
+    }
+
+    #[test]
+    fn sources_group_an_ipv6_host_by_its_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            Source::of(ip("2001:db8:1:2::5")),
+            Source::of(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            Source::of(ip("2001:db8:1:2::5")),
+            Source::of(ip("2001:db8:1:3::5"))
+        );
+        assert_eq!(
+            Source::of(ip("::ffff:10.0.0.1")),
+            Source::of(ip("10.0.0.1"))
+        );
+        assert_ne!(Source::of(ip("10.0.0.1")), Source::of(ip("10.0.0.2")));
+    }
+
+    #[test]
+    fn failures_block_at_the_limit_until_the_window_ends() {
+        let window = Duration::from_secs(60);
+        let key = Counted::User("alice".into());
+        let mut f = FailureCounts::default();
+        for _ in 0..3 {
+            assert_eq!(f.blocked_for(&key, 3, window), None);
+            f.record(key.clone(), window, 3);
+        }
+        let wait = f.blocked_for(&key, 3, window).expect("blocked at 3");
+        assert!(wait <= window && wait > Duration::from_secs(50), "{wait:?}");
+        assert_eq!(f.blocked_for(&Counted::User("bob".into()), 3, window), None);
+        // A window that has passed starts again.
+        let short = Duration::from_millis(1);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(f.blocked_for(&key, 3, short), None);
+        f.record(key.clone(), short, 3);
+        assert_eq!(f.0[&key].1, 1);
+    }
+
+    #[test]
+    fn a_spray_of_new_keys_does_not_wipe_out_blocked_ones() {
+        let window = Duration::from_secs(60);
+        let blocked = Counted::Source(Source::of("10.0.0.1".parse().unwrap()));
+        let mut f = FailureCounts::default();
+        for _ in 0..3 {
+            f.record(blocked.clone(), window, 3);
+        }
+        for i in 0..MAX_ENTRIES + 10 {
+            f.record(Counted::User(format!("u{i}")), window, 3);
+        }
+        assert!(f.0.len() <= MAX_ENTRIES);
+        assert!(f.blocked_for(&blocked, 3, window).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_pair_gate_is_removed_by_the_last_one_out_even_if_cancelled() {
+        let gates = Gates::default();
+        let a = Inflight::join(&gates, [1; 32]);
+        let turn = a.turn().await;
+        let b = Inflight::join(&gates, [1; 32]);
+        // b gives up while waiting for its turn, as a request whose client hung up does.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), b.turn())
+                .await
+                .is_err()
+        );
+        drop(b);
+        assert_eq!(gates.lock().unwrap().len(), 1);
+        drop(turn);
+        drop(a);
+        assert!(gates.lock().unwrap().is_empty());
     }
 
     #[test]

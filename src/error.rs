@@ -32,6 +32,19 @@ pub enum Error {
     /// writable); nothing was changed and the same request may succeed later.
     #[error("{0}")]
     Unavailable(String),
+    /// Too many failed sign-ins from this address or for this user; try again after
+    /// `retry_after_secs`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// A body in a format the endpoint does not take (it takes `application/json`).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A request body over the configured limit.
+    #[error("{0}")]
+    PayloadTooLarge(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -1,12 +1,26 @@
 //! `nfsprov serve`: open the database, start a reconciler per server, serve the API.
+//!
+//! The HTTP front door is hyper's HTTP/1 server with its limits set (see `HttpLimits`): a
+//! client has `header_timeout` to send each request's headers (on a new connection, and again
+//! between requests on a kept-alive one; hyper's header read timeout covers both), headers are
+//! bounded in count and size, and connections are capped in all and per client address. The
+//! body, request and authentication limits are tower layers in `api`.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tower::ServiceExt as _;
 
 use crate::api::{AppState, router};
+use crate::auth::{AuthLimits, Source};
 use crate::datastore::Datastore;
 use crate::reconcile::{Hub, Tuning};
 
@@ -58,7 +72,113 @@ fn private_file(file: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("making {} private (0600)", file.display()))
 }
 
+/// A setting from the environment, or `default` when unset; a malformed value is an error
+/// naming the variable.
+pub(crate) fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+    }
+}
+
+/// Limits of the HTTP front door (`NFSPROV_*`, see README).
+#[derive(Clone, Debug)]
+pub struct HttpLimits {
+    /// Connections served at once; beyond it new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Connections from one client address at once; beyond it new ones are closed at once.
+    pub max_connections_per_ip: usize,
+    /// Time to send a request's headers, and the longest idle time between requests.
+    pub header_timeout: Duration,
+    /// Longest pause while a request body is being sent.
+    pub body_timeout: Duration,
+    /// Longest time for a whole request (`?wait=true` waits up to 60 s of it).
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+}
+
+/// File descriptors kept for the database, SSH sessions and logs beyond the connections.
+const RESERVED_FDS: usize = 256;
+
+impl HttpLimits {
+    pub fn from_env() -> anyhow::Result<HttpLimits> {
+        let secs = |name: &str, default: u64| -> anyhow::Result<Duration> {
+            match env_or(name, default)? {
+                0 => anyhow::bail!("{name} must be at least 1"),
+                s => Ok(Duration::from_secs(s)),
+            }
+        };
+        let count = |name: &str, default: usize| -> anyhow::Result<usize> {
+            match env_or(name, default)? {
+                0 => anyhow::bail!("{name} must be at least 1"),
+                n => Ok(n),
+            }
+        };
+        Ok(HttpLimits {
+            max_connections: count("NFSPROV_MAX_CONNECTIONS", 4096)?,
+            max_connections_per_ip: count("NFSPROV_MAX_CONNECTIONS_PER_IP", 256)?,
+            header_timeout: secs("NFSPROV_HEADER_TIMEOUT_SECS", 20)?,
+            body_timeout: secs("NFSPROV_BODY_TIMEOUT_SECS", 20)?,
+            request_timeout: secs("NFSPROV_REQUEST_TIMEOUT_SECS", 90)?,
+            max_body_bytes: count("NFSPROV_MAX_BODY_BYTES", 1 << 20)?,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+        })
+    }
+}
+
+/// Raise the soft limit on open files to the hard limit (a service manager's default soft limit
+/// is often 1024); the number of files we may open.
+fn raise_nofile_limit() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            } else {
+                tracing::warn!(
+                    "could not raise the open-file limit from {} to {}: {}",
+                    lim.rlim_cur,
+                    lim.rlim_max,
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+}
+
 pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let mut limits = HttpLimits::from_env()?;
+    let auth_limits = AuthLimits::from_env()?;
+    let nofile = raise_nofile_limit();
+    let fd_room = nofile.saturating_sub(RESERVED_FDS).max(16);
+    if limits.max_connections > fd_room {
+        tracing::warn!(
+            "NFSPROV_MAX_CONNECTIONS={} is more than the open-file limit {nofile} allows; using {fd_room}",
+            limits.max_connections
+        );
+        limits.max_connections = fd_room;
+    }
     let db = open(data_dir).await?;
     let state_dir = data_dir.join("ssh");
     private_dir(&state_dir)?;
@@ -79,10 +199,106 @@ pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!("nfsprov listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(AppState::new(hub)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let app = router(AppState::with_auth_limits(hub, auth_limits), &limits);
+    serve_http(listener, app, &limits, shutdown_signal()).await;
     Ok(())
+}
+
+/// Connections open per client address (an IPv6 client: per /64, as `auth::Source` groups).
+#[derive(Clone, Default)]
+struct PerIp(Arc<Mutex<HashMap<Source, usize>>>);
+
+/// One connection's place in `PerIp`; given back when dropped.
+struct IpSlot(PerIp, Source);
+
+impl PerIp {
+    fn take(&self, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let ip = Source::of(ip);
+        let mut map = self.0.lock().expect("per-ip lock");
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = (self.0).0.lock().expect("per-ip lock");
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Accept connections and serve `app` on each with hyper's HTTP/1 server, within `limits`,
+/// until `shutdown` completes; then let open requests finish (up to 10 s).
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    limits: &HttpLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_headers(limits.max_headers)
+        .max_header_size(limits.max_header_bytes)
+        .max_buf_size((limits.max_header_bytes * 2).max(8192));
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let per_ip = PerIp::default();
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // At the cap, stop accepting: new connections wait in the kernel's backlog.
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => p.expect("the connection gate is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors or the like: the client is gone, we are not.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Some(ip_slot) = per_ip.take(peer.ip(), limits.max_connections_per_ip) else {
+            tracing::debug!("refusing a connection from {peer}: too many open from it");
+            drop(stream);
+            continue;
+        };
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(req)
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+            drop(permit);
+            drop(ip_slot);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("some requests did not finish within 10 s of shutdown");
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM (what service managers send). Stopping at any point is safe: the next

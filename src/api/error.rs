@@ -16,6 +16,9 @@ fn status(e: &Error) -> StatusCode {
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -31,6 +34,9 @@ fn code(e: &Error) -> &'static str {
         Error::Conflict { .. } => "conflict",
         Error::Unauthenticated(_) => "unauthenticated",
         Error::Unavailable(_) => "unavailable",
+        Error::RateLimited { .. } => "rate_limited",
+        Error::UnsupportedMediaType(_) => "unsupported_media_type",
+        Error::PayloadTooLarge(_) => "payload_too_large",
         Error::Internal(_) => "internal",
     }
 }
@@ -55,16 +61,27 @@ fn message(e: &Error) -> String {
     }
 }
 
+/// The headers an error's status calls for: a Basic challenge with 401, `Retry-After` with 429
+/// and 503.
 fn with_challenge(mut resp: Response, e: &Error) -> Response {
-    if matches!(e, Error::Unavailable(_)) {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    }
-    if matches!(e, Error::Unauthenticated(_)) {
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"api\""),
-        );
+    match e {
+        Error::Unauthenticated(_) => {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"api\""),
+            );
+        }
+        Error::RateLimited {
+            retry_after_secs, ..
+        } => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
+        Error::Unavailable(_) => {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        _ => {}
     }
     resp
 }

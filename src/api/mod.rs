@@ -1,22 +1,34 @@
 //! HTTP API: hootie's `/api/v1.0/` (kept so its users' scripts run unchanged) and the native
 //! `/api/v1/`. Both are thin: parse the request into validated types, call the datastore,
 //! poke the server's reconciler, render. Errors become HTTP statuses only in `error`.
+//!
+//! Every request first passes the front door (`front_door`): credentials are checked, and a
+//! body's content type, before the body is read, so an unauthenticated client cannot make the
+//! server wait for or hold its body; the front door then reads it within its size limit and a
+//! memory budget. Body pauses and whole requests are bounded by tower-http layers; errors the
+//! framework itself answers are rewritten as JSON.
 
 mod error;
 mod hootie;
 mod native;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-use crate::auth::Authenticator;
+use crate::auth::{AuthLimits, Authenticator, Source};
 use crate::datastore::Datastore;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
+use crate::serve::HttpLimits;
 
 pub use error::{HootieError, NativeError};
 
@@ -31,11 +43,16 @@ pub struct AppState {
 
 const CONCURRENT_LISTINGS: usize = 2;
 
+tokio::task_local! {
+    /// The user the front door authenticated for the request being handled.
+    static AUTHENTICATED: User;
+}
+
 impl AppState {
-    pub fn new(hub: Hub) -> Self {
+    pub fn with_auth_limits(hub: Hub, limits: AuthLimits) -> Self {
         AppState {
             hub,
-            auth: Arc::new(Authenticator::default()),
+            auth: Arc::new(Authenticator::new(limits)),
             list_gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LISTINGS)),
         }
     }
@@ -44,11 +61,13 @@ impl AppState {
         self.hub.db()
     }
 
-    async fn user(&self, headers: &HeaderMap) -> Result<User> {
-        let header = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        self.auth.authenticate(self.db(), header).await
+    /// The caller. The front door checked the credentials in `_headers` before the handler
+    /// ran (and before its body was read); a route it lets through without credentials gets
+    /// none here.
+    async fn user(&self, _headers: &HeaderMap) -> Result<User> {
+        AUTHENTICATED.try_with(User::clone).map_err(|_| {
+            Error::Unauthenticated("Authentication credentials were not provided.".into())
+        })
     }
 
     async fn admin(&self, headers: &HeaderMap) -> Result<User> {
@@ -116,11 +135,296 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The API behind its front door. Layers, outermost first: framework errors as JSON, the whole
+/// request's timeout, the pause allowed while a body is sent, then `front_door`
+/// (authentication, content type, reading the body within its size limit and a memory budget).
+pub fn router(state: AppState, limits: &HttpLimits) -> Router {
+    let max_body = limits.max_body_bytes;
+    let door = FrontDoor {
+        app: state.clone(),
+        max_body,
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            max_body
+                .saturating_mul(BODIES_IN_MEMORY)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
+    };
     Router::new()
         .merge(hootie::routes())
         .merge(native::routes())
+        .layer(middleware::from_fn_with_state(door, front_door))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            ErrorShape { max_body },
+            errors_as_json,
+        ))
         .with_state(state)
+}
+
+/// Request bodies of the largest size held in memory at once; more wait for room.
+const BODIES_IN_MEMORY: usize = 64;
+
+#[derive(Clone)]
+struct FrontDoor {
+    app: AppState,
+    max_body: usize,
+    /// Bytes of request bodies being read or held: each request reserves its declared length
+    /// (the limit if it does not declare one) before reading.
+    body_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// hootie's API (`/api/v1.0/`) answers errors in its own shape.
+fn is_hootie(path: &str) -> bool {
+    path == "/api/v1.0" || path.starts_with("/api/v1.0/")
+}
+
+/// Routes anyone may call: the health check and hootie's root path list.
+fn is_public(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && matches!(
+            path,
+            "/api/v1/health" | "/api/v1.0/rootpaths" | "/api/v1.0/rootpaths/"
+        )
+}
+
+fn error_response(hootie: bool, e: Error) -> Response {
+    if hootie {
+        HootieError(e).into_response()
+    } else {
+        NativeError(e).into_response()
+    }
+}
+
+/// Authenticate, then check the body's content type, all before the body is read; then read
+/// the body within the memory budget. The handler runs with the caller in `AUTHENTICATED`.
+async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if is_public(req.method(), path) {
+        return next.run(req).await;
+    }
+    let hootie = is_hootie(path);
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    let credentials = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let st = &door.app;
+    let user = match st
+        .auth
+        .authenticate(st.db(), credentials, Source::of(peer))
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return error_response(hootie, e),
+    };
+    if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
+        return error_response(hootie, e);
+    }
+    let req = if has_body(req.method()) {
+        match read_body(&door, req).await {
+            Ok(req) => req,
+            Err(e) => return error_response(hootie, e),
+        }
+    } else {
+        req
+    };
+    AUTHENTICATED.scope(user, next.run(req)).await
+}
+
+fn has_body(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH)
+}
+
+/// The request with its body read into memory, holding room for it in the budget meanwhile.
+async fn read_body(door: &FrontDoor, req: Request) -> Result<Request> {
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        Error::PayloadTooLarge(format!(
+            "the request body is larger than the limit of {} bytes",
+            door.max_body
+        ))
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > door.max_body) {
+        return Err(too_large());
+    }
+    let declared = declared.unwrap_or(door.max_body);
+    let room = u32::try_from(declared.max(1)).unwrap_or(u32::MAX);
+    let _room = door
+        .body_budget
+        .acquire_many(room)
+        .await
+        .expect("the body budget is never closed");
+    let bytes = axum::body::to_bytes(body, door.max_body)
+        .await
+        .map_err(|e| body_error(&e).unwrap_or_else(too_large))?;
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Why a body could not be read, as the client should hear it; `None` if it was too large.
+fn body_error(e: &axum::Error) -> Option<Error> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return None;
+        }
+        if c.is::<tower_http::timeout::TimeoutError>() {
+            return Some(Error::invalid(
+                "body",
+                "the request body stopped arriving; send it again",
+            ));
+        }
+        cause = c.source();
+    }
+    Some(Error::invalid(
+        "body",
+        format!("reading the request body: {e}"),
+    ))
+}
+
+/// Bodies are JSON (`application/json`). A browser sends `text/plain` and form bodies to
+/// another site without asking it first, with the Basic credentials it has cached: refusing
+/// them is what keeps a web page from acting as a signed-in user. hootie's API also takes
+/// form posts, as Django REST framework did, but only from clients that are not browsers on
+/// another site (no `Origin` or `Sec-Fetch-Site` naming one).
+fn check_content_type(method: &Method, headers: &HeaderMap, hootie: bool) -> Result<()> {
+    if !has_body(method) {
+        return Ok(());
+    }
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" {
+        return Ok(());
+    }
+    if hootie && essence == "application/x-www-form-urlencoded" && !is_cross_site(headers) {
+        return Ok(());
+    }
+    let got = if ctype.is_empty() {
+        "no Content-Type".to_string()
+    } else {
+        format!("Content-Type {ctype:?}")
+    };
+    let form_note = if hootie && essence == "application/x-www-form-urlencoded" {
+        " (form posts are refused from a browser on another site)"
+    } else {
+        ""
+    };
+    Err(Error::UnsupportedMediaType(format!(
+        "send the body as JSON with Content-Type: application/json; got {got}{form_note}"
+    )))
+}
+
+/// Whether a browser says the request comes from a page of another site.
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    let text = |h| {
+        headers
+            .get(h)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = text("sec-fetch-site")
+        && !matches!(site, "same-origin" | "none")
+    {
+        return true;
+    }
+    match text(header::ORIGIN.as_str()) {
+        None => false,
+        Some(origin) => {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, h)| h);
+            text(header::HOST.as_str()) != Some(origin_host)
+        }
+    }
+}
+
+#[derive(Clone)]
+struct ErrorShape {
+    max_body: usize,
+}
+
+/// Errors answered by the framework or a tower layer (unknown route, wrong method, bad query
+/// string, body too large, timeout, ...) come as plain text: give them the API's JSON shape.
+async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Next) -> Response {
+    let hootie = is_hootie(req.uri().path());
+    let route = format!("{} {}", req.method(), req.uri().path());
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => format!(
+            "the request body is larger than the limit of {} bytes",
+            shape.max_body
+        ),
+        StatusCode::REQUEST_TIMEOUT => "the request took too long; send it again".into(),
+        _ if text.is_empty() => status
+            .canonical_reason()
+            .unwrap_or("request refused")
+            .to_string(),
+        _ => text,
+    };
+    let e = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(message),
+        StatusCode::NOT_FOUND => Error::NotFound(format!("route {route}")),
+        StatusCode::BAD_REQUEST => {
+            // axum names the query parameter: "Failed to deserialize query string: wait: ..."
+            let field = message
+                .strip_prefix("Failed to deserialize query string: ")
+                .and_then(|rest| rest.split_once(": "))
+                .map_or("query", |(f, _)| f);
+            Error::invalid(field, message.clone())
+        }
+        _ => {
+            let body = if hootie {
+                serde_json::json!({"detail": message})
+            } else {
+                let code = status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_ascii_lowercase()
+                    .replace(' ', "_");
+                serde_json::json!({"error": {"code": code, "message": message, "field": null}})
+            };
+            let mut resp = (status, axum::Json(body)).into_response();
+            for (name, value) in parts.headers.iter() {
+                if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                    resp.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+            return resp;
+        }
+    };
+    let mut resp = error_response(hootie, e);
+    *resp.status_mut() = status;
+    resp
 }
 
 /// Client IP/host lists in hootie form: hosts separated by spaces.
@@ -130,4 +434,68 @@ fn hosts_string(v: &Volume) -> String {
         .map(|c| c.host.to_string())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, header::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn bodies_must_be_json_and_hootie_forms_must_not_come_from_another_site() {
+        let json = headers(&[("content-type", "application/json; charset=utf-8")]);
+        let form = headers(&[("content-type", "application/x-www-form-urlencoded")]);
+        let text = headers(&[("content-type", "text/plain")]);
+        for hootie in [false, true] {
+            assert!(check_content_type(&Method::POST, &json, hootie).is_ok());
+            assert!(check_content_type(&Method::PATCH, &text, hootie).is_err());
+            assert!(check_content_type(&Method::POST, &HeaderMap::new(), hootie).is_err());
+            // Bodiless methods are not checked.
+            assert!(check_content_type(&Method::GET, &text, hootie).is_ok());
+            assert!(check_content_type(&Method::DELETE, &HeaderMap::new(), hootie).is_ok());
+        }
+        assert!(check_content_type(&Method::POST, &form, false).is_err());
+        assert!(check_content_type(&Method::POST, &form, true).is_ok());
+        let same_site = headers(&[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("host", "nfsprov.example:8080"),
+            ("origin", "https://nfsprov.example:8080"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert!(check_content_type(&Method::POST, &same_site, true).is_ok());
+        for cross in [
+            &[("origin", "https://evil.example")][..],
+            &[("sec-fetch-site", "cross-site")],
+            &[("sec-fetch-site", "same-site")],
+            &[("origin", "null")],
+        ] {
+            let mut h = headers(cross);
+            h.insert("content-type", form["content-type"].clone());
+            h.insert(
+                "host",
+                header::HeaderValue::from_static("nfsprov.example:8080"),
+            );
+            assert!(
+                check_content_type(&Method::POST, &h, true).is_err(),
+                "{cross:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_routes_are_only_the_health_check_and_hootie_root_paths() {
+        assert!(is_public(&Method::GET, "/api/v1/health"));
+        assert!(is_public(&Method::GET, "/api/v1.0/rootpaths/"));
+        assert!(!is_public(&Method::POST, "/api/v1.0/rootpaths/"));
+        assert!(!is_public(&Method::GET, "/api/v1/rootpaths"));
+        assert!(!is_public(&Method::GET, "/api/v1.0/volumes/"));
+        assert!(is_hootie("/api/v1.0/volumes/") && !is_hootie("/api/v1/volumes"));
+    }
 }

@@ -313,7 +313,12 @@ impl Hub {
                     .min(tuning.pass_timeout);
                 let run = sess.run(&script, limit);
                 let (r, slow) = self
-                    .watch(&server, &volumes, "looking up client host names", run)
+                    .watch(
+                        &server,
+                        &volumes,
+                        "checking client host names and directories",
+                        run,
+                    )
                     .await;
                 reported_slow |= slow;
                 match r {

@@ -823,8 +823,8 @@ impl Datastore {
         // volumes must not hold the one write connection (and the creates queued behind it)
         // for as long as thousands of single-row statements take.
         for chunk in outcomes.chunks(OUTCOMES_PER_TRANSACTION) {
-            let (mut applied, mut deleted, mut rejected, mut pending) =
-                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut applied, mut deleted, mut rejected, mut failed, mut pending) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for o in chunk {
                 match o {
                     Outcome::Applied {
@@ -840,6 +840,11 @@ impl Datastore {
                         generation,
                         message,
                     } => rejected.push(serde_json::json!([id.0, generation, message])),
+                    Outcome::Failed {
+                        id,
+                        generation,
+                        message,
+                    } => failed.push(serde_json::json!([id.0, generation, message])),
                     Outcome::Pending {
                         id,
                         generation,
@@ -853,6 +858,7 @@ impl Datastore {
                 (applied, RECORD_APPLIED),
                 (deleted, RECORD_DELETED),
                 (rejected, RECORD_REJECTED),
+                (failed, RECORD_FAILED),
                 (pending, RECORD_PENDING),
             ] {
                 if !rows.is_empty() {
@@ -890,6 +896,17 @@ const RECORD_REJECTED: &str = "UPDATE volumes SET \
      failed_generation = o.generation, last_error = o.message, updated_at = ?1 \
      FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS message FROM json_each(?2)) AS o \
      WHERE volumes.id = o.id AND volumes.generation = o.generation";
+// A failure that is not a verdict: `error` without `failed_generation`, so the volume keeps
+// its desired export and is re-verified on every pass (and becomes `available` again once the
+// live state matches). Written only when something changes.
+const RECORD_FAILED: &str = "UPDATE volumes SET \
+     state = CASE WHEN volumes.state = 'deleting' THEN 'deleting' ELSE 'error' END, \
+     failed_generation = NULL, last_error = o.message, updated_at = ?1 \
+     FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS message FROM json_each(?2)) AS o \
+     WHERE volumes.id = o.id AND volumes.generation = o.generation \
+     AND volumes.state != 'deleted' \
+     AND (volumes.state NOT IN ('error', 'deleting') OR volumes.last_error IS NOT o.message \
+          OR volumes.failed_generation IS NOT NULL)";
 const RECORD_PENDING: &str = "UPDATE volumes SET last_error = o.message \
      FROM (SELECT value ->> 0 AS id, value ->> 1 AS generation, value ->> 2 AS message FROM json_each(?2)) AS o \
      WHERE volumes.id = o.id AND volumes.generation = o.generation \
@@ -942,8 +959,17 @@ pub enum Outcome {
     },
     /// Unexported and its data retained or purged, verified.
     Deleted { id: VolumeId, generation: i64 },
-    /// The server refused this generation (its own message); not retried until it changes.
+    /// The server refused this generation (its own message about the volume's own request,
+    /// e.g. its options or client syntax): a verdict, not retried until the request changes.
     Rejected {
+        id: VolumeId,
+        generation: i64,
+        message: String,
+    },
+    /// Could not be applied or verified for a reason outside the request (a directory
+    /// missing or on a read-only file system, a host name that does not resolve): shown as
+    /// `error` with the reason, and re-verified on every pass until the live state matches.
+    Failed {
         id: VolumeId,
         generation: i64,
         message: String,
@@ -1404,6 +1430,29 @@ mod tests {
                 (VolumeState::Creating, Some("server down"))
             );
         }
+        // A failure of the moment: `error`, but no verdict (still desired), and a later
+        // verification brings it back.
+        db.record_outcomes(&[Outcome::Failed {
+            id: vols[3].id,
+            generation: 1,
+            message: "directory missing".into(),
+        }])
+        .await
+        .unwrap();
+        let d = read(3).await.unwrap();
+        assert_eq!(
+            (d.state, d.failed_generation, d.last_error.as_deref()),
+            (VolumeState::Error, None, Some("directory missing"))
+        );
+        db.record_outcomes(&[Outcome::Applied {
+            id: vols[3].id,
+            generation: 1,
+            clients,
+        }])
+        .await
+        .unwrap();
+        let d = read(3).await.unwrap();
+        assert_eq!((d.state, d.last_error), (VolumeState::Available, None));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,7 @@ pub mod datastore;
 pub mod error;
 pub mod model;
 pub mod plan;
+pub mod precheck;
 pub mod reconcile;
 pub mod remote;
 pub mod serve;

@@ -74,6 +74,10 @@ pub struct Plan {
     /// Verify every volume's directory, not only the changed ones (start-up and periodic
     /// resync: drift repair).
     pub full: bool,
+    /// The mode and owner each exported volume's directory must keep (drift check).
+    pub owners: Vec<Dir>,
+    /// Directories whose mode or owner a previous pass found changed: put back in this one.
+    pub repair: Vec<Dir>,
 }
 
 impl Plan {
@@ -109,18 +113,21 @@ impl Plan {
                     } else {
                         Some(v.clients.clone())
                     };
+                    let dir = Dir {
+                        volume: v.id,
+                        path: v.full_path(),
+                        root: v.root_path.to_string(),
+                        sub: v.sub_path.as_str().to_string(),
+                        mode: v.mode.as_octal_string(),
+                        uid: v.uid,
+                        gid: v.gid,
+                        adopt: v.adopt_existing,
+                        generation: v.generation,
+                    };
                     if v.applied_clients.is_none() && !rejected {
-                        plan.create.push(Dir {
-                            volume: v.id,
-                            path: v.full_path(),
-                            root: v.root_path.to_string(),
-                            sub: v.sub_path.as_str().to_string(),
-                            mode: v.mode.as_octal_string(),
-                            uid: v.uid,
-                            gid: v.gid,
-                            adopt: v.adopt_existing,
-                            generation: v.generation,
-                        });
+                        plan.create.push(dir);
+                    } else if clients.is_some() {
+                        plan.owners.push(dir);
                     }
                     match clients {
                         Some(clients) => plan.exports.push(Export {

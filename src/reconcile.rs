@@ -6,13 +6,14 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
 use crate::datastore::{Datastore, Outcome};
 use crate::model::{Server, ServerId, VolumeState};
 use crate::plan::Plan;
+use crate::precheck;
 use crate::remote::{RemoteError, Session, Target};
 
 /// Timing of the reconcilers.
@@ -24,6 +25,14 @@ pub struct Tuning {
     pub max_backoff: Duration,
     /// How long a pass woken by a request waits for more requests to batch with.
     pub batch_window: Duration,
+    /// Time limit of one pass on the server; when it passes, the server kills what the pass
+    /// started there.
+    pub pass_timeout: Duration,
+    /// Time limit of one host name lookup on the server.
+    pub resolve_timeout: Duration,
+    /// A pass running longer than this is reported (server `slow`, waiting volumes' last_error)
+    /// while it goes on; and again every this often.
+    pub slow_after: Duration,
 }
 
 impl Default for Tuning {
@@ -32,12 +41,17 @@ impl Default for Tuning {
             resync: Duration::from_secs(30),
             max_backoff: Duration::from_secs(20),
             batch_window: Duration::ZERO,
+            pass_timeout: Duration::from_secs(120),
+            resolve_timeout: Duration::from_secs(5),
+            slow_after: Duration::from_secs(5),
         }
     }
 }
 
 impl Tuning {
-    /// Defaults, overridden by `NFSPROV_RESYNC_SECS` and `NFSPROV_MAX_BACKOFF_SECS`.
+    /// Defaults, overridden by `NFSPROV_RESYNC_SECS`, `NFSPROV_MAX_BACKOFF_SECS`,
+    /// `NFSPROV_BATCH_WINDOW_MS`, `NFSPROV_PASS_TIMEOUT_SECS`, `NFSPROV_RESOLVE_TIMEOUT_SECS` and
+    /// `NFSPROV_SLOW_PASS_SECS`.
     pub fn from_env() -> Tuning {
         let secs = |name: &str| {
             std::env::var(name)
@@ -55,6 +69,9 @@ impl Tuning {
                 .and_then(|v| v.parse().ok())
                 .map(Duration::from_millis)
                 .unwrap_or(d.batch_window),
+            pass_timeout: secs("NFSPROV_PASS_TIMEOUT_SECS").unwrap_or(d.pass_timeout),
+            resolve_timeout: secs("NFSPROV_RESOLVE_TIMEOUT_SECS").unwrap_or(d.resolve_timeout),
+            slow_after: secs("NFSPROV_SLOW_PASS_SECS").unwrap_or(d.slow_after),
         }
     }
 }
@@ -67,7 +84,17 @@ fn fault_point(name: &str) {
         std::process::abort();
     }
 }
-const BATCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Panic on purpose, once per process, when `NFSPROV_FAULT` names this point: shows that a
+/// reconciler that panics is restarted.
+fn fault_panic_once(name: &str) {
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if std::env::var("NFSPROV_FAULT").is_ok_and(|v| v == name)
+        && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        panic!("NFSPROV_FAULT={name}: panicking on purpose");
+    }
+}
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
 
@@ -116,7 +143,36 @@ impl Hub {
         let notify = Arc::new(Notify::new());
         map.insert(server, notify.clone());
         let hub = self.clone();
-        tokio::spawn(async move { hub.run(server, notify).await });
+        tokio::spawn(async move { hub.supervise(server, notify).await });
+    }
+
+    /// Run the reconciler of `server` and restart it, with backoff, if it panics: a bug hit
+    /// by one pass must not leave the server unreconciled for the life of the process.
+    async fn supervise(self, server: ServerId, notify: Arc<Notify>) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let started = Instant::now();
+            let task = tokio::spawn(self.clone().run(server, notify.clone()));
+            match task.await {
+                Ok(()) => return,
+                Err(e) if e.is_panic() => {
+                    if started.elapsed() > self.inner.tuning.max_backoff * 4 {
+                        backoff = Duration::from_millis(500);
+                    }
+                    tracing::error!(
+                        server = %server,
+                        "reconciler panicked; restarting it in {backoff:?}: {}",
+                        panic_message(e.into_panic())
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.inner.tuning.max_backoff);
+                }
+                Err(e) => {
+                    tracing::error!(server = %server, "reconciler stopped: {e}");
+                    return;
+                }
+            }
+        }
     }
 
     /// Tell the reconciler of `server` that its desired state changed.
@@ -151,15 +207,28 @@ impl Hub {
         let mut session: Option<Session> = None;
         let mut backoff = Duration::from_millis(500);
         // Start-up and periodic resyncs verify everything; a pass woken by a request checks
-        // what it changes (and the whole export table).
+        // what it changes (and the whole export table). The resync is due `resync` after the
+        // last full pass began, however many requests come in between: requests must not
+        // postpone drift detection.
         let mut full = true;
+        let mut last_full = Instant::now();
+        let mut unresolved = precheck::Unresolved::default();
         loop {
-            match self.reconcile_server(server_id, &mut session, full).await {
+            let began = Instant::now();
+            match self
+                .reconcile_with(server_id, &mut session, full, &mut unresolved)
+                .await
+            {
                 Ok(()) => {
                     backoff = Duration::from_millis(500);
-                    full = tokio::time::timeout(self.inner.tuning.resync, notify.notified())
+                    if full {
+                        last_full = began;
+                    }
+                    let due = tokio::time::Instant::from_std(last_full + self.inner.tuning.resync);
+                    let woken = tokio::time::timeout_at(due, notify.notified())
                         .await
-                        .is_err();
+                        .is_ok();
+                    full = !woken || tokio::time::Instant::now() >= due;
                     if !full && !self.inner.tuning.batch_window.is_zero() {
                         // Let requests arriving together share one pass.
                         tokio::time::sleep(self.inner.tuning.batch_window).await;
@@ -185,18 +254,43 @@ impl Hub {
         session: &mut Option<Session>,
         full: bool,
     ) -> anyhow::Result<()> {
+        let mut unresolved = precheck::Unresolved::default();
+        self.reconcile_with(server_id, session, full, &mut unresolved)
+            .await
+    }
+
+    async fn reconcile_with(
+        &self,
+        server_id: ServerId,
+        session: &mut Option<Session>,
+        full: bool,
+        unresolved: &mut precheck::Unresolved,
+    ) -> anyhow::Result<()> {
+        fault_panic_once("panic-once");
         let db = &self.inner.db;
+        let tuning = self.inner.tuning;
         let server = db.server(server_id).await?;
         let mut force = false;
         let mut excluded = HashSet::new();
+        let mut repair = Vec::new();
+        // Whether this reconcile told the world the server is slow (to be taken back).
+        let mut reported_slow = false;
+        let mut asked_all = false;
         let trim = TrimAfterLargePass::default();
         for _ in 0..MAX_QUICK_PASSES {
             let volumes = db.server_volumes(server_id).await?;
             trim.note(volumes.len());
             let mut plan = off_worker(|| Plan::build_excluding(&volumes, &excluded));
             plan.full = full;
+            plan.repair = std::mem::take(&mut repair);
             if session.is_none() {
-                match Session::connect(&target(&server), &self.inner.state_dir).await {
+                let target = target(&server);
+                let connect = Session::connect(&target, &self.inner.state_dir);
+                let (r, slow) = self
+                    .watch(&server, &volumes, "connecting to the server", connect)
+                    .await;
+                reported_slow |= slow;
+                match r {
                     Ok(s) => *session = Some(s),
                     Err(e) => {
                         self.server_down(&server, &volumes, &e).await?;
@@ -204,9 +298,55 @@ impl Hub {
                     }
                 }
             }
+            let sess = session.as_mut().expect("connected above");
+            // Host names first, each bounded: a name whose DNS does not answer is held back
+            // (and blamed on its volume) instead of holding up the server's reload.
+            // A full reconcile asks every name once, not in each of its quick passes.
+            let ask_all = full && !asked_all;
+            asked_all = true;
+            let (names, mut bad) = unresolved.to_check(&plan, ask_all);
+            let dirs = precheck::dirs_to_check(&plan);
+            let mut missing = HashSet::new();
+            if !names.is_empty() || !dirs.is_empty() {
+                let script = precheck::script(&names, &dirs, tuning.resolve_timeout);
+                let limit = precheck::script_limit(names.len(), tuning.resolve_timeout)
+                    .min(tuning.pass_timeout);
+                let run = sess.run(&script, limit);
+                let (r, slow) = self
+                    .watch(
+                        &server,
+                        &volumes,
+                        "checking client host names and directories",
+                        run,
+                    )
+                    .await;
+                reported_slow |= slow;
+                match r {
+                    Ok(out) => {
+                        let fresh = precheck::failures(&out, &names, tuning.resolve_timeout);
+                        unresolved.learn(ask_all, &fresh);
+                        bad.extend(fresh);
+                        missing = precheck::missing_dirs(&out);
+                    }
+                    Err(e) => {
+                        *session = None;
+                        self.server_down(&server, &volumes, &e).await?;
+                        return Err(e.into());
+                    }
+                }
+            }
+            if ask_all && names.is_empty() {
+                unresolved.learn(true, &HashMap::new());
+            }
+            let held = precheck::hold_back(&mut plan, &bad, &missing, &server.name);
             let prepared = off_worker(|| server.backend.prepare(&plan, force));
             let sess = session.as_mut().expect("connected above");
-            let out = match sess.run(&prepared.script, BATCH_TIMEOUT).await {
+            let run = sess.run(&prepared.script, tuning.pass_timeout);
+            let (r, slow) = self
+                .watch(&server, &volumes, "waiting for the server", run)
+                .await;
+            reported_slow |= slow;
+            let out = match r {
                 Ok(out) => out,
                 Err(e) => {
                     *session = None;
@@ -221,12 +361,26 @@ impl Hub {
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");
             }
-            for o in &report.outcomes {
-                if let Outcome::Rejected { id, message, .. } = o {
-                    tracing::warn!(server = %server.name, volume = %id, "rejected: {message}");
+            let mut outcomes = report.outcomes;
+            precheck::blame_held(&mut outcomes, &held);
+            let last_errors: HashMap<_, _> = volumes
+                .iter()
+                .map(|v| (v.id, v.last_error.as_deref()))
+                .collect();
+            for o in &outcomes {
+                match o {
+                    Outcome::Rejected { id, message, .. } => {
+                        tracing::warn!(server = %server.name, volume = %id, "rejected: {message}")
+                    }
+                    // Retried every pass: logged when it is news.
+                    Outcome::Failed { id, message, .. }
+                        if last_errors.get(id).copied().flatten() != Some(message.as_str()) =>
+                    {
+                        tracing::warn!(server = %server.name, volume = %id, "failed (retried): {message}")
+                    }
+                    _ => {}
                 }
             }
-            let mut outcomes = report.outcomes;
             if let Some(msg) = &report.server_error {
                 tracing::warn!(server = %server.name, "server error: {msg}");
                 outcomes.extend(pending_all(&volumes, msg));
@@ -241,13 +395,21 @@ impl Hub {
                 }
                 // One write per full pass or change of status, not per pass: under a stream
                 // of requests passes follow each other closely.
-                None if full || server.status != "reachable" || server.status_message.is_some() => {
+                None if full
+                    || reported_slow
+                    || server.status != "reachable"
+                    || server.status_message.is_some() =>
+                {
                     db.set_server_status(server_id, "reachable", None).await?
                 }
                 None => {}
             }
             if report.force_next {
                 force = true;
+                continue;
+            }
+            if !report.repair.is_empty() {
+                repair = report.repair;
                 continue;
             }
             if report.rerun {
@@ -258,6 +420,46 @@ impl Hub {
             return Ok(());
         }
         Ok(())
+    }
+
+    /// Run one step of a pass; while it takes longer than `slow_after`, say so (server status
+    /// `slow`, and the reason on every volume waiting for this server), every `slow_after`,
+    /// without stopping it. The second value tells whether anything was reported.
+    async fn watch<T>(
+        &self,
+        server: &Server,
+        volumes: &[crate::model::Volume],
+        what: &str,
+        step: impl std::future::Future<Output = T>,
+    ) -> (T, bool) {
+        let every = self.inner.tuning.slow_after;
+        let began = tokio::time::Instant::now();
+        let mut next = began + every;
+        let mut reported = false;
+        tokio::pin!(step);
+        loop {
+            tokio::select! {
+                r = &mut step => return (r, reported),
+                _ = tokio::time::sleep_until(next) => {
+                    let msg = format!(
+                        "server {} is slow: pass running for {} s: {what}",
+                        server.name,
+                        began.elapsed().as_secs()
+                    );
+                    tracing::warn!(server = %server.name, "{msg}");
+                    let db = &self.inner.db;
+                    if let Err(e) = db.set_server_status(server.id, "slow", Some(&msg)).await {
+                        tracing::warn!(server = %server.name, "recording slow status: {e:#}");
+                    }
+                    if let Err(e) = db.record_outcomes(&pending_all(volumes, &msg)).await {
+                        tracing::warn!(server = %server.name, "recording slow status: {e:#}");
+                    }
+                    self.inner.changed.notify_waiters();
+                    reported = true;
+                    next += every;
+                }
+            }
+        }
     }
 
     async fn server_down(
@@ -278,6 +480,15 @@ impl Hub {
         self.inner.changed.notify_waiters();
         Ok(())
     }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Run synchronous work that grows with the number of volumes (planning, judging, trimming the

@@ -65,6 +65,12 @@ impl Script {
         &self.nonce
     }
 
+    /// The commands, unframed (for tests that run them in a local shell).
+    #[cfg(test)]
+    pub(crate) fn body(&self) -> &str {
+        &self.body
+    }
+
     /// Append one line made of `words`, separated by spaces.
     pub fn line(&mut self, words: &[Word<'_>]) -> &mut Self {
         for (i, w) in words.iter().enumerate() {
@@ -92,18 +98,45 @@ impl Script {
         self.line(&[Lit("printf '%s %s\\n'"), Arg(&text), Lit("\"$?\"")])
     }
 
-    /// The script as sent: the body runs as one compound command with stdin from /dev/null
-    /// (no command can swallow the rest of the stream) and stderr merged into stdout, followed
-    /// by an end marker with the body's exit status.
-    pub(crate) fn framed(&self) -> String {
-        let mut s = String::with_capacity(self.body.len() + 128);
-        s.push_str("{\n");
+    /// The script as sent. The body is written to a private temporary directory on the server
+    /// and run there by `sh` under `timeout -k`: its own process group, with stdin from
+    /// /dev/null (no command can swallow the rest of the stream), its output (stderr merged)
+    /// into a file that is printed when it is done. When `limit` passes, the whole group (a
+    /// hung `exportfs`, `getent`, ...) is killed on the server. Nothing the body runs writes to
+    /// the connection, so a connection that goes away mid-pass cannot kill the body's shell by
+    /// SIGPIPE and leave its children outside `timeout`'s reach. An end marker carries the
+    /// body's exit status (124 or 137 when it was stopped).
+    pub(crate) fn framed(&self, limit: Duration) -> String {
+        let mut s = String::with_capacity(self.body.len() + 512);
+        s.push_str("if nfsprov_s=$(mktemp -d /tmp/.nfsprov-pass.XXXXXXXX); then cat > \"$nfsprov_s/pass\" <<'@@");
+        s.push_str(&self.nonce);
+        s.push_str("'\n{\n");
         s.push_str(&self.body);
-        s.push_str("true\n} </dev/null 2>&1\n");
-        let _ = writeln!(s, "printf '%s %s\\n' '@@{} end' \"$?\"", self.nonce);
+        s.push_str("true\n}\n@@");
+        s.push_str(&self.nonce);
+        s.push('\n');
+        let _ = writeln!(
+            s,
+            "timeout -k {KILL_GRACE_SECS} {} sh \"$nfsprov_s/pass\" </dev/null >\"$nfsprov_s/out\" 2>&1; nfsprov_rc=$?",
+            limit.as_secs_f64().ceil().max(1.0) as u64
+        );
+        s.push_str("cat \"$nfsprov_s/out\"; rm -rf \"$nfsprov_s\"\n");
+        s.push_str("else nfsprov_rc=125; echo 'nfsprov: cannot create a temporary directory in /tmp'; fi\n");
+        let _ = writeln!(
+            s,
+            "printf '%s %s\\n' '@@{} end' \"$nfsprov_rc\"",
+            self.nonce
+        );
         s
     }
 }
+
+/// Seconds between `timeout`'s TERM and its KILL of a pass that ran out of time.
+const KILL_GRACE_SECS: u64 = 3;
+
+/// How long nfsprov waits for a pass beyond its limit on the server (the kill grace, the
+/// round trip) before it gives up on the connection.
+const LOCAL_GRACE: Duration = Duration::from_secs(KILL_GRACE_SECS + 7);
 
 fn new_nonce() -> String {
     let bytes: [u8; 12] = rand::random();
@@ -115,6 +148,17 @@ fn new_nonce() -> String {
 pub struct Output {
     /// (tag, arg, text printed since the previous marker)
     pub sections: Vec<Section>,
+    /// Exit status of the whole body (124 or 137: stopped on the server at its time limit).
+    pub status: Option<i32>,
+    /// Text printed after the last marker.
+    pub rest: String,
+}
+
+impl Output {
+    /// The body ran out of time on the server and `timeout` killed it.
+    pub fn timed_out(&self) -> bool {
+        matches!(self.status, Some(124 | 137))
+    }
 }
 
 #[derive(Debug)]
@@ -126,7 +170,7 @@ pub struct Section {
 }
 
 impl Output {
-    fn parse(nonce: &str, text: &str) -> Output {
+    pub(crate) fn parse(nonce: &str, text: &str) -> Output {
         let prefix = format!("@@{nonce} ");
         let mut sections = Vec::new();
         let mut before = String::new();
@@ -143,7 +187,11 @@ impl Output {
                 before.push('\n');
             }
         }
-        Output { sections }
+        Output {
+            sections,
+            status: None,
+            rest: before,
+        }
     }
 
     /// The sections with this tag, by the first word of their argument (one lookup each
@@ -211,7 +259,9 @@ pub struct Session {
     stderr: Arc<Mutex<String>>,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Time limit of the greeting on a new connection on the server (nfsprov waits
+/// `LOCAL_GRACE` longer: ssh's own `ConnectTimeout` is 10 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Session {
     /// Connect and wait until the remote shell answers. `state_dir` holds the known_hosts file.
@@ -304,7 +354,7 @@ impl Session {
         script: &Script,
         timeout: Duration,
     ) -> Result<Output, RemoteError> {
-        let text = script.framed();
+        let text = script.framed(timeout);
         let end = format!("@@{} end ", script.nonce());
         let work = async {
             self.stdin
@@ -327,15 +377,20 @@ impl Session {
                 if n == 0 {
                     return Err(RemoteError::Lost("the remote shell closed".into()));
                 }
-                if line.starts_with(&end) {
-                    return Ok(Output::parse(script.nonce(), &out));
+                if let Some(status) = line.strip_prefix(&end) {
+                    let mut o = Output::parse(script.nonce(), &out);
+                    o.status = status.trim().parse().ok();
+                    return Ok(o);
                 }
                 out.push_str(&line);
             }
         };
-        match tokio::time::timeout(timeout, work).await {
+        // The server stops the body at `timeout`; waiting longer than that plus a grace means
+        // the server or the connection hangs. The session is then dropped half-read (ssh is
+        // killed), so no later pass can read this pass's output.
+        match tokio::time::timeout(timeout + LOCAL_GRACE, work).await {
             Ok(r) => r,
-            Err(_) => Err(RemoteError::Timeout(timeout)),
+            Err(_) => Err(RemoteError::Timeout(timeout + LOCAL_GRACE)),
         }
     }
 
@@ -397,6 +452,44 @@ mod tests {
                 .output()
                 .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), n);
+        }
+    }
+
+    #[test]
+    fn a_body_past_its_limit_is_killed_with_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        let mut s = Script::new();
+        s.line(&[Lit("sleep 60 & echo $! >"), Arg(pid_file.to_str().unwrap())]);
+        s.line(&[Lit("wait")]);
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(s.framed(Duration::from_secs(1)))
+            .output()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let end = format!("@@{} end 124", s.nonce());
+        assert!(text.lines().any(|l| l == end), "{text}");
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The background sleep was in the body's process group: gone (or a zombie being reaped).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie_or_gone = state.is_empty() || state.contains(") Z ");
+            if zombie_or_gone {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sleep {pid} survived: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

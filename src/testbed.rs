@@ -702,6 +702,20 @@ impl TestbedServer {
         Ok(())
     }
 
+    /// Every live process of this server but its sshd listener (ssh sessions and what they
+    /// run), with its `comm`.
+    pub fn session_procs(&self) -> Vec<(u32, String)> {
+        let listener = self.live_pid();
+        self.server_pids()
+            .into_iter()
+            .filter(|&p| Some(p) != listener)
+            .filter_map(|p| {
+                let comm = fs::read_to_string(format!("/proc/{p}/comm")).ok()?;
+                Some((p, comm.trim().to_string()))
+            })
+            .collect()
+    }
+
     /// Live processes in this server's mount namespace whose `comm` is `comm`.
     fn ns_procs_named(&self, comm: &str) -> Vec<u32> {
         let Some(sshd) = self.live_pid() else {

@@ -133,6 +133,12 @@ impl Backend for Knfsd {
         blame_by_path(line, plan)
     }
 
+    /// "Failed to stat <dir>": the directory is missing now (removed by hand, a file system
+    /// not mounted); the volume recovers when it is back.
+    fn transient(line: &str) -> bool {
+        line.contains("Failed to stat")
+    }
+
     fn entries_in(text: &str) -> Vec<(String, String)> {
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -313,7 +319,7 @@ mod tests {
         let vols = vec![vol(1, "a", VolumeState::Creating, &[("*", "rw")])];
         let plan = Plan::build(&vols);
         let p = super::super::prepare::<Knfsd>(&plan, false);
-        let body = &p.script.framed();
+        let body = &p.script.framed(std::time::Duration::from_secs(60));
         assert!(body.contains("nfsprov_mkg '@@"));
         assert!(body.contains(" mk' '/srv/pool' '' '0:0' '0755' '1' 'a' 0"));
         assert!(body.contains("printf '%s' '# Managed by nfsprov"));

@@ -59,6 +59,11 @@ pub trait Backend {
     fn is_exported(live: &Self::Live, path: &str) -> bool;
     /// The volume a reload error line is about, if it names one.
     fn blame(line: &str, rendered: &Rendered, plan: &Plan) -> Option<VolumeId>;
+    /// Whether a blamed reload error line is about the state of the server (a directory that
+    /// is missing right now) rather than a verdict on the volume's request.
+    fn transient(_line: &str) -> bool {
+        false
+    }
     /// The (path, entry text) of each entry in a managed file's text.
     fn entries_in(text: &str) -> Vec<(String, String)>;
 }
@@ -125,6 +130,9 @@ pub struct Report {
     pub service_down: bool,
     /// Human-readable drift found and repaired.
     pub drift: Vec<String>,
+    /// Volume directories whose mode or owner was changed on the server: the next pass puts
+    /// them back ([`Plan::repair`]).
+    pub repair: Vec<crate::plan::Dir>,
 }
 
 /// Header of every managed file.
@@ -231,6 +239,23 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
             s.line(&words);
         }
     }
+    // Mode/owner drift found by the previous pass: put it back, never through a symbolic
+    // link: nfsprov_in walks to the directory without following one and enters it, and
+    // chown/chmod act on `.` (a subshell, so the cwd of the pass is untouched).
+    for d in &plan.repair {
+        let owner = format!("{}:{}", d.uid, d.gid);
+        s.line(&[
+            Lit("( nfsprov_in"),
+            Arg(&d.root),
+            Arg(&d.sub),
+            Lit("&& chown -h --"),
+            Arg(&owner),
+            Lit(". && chmod --"),
+            Arg(&d.mode),
+            Lit(". ) 2>&1"),
+        ]);
+        s.marker_rc("fix", &d.volume.to_string());
+    }
     // Write the whole file beside the real one and rename it into place (atomic), only if the
     // temporary copy was written in full: on a full disk nothing is installed or reloaded.
     // The old file is printed for drift logging and kept (hard link: no space needed) as .prev
@@ -304,6 +329,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         .map(|e| e.path.as_str())
         .collect();
     paths.extend(plan.remove.iter().map(|r| r.path.as_str()));
+    if !plan.full {
+        paths.extend(plan.repair.iter().map(|d| d.path.as_str()));
+    }
     for chunk in paths.chunks(500) {
         let mut words = vec![Lit("stat -c '%a %u %g %n' --")];
         words.extend(chunk.iter().map(|p| Arg(p)));
@@ -448,14 +476,26 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let rendered = &prepared.rendered;
     let neutral = |text: &str| Said::new::<B>(text, rendered, plan).neutral();
     let mut report = Report::default();
-    let Some(live_text) = out.find("live", "").map(|s| s.before.as_str()) else {
+    // A pass stopped at its time limit is judged as a whole, even if it got past the read-back.
+    let live_text = out
+        .find("live", "")
+        .map(|s| s.before.as_str())
+        .filter(|_| !out.timed_out());
+    let Some(live_text) = live_text else {
+        let why = if out.timed_out() {
+            "the pass ran out of time on the server and was stopped there"
+        } else {
+            "the server's reply was cut short (no live export state read back)"
+        };
         report.server_error = Some(format!(
-            "the server's reply was cut short (no live export state read back): {}",
+            "{why}: {}",
             neutral(
-                &out.sections
+                &(out
+                    .sections
                     .iter()
                     .map(|s| s.before.as_str())
                     .collect::<String>()
+                    + &out.rest)
             )
         ));
         return report;
@@ -475,8 +515,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     }
 
     // Directories that could not be created safely, or exports whose path leads through a
-    // symbolic link: the file was not installed; each such volume is refused with the
-    // script's reason and another pass runs without them.
+    // symbolic link: the file was not installed; each such volume goes to `error` with the
+    // script's reason and another pass runs without them. Not a verdict on the request (a
+    // read-only file system, a link or directory in the way can all change): tried again on
+    // every pass.
     let mut failed: HashMap<VolumeId, String> = HashMap::new();
     for sec in out
         .sections
@@ -493,7 +535,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         for e in &plan.exports {
             if let Some(msg) = failed.remove(&e.volume) {
                 report.blamed.insert(e.volume);
-                report.outcomes.push(Outcome::Rejected {
+                report.outcomes.push(Outcome::Failed {
                     id: e.volume,
                     generation: e.generation,
                     message: msg,
@@ -503,7 +545,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         for d in &plan.create {
             if let Some(msg) = failed.remove(&d.volume) {
                 report.blamed.insert(d.volume);
-                report.outcomes.push(Outcome::Rejected {
+                report.outcomes.push(Outcome::Failed {
                     id: d.volume,
                     generation: d.generation,
                     message: msg,
@@ -526,6 +568,9 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let live = B::parse_live(live_text);
     let stats = parse_stat(out.find("stat", "").map_or("", |s| s.before.as_str()));
 
+    // Reload failures, per volume, with whether each is a verdict on the volume's request
+    // (the server refusing its entry) or about the server's state of the moment.
+    let mut failed: HashMap<VolumeId, (String, bool)> = HashMap::new();
     // Reload failures: blame the volumes the messages name.
     let written = out.find("inst", "").is_some_and(|s| s.rc() == Some(0));
     let apply = out.find("apply", "");
@@ -537,13 +582,15 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
             if let Some(vol) = B::blame(line, rendered, plan) {
                 blamed = true;
                 let msg = line.trim().to_string();
+                let verdict = !B::transient(line);
                 failed
                     .entry(vol)
-                    .and_modify(|m| {
+                    .and_modify(|(m, v)| {
                         m.push_str("; ");
-                        m.push_str(&msg)
+                        m.push_str(&msg);
+                        *v |= verdict;
                     })
-                    .or_insert(msg);
+                    .or_insert((msg, verdict));
             }
         }
         if !blamed {
@@ -553,13 +600,14 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         if written {
             // The previous file was restored; only the rejections are news.
             for e in &plan.exports {
-                if let Some(msg) = failed.remove(&e.volume) {
+                if let Some((msg, verdict)) = failed.remove(&e.volume) {
                     report.blamed.insert(e.volume);
-                    report.outcomes.push(Outcome::Rejected {
-                        id: e.volume,
-                        generation: e.generation,
-                        message: format!("the server rejected the export: {msg}"),
-                    });
+                    report.outcomes.push(failure(
+                        e.volume,
+                        e.generation,
+                        format!("the server rejected the export: {msg}"),
+                        verdict,
+                    ));
                 }
             }
             report.rerun = report.server_error.is_none();
@@ -602,32 +650,44 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
 
     let creates: HashMap<VolumeId, &crate::plan::Dir> =
         plan.create.iter().map(|d| (d.volume, d)).collect();
+    let owners: HashMap<VolumeId, &crate::plan::Dir> =
+        plan.owners.iter().map(|d| (d.volume, d)).collect();
+    let repaired: HashSet<VolumeId> = plan.repair.iter().map(|d| d.volume).collect();
     let mut live_mismatch = false;
     for e in &plan.exports {
         if !e.is_desired {
             continue;
         }
-        if let Some(msg) = failed.remove(&e.volume) {
-            report.outcomes.push(Outcome::Rejected {
-                id: e.volume,
-                generation: e.generation,
-                message: msg,
-            });
+        if let Some((msg, verdict)) = failed.remove(&e.volume) {
+            report
+                .outcomes
+                .push(failure(e.volume, e.generation, msg, verdict));
             continue;
         }
         let mut problems = Vec::new();
         if (plan.full || !e.was_available) && !stats.contains_key(&e.path) {
             problems.push(format!("directory {} does not exist on the server", e.path));
         }
-        if let Some(d) = creates.get(&e.volume)
+        let wanted = creates
+            .get(&e.volume)
+            .copied()
+            .or(owners.get(&e.volume).copied());
+        if let Some(d) = wanted
             && let Some(&(mode, uid, gid)) = stats.get(&e.path)
         {
             let want = u32::from_str_radix(&d.mode, 8).unwrap_or(0);
             if mode != want || uid != d.uid || gid != d.gid {
-                problems.push(format!(
+                let found = format!(
                     "directory {} has mode {:o} owner {}:{}, expected {:o} {}:{}",
                     e.path, mode, uid, gid, want, d.uid, d.gid
-                ));
+                );
+                if creates.contains_key(&e.volume) || repaired.contains(&e.volume) {
+                    problems.push(found);
+                } else {
+                    // Changed by hand since it was verified: put it back (next pass).
+                    report.drift.push(format!("{found}; restoring"));
+                    report.repair.push(d.clone());
+                }
             }
         }
         let live_problems = B::check_export(&live, e, &said.about(e.volume));
@@ -644,7 +704,9 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
                 clients: clients_to_json(&e.clients),
             });
         } else {
-            report.outcomes.push(Outcome::Rejected {
+            // What the server shows now, not a verdict on the request: checked again every
+            // pass, and the volume recovers when the server matches.
+            report.outcomes.push(Outcome::Failed {
                 id: e.volume,
                 generation: e.generation,
                 message: format!("verification failed: {}", problems.join("; ")),
@@ -653,12 +715,10 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     }
     // Volumes withheld because their directory could not be created, etc.
     for d in &plan.create {
-        if let Some(msg) = failed.remove(&d.volume) {
-            report.outcomes.push(Outcome::Rejected {
-                id: d.volume,
-                generation: d.generation,
-                message: msg,
-            });
+        if let Some((msg, verdict)) = failed.remove(&d.volume) {
+            report
+                .outcomes
+                .push(failure(d.volume, d.generation, msg, verdict));
         }
     }
 
@@ -666,7 +726,7 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         // The file was already right but the live state is not: reload before judging.
         report
             .outcomes
-            .retain(|o| !matches!(o, Outcome::Rejected { .. }));
+            .retain(|o| !matches!(o, Outcome::Rejected { .. } | Outcome::Failed { .. }));
         report.force_next = true;
         report
             .drift
@@ -707,6 +767,24 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
         }
     }
     report
+}
+
+/// A verdict on the volume's request (final for its generation), or a failure of the moment
+/// (re-verified every pass).
+fn failure(id: VolumeId, generation: i64, message: String, verdict: bool) -> Outcome {
+    if verdict {
+        Outcome::Rejected {
+            id,
+            generation,
+            message,
+        }
+    } else {
+        Outcome::Failed {
+            id,
+            generation,
+            message,
+        }
+    }
 }
 
 /// The last lines of some output, on one line.

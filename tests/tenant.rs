@@ -563,8 +563,8 @@ async fn client_lists_over_the_limit_are_refused_quickly_and_the_limit_is_served
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
-/// hootie saved a volume only after the server had it. A hootie create the real exportfs
-/// refuses (a client name it cannot resolve) is a 502 with the server's message and leaves
+/// hootie saved a volume only after the server had it. A hootie create the server cannot
+/// export (a client name its resolver does not know) is a 502 with the server's message and leaves
 /// nothing: not listed, quota and capacity free, its empty directory gone. Data in a
 /// directory that was already there is kept. The native API keeps its `error` volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,8 +586,8 @@ async fn a_hootie_create_the_server_refuses_leaves_nothing_behind() {
     let err = e["error"].as_str().unwrap();
     assert!(err.contains("nosuchhost.test"), "{err}");
     assert!(
-        err.contains("Failed to resolve"),
-        "the server's words: {err}"
+        err.contains("did not resolve on server srv1"),
+        "what the server's resolver said: {err}"
     );
 
     let (_, list) = env

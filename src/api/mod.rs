@@ -464,6 +464,15 @@ fn hosts_string(v: &Volume) -> String {
         .join(" ")
 }
 
+/// The query parameter a query-string rejection is about: axum names it ("Failed to
+/// deserialize query string: wait: ..."); `query` when it does not.
+pub(crate) fn query_field(message: &str) -> &str {
+    message
+        .strip_prefix("Failed to deserialize query string: ")
+        .and_then(|rest| rest.split_once(": "))
+        .map_or("query", |(f, _)| f)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -526,13 +535,4 @@ mod tests {
         assert!(!is_public(&Method::GET, "/api/v1.0/volumes/"));
         assert!(is_hootie("/api/v1.0/volumes/") && !is_hootie("/api/v1/volumes"));
     }
-}
-
-/// The query parameter a query-string rejection is about: axum names it ("Failed to
-/// deserialize query string: wait: ..."); `query` when it does not.
-pub(crate) fn query_field(message: &str) -> &str {
-    message
-        .strip_prefix("Failed to deserialize query string: ")
-        .and_then(|rest| rest.split_once(": "))
-        .map_or("query", |(f, _)| f)
 }

@@ -429,7 +429,7 @@ async fn batch_costs(sizes: &[usize]) -> (Vec<BatchCost>, tempfile::TempDir, Tes
     let db = Datastore::open(&data.join("nfsprov.db")).await.unwrap();
     let hash = nfsprov::auth::hash_password("bench-pass-1").unwrap();
     let user = db
-        .create_user("bench", &hash, false, i64::MAX / 4)
+        .create_user("bench", &hash, false, nfsprov::spec::MAX_GB)
         .await
         .unwrap();
     let mut out = Vec::new();
@@ -452,7 +452,7 @@ async fn batch_costs(sizes: &[usize]) -> (Vec<BatchCost>, tempfile::TempDir, Tes
             .create_root_path(
                 server.id,
                 &RootDir::parse("/srv/nfsprov/pool1").unwrap(),
-                i64::MAX / 4,
+                nfsprov::spec::MAX_GB,
                 DeletePolicy::Retain,
             )
             .await

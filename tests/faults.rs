@@ -155,7 +155,7 @@ async fn a_name_whose_dns_never_answers_is_held_back_and_the_others_proceed() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert!(
-        began.elapsed() < Duration::from_secs(5),
+        began.elapsed() < Duration::from_secs(10),
         "{:?}",
         began.elapsed()
     );
@@ -410,7 +410,7 @@ async fn a_removed_directory_is_found_under_steady_requests_and_recovers_when_re
             break v;
         }
         assert!(
-            began.elapsed() < Duration::from_secs(12),
+            began.elapsed() < Duration::from_secs(25),
             "the missing directory was not found under steady requests: {v}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;

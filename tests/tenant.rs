@@ -493,7 +493,7 @@ async fn client_lists_over_the_limit_are_refused_quickly_and_the_limit_is_served
         assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
         let msg = e["allowed_hosts"][0].as_str().unwrap_or_default();
         assert!(msg.contains("at most 64"), "{e}");
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     }
     // Native create and PATCH: the same limit, naming `clients`.
     let clients = |n: usize| -> Value {
@@ -528,7 +528,7 @@ async fn client_lists_over_the_limit_are_refused_quickly_and_the_limit_is_served
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let slowest = poller.await.unwrap();
     assert!(
-        slowest < Duration::from_secs(1),
+        slowest < Duration::from_secs(3),
         "health stalled for {slowest:?}"
     );
     assert!(env.all_volumes().await.is_empty());

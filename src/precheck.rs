@@ -163,7 +163,19 @@ pub fn hold_back(
     let mut held = HashMap::new();
     for e in &mut plan.exports {
         if missing.contains(&e.volume) {
+            // Held back as a whole: even if the directory is back by the time the pass looks
+            // at it, its export was left out of this pass, so the volume is not verified.
             e.clients.clear();
+            held.insert(
+                e.volume,
+                (
+                    e.generation,
+                    format!(
+                        "{} does not exist on server {server}, so it is not exported there (checked again every pass)",
+                        e.path
+                    ),
+                ),
+            );
             continue;
         }
         if bad.is_empty() {
@@ -256,5 +268,64 @@ mod tests {
             missing_dirs(&parsed),
             std::collections::HashSet::from([VolumeId(2)])
         );
+    }
+
+    /// A directory the precheck found missing leaves its export out of the pass; if it is back
+    /// by the time the pass looks (a race with whoever restores it), the pass must still not
+    /// call the volume verified: it was not exported.
+    #[test]
+    fn a_volume_held_back_for_a_missing_directory_is_never_applied() {
+        use crate::plan::Export;
+        let export = |id: i64, path: &str| Export {
+            volume: VolumeId(id),
+            path: path.into(),
+            root: "/srv/pool".into(),
+            sub: path.rsplit('/').next().unwrap().into(),
+            clients: vec![crate::model::ClientRule {
+                host: crate::spec::ClientSpec::parse("10.0.0.1").unwrap(),
+                options: crate::spec::ExportOptions::parse("rw").unwrap(),
+            }],
+            is_desired: true,
+            was_available: false,
+            export_id: id as u32,
+            generation: 3,
+        };
+        let mut plan = Plan {
+            exports: vec![export(1, "/srv/pool/gone"), export(2, "/srv/pool/here")],
+            ..Plan::default()
+        };
+        let held = hold_back(
+            &mut plan,
+            &HashMap::new(),
+            &std::collections::HashSet::from([VolumeId(1)]),
+            "srv1",
+        );
+        assert!(plan.exports[0].clients.is_empty());
+        assert_eq!(plan.exports[1].clients.len(), 1);
+        // The pass found the directory back and nothing wrong with the (empty) export.
+        let mut outcomes = vec![
+            Outcome::Applied {
+                id: VolumeId(1),
+                generation: 3,
+                clients: "[]".into(),
+            },
+            Outcome::Applied {
+                id: VolumeId(2),
+                generation: 3,
+                clients: "[]".into(),
+            },
+        ];
+        blame_held(&mut outcomes, &held);
+        assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+        assert!(outcomes.iter().any(|o| matches!(o,
+            Outcome::Failed { id: VolumeId(1), generation: 3, message }
+                if message.contains("/srv/pool/gone does not exist"))));
+        assert!(outcomes.iter().any(|o| matches!(
+            o,
+            Outcome::Applied {
+                id: VolumeId(2),
+                ..
+            }
+        )));
     }
 }

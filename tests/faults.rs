@@ -69,13 +69,11 @@ fn procs_named(env: &Env, server: &str, names: &[&str]) -> Vec<(u32, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_whose_dns_never_answers_is_held_back_and_the_others_proceed() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[
+    env.restart_with(&[
         ("NFSPROV_RESOLVE_TIMEOUT_SECS", "1"),
         ("NFSPROV_PASS_TIMEOUT_SECS", "20"),
     ])
     .await;
-    env.wait_servers_reachable().await;
     let dns = BlackholeDns::start();
     dns.serve(&env, "srv1");
 
@@ -167,8 +165,7 @@ async fn a_pass_stopped_at_its_time_limit_leaves_nothing_running_on_the_server()
     // the reload between two full passes hangs in exportfs; the pass's time limit must kill
     // it on the server and the pass must say so, and the next full pass holds the name back.
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[
+    env.restart_with(&[
         ("NFSPROV_RESOLVE_TIMEOUT_SECS", "1"),
         ("NFSPROV_PASS_TIMEOUT_SECS", "4"),
         ("NFSPROV_SLOW_PASS_SECS", "1"),
@@ -176,7 +173,6 @@ async fn a_pass_stopped_at_its_time_limit_leaves_nothing_running_on_the_server()
         ("NFSPROV_MAX_BACKOFF_SECS", "1"),
     ])
     .await;
-    env.wait_servers_reachable().await;
     let hosts = env.server("srv1").host_path("/etc/hosts");
     let mut text = std::fs::read_to_string(&hosts).unwrap();
     let original = text.clone();
@@ -250,13 +246,11 @@ async fn a_pass_stopped_at_its_time_limit_leaves_nothing_running_on_the_server()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pass_cut_off_by_a_crash_leaves_nothing_running_on_the_server() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[
+    env.restart_with(&[
         ("NFSPROV_PASS_TIMEOUT_SECS", "4"),
         ("NFSPROV_RESYNC_SECS", "600"),
     ])
     .await;
-    env.wait_servers_reachable().await;
     let hosts = env.server("srv1").host_path("/etc/hosts");
     let original = std::fs::read_to_string(&hosts).unwrap();
     std::fs::write(&hosts, format!("{original}127.0.0.77\tfading.test\n")).unwrap();
@@ -294,9 +288,7 @@ async fn a_pass_cut_off_by_a_crash_leaves_nothing_running_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_failed_to_resolve_recovers_without_a_patch() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
-    env.wait_servers_reachable().await;
+    env.restart_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
     // Not in the server's /etc/hosts; its resolver (127.0.0.1) refuses at once.
     let id = env
         .create_accepted("late", json!([{"host": "late.test"}]))
@@ -333,9 +325,7 @@ async fn a_name_that_failed_to_resolve_recovers_without_a_patch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mkdir_on_a_read_only_file_system_recovers_when_it_is_writable_again() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
-    env.wait_servers_reachable().await;
+    env.restart_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
     let srv = env.server("srv1");
     let ro = "/srv/nfsprov/pool1/ro";
     let out = srv
@@ -376,9 +366,7 @@ async fn mkdir_on_a_read_only_file_system_recovers_when_it_is_writable_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_directory_is_found_under_steady_requests_and_recovers_when_restored() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_RESYNC_SECS", "2")]).await;
-    env.wait_servers_reachable().await;
+    env.restart_with(&[("NFSPROV_RESYNC_SECS", "2")]).await;
     let id = env
         .create_available("moved", json!([{"host": "10.0.0.1"}]))
         .await;
@@ -441,9 +429,7 @@ async fn a_removed_directory_is_found_under_steady_requests_and_recovers_when_re
 async fn mode_and_owner_changed_by_hand_are_put_back() {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
-    env.wait_servers_reachable().await;
+    env.restart_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
     env.create_available("kept", json!([{"host": "10.0.0.1"}]))
         .await;
     let dir = env.server("srv1").host_path("/srv/nfsprov/pool1/kept");
@@ -473,13 +459,11 @@ async fn mode_and_owner_changed_by_hand_are_put_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_ssh_session_is_reported_and_then_converges() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[
+    env.restart_with(&[
         ("NFSPROV_SLOW_PASS_SECS", "1"),
         ("NFSPROV_PASS_TIMEOUT_SECS", "30"),
     ])
     .await;
-    env.wait_servers_reachable().await;
     env.create_available("first", json!([{"host": "10.0.0.1"}]))
         .await;
     // Freeze the server's side of the session (sshd session processes and the shell).
@@ -544,9 +528,7 @@ async fn a_hung_ssh_session_is_reported_and_then_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconciler_that_panics_is_restarted() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_FAULT", "panic-once")])
-        .await;
+    env.restart_with(&[("NFSPROV_FAULT", "panic-once")]).await;
     let id = env
         .create_accepted("after-panic", json!([{"host": "*"}]))
         .await;

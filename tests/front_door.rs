@@ -135,8 +135,7 @@ async fn peak_fds(pid: u32, during: Duration) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_slow_header_connections_are_capped_and_closed() {
     let mut env = Env::start(1, 100, 10).await;
-    env.kill_serve();
-    env.start_serve_with(&[
+    env.restart_with(&[
         ("NFSPROV_HEADER_TIMEOUT_SECS", "2"),
         ("NFSPROV_MAX_CONNECTIONS_PER_IP", "40"),
         ("NFSPROV_MAX_CONNECTIONS", "100"),
@@ -242,8 +241,7 @@ fn post_head(path: &str, len: usize, auth: Option<&str>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bodies_are_bounded_and_unauthenticated_ones_never_read() {
     let mut env = Env::start(1, 100, 10).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_BODY_TIMEOUT_SECS", "2")])
+    env.restart_with(&[("NFSPROV_BODY_TIMEOUT_SECS", "2")])
         .await;
 
     // 100 half-sent 2 MB bodies without (or with wrong) credentials: each is answered 401 at
@@ -331,8 +329,7 @@ async fn bodies_are_bounded_and_unauthenticated_ones_never_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_floods_are_limited_without_slowing_the_right_password() {
     let mut env = Env::start(1, 100, 10).await;
-    env.kill_serve();
-    env.start_serve_with(&[
+    env.restart_with(&[
         ("NFSPROV_AUTH_FAILURES_PER_IP", "20"),
         ("NFSPROV_AUTH_FAILURES_PER_USER", "60"),
     ])

@@ -347,10 +347,7 @@ async fn options_without_a_ganesha_equivalent_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ganesha_killed_with_changes_pending_then_restarted() {
     let mut env = Env::start_ganesha(1, 1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")])
-        .await;
-    env.wait_servers_reachable().await;
+    env.restart_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")]).await;
     let c1 = client_addr(&env, "client1");
     env.server("srv1").kill_ganesha().unwrap();
     let id = env

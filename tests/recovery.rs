@@ -157,9 +157,7 @@ async fn kill_9_mid_batch_then_restart_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_after_the_server_changed_before_the_database_did() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_FAULT", "after-apply")])
-        .await;
+    env.restart_with(&[("NFSPROV_FAULT", "after-apply")]).await;
     let id = env.create_accepted("crashy", json!([{"host": "*"}])).await;
     // The process aborts right after the batch was applied on the server.
     let mut child = env.serve.take().unwrap();
@@ -197,9 +195,7 @@ async fn crash_after_the_server_changed_before_the_database_did() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hand_edits_on_the_server_are_repaired() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_RESYNC_SECS", "0.5")])
-        .await;
+    env.restart_with(&[("NFSPROV_RESYNC_SECS", "0.5")]).await;
     for name in ["keep", "victim"] {
         let (s, v) = env
             .create(ALICE, 1, name, 1, json!([{"host": "10.0.0.1"}]))
@@ -338,10 +334,7 @@ async fn changed_host_key_fails_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_down_then_back() {
     let mut env = Env::start(1, 100, 100).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")])
-        .await;
-    env.wait_servers_reachable().await;
+    env.restart_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")]).await;
     env.server("srv1").stop().unwrap();
 
     let id = env.create_accepted("patient", json!([{"host": "*"}])).await;

@@ -310,10 +310,7 @@ async fn delete_never_moves_or_removes_through_a_link() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_exports_d_takes_no_export_down() {
     let mut env = Env::start(1, 100, 20).await;
-    env.kill_serve();
-    env.start_serve_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")])
-        .await;
-    env.wait_servers_reachable().await;
+    env.restart_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")]).await;
     let a = env
         .create_available("before-a", json!([{"host": "10.0.0.1"}]))
         .await;

@@ -682,8 +682,7 @@ async fn a_hootie_create_the_server_refuses_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operators_limits_are_enforced_and_listings_are_paged() {
     let mut env = Env::start(1, 100, 50).await;
-    env.kill_serve();
-    env.start_serve_with(&[
+    env.restart_with(&[
         ("NFSPROV_MAX_VOLUME_GB", "10"),
         ("NFSPROV_MAX_CLIENTS", "3"),
     ])

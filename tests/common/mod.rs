@@ -212,6 +212,13 @@ impl Env {
         }
     }
 
+    /// Restart `nfsprov serve` with extra environment, once its servers are reachable again.
+    pub async fn restart_with(&mut self, envs: &[(&str, &str)]) {
+        self.kill_serve();
+        self.start_serve_with(envs).await;
+        self.wait_servers_reachable().await;
+    }
+
     /// SIGKILL the API/reconciler process, as a crash would.
     pub fn kill_serve(&mut self) {
         if let Some(mut c) = self.serve.take() {

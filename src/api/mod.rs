@@ -73,24 +73,12 @@ impl AppState {
     /// The caller of a request that changes something: a locked account is refused here, and
     /// again inside the transaction that records the change (`datastore`).
     async fn writer(&self, headers: &HeaderMap) -> Result<User> {
-        let user = self.user(headers).await?;
-        if user.locked {
-            return Err(crate::error::Error::Locked(
-                crate::datastore::LOCKED_MESSAGE.into(),
-            ));
-        }
-        Ok(user)
+        unlocked(self.user(headers).await?)
     }
 
     /// An administrator who may change things (not locked).
     async fn admin_writer(&self, headers: &HeaderMap) -> Result<User> {
-        let user = self.admin(headers).await?;
-        if user.locked {
-            return Err(crate::error::Error::Locked(
-                crate::datastore::LOCKED_MESSAGE.into(),
-            ));
-        }
-        Ok(user)
+        unlocked(self.admin(headers).await?)
     }
 
     async fn admin(&self, headers: &HeaderMap) -> Result<User> {
@@ -462,6 +450,16 @@ fn hosts_string(v: &Volume) -> String {
         .map(|c| c.host.to_string())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `user`, unless an admin locked the account: then nothing may be changed.
+fn unlocked(user: User) -> Result<User> {
+    if user.locked {
+        return Err(crate::error::Error::Locked(
+            crate::datastore::LOCKED_MESSAGE.into(),
+        ));
+    }
+    Ok(user)
 }
 
 /// The query parameter a query-string rejection is about: axum names it ("Failed to

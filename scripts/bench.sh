@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmarks: nfsprov against the seed's per-request-SSH way and the floor, on test-bed
-# servers of this machine. Rewrites BENCHMARKS.md and benches/plot.svg.
+# servers of this machine. Rewrites BENCHMARKS.md and crates/bench/plot.svg.
 #
 #   sudo scripts/bench.sh            # full run (a few minutes)
 #   sudo scripts/bench.sh --short    # the short form CI runs (fails only on a ratio regression)
@@ -15,4 +15,4 @@ bash "$REPO/scripts/setup.sh"
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
 find_cargo || true
-exec cargo bench --bench nfsprov -- "$@"
+exec cargo xtask bench "$@"

@@ -40,10 +40,12 @@ bash "$REPO/scripts/setup.sh"
 find_cargo || true
 
 section "Build"
-echo "==> cargo build --release"
-cargo build --release --quiet
+echo "==> cargo build --release -p nfsprov -p nfsprov-testbed"
+cargo build --release --quiet -p nfsprov -p nfsprov-testbed
 BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/nfsprov"
+TBBIN="${CARGO_TARGET_DIR:-$REPO/target}/release/nfsprov-testbed"
 [ -x "$BIN" ] || fail "no binary at $BIN"
+[ -x "$TBBIN" ] || fail "no binary at $TBBIN"
 
 # --- work dir and cleanup --------------------------------------------------------------------
 W=$(mktemp -d /tmp/nfsprov-demo.XXXXXX)
@@ -68,10 +70,10 @@ cleanup() {
         echo "stopped nfsprov serve (pid $SERVE_PID)"
     fi
     if [ "$TB_UP" -eq 1 ] || [ -e "$TB/testbed.json" ]; then
-        "$BIN" testbed down --dir "$TB" --remove && echo "test bed stopped and removed"
+        "$TBBIN" down --dir "$TB" --remove && echo "test bed stopped and removed"
     fi
     if [ -e "$GTB/testbed.json" ]; then
-        "$BIN" testbed down --dir "$GTB" --remove && echo "ganesha test bed (namespaces, bridge) stopped and removed"
+        "$TBBIN" down --dir "$GTB" --remove && echo "ganesha test bed (namespaces, bridge) stopped and removed"
     fi
     rm -rf "$W" && echo "removed $W"
     if [ "$rc" -eq 0 ]; then
@@ -87,11 +89,11 @@ trap 'exit 143' TERM
 
 # --- test bed, registration, users ------------------------------------------------------------
 section "Two simulated NFS servers (sshd + exportfs in private mount namespaces)"
-echo "\$ nfsprov testbed up 2 --dir $TB"
+echo "\$ nfsprov-testbed up 2 --dir $TB"
 TB_UP=1
-"$BIN" testbed up 2 --dir "$TB" | indent
-echo "\$ nfsprov testbed register --dir $TB --capacity-gb 100"
-"$BIN" testbed register --dir "$TB" --capacity-gb 100 | indent
+"$TBBIN" up 2 --dir "$TB" | indent
+echo "\$ nfsprov-testbed register --dir $TB --data-dir \$NFSPROV_DATA_DIR --nfsprov $BIN --capacity-gb 100"
+"$TBBIN" register --dir "$TB" --data-dir "$NFSPROV_DATA_DIR" --nfsprov "$BIN" --capacity-gb 100 | indent
 
 SRV1="$TB/srv1"
 SRV2="$TB/srv2"
@@ -317,10 +319,10 @@ ok "johndoe's 5 GB were released by the deletes"
 # ----------------------------------------------------------------------------------------------
 section "11. The real NFS data path: an nfs-ganesha server and two client hosts"
 note "Each in its own network namespace on a private bridge; files go over NFS with libnfs."
-echo "\$ nfsprov testbed up 1 --ganesha-clients 2 --dir $GTB"
-"$BIN" testbed up 1 --ganesha-clients 2 --dir "$GTB" | indent
-echo "\$ nfsprov testbed register --dir $GTB --name-prefix g --capacity-gb 100"
-"$BIN" testbed register --dir "$GTB" --name-prefix g --capacity-gb 100 | indent
+echo "\$ nfsprov-testbed up 1 --ganesha-clients 2 --dir $GTB"
+"$TBBIN" up 1 --ganesha-clients 2 --dir "$GTB" | indent
+echo "\$ nfsprov-testbed register --dir $GTB --data-dir \$NFSPROV_DATA_DIR --nfsprov $BIN --name-prefix g --capacity-gb 100"
+"$TBBIN" register --dir "$GTB" --data-dir "$NFSPROV_DATA_DIR" --nfsprov "$BIN" --name-prefix g --capacity-gb 100 | indent
 NFS_ADDR=$(jq -r '.servers[0].nfs_addr' "$GTB/testbed.json")
 C1_NS=$(jq -r '.clients[0].netns' "$GTB/testbed.json")
 C1_ADDR=$(jq -r '.clients[0].addr' "$GTB/testbed.json")

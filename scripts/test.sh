@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything CI checks: formatting, clippy, and the whole test suite (which starts real sshd
-# servers in mount namespaces, so it needs root).
+# Everything CI checks: formatting, clippy, both test tiers and the benchmarks' short form.
+# The fast tier (`cargo test`: no root, no servers) runs inside the end-to-end tier's command,
+# which starts real sshd, exportfs and ganesha servers in namespaces, so this needs root.
 #
 #   sudo scripts/test.sh [extra cargo test args, e.g. a test name filter]
 set -euo pipefail
@@ -25,11 +26,11 @@ find_cargo || true
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo test --lib --bins --tests -- --test-threads=2 $*"
-cargo test --lib --bins --tests -- --test-threads=2 "$@"
+step "cargo xtask e2e $*   (both tiers: cargo test --workspace --features nfsprov/e2e,nfsprov-testbed/e2e)"
+cargo xtask e2e "$@"
 
-step "benchmarks, short form (fails only if nfsprov's speed ratios regress)"
-cargo bench --bench nfsprov -- --short
+step "cargo xtask bench --short   (fails only if nfsprov's speed ratios regress)"
+cargo xtask bench --short

@@ -1,6 +1,6 @@
-//! Test harness: a real test bed (sshd + exportfs in mount namespaces), the real `nfsprov`
-//! binary serving on a free loopback port, and an HTTP client. Nothing is mocked.
-#![allow(dead_code)]
+//! Harness for end-to-end tests and benchmarks: a real test bed (sshd + exportfs in mount
+//! namespaces), the real `nfsprov` binary serving on a free loopback port, and an HTTP client.
+//! Nothing is mocked. The binary is found by [`nfsprov_bin`]; this crate never links the product.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -9,9 +9,30 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use nfsprov::testbed::{Testbed, TestbedGuard, TestbedServer};
+use crate::{Testbed, TestbedGuard, TestbedServer};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_nfsprov");
+/// The `nfsprov` binary to run: `$NFSPROV_BIN` when set, else the `nfsprov` that cargo built
+/// beside the running executable (`target/<profile>/nfsprov` for a test in
+/// `target/<profile>/deps/` or a tool in `target/<profile>/`).
+pub fn nfsprov_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("NFSPROV_BIN") {
+            return PathBuf::from(p);
+        }
+        let exe = std::env::current_exe().expect("the path of the running executable");
+        let dir = exe.parent().expect("the executable's directory");
+        [dir.join("nfsprov"), dir.join("../nfsprov")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no nfsprov binary beside {}: build it (cargo build -p nfsprov) or set NFSPROV_BIN",
+                    exe.display()
+                )
+            })
+    })
+}
 pub const ADMIN: (&str, &str) = ("admin", "admin-pass-1");
 pub const ALICE: (&str, &str) = ("alice", "alice-pass-1");
 pub const BOB: (&str, &str) = ("bob", "bob-pass-01");
@@ -118,7 +139,7 @@ impl Env {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        Command::new(nfsprov_bin())
             .args(args)
             .env("NFSPROV_DATA_DIR", self.data_dir())
             .env("NFSPROV_LOG", "warn")
@@ -139,7 +160,7 @@ impl Env {
     /// Run the CLI with `input` and a newline on its standard input (passwords).
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write as _;
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(nfsprov_bin())
             .args(args)
             .env("NFSPROV_DATA_DIR", self.data_dir())
             .env("NFSPROV_LOG", "warn")
@@ -179,7 +200,7 @@ impl Env {
             .append(true)
             .open(self.log_path())
             .unwrap();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(nfsprov_bin());
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
             .env("NFSPROV_DATA_DIR", self.data_dir())
             .env("NFSPROV_LOG", "info")

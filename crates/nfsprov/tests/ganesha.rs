@@ -9,7 +9,7 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use nfsprov::testbed::ClientHost;
+use nfsprov_testbed::ClientHost;
 
 const VERSIONS: [u8; 2] = [3, 4];
 

@@ -267,7 +267,7 @@ async fn hand_edits_on_the_server_are_repaired() {
     assert!(
         std::fs::read_to_string(srv.etc_exports())
             .unwrap()
-            .contains(nfsprov::testbed::FOREIGN_EXPORT_LINE)
+            .contains(nfsprov_testbed::FOREIGN_EXPORT_LINE)
     );
     assert_converged(&env).await;
 }

@@ -1,4 +1,4 @@
-//! The `nfsprov` command: the API server, admin commands on the database, and the test bed.
+//! The `nfsprov` command: the API server and admin commands on the database.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 
 use nfsprov::datastore::{NewServer, UserChange};
 use nfsprov::model::DeletePolicy;
-use nfsprov::testbed::Testbed;
 use nfsprov::{admin, serve};
 
 #[derive(Parser)]
@@ -45,9 +44,6 @@ enum Cmd {
     /// Add, change and list users.
     #[command(subcommand)]
     User(UserCmd),
-    /// Simulated NFS servers on this machine (sshd in mount namespaces), for tests and demos.
-    #[command(subcommand)]
-    Testbed(TestbedCmd),
 }
 
 #[derive(Subcommand)]
@@ -126,38 +122,6 @@ enum UserCmd {
     List,
 }
 
-#[derive(Subcommand)]
-enum TestbedCmd {
-    /// Start N simulated servers and print how to register them.
-    Up {
-        n: usize,
-        #[arg(long)]
-        dir: PathBuf,
-        /// nfs-ganesha servers in network namespaces, with this many client hosts, instead of
-        /// kernel-NFS (exportfs) servers.
-        #[arg(long)]
-        ganesha_clients: Option<usize>,
-    },
-    /// Stop the servers of a test bed (and remove its files with --remove).
-    Down {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long)]
-        remove: bool,
-    },
-    /// Register a running test bed's servers in nfsprov's database, each with root path
-    /// /srv/nfsprov/pool1 of the given capacity.
-    Register {
-        #[arg(long)]
-        dir: PathBuf,
-        #[arg(long, default_value_t = 100)]
-        capacity_gb: i64,
-        /// Register the servers as <prefix><name> (to register several test beds).
-        #[arg(long, default_value = "")]
-        name_prefix: String,
-    },
-}
-
 fn main() {
     limit_malloc_arenas();
     tracing_subscriber::fmt()
@@ -180,7 +144,7 @@ fn main() {
 
 /// glibc gives every thread that allocates its own heap arena and rarely returns their free
 /// memory; with tokio's and sqlx's threads that multiplied the RSS of `nfsprov serve` several
-/// times over under load (measured in benches/). Two arenas keep it close to what is live.
+/// times over under load (measured by crates/bench). Two arenas keep it close to what is live.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator tuning; called first thing in main, before any
@@ -359,68 +323,5 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Testbed(cmd) => match cmd {
-            TestbedCmd::Up {
-                n,
-                dir,
-                ganesha_clients,
-            } => {
-                let tb = tokio::task::spawn_blocking(move || match ganesha_clients {
-                    Some(c) => Testbed::up_ganesha(&dir, n, c),
-                    None => Testbed::up(&dir, n),
-                })
-                .await??;
-                for s in &tb.servers {
-                    println!("{}\t{}:{}\t{}", s.name, s.ssh_host, s.ssh_port, s.host_key);
-                }
-                println!("client key: {}", tb.client_key.display());
-                Ok(())
-            }
-            TestbedCmd::Down { dir, remove } => {
-                let tb = Testbed::load(&dir)?;
-                tokio::task::spawn_blocking(move || tb.down(remove)).await??;
-                Ok(())
-            }
-            TestbedCmd::Register {
-                dir,
-                capacity_gb,
-                name_prefix,
-            } => {
-                let tb = Testbed::load(&dir)?;
-                let db = serve::open(&cli.data_dir).await?;
-                for s in &tb.servers {
-                    let server = admin::add_server(
-                        &db,
-                        NewServer {
-                            name: format!("{name_prefix}{}", s.name),
-                            ssh_host: s.ssh_host.clone(),
-                            ssh_port: s.ssh_port,
-                            ssh_user: s.ssh_user.clone(),
-                            ssh_key: tb.client_key.display().to_string(),
-                            host_key: s.host_key.clone(),
-                            nfs_address: s.nfs_addr.clone().unwrap_or_default(),
-                            backend: match s.backend {
-                                nfsprov::testbed::Backend::Knfsd => "knfsd".into(),
-                                nfsprov::testbed::Backend::Ganesha => "ganesha".into(),
-                            },
-                        },
-                    )
-                    .await?;
-                    let rp = admin::add_root_path(
-                        &db,
-                        &server.name,
-                        &format!("{}/pool1", nfsprov::testbed::DATA_MOUNT),
-                        capacity_gb,
-                        DeletePolicy::Retain,
-                    )
-                    .await?;
-                    println!(
-                        "server {} (id {}) registered with root path {} ({}:{})",
-                        server.name, server.id, rp.id, server.name, rp.path
-                    );
-                }
-                Ok(())
-            }
-        },
     }
 }

@@ -16,4 +16,3 @@ pub mod reconcile;
 pub mod remote;
 pub mod serve;
 pub mod spec;
-pub mod testbed;

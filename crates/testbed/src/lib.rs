@@ -30,6 +30,8 @@
 //! is recorded in `<dir>/sshd.ns`; `stop()` kills the listener and every process that lives in
 //! that namespace (ssh sessions, `run_inside` children).
 
+pub mod harness;
+
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 use std::fs;
@@ -1616,7 +1618,7 @@ fn read_from(p: &Path, offset: u64) -> String {
 // ---------------------------------------------------------------------------------------------
 // tests (they really start sshd servers; need root, sshd, exportfs, unshare, nsenter)
 
-#[cfg(test)]
+#[cfg(all(test, feature = "e2e"))]
 mod tests {
     use super::*;
     use std::io::ErrorKind;

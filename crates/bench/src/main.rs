@@ -2,20 +2,20 @@
 //! and with the floor (one hand-written batch per server), all against the same kind of test-bed
 //! servers in the same run. Writes BENCHMARKS.md and a plot.
 //!
-//!   cargo bench --bench nfsprov                 # full run, rewrites BENCHMARKS.md + benches/plot.svg
-//!   cargo bench --bench nfsprov -- --short      # CI form: small sizes, fails only on a ratio regression
+//!   cargo xtask bench              # full run, rewrites BENCHMARKS.md + crates/bench/plot.svg
+//!   cargo xtask bench --short      # CI form: small sizes, fails only on a ratio regression
+//!
+//! (`cargo xtask bench` builds this and the `nfsprov` binary in release mode and runs this one.)
 //!
 //! Only 127.0.0.1 is contacted. Every loop is bounded.
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use clap::Parser;
+use nfsprov_testbed::harness::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -23,28 +23,31 @@ use nfsprov::datastore::{Created, Datastore, NewServer, NewVolume};
 use nfsprov::model::{ClientRule, DeletePolicy, RootPathId, UserId};
 use nfsprov::reconcile::{Hub, Tuning};
 use nfsprov::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
-use nfsprov::testbed::{Testbed, TestbedGuard, TestbedServer};
+use nfsprov_testbed::{Testbed, TestbedGuard, TestbedServer};
 
+/// nfsprov's benchmarks against the seed's way and the floor, on test-bed servers (needs root).
+#[derive(Parser)]
 struct Opts {
+    /// The CI form: small sizes; fails only when a ratio regresses; writes nothing unless asked.
+    #[arg(long)]
     short: bool,
+    /// Where to write the report (default: BENCHMARKS.md at the workspace root, full runs only).
+    #[arg(long)]
     out: Option<PathBuf>,
+    /// Where to write the plot (default: crates/bench/plot.svg, full runs only).
+    #[arg(long)]
     svg: Option<PathBuf>,
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let value = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .map(PathBuf::from)
-    };
-    let short = args.iter().any(|a| a == "--short");
-    Opts {
-        short,
-        out: value("--out").or_else(|| (!short).then(|| PathBuf::from("BENCHMARKS.md"))),
-        svg: value("--svg").or_else(|| (!short).then(|| PathBuf::from("benches/plot.svg"))),
+    let mut o = Opts::parse();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    if !o.short {
+        o.out.get_or_insert_with(|| root.join("BENCHMARKS.md"));
+        o.svg
+            .get_or_insert_with(|| root.join("crates/bench/plot.svg"));
     }
+    o
 }
 
 fn tempdir(prefix: &str) -> tempfile::TempDir {
@@ -679,12 +682,6 @@ fn svg(storm: &[(&str, Duration)], batches: &[BatchCost]) -> String {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` runs this binary without it, and
-    // must not start a benchmark run (or rewrite BENCHMARKS.md).
-    if !std::env::args().any(|a| a == "--bench") {
-        println!("nfsprov benchmarks: run them with `cargo bench --bench nfsprov [-- --short]`");
-        return;
-    }
     let o = opts();
     let (storm_n, accept_total, sizes): (usize, usize, Vec<usize>) = if o.short {
         (100, 2000, vec![10, 100, 1000])
@@ -806,9 +803,9 @@ async fn main() {
     // ---- report ------------------------------------------------------------------------
     let now = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC");
     let cmd = if o.short {
-        "cargo bench --bench nfsprov -- --short"
+        "cargo xtask bench --short"
     } else {
-        "cargo bench --bench nfsprov"
+        "cargo xtask bench"
     };
     let largest = batches.last().unwrap();
     let mut md = String::new();
@@ -818,7 +815,7 @@ async fn main() {
         "- date: {now}\n- machine: {}\n- command: `{cmd}` (release build)\n- servers: test-bed servers on this machine (OpenSSH sshd + exportfs in their own mount namespaces, reached over 127.0.0.1); every approach gets fresh servers of the same kind\n",
         machine()
     );
-    let _ = writeln!(md, "![plot](benches/plot.svg)\n");
+    let _ = writeln!(md, "![plot](crates/bench/plot.svg)\n");
     let _ = writeln!(
         md,
         "## Storm: {storm_n} creates over {servers} servers, until all are applied\n"
@@ -974,7 +971,7 @@ impl RssProbe {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(BIN)
+        let child = Command::new(nfsprov_bin())
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .env("NFSPROV_DATA_DIR", &data)
             .env("NFSPROV_LOG", "warn")

@@ -1,0 +1,158 @@
+//! `nfsprov-testbed`: simulated NFS servers on this machine (sshd in mount namespaces, or
+//! nfs-ganesha in network namespaces), for the demo, the tests and the benchmarks. It installs
+//! what it needs (apt-get) and never links nfsprov: `register` runs the `nfsprov` command.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use nfsprov_testbed::{Backend, DATA_MOUNT, Testbed};
+
+#[derive(Parser)]
+#[command(about = "Simulated NFS servers on this machine, for nfsprov's tests and demos")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start N simulated servers and print how to register them.
+    Up {
+        n: usize,
+        #[arg(long)]
+        dir: PathBuf,
+        /// nfs-ganesha servers in network namespaces, with this many client hosts, instead of
+        /// kernel-NFS (exportfs) servers.
+        #[arg(long)]
+        ganesha_clients: Option<usize>,
+    },
+    /// Stop the servers of a test bed (and remove its files with --remove).
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Register a running test bed's servers with nfsprov (by running `nfsprov server add` and
+    /// `nfsprov rootpath add`), each with root path /srv/nfsprov/pool1 of the given capacity.
+    Register {
+        #[arg(long)]
+        dir: PathBuf,
+        /// nfsprov's data directory (passed on as `--data-dir`).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The nfsprov command to run.
+        #[arg(long, default_value = "nfsprov")]
+        nfsprov: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        capacity_gb: i64,
+        /// Register the servers as <prefix><name> (to register several test beds).
+        #[arg(long, default_value = "")]
+        name_prefix: String,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NFSPROV_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Up {
+            n,
+            dir,
+            ganesha_clients,
+        } => {
+            let tb = match ganesha_clients {
+                Some(c) => Testbed::up_ganesha(&dir, n, c)?,
+                None => Testbed::up(&dir, n)?,
+            };
+            for s in &tb.servers {
+                println!("{}\t{}:{}\t{}", s.name, s.ssh_host, s.ssh_port, s.host_key);
+            }
+            println!("client key: {}", tb.client_key.display());
+        }
+        Cmd::Down { dir, remove } => Testbed::load(&dir)?.down(remove)?,
+        Cmd::Register {
+            dir,
+            data_dir,
+            nfsprov,
+            capacity_gb,
+            name_prefix,
+        } => {
+            let tb = Testbed::load(&dir)?;
+            for s in &tb.servers {
+                let name = format!("{name_prefix}{}", s.name);
+                let backend = match s.backend {
+                    Backend::Knfsd => "knfsd",
+                    Backend::Ganesha => "ganesha",
+                };
+                let port = s.ssh_port.to_string();
+                let key = tb.client_key.display().to_string();
+                let mut add = vec![
+                    "server",
+                    "add",
+                    &name,
+                    "--ssh-host",
+                    &s.ssh_host,
+                    "--ssh-port",
+                    &port,
+                    "--ssh-user",
+                    &s.ssh_user,
+                    "--ssh-key",
+                    &key,
+                    "--host-key",
+                    &s.host_key,
+                    "--backend",
+                    backend,
+                ];
+                if let Some(a) = &s.nfs_addr {
+                    add.extend(["--nfs-address", a]);
+                }
+                nfsprov_cli(&nfsprov, &data_dir, &add)?;
+                let root = format!("{DATA_MOUNT}/pool1");
+                let cap = capacity_gb.to_string();
+                nfsprov_cli(
+                    &nfsprov,
+                    &data_dir,
+                    &[
+                        "rootpath",
+                        "add",
+                        "--server",
+                        &name,
+                        &root,
+                        "--capacity-gb",
+                        &cap,
+                    ],
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `nfsprov --data-dir D args...`, its output passed through; fails when it does.
+fn nfsprov_cli(nfsprov: &PathBuf, data_dir: &PathBuf, args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(nfsprov)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", nfsprov.display()))?;
+    if !status.success() {
+        bail!("{} {} failed ({status})", nfsprov.display(), args.join(" "));
+    }
+    Ok(())
+}

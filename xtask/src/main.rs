@@ -1,0 +1,90 @@
+//! `cargo xtask <task>`: the project's tasks that are more than one cargo command.
+//!
+//!   cargo xtask bench [--short] [--out F] [--svg F]   build release nfsprov + bench, run the bench
+//!   cargo xtask e2e [test args]                       the end-to-end test tier (root, real servers)
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build `nfsprov` and `nfsprov-bench` in release mode and run the benchmarks (root).
+    Bench {
+        /// Passed to nfsprov-bench: --short, --out FILE, --svg FILE.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The end-to-end tests: real sshd, exportfs and ganesha servers started by the test bed
+    /// (root). Arguments go to the test binaries (a name filter, --nocapture, ...).
+    E2e {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn status(mut c: Command) -> anyhow::Result<()> {
+    let s = c.status().with_context(|| format!("running {c:?}"))?;
+    if !s.success() {
+        bail!("{c:?} failed ({s})");
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.task {
+        Task::Bench { args } => {
+            let mut build = cargo();
+            build.args(["build", "--release", "-p", "nfsprov", "-p", "nfsprov-bench"]);
+            status(build)?;
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root().join("target"));
+            let release = target.join("release");
+            let mut bench = Command::new(release.join("nfsprov-bench"));
+            bench
+                .current_dir(root())
+                .env("NFSPROV_BIN", release.join("nfsprov"))
+                .args(args);
+            status(bench)
+        }
+        Task::E2e { args } => {
+            let mut test = cargo();
+            test.args([
+                "test",
+                "--workspace",
+                "--features",
+                "nfsprov/e2e,nfsprov-testbed/e2e",
+                "--",
+                "--test-threads=2",
+            ])
+            .args(args);
+            status(test)
+        }
+    }
+}

@@ -89,14 +89,10 @@ impl Env {
             port: free_port(),
             http: reqwest::Client::new(),
         };
-        env.cli_ok(&[
-            "testbed",
-            "register",
-            "--dir",
-            env.tb.dir.to_str().unwrap(),
-            "--capacity-gb",
-            &capacity_gb.to_string(),
-        ]);
+        for args in env.tb.register_args("", capacity_gb) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            env.cli_ok(&args);
+        }
         env.cli_stdin_ok(&["user", "add", ADMIN.0, "--admin"], ADMIN.1);
         for u in [ALICE, BOB] {
             env.cli_stdin_ok(

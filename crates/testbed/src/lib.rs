@@ -927,6 +927,59 @@ pub struct Testbed {
 }
 
 impl Testbed {
+    /// The `nfsprov` command lines (arguments after `nfsprov --data-dir D`) that register this
+    /// test bed's servers as `<prefix><name>`, each with root path `/srv/nfsprov/pool1` of
+    /// `capacity_gb`.
+    pub fn register_args(&self, prefix: &str, capacity_gb: i64) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        for s in &self.servers {
+            let name = format!("{prefix}{}", s.name);
+            let backend = match s.backend {
+                Backend::Knfsd => "knfsd",
+                Backend::Ganesha => "ganesha",
+            };
+            let mut add: Vec<String> = [
+                "server",
+                "add",
+                &name,
+                "--ssh-host",
+                &s.ssh_host,
+                "--ssh-port",
+                &s.ssh_port.to_string(),
+                "--ssh-user",
+                &s.ssh_user,
+                "--ssh-key",
+                &self.client_key.display().to_string(),
+                "--host-key",
+                &s.host_key,
+                "--backend",
+                backend,
+            ]
+            .map(String::from)
+            .to_vec();
+            if let Some(a) = &s.nfs_addr {
+                add.extend(["--nfs-address".to_string(), a.clone()]);
+            }
+            out.push(add);
+            out.push(
+                [
+                    "rootpath",
+                    "add",
+                    "--server",
+                    &name,
+                    &format!("{DATA_MOUNT}/pool1"),
+                    "--capacity-gb",
+                    &capacity_gb.to_string(),
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+        }
+        out
+    }
+}
+
+impl Testbed {
     /// Install missing packages (openssh-server, nfs-kernel-server) via apt-get, with a
     /// policy-rc.d that prevents starting services, only if `/usr/sbin/sshd` or
     /// `/usr/sbin/exportfs` is missing.

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use nfsprov_testbed::{Backend, DATA_MOUNT, Testbed};
+use nfsprov_testbed::Testbed;
 
 #[derive(Parser)]
 #[command(about = "Simulated NFS servers on this machine, for nfsprov's tests and demos")]
@@ -93,50 +93,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             name_prefix,
         } => {
             let tb = Testbed::load(&dir)?;
-            for s in &tb.servers {
-                let name = format!("{name_prefix}{}", s.name);
-                let backend = match s.backend {
-                    Backend::Knfsd => "knfsd",
-                    Backend::Ganesha => "ganesha",
-                };
-                let port = s.ssh_port.to_string();
-                let key = tb.client_key.display().to_string();
-                let mut add = vec![
-                    "server",
-                    "add",
-                    &name,
-                    "--ssh-host",
-                    &s.ssh_host,
-                    "--ssh-port",
-                    &port,
-                    "--ssh-user",
-                    &s.ssh_user,
-                    "--ssh-key",
-                    &key,
-                    "--host-key",
-                    &s.host_key,
-                    "--backend",
-                    backend,
-                ];
-                if let Some(a) = &s.nfs_addr {
-                    add.extend(["--nfs-address", a]);
-                }
-                nfsprov_cli(&nfsprov, &data_dir, &add)?;
-                let root = format!("{DATA_MOUNT}/pool1");
-                let cap = capacity_gb.to_string();
-                nfsprov_cli(
-                    &nfsprov,
-                    &data_dir,
-                    &[
-                        "rootpath",
-                        "add",
-                        "--server",
-                        &name,
-                        &root,
-                        "--capacity-gb",
-                        &cap,
-                    ],
-                )?;
+            for args in tb.register_args(&name_prefix, capacity_gb) {
+                nfsprov_cli(&nfsprov, &data_dir, &args)?;
             }
         }
     }
@@ -144,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs `nfsprov --data-dir D args...`, its output passed through; fails when it does.
-fn nfsprov_cli(nfsprov: &PathBuf, data_dir: &PathBuf, args: &[&str]) -> anyhow::Result<()> {
+fn nfsprov_cli(nfsprov: &PathBuf, data_dir: &PathBuf, args: &[String]) -> anyhow::Result<()> {
     let status = Command::new(nfsprov)
         .arg("--data-dir")
         .arg(data_dir)

@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
+use super::response::{ErrorBody, ErrorDetail, HootieDetail, HootieFieldErrors};
 use crate::error::Error;
 
 fn status(e: &Error) -> StatusCode {
@@ -99,7 +99,13 @@ impl<E: Into<Error>> From<E> for NativeError {
 impl IntoResponse for NativeError {
     fn into_response(self) -> Response {
         let e = &self.0;
-        let body = json!({"error": {"code": code(e), "message": message(e), "field": field(e)}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code(e).into(),
+                field: field(e).map(str::to_string),
+                message: message(e),
+            },
+        };
         with_challenge((status(e), Json(body)).into_response(), e)
     }
 }
@@ -118,20 +124,26 @@ impl<E: Into<Error>> From<E> for HootieError {
 impl IntoResponse for HootieError {
     fn into_response(self) -> Response {
         let e = &self.0;
-        let (status, body) = match e {
-            Error::Invalid { field, message } => {
-                (StatusCode::BAD_REQUEST, json!({ field.clone(): [message] }))
-            }
+        let field_error = |field: &str, message: &str| {
+            (
+                StatusCode::BAD_REQUEST,
+                Json(HootieFieldErrors::one(field, message)),
+            )
+                .into_response()
+        };
+        let detail =
+            |status, detail: String| (status, Json(HootieDetail { detail })).into_response();
+        let resp = match e {
+            Error::Invalid { field, message } => field_error(field, message),
             Error::QuotaExceeded { message } | Error::CapacityExceeded { message } => {
-                (StatusCode::BAD_REQUEST, json!({"size_GB": [message]}))
+                field_error("size_GB", message)
             }
             Error::Conflict { field, message } => {
-                let f = field.clone().unwrap_or_else(|| "non_field_errors".into());
-                (StatusCode::BAD_REQUEST, json!({ f: [message] }))
+                field_error(field.as_deref().unwrap_or("non_field_errors"), message)
             }
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, json!({"detail": "Not found."})),
-            other => (status(other), json!({"detail": message(other)})),
+            Error::NotFound(_) => detail(StatusCode::NOT_FOUND, "Not found.".into()),
+            other => detail(status(other), message(other)),
         };
-        with_challenge((status, Json(body)).into_response(), e)
+        with_challenge(resp, e)
     }
 }

@@ -11,9 +11,10 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
-use super::{AppState, HootieError, hosts_string};
+use super::response::{HootieCreated, HootieRootPath, HootieVolume};
+use super::{AppState, Caller, HootieError, Writer};
 use crate::datastore::{Created, NewVolume};
 use crate::error::Error;
 use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
@@ -35,33 +36,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1.0/volumes/{pk}", get(show).delete(remove))
 }
 
-async fn rootpaths(State(st): State<AppState>) -> HResult<Json<Value>> {
+/// Public: no extractor asks for the caller.
+async fn rootpaths(State(st): State<AppState>) -> HResult<Json<Vec<HootieRootPath>>> {
     let rps = st.db().root_paths().await?;
-    Ok(Json(Value::Array(
-        rps.iter()
-            .map(
-                |rp| json!({"pk": rp.id, "server_path": format!("{}:{}", rp.nfs_address, rp.path)}),
-            )
-            .collect(),
-    )))
+    Ok(Json(rps.iter().map(HootieRootPath::from).collect()))
 }
 
-fn volume_json(v: &Volume) -> Value {
-    json!({
-        "allowed_hosts": hosts_string(v),
-        "fileserver": v.nfs_address,
-        "fullpath": v.full_path(),
-        "options": v.clients.first().map(|c| c.options.to_string()).unwrap_or_default(),
-        "owner": v.owner,
-        "pk": v.id,
-        "root_path": v.root_path_id,
-        "size_GB": v.size_gb,
-        "sub_path": v.sub_path.as_str(),
-    })
-}
-
-async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Response> {
-    let user = st.user(&headers).await?;
+async fn list(State(st): State<AppState>, Caller(user): Caller) -> HResult<Response> {
     // hootie listed everything; the live volumes of a user are bounded by their quota. A
     // volume being deleted is gone in hootie's view (its DELETE answered 204).
     let all = crate::datastore::Page {
@@ -69,7 +50,13 @@ async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Respons
         ..Default::default()
     };
     Ok(st
-        .volume_listing(&user, false, all, |_| String::new(), volume_json)
+        .volume_listing(
+            &user,
+            false,
+            all,
+            |_| String::new(),
+            |v: &Volume| HootieVolume::from(v),
+        )
         .await?)
 }
 
@@ -81,23 +68,21 @@ fn parse_pk(pk: &str) -> Result<VolumeId, Error> {
 
 async fn show(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     Path(pk): Path<String>,
-) -> HResult<Json<Value>> {
-    let user = st.user(&headers).await?;
+) -> HResult<Json<HootieVolume>> {
     let v = st.db().volume_for(parse_pk(&pk)?, &user).await?;
     if matches!(v.state, VolumeState::Deleted | VolumeState::Deleting) {
         return Err(Error::NotFound(format!("volume {pk}")).into());
     }
-    Ok(Json(volume_json(&v)))
+    Ok(Json(HootieVolume::from(&v)))
 }
 
 async fn remove(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Writer(user): Writer,
     Path(pk): Path<String>,
 ) -> HResult<StatusCode> {
-    let user = st.writer(&headers).await?;
     let v = st.db().delete_volume(parse_pk(&pk)?, &user).await?;
     st.hub.poke(v.server_id);
     Ok(StatusCode::NO_CONTENT)
@@ -152,8 +137,12 @@ fn field_err(name: &str) -> impl Fn(spec::SpecError) -> Error + '_ {
     move |e| Error::invalid(name, e.0)
 }
 
-async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> HResult<Response> {
-    let user = st.writer(&headers).await?;
+async fn create(
+    State(st): State<AppState>,
+    Writer(user): Writer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HResult<Response> {
     let m = body_fields(&headers, &body)?;
     let root_path = required(int_field(&m, "root_path")?, "root_path")?;
     let sub_path = SubPath::parse(required(str_field(&m, "sub_path")?, "sub_path")?)
@@ -189,11 +178,9 @@ async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
     st.hub.poke(v.server_id);
     let v = st.wait_settled(v.id, CREATE_WAIT).await?;
     Ok(match v.state {
-        VolumeState::Available => (
-            StatusCode::CREATED,
-            Json(json!({"error": "None", "pk": v.id})),
-        )
-            .into_response(),
+        VolumeState::Available => {
+            (StatusCode::CREATED, Json(HootieCreated::ok(v.id, None))).into_response()
+        }
         VolumeState::Error => {
             // hootie saved a volume only once the server had it: a create the server refused
             // leaves nothing behind (listing, quota, capacity, its empty directory).
@@ -214,22 +201,21 @@ async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
             };
             (
                 StatusCode::BAD_GATEWAY,
-                Json(json!({"error": message, "detail": detail})),
+                Json(HootieCreated::refused(message, detail.into())),
             )
                 .into_response()
         }
-        _ => (
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "error": "None",
-                "pk": v.id,
-                "detail": format!(
-                    "recorded; not yet applied on the server after {}s: {}",
-                    CREATE_WAIT.as_secs(),
-                    v.last_error.unwrap_or_else(|| "still in progress".into())
-                )
-            })),
-        )
-            .into_response(),
+        _ => {
+            let detail = format!(
+                "recorded; not yet applied on the server after {}s: {}",
+                CREATE_WAIT.as_secs(),
+                v.last_error.unwrap_or_else(|| "still in progress".into())
+            );
+            (
+                StatusCode::ACCEPTED,
+                Json(HootieCreated::ok(v.id, Some(detail))),
+            )
+                .into_response()
+        }
     })
 }

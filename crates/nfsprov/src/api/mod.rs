@@ -8,9 +8,11 @@
 //! memory budget. Body pauses and whole requests are bounded by tower-http layers; errors the
 //! framework itself answers are rewritten as JSON.
 
+mod caller;
 mod error;
 mod hootie;
 mod native;
+pub mod response;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -30,6 +32,7 @@ use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
 use crate::serve::HttpLimits;
 
+pub use caller::{Admin, AdminWriter, Caller, Refused, Writer};
 pub use error::{HootieError, NativeError};
 
 #[derive(Clone)]
@@ -42,11 +45,6 @@ pub struct AppState {
 }
 
 const CONCURRENT_LISTINGS: usize = 2;
-
-tokio::task_local! {
-    /// The user the front door authenticated for the request being handled.
-    static AUTHENTICATED: User;
-}
 
 impl AppState {
     pub fn with_auth_limits(hub: Hub, limits: AuthLimits) -> Self {
@@ -61,45 +59,15 @@ impl AppState {
         self.hub.db()
     }
 
-    /// The caller. The front door checked the credentials in `_headers` before the handler
-    /// ran (and before its body was read); a route it lets through without credentials gets
-    /// none here.
-    async fn user(&self, _headers: &HeaderMap) -> Result<User> {
-        AUTHENTICATED.try_with(User::clone).map_err(|_| {
-            Error::Unauthenticated("Authentication credentials were not provided.".into())
-        })
-    }
-
-    /// The caller of a request that changes something: a locked account is refused here, and
-    /// again inside the transaction that records the change (`datastore`).
-    async fn writer(&self, headers: &HeaderMap) -> Result<User> {
-        unlocked(self.user(headers).await?)
-    }
-
-    /// An administrator who may change things (not locked).
-    async fn admin_writer(&self, headers: &HeaderMap) -> Result<User> {
-        unlocked(self.admin(headers).await?)
-    }
-
-    async fn admin(&self, headers: &HeaderMap) -> Result<User> {
-        let user = self.user(headers).await?;
-        if !user.is_admin {
-            return Err(crate::error::Error::Forbidden(
-                "this needs an administrator account".into(),
-            ));
-        }
-        Ok(user)
-    }
-
     /// The volumes `user` may see, rendered by `render`, as a JSON response; `page` limits it
     /// (a full page gets a `Link: <next_page(last id)>; rel="next"` header).
-    async fn volume_listing(
+    async fn volume_listing<B: serde::Serialize>(
         &self,
         user: &User,
         include_deleted: bool,
         page: crate::datastore::Page,
         next_page: impl Fn(i64) -> String,
-        render: impl Fn(&Volume) -> serde_json::Value,
+        render: impl Fn(&Volume) -> B,
     ) -> Result<axum::response::Response> {
         use axum::response::IntoResponse;
         let permit = self
@@ -116,7 +84,7 @@ impl AppState {
                 if buf.len() > 1 {
                     buf.push(b',');
                 }
-                serde_json::to_writer(&mut buf, &render(&v)).expect("a JSON value serialises");
+                serde_json::to_writer(&mut buf, &render(&v)).expect("a response body serialises");
                 (count, last) = (count + 1, v.id.0);
             })
             .await?;
@@ -224,7 +192,8 @@ fn error_response(hootie: bool, e: Error) -> Response {
 }
 
 /// Authenticate, then check the body's content type, all before the body is read; then read
-/// the body within the memory budget. The handler runs with the caller in `AUTHENTICATED`.
+/// the body within the memory budget. The handler finds the caller in the request's
+/// extensions (`caller::Authenticated`), through the extractors in `caller`.
 async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if is_public(req.method(), path) {
@@ -251,7 +220,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
     if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
         return error_response(hootie, e);
     }
-    let req = if has_body(req.method()) {
+    let mut req = if has_body(req.method()) {
         match read_body(&door, req).await {
             Ok(req) => req,
             Err(e) => return error_response(hootie, e),
@@ -259,7 +228,8 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
     } else {
         req
     };
-    AUTHENTICATED.scope(user, next.run(req)).await
+    req.extensions_mut().insert(caller::Authenticated(user));
+    next.run(req).await
 }
 
 fn has_body(method: &Method) -> bool {
@@ -419,17 +389,27 @@ async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Nex
         StatusCode::NOT_FOUND => Error::NotFound(format!("route {route}")),
         StatusCode::BAD_REQUEST => Error::invalid(query_field(&message), message.clone()),
         _ => {
-            let body = if hootie {
-                serde_json::json!({"detail": message})
+            let mut resp = if hootie {
+                (
+                    status,
+                    axum::Json(response::HootieDetail { detail: message }),
+                )
+                    .into_response()
             } else {
                 let code = status
                     .canonical_reason()
                     .unwrap_or("error")
                     .to_ascii_lowercase()
                     .replace(' ', "_");
-                serde_json::json!({"error": {"code": code, "message": message, "field": null}})
+                let body = response::ErrorBody {
+                    error: response::ErrorDetail {
+                        code,
+                        field: None,
+                        message,
+                    },
+                };
+                (status, axum::Json(body)).into_response()
             };
-            let mut resp = (status, axum::Json(body)).into_response();
             for (name, value) in parts.headers.iter() {
                 if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
                     resp.headers_mut().insert(name.clone(), value.clone());
@@ -441,25 +421,6 @@ async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Nex
     let mut resp = error_response(hootie, e);
     *resp.status_mut() = status;
     resp
-}
-
-/// Client IP/host lists in hootie form: hosts separated by spaces.
-fn hosts_string(v: &Volume) -> String {
-    v.clients
-        .iter()
-        .map(|c| c.host.to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// `user`, unless an admin locked the account: then nothing may be changed.
-fn unlocked(user: User) -> Result<User> {
-    if user.locked {
-        return Err(crate::error::Error::Locked(
-            crate::datastore::LOCKED_MESSAGE.into(),
-        ));
-    }
-    Ok(user)
 }
 
 /// The query parameter a query-string rejection is about: axum names it ("Failed to

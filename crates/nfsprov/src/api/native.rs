@@ -4,18 +4,18 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::{AppState, NativeError};
+use super::response::{Health, RootPathBody, ServerBody, UserBody, VolumeBody};
+use super::{Admin, AdminWriter, AppState, Caller, NativeError, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
 use crate::error::Error;
 use crate::model::*;
@@ -42,7 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/users/{username}", patch(patch_user))
         .route(
             "/api/v1/health",
-            get(|| async { Json(json!({"status": "ok"})) }),
+            get(|| async { Json(Health { status: "ok" }) }),
         )
 }
 
@@ -84,12 +84,22 @@ struct WaitQuery {
 /// history of deleted volumes; the `Link` header leads to the next page.
 const MAX_PAGE: usize = 10_000;
 
-/// The query string; a malformed one is a 400 naming the parameter, in the API's shape.
-fn query(q: Result<Query<WaitQuery>, QueryRejection>) -> Result<WaitQuery, Error> {
-    q.map(|Query(q)| q).map_err(|e| {
-        let message = e.body_text();
-        Error::invalid(super::query_field(&message), message.clone())
-    })
+/// The query string. A malformed one is a 400 naming the parameter, in the API's shape; a
+/// handler lists it before the caller's rights, so it is checked first.
+struct Params(WaitQuery);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = NativeError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, NativeError> {
+        match Query::<WaitQuery>::from_request_parts(parts, state).await {
+            Ok(Query(q)) => Ok(Params(q)),
+            Err(e) => {
+                let message = e.body_text();
+                Err(Error::invalid(super::query_field(&message), message.clone()).into())
+            }
+        }
+    }
 }
 
 impl WaitQuery {
@@ -99,27 +109,6 @@ impl WaitQuery {
             .unwrap_or(MAX_WAIT)
             .min(MAX_WAIT)
     }
-}
-
-fn volume_json(v: &Volume) -> Value {
-    json!({
-        "id": v.id,
-        "owner": v.owner,
-        "root_path_id": v.root_path_id,
-        "server_id": v.server_id,
-        "nfs_address": v.nfs_address,
-        "path": v.full_path(),
-        "sub_path": v.sub_path.as_str(),
-        "size_gb": v.size_gb,
-        "clients": v.clients.iter().map(ClientRule::to_doc).collect::<Vec<_>>(),
-        "mode": v.mode.as_octal_string(),
-        "uid": v.uid,
-        "gid": v.gid,
-        "state": v.state,
-        "last_error": v.last_error,
-        "created_at": v.created_at,
-        "updated_at": v.updated_at,
-    })
 }
 
 /// Options as `"rw,sync"` or `["rw", "sync"]`.
@@ -187,12 +176,11 @@ struct CreateVolumeIn {
 
 async fn create_volume(
     State(st): State<AppState>,
+    Params(q): Params,
+    Writer(user): Writer,
     headers: HeaderMap,
-    q: Result<Query<WaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> NResult<Response> {
-    let q = query(q)?;
-    let user = st.writer(&headers).await?;
     let req: CreateVolumeIn = parse_body(&body)?;
     if req.adopt_existing && !user.is_admin {
         return Err(Error::Forbidden(
@@ -272,7 +260,7 @@ async fn respond_after_wait(
         } else {
             StatusCode::ACCEPTED
         };
-        return Ok((status, Json(volume_json(&v))).into_response());
+        return Ok((status, Json(VolumeBody::from(&v))).into_response());
     }
     let v = st.wait_settled(v.id, q.timeout()).await?;
     let status = match v.state {
@@ -280,7 +268,7 @@ async fn respond_after_wait(
         VolumeState::Error => StatusCode::BAD_GATEWAY,
         _ => StatusCode::ACCEPTED,
     };
-    Ok((status, Json(volume_json(&v))).into_response())
+    Ok((status, Json(VolumeBody::from(&v))).into_response())
 }
 
 fn parse_id(id: &str) -> Result<VolumeId, Error> {
@@ -291,11 +279,9 @@ fn parse_id(id: &str) -> Result<VolumeId, Error> {
 
 async fn list_volumes(
     State(st): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    Params(q): Params,
+    Caller(user): Caller,
 ) -> NResult<Response> {
-    let q = query(q)?;
-    let user = st.user(&headers).await?;
     let limit = q.limit.unwrap_or(MAX_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Error::invalid("limit", format!("give 1 to {MAX_PAGE}")).into());
@@ -310,18 +296,19 @@ async fn list_volumes(
         format!("/api/v1/volumes?after={last}&limit={limit}&include_deleted={include_deleted}")
     };
     Ok(st
-        .volume_listing(&user, include_deleted, page, next, volume_json)
+        .volume_listing(&user, include_deleted, page, next, |v: &Volume| {
+            VolumeBody::from(v)
+        })
         .await?)
 }
 
 async fn show_volume(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Caller(user): Caller,
     Path(id): Path<String>,
-) -> NResult<Json<Value>> {
-    let user = st.user(&headers).await?;
+) -> NResult<Json<VolumeBody>> {
     let v = st.db().volume_for(parse_id(&id)?, &user).await?;
-    Ok(Json(volume_json(&v)))
+    Ok(Json(VolumeBody::from(&v)))
 }
 
 #[derive(Deserialize)]
@@ -332,13 +319,11 @@ struct PatchVolumeIn {
 
 async fn patch_volume(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Params(q): Params,
+    Writer(user): Writer,
     Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
     body: Bytes,
 ) -> NResult<Response> {
-    let q = query(q)?;
-    let user = st.writer(&headers).await?;
     let id = parse_id(&id)?;
     let req: PatchVolumeIn = parse_body(&body)?;
     let clients = parse_clients(&req.clients)?;
@@ -349,12 +334,10 @@ async fn patch_volume(
 
 async fn delete_volume(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    Params(q): Params,
+    Writer(user): Writer,
     Path(id): Path<String>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
 ) -> NResult<Response> {
-    let q = query(q)?;
-    let user = st.writer(&headers).await?;
     let v = st.db().delete_volume(parse_id(&id)?, &user).await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
@@ -362,24 +345,12 @@ async fn delete_volume(
 
 // ---- admin ---------------------------------------------------------------------------------
 
-fn root_path_json(rp: &RootPath) -> Value {
-    json!({
-        "id": rp.id,
-        "server_id": rp.server_id,
-        "server": rp.server_name,
-        "nfs_address": rp.nfs_address,
-        "path": rp.path.as_str(),
-        "capacity_gb": rp.capacity_gb,
-        "allocated_gb": rp.allocated_gb,
-        "free_gb": rp.capacity_gb - rp.allocated_gb,
-        "delete_policy": rp.delete_policy,
-    })
-}
-
-async fn list_root_paths(State(st): State<AppState>, headers: HeaderMap) -> NResult<Json<Value>> {
-    st.user(&headers).await?;
+async fn list_root_paths(
+    State(st): State<AppState>,
+    _: Caller,
+) -> NResult<Json<Vec<RootPathBody>>> {
     let rps = st.db().root_paths().await?;
-    Ok(Json(Value::Array(rps.iter().map(root_path_json).collect())))
+    Ok(Json(rps.iter().map(RootPathBody::from).collect()))
 }
 
 #[derive(Deserialize)]
@@ -394,10 +365,9 @@ struct CreateRootPathIn {
 
 async fn create_root_path(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: AdminWriter,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin_writer(&headers).await?;
     let req: CreateRootPathIn = parse_body(&body)?;
     let rp = crate::admin::add_root_path(
         st.db(),
@@ -408,43 +378,23 @@ async fn create_root_path(
     )
     .await?;
     st.hub.poke(rp.server_id);
-    Ok((StatusCode::CREATED, Json(root_path_json(&rp))).into_response())
+    Ok((StatusCode::CREATED, Json(RootPathBody::from(&rp))).into_response())
 }
 
-pub fn server_json(s: &Server) -> Value {
-    json!({
-        "id": s.id,
-        "name": s.name,
-        "ssh_host": s.ssh_host,
-        "ssh_port": s.ssh_port,
-        "ssh_user": s.ssh_user,
-        "host_key": s.host_key,
-        "nfs_address": s.nfs_address,
-        "backend": s.backend.as_str(),
-        "status": s.status,
-        "status_message": s.status_message,
-        "last_reconciled_at": s.last_reconciled_at,
-    })
-}
-
-async fn list_servers(State(st): State<AppState>, headers: HeaderMap) -> NResult<Json<Value>> {
-    st.admin(&headers).await?;
+async fn list_servers(State(st): State<AppState>, _: Admin) -> NResult<Json<Vec<ServerBody>>> {
     let servers = st.db().servers().await?;
-    Ok(Json(Value::Array(
-        servers.iter().map(server_json).collect(),
-    )))
+    Ok(Json(servers.iter().map(ServerBody::from).collect()))
 }
 
 async fn create_server(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: AdminWriter,
     body: Bytes,
 ) -> NResult<Response> {
-    st.admin_writer(&headers).await?;
     let req: NewServer = parse_body(&body)?;
     let s = crate::admin::add_server(st.db(), req).await?;
     st.hub.ensure(s.id);
-    Ok((StatusCode::CREATED, Json(server_json(&s))).into_response())
+    Ok((StatusCode::CREATED, Json(ServerBody::from(&s))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -456,33 +406,21 @@ struct PatchServerIn {
 /// Pin a new host key (after a legitimate change on the server).
 async fn patch_server(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    _: AdminWriter,
     Path(name): Path<String>,
     body: Bytes,
-) -> NResult<Json<Value>> {
-    st.admin_writer(&headers).await?;
+) -> NResult<Json<ServerBody>> {
     let req: PatchServerIn = parse_body(&body)?;
     let s = crate::admin::find_server(st.db(), &name).await?;
     let key = crate::admin::normalize_host_key(&req.host_key)?;
     st.db().set_server_host_key(s.id, &key).await?;
     st.hub.poke(s.id);
-    Ok(Json(server_json(&st.db().server(s.id).await?)))
+    Ok(Json(ServerBody::from(&st.db().server(s.id).await?)))
 }
 
-fn user_json(u: &User) -> Value {
-    json!({
-        "username": u.username,
-        "is_admin": u.is_admin,
-        "quota_gb": u.quota_gb,
-        "used_gb": u.used_gb,
-        "locked": u.locked,
-    })
-}
-
-async fn list_users(State(st): State<AppState>, headers: HeaderMap) -> NResult<Json<Value>> {
-    st.admin(&headers).await?;
+async fn list_users(State(st): State<AppState>, _: Admin) -> NResult<Json<Vec<UserBody>>> {
     let users = st.db().users().await?;
-    Ok(Json(Value::Array(users.iter().map(user_json).collect())))
+    Ok(Json(users.iter().map(UserBody::from).collect()))
 }
 
 #[derive(Deserialize)]
@@ -496,12 +434,7 @@ struct CreateUserIn {
     is_admin: bool,
 }
 
-async fn create_user(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> NResult<Response> {
-    st.admin_writer(&headers).await?;
+async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) -> NResult<Response> {
     let req: CreateUserIn = parse_body(&body)?;
     let u = crate::admin::add_user(
         st.db(),
@@ -511,7 +444,7 @@ async fn create_user(
         req.quota_gb,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(user_json(&u))).into_response())
+    Ok((StatusCode::CREATED, Json(UserBody::from(&u))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -529,11 +462,10 @@ struct PatchUserIn {
 
 async fn patch_user(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    AdminWriter(by): AdminWriter,
     Path(username): Path<String>,
     body: Bytes,
-) -> NResult<Json<Value>> {
-    let by = st.admin_writer(&headers).await?;
+) -> NResult<Json<UserBody>> {
     let req: PatchUserIn = parse_body(&body)?;
     let password_hash = match &req.password {
         Some(p) => Some(crate::admin::checked_password_hash(p)?),
@@ -552,5 +484,5 @@ async fn patch_user(
             },
         )
         .await?;
-    Ok(Json(user_json(&u)))
+    Ok(Json(UserBody::from(&u)))
 }

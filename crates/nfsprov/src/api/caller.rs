@@ -1,0 +1,222 @@
+//! Who is calling, as extractors: a handler names in its signature what it needs (`Caller`,
+//! `Writer`, `Admin`, `AdminWriter`) and runs only if the caller has it.
+//!
+//! The credentials were checked by the front door (`super::front_door`) before the body was
+//! read; it leaves the user in the request's extensions as `Authenticated`, a type only this
+//! module and the front door can build, so nothing else can vouch for a caller. A route the
+//! front door lets through without credentials (`super::is_public`) has no `Authenticated`,
+//! and any of these extractors refuses it with 401.
+//!
+//! A refusal is answered in the shape of the API the route belongs to (hootie's or native).
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Error;
+use crate::model::User;
+
+/// Put in the request's extensions by the front door once the credentials check out.
+#[derive(Clone)]
+pub(super) struct Authenticated(pub(super) User);
+
+/// Any authenticated user, locked or not: enough to read.
+pub struct Caller(pub User);
+
+/// A user who may change things: a locked account is refused with 403 here, and again inside
+/// the transaction that records the change (`datastore`), where a lock set meanwhile is seen.
+pub struct Writer(pub User);
+
+/// An administrator, locked or not: enough to read what only administrators see.
+pub struct Admin(pub User);
+
+/// An administrator who may change things (not locked).
+pub struct AdminWriter(pub User);
+
+/// A caller refused: answered in the shape of the route's API (hootie's or native).
+#[derive(Debug)]
+pub struct Refused {
+    hootie: bool,
+    error: Error,
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        super::error_response(self.hootie, self.error)
+    }
+}
+
+fn authenticated(parts: &Parts) -> Result<User, Error> {
+    match parts.extensions.get::<Authenticated>() {
+        Some(Authenticated(user)) => Ok(user.clone()),
+        None => Err(Error::Unauthenticated(
+            "Authentication credentials were not provided.".into(),
+        )),
+    }
+}
+
+fn unlocked(user: User) -> Result<User, Error> {
+    if user.locked {
+        return Err(Error::Locked(crate::datastore::LOCKED_MESSAGE.into()));
+    }
+    Ok(user)
+}
+
+fn admin(user: User) -> Result<User, Error> {
+    if !user.is_admin {
+        return Err(Error::Forbidden(
+            "this needs an administrator account".into(),
+        ));
+    }
+    Ok(user)
+}
+
+/// Implements the extractor `$name` as `$check` applied to the authenticated user.
+macro_rules! extractor {
+    ($name:ident, $check:expr) => {
+        impl<S: Send + Sync> FromRequestParts<S> for $name {
+            type Rejection = Refused;
+
+            async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Refused> {
+                let check: fn(User) -> Result<User, Error> = $check;
+                authenticated(parts)
+                    .and_then(check)
+                    .map($name)
+                    .map_err(|error| Refused {
+                        hootie: super::is_hootie(parts.uri.path()),
+                        error,
+                    })
+            }
+        }
+    };
+}
+
+extractor!(Caller, Ok);
+extractor!(Writer, unlocked);
+extractor!(Admin, admin);
+// Not an administrator is said before locked.
+extractor!(AdminWriter, |user| unlocked(admin(user)?));
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{Request, StatusCode, header};
+
+    use super::*;
+    use crate::model::UserId;
+
+    fn user(is_admin: bool, locked: bool) -> User {
+        User {
+            id: UserId(1),
+            username: "alice".into(),
+            password_hash: String::new(),
+            is_admin,
+            quota_gb: 10,
+            used_gb: 0,
+            locked,
+        }
+    }
+
+    fn parts(path: &str, caller: Option<User>) -> Parts {
+        let mut req = Request::get(path).body(()).unwrap();
+        if let Some(u) = caller {
+            req.extensions_mut().insert(Authenticated(u));
+        }
+        req.into_parts().0
+    }
+
+    async fn refusal<E: FromRequestParts<(), Rejection = Refused>>(
+        path: &str,
+        caller: Option<User>,
+    ) -> Option<(StatusCode, Option<String>, serde_json::Value)> {
+        let resp = E::from_request_parts(&mut parts(path, caller), &())
+            .await
+            .err()?
+            .into_response();
+        let status = resp.status();
+        let challenge = resp
+            .headers()
+            .get(header::WWW_AUTHENTICATE)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        Some((status, challenge, serde_json::from_slice(&body).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn without_the_front_doors_word_every_extractor_answers_401_with_a_challenge() {
+        for path in ["/api/v1/volumes", "/api/v1.0/volumes/"] {
+            for r in [
+                refusal::<Caller>(path, None).await,
+                refusal::<Writer>(path, None).await,
+                refusal::<Admin>(path, None).await,
+                refusal::<AdminWriter>(path, None).await,
+            ] {
+                let (status, challenge, _) = r.expect("refused");
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+                assert_eq!(challenge.as_deref(), Some("Basic realm=\"api\""));
+            }
+        }
+        let (_, _, native) = refusal::<Caller>("/api/v1/volumes", None).await.unwrap();
+        assert_eq!(native["error"]["code"], "unauthenticated");
+        let (_, _, hootie) = refusal::<Caller>("/api/v1.0/volumes/", None).await.unwrap();
+        assert_eq!(
+            hootie,
+            serde_json::json!({"detail": "Authentication credentials were not provided."})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_locked_account_reads_but_changes_nothing() {
+        let locked = || Some(user(false, true));
+        assert!(
+            refusal::<Caller>("/api/v1/volumes", locked())
+                .await
+                .is_none()
+        );
+        let (status, _, body) = refusal::<Writer>("/api/v1/volumes", locked())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["error"]["code"], "locked");
+        let (status, _, body) = refusal::<Writer>("/api/v1.0/volumes/", locked())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["detail"], crate::datastore::LOCKED_MESSAGE);
+        let locked_admin = || Some(user(true, true));
+        assert!(
+            refusal::<Admin>("/api/v1/users", locked_admin())
+                .await
+                .is_none()
+        );
+        let (status, _, body) = refusal::<AdminWriter>("/api/v1/users", locked_admin())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["error"]["code"], "locked");
+    }
+
+    #[tokio::test]
+    async fn administrator_routes_refuse_other_users() {
+        let plain = || Some(user(false, false));
+        assert!(
+            refusal::<Writer>("/api/v1/volumes", plain())
+                .await
+                .is_none()
+        );
+        for r in [
+            refusal::<Admin>("/api/v1/servers", plain()).await,
+            refusal::<AdminWriter>("/api/v1/servers", plain()).await,
+            // A locked non-administrator hears that it is not an administrator.
+            refusal::<AdminWriter>("/api/v1/servers", Some(user(false, true))).await,
+        ] {
+            let (status, _, body) = r.expect("refused");
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(body["error"]["code"], "forbidden");
+        }
+        assert!(
+            refusal::<AdminWriter>("/api/v1/servers", Some(user(true, false)))
+                .await
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,78 @@
+//! The fixtures of `tests/judge.rs` are real: this runs the same passes on a real server of the
+//! test bed (sshd and exportfs in its own mount namespace) and checks that judging each fresh
+//! output reads exactly as judging the stored capture, so the fixtures cannot drift from what
+//! the real programs print. With `NFSPROV_WRITE_FIXTURES=1` it (re)writes the fixtures instead:
+//!
+//! ```sh
+//! NFSPROV_WRITE_FIXTURES=1 cargo test -p nfsprov --features e2e --test capture
+//! ```
+
+mod judging;
+
+use std::time::Duration;
+
+use judging::*;
+use nfsprov::remote::{Session, Target};
+use nfsprov_testbed::{Testbed, TestbedGuard};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knfsd_fixtures_read_as_fresh_captures_from_a_real_server() {
+    let dir = tempfile::Builder::new()
+        .prefix("nfsprov-capture-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let tb_dir = dir.path().join("testbed");
+    let tb = tokio::task::spawn_blocking(move || Testbed::up(&tb_dir, 1))
+        .await
+        .unwrap()
+        .expect("test bed starts");
+    let tb = TestbedGuard(tb);
+    let srv = &tb.0.servers[0];
+    let target = Target {
+        alias: "capture".into(),
+        host: srv.ssh_host.clone(),
+        port: srv.ssh_port,
+        user: srv.ssh_user.clone(),
+        key: tb.0.client_key.clone(),
+        host_key: srv.host_key.clone(),
+    };
+    let state = dir.path().join("ssh");
+    nfsprov::serve::private_dir(&state).unwrap();
+    let mut session = Session::connect(&target, &state).await.unwrap();
+    let by_hand = |script: &str| {
+        let out = srv.run_inside(script).unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    by_hand(KNFSD_SETUP);
+    let write = std::env::var_os("NFSPROV_WRITE_FIXTURES").is_some();
+    for step in knfsd_steps() {
+        if !step.by_hand.is_empty() {
+            by_hand(step.by_hand);
+        }
+        let (_, prepared) = prepare(&step);
+        let fresh = session
+            .run(&prepared.script, Duration::from_secs(60))
+            .await
+            .unwrap();
+        // Stored as the reconciler sees it, and read back the way the fast tier reads it.
+        let fresh_text = to_text(&fresh).replace(prepared.script.nonce(), NONCE);
+        let fresh = load(&fresh_text);
+        if write {
+            let path = fixture_path("knfsd", step.name);
+            std::fs::write(&path, &fresh_text).unwrap();
+            eprintln!("wrote {}", path.display());
+            continue;
+        }
+        assert_eq!(
+            summary(&judge(&step, &fresh)),
+            summary(&judge(&step, &load_fixture("knfsd", step.name))),
+            "step {}: the real server's output is judged differently from the stored capture; \
+             if the change is expected, rewrite the fixtures (see this file's header)",
+            step.name
+        );
+    }
+}

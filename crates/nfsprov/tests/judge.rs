@@ -1,6 +1,7 @@
 //! Table tests of planning and judging on real captured outputs (fast tier: no root, no
-//! servers). Each fixture in `tests/fixtures/knfsd/` is the output of one pass that ran on a
-//! real test-bed server (sshd + exportfs), captured by `tests/capture.rs`, which also checks
+//! servers). Each fixture in `tests/fixtures/{knfsd,ganesha}/` is the output of one pass that
+//! ran on a real test-bed server (sshd + exportfs, or nfs-ganesha), captured by
+//! `tests/capture.rs`, which also checks
 //! in the e2e tier that a fresh capture is still judged the same. The steps (what the database
 //! held, what was done by hand on the server first) are in `tests/judging/mod.rs`.
 
@@ -20,7 +21,7 @@ fn step(name: &str) -> Step {
 
 fn judged(name: &str) -> Report {
     let s = step(name);
-    judge(&s, &load_fixture("knfsd", name))
+    judge(&s, &fixture(&s))
 }
 
 /// The outcome of volume `id`, as (kind, message).
@@ -208,4 +209,66 @@ fn captures_round_trip() {
         let text = std::fs::read_to_string(fixture_path("knfsd", s.name)).unwrap();
         assert_eq!(to_text(&load(&text)), text, "{}", s.name);
     }
+}
+
+fn ganesha_judged(name: &str) -> Report {
+    let s = ganesha_steps()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no ganesha step {name}"));
+    judge(&s, &fixture(&s))
+}
+
+/// nfs-ganesha, one table: (step, outcomes, force_next, a fragment of the drift or failure
+/// text that must be there). The live state is ganesha's export list and each new export's
+/// client entries, read over its D-Bus.
+#[test]
+fn ganesha_passes_judged_from_captured_dbus_replies() {
+    let table: [(&str, &[(i64, &str)], bool, &str); 5] = [
+        ("1-create", &[(1, "applied"), (2, "applied")], false, ""),
+        ("2-delete", &[(2, "deleted")], false, ""),
+        (
+            "3-unexported-by-hand",
+            &[],
+            true,
+            "live exports did not match the managed file; reloading",
+        ),
+        ("4-forced-reload", &[], false, ""),
+        (
+            "5-directory-moved-away",
+            &[(1, "failed"), (4, "applied")],
+            false,
+            "directory /srv/nfsprov/pool1/a does not exist on the server",
+        ),
+    ];
+    for (name, outcomes, force_next, said) in table {
+        let r = ganesha_judged(name);
+        assert_eq!(kinds(&r), outcomes, "{name}: {r:?}");
+        assert_eq!(r.force_next, force_next, "{name}: {r:?}");
+        assert_eq!(r.server_error, None, "{name}");
+        let text = format!("{:?} {:?}", r.outcomes, r.drift);
+        assert!(text.contains(said), "{name}: {text}");
+    }
+}
+
+/// Every stored capture is judged the same after a store/load round trip, and the ganesha
+/// live list as captured names exactly the exports the plan expects.
+#[test]
+fn ganesha_captures_round_trip() {
+    for s in ganesha_steps() {
+        let text = std::fs::read_to_string(fixture_path("ganesha", s.name)).unwrap();
+        assert_eq!(to_text(&load(&text)), text, "{}", s.name);
+    }
+    let out = fixture(&ganesha_steps()[0]);
+    let live = nfsprov::backend::Ganesha::parse_live(&out.find("live", "").unwrap().before);
+    for path in ["/srv/nfsprov/pool1/a", "/srv/nfsprov/pool1/b"] {
+        assert!(
+            nfsprov::backend::Ganesha::is_exported(&live, path),
+            "{path}"
+        );
+    }
+    assert!(!nfsprov::backend::Ganesha::is_exported(
+        &live,
+        "/srv/nfsprov/pool1/c"
+    ));
 }

@@ -29,7 +29,8 @@ pub const KNFSD_SETUP: &str = "mkdir -p /srv/nfsprov/foreign && \
 
 /// One pass: the volumes the database holds, and what was done by hand on the server first.
 pub struct Step {
-    /// The fixture's file name (without `.out`) under `tests/fixtures/knfsd/`.
+    pub backend: Kind,
+    /// The fixture's file name (without `.out`) under `tests/fixtures/<backend>/`.
     pub name: &'static str,
     /// Shell run inside the server before the pass (`""`: nothing).
     pub by_hand: &'static str,
@@ -93,6 +94,7 @@ pub fn knfsd_steps() -> Vec<Step> {
     let b = || vol(2, "b", Available, 1, B);
     vec![
         Step {
+            backend: Kind::Knfsd,
             name: "1-create",
             by_hand: "",
             volumes: vec![
@@ -103,24 +105,28 @@ pub fn knfsd_steps() -> Vec<Step> {
             force: false,
         },
         Step {
+            backend: Kind::Knfsd,
             name: "2-delete",
             by_hand: "",
             volumes: vec![a(), b(), vol(3, "c", Deleting, 2, C)],
             force: false,
         },
         Step {
+            backend: Kind::Knfsd,
             name: "3-unexported-by-hand",
             by_hand: "exportfs -u 10.0.0.1:/srv/nfsprov/pool1/a",
             volumes: vec![a(), b()],
             force: false,
         },
         Step {
+            backend: Kind::Knfsd,
             name: "4-directory-moved-away",
             by_hand: "mv /srv/nfsprov/pool1/b /srv/nfsprov/pool1/b.moved",
             volumes: vec![a(), b()],
             force: true,
         },
         Step {
+            backend: Kind::Knfsd,
             name: "5-foreign-file-broken",
             by_hand: "mv /srv/nfsprov/pool1/b.moved /srv/nfsprov/pool1/b && \
                  printf '/srv/nfsprov/foreign 10.9.9.9(no_such_option)\\n' > /etc/exports.d/other.exports",
@@ -130,11 +136,54 @@ pub fn knfsd_steps() -> Vec<Step> {
     ]
 }
 
+/// Shell run inside the ganesha server before the first step: nothing yet (its exports file
+/// holds only nfsprov's `%include`).
+pub const GANESHA_SETUP: &str = "true";
+
+/// Remove a live export from ganesha by hand, over its D-Bus, as an operator might.
+const GANESHA_REMOVE_1: &str = "dbus-send --system --print-reply --dest=org.ganesha.nfsd \
+     /org/ganesha/nfsd/ExportMgr org.ganesha.nfsd.exportmgr.RemoveExport uint16:1";
+
+/// The nfs-ganesha passes, in the order they ran on one server.
+pub fn ganesha_steps() -> Vec<Step> {
+    use VolumeState::*;
+    let a = || vol(1, "a", Available, 1, A);
+    let step = |name, by_hand, volumes, force| Step {
+        backend: Kind::Ganesha,
+        name,
+        by_hand,
+        volumes,
+        force,
+    };
+    vec![
+        step(
+            "1-create",
+            "",
+            vec![vol(1, "a", Creating, 1, A), vol(2, "b", Creating, 1, B)],
+            false,
+        ),
+        step(
+            "2-delete",
+            "",
+            vec![a(), vol(2, "b", Deleting, 2, B)],
+            false,
+        ),
+        step("3-unexported-by-hand", GANESHA_REMOVE_1, vec![a()], false),
+        step("4-forced-reload", "", vec![a()], true),
+        step(
+            "5-directory-moved-away",
+            "mv /srv/nfsprov/pool1/a /srv/nfsprov/pool1/a.moved",
+            vec![a(), vol(4, "d", Creating, 1, D)],
+            false,
+        ),
+    ]
+}
+
 /// The plan and the prepared pass of a step (a full pass, as at start-up and every resync).
 pub fn prepare(step: &Step) -> (Plan, Prepared) {
     let mut plan = Plan::build(&step.volumes);
     plan.full = true;
-    let prepared = Kind::Knfsd.prepare(&plan, step.force);
+    let prepared = step.backend.prepare(&plan, step.force);
     (plan, prepared)
 }
 
@@ -182,7 +231,12 @@ pub fn load_fixture(backend: &str, name: &str) -> Output {
 /// Judge a step's output.
 pub fn judge(step: &Step, out: &Output) -> Report {
     let (plan, prepared) = prepare(step);
-    Kind::Knfsd.judge(&plan, &prepared, out)
+    step.backend.judge(&plan, &prepared, out)
+}
+
+/// A step's stored capture.
+pub fn fixture(step: &Step) -> Output {
+    load_fixture(step.backend.as_str(), step.name)
 }
 
 /// Everything a report says, one line per fact, in a stable order: to compare the judgement

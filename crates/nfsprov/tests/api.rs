@@ -464,7 +464,8 @@ async fn bodies_must_be_json_within_the_size_limit() {
     let before = api.snapshot().await;
     let json_body = native_body("a", 1).to_string();
     // (path, headers, expected status)
-    let cases: Vec<(&str, Vec<(&str, &str)>, StatusCode)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, StatusCode);
+    let cases: Vec<Case<'_>> = vec![
         (
             "/api/v1/volumes",
             vec![],

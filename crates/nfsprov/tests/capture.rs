@@ -1,5 +1,6 @@
 //! The fixtures of `tests/judge.rs` are real: this runs the same passes on a real server of the
-//! test bed (sshd and exportfs in its own mount namespace) and checks that judging each fresh
+//! test bed (sshd and exportfs in its own mount namespace, or nfs-ganesha in its own network
+//! namespace) and checks that judging each fresh
 //! output reads exactly as judging the stored capture, so the fixtures cannot drift from what
 //! the real programs print. With `NFSPROV_WRITE_FIXTURES=1` it (re)writes the fixtures instead:
 //!

@@ -1,9 +1,9 @@
 //! Table tests of planning and judging on real captured outputs (fast tier: no root, no
 //! servers). Each fixture in `tests/fixtures/{knfsd,ganesha}/` is the output of one pass that
 //! ran on a real test-bed server (sshd + exportfs, or nfs-ganesha), captured by
-//! `tests/capture.rs`, which also checks
-//! in the e2e tier that a fresh capture is still judged the same. The steps (what the database
-//! held, what was done by hand on the server first) are in `tests/judging/mod.rs`.
+//! `tests/capture.rs`, which also checks in the e2e tier that a fresh capture is still judged
+//! the same. The steps (what the database held, what was done by hand on the server first)
+//! are in `tests/judging/mod.rs`.
 
 mod judging;
 
@@ -57,7 +57,8 @@ fn kinds(r: &Report) -> Vec<(i64, &'static str)> {
 #[test]
 fn plans_of_the_captured_steps() {
     // (step, exports, directories to create, removals)
-    let table: [(&str, &[i64], &[i64], &[i64]); 5] = [
+    type Row<'a> = (&'a str, &'a [i64], &'a [i64], &'a [i64]);
+    let table: [Row<'_>; 5] = [
         ("1-create", &[1, 2, 3], &[1, 2, 3], &[]),
         ("2-delete", &[1, 2], &[], &[3]),
         ("3-unexported-by-hand", &[1, 2], &[], &[]),
@@ -224,7 +225,8 @@ fn ganesha_judged(name: &str) -> Report {
 /// client entries, read over its D-Bus.
 #[test]
 fn ganesha_passes_judged_from_captured_dbus_replies() {
-    let table: [(&str, &[(i64, &str)], bool, &str); 5] = [
+    type Row<'a> = (&'a str, &'a [(i64, &'a str)], bool, &'a str);
+    let table: [Row<'_>; 5] = [
         ("1-create", &[(1, "applied"), (2, "applied")], false, ""),
         ("2-delete", &[(2, "deleted")], false, ""),
         (

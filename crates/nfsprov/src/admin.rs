@@ -161,3 +161,73 @@ pub async fn add_user(
     let hash = checked_password_hash(password)?;
     db.create_user(username, &hash, is_admin, quota_gb).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(r: Result<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(Error::Invalid { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn host_keys_are_normalized_or_refused_naming_host_key() {
+        let blob = "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
+        for (input, want) in [
+            (format!("ssh-ed25519 {blob}"), format!("ssh-ed25519 {blob}")),
+            (
+                format!("  ssh-ed25519   {blob}  root@server \n"),
+                format!("ssh-ed25519 {blob}"),
+            ),
+            (format!("ssh-rsa {blob}"), format!("ssh-rsa {blob}")),
+            (
+                format!("ecdsa-sha2-nistp256 {blob} a comment with spaces"),
+                format!("ecdsa-sha2-nistp256 {blob}"),
+            ),
+        ] {
+            assert_eq!(normalize_host_key(&input).unwrap(), want, "{input:?}");
+        }
+        let long = format!("ssh-ed25519 {}", "A".repeat(MAX_HOST_KEY_LEN));
+        for bad in [
+            String::new(),
+            "ssh-ed25519".into(),
+            blob.into(),
+            format!("ssh-dss {blob}"),
+            format!("SSH-ED25519 {blob}"),
+            "ssh-ed25519 AAAA".into(),
+            "ssh-ed25519 not-base64-at-all!".into(),
+            format!("ssh-ed25519 {blob};id"),
+            long,
+        ] {
+            assert_eq!(field(normalize_host_key(&bad)), "host_key", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ssh_hosts_are_a_name_or_an_address() {
+        for ok in ["127.0.0.1", "nfs1.example.com", "::1", "server-2"] {
+            assert!(check_host("ssh_host", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-oProxyCommand=x",
+            "10.0.0.0/8",
+            "*.example.com",
+            "@netgroup",
+            "*",
+            "a b",
+            "host;id",
+        ] {
+            assert_eq!(field(check_host("ssh_host", bad)), "ssh_host", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_bounded() {
+        assert_eq!(field(checked_password_hash("short")), "password");
+        assert_eq!(field(checked_password_hash(&"x".repeat(1025))), "password");
+    }
+}

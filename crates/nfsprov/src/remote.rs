@@ -170,7 +170,10 @@ pub struct Section {
 }
 
 impl Output {
-    pub(crate) fn parse(nonce: &str, text: &str) -> Output {
+    /// Split `text`, a script's output without its end marker, at the markers carrying
+    /// `nonce`. Public for the table tests that judge captured real outputs
+    /// (`tests/judge.rs`).
+    pub fn parse(nonce: &str, text: &str) -> Output {
         let prefix = format!("@@{nonce} ");
         let mut sections = Vec::new();
         let mut before = String::new();

@@ -167,6 +167,24 @@ fn raise_nofile_limit() -> usize {
     usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
 }
 
+/// The API over the database in `data_dir`, behind the same front door `serve` listens with,
+/// and the hub of its reconcilers. No reconciler runs yet: `serve` starts one per server, and
+/// a request that changes a server's volumes starts its own. The in-process API tests
+/// (`tests/api.rs`) drive this router directly.
+pub async fn app(
+    data_dir: &Path,
+    limits: &HttpLimits,
+    auth_limits: AuthLimits,
+    tuning: Tuning,
+) -> anyhow::Result<(axum::Router, Hub)> {
+    let db = open(data_dir).await?;
+    let state_dir = data_dir.join("ssh");
+    private_dir(&state_dir)?;
+    let hub = Hub::new(db, state_dir, tuning);
+    let app = router(AppState::with_auth_limits(hub.clone(), auth_limits), limits);
+    Ok((app, hub))
+}
+
 pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
     let mut limits = HttpLimits::from_env()?;
     let auth_limits = AuthLimits::from_env()?;
@@ -179,10 +197,7 @@ pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         );
         limits.max_connections = fd_room;
     }
-    let db = open(data_dir).await?;
-    let state_dir = data_dir.join("ssh");
-    private_dir(&state_dir)?;
-    let hub = Hub::new(db, state_dir, Tuning::from_env());
+    let (app, hub) = app(data_dir, &limits, auth_limits, Tuning::from_env()).await?;
     // Every server is reconciled at start (crash recovery, drift repair); servers added later
     // through the CLI are picked up by this periodic scan, through the API at once.
     hub.ensure_all().await?;
@@ -199,7 +214,6 @@ pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!("nfsprov listening on http://{}", listener.local_addr()?);
-    let app = router(AppState::with_auth_limits(hub, auth_limits), &limits);
     serve_http(listener, app, &limits, shutdown_signal()).await;
     Ok(())
 }

@@ -391,6 +391,32 @@ mod tests {
     }
 
     #[test]
+    fn forms_expose_the_parts_backends_write() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let table: &[(&str, ClientForm<'_>)] = &[
+            ("*", ClientForm::Anyone),
+            ("Host1.Example.COM", ClientForm::Host("host1.example.com")),
+            ("*.EXAMPLE.com", ClientForm::Wildcard("*.example.com")),
+            ("node?.lab", ClientForm::Wildcard("node?.lab")),
+            ("10.0.0.1", ClientForm::Ipv4(v4("10.0.0.1"))),
+            ("10.0.0.5/24", ClientForm::Ipv4Net(v4("10.0.0.5"), 24)),
+            (
+                "172.16.0.0/255.240.0.0",
+                ClientForm::Ipv4Net(v4("172.16.0.0"), 12),
+            ),
+            ("2001:DB8::1", ClientForm::Ipv6(v6("2001:db8::1"))),
+            ("2001:db8::/32", ClientForm::Ipv6Net(v6("2001:db8::"), 32)),
+            ("@trusted", ClientForm::Netgroup("trusted")),
+        ];
+        for (input, form) in table {
+            let c = ClientSpec::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(c.form(), *form, "{input:?}");
+        }
+    }
+
+    #[test]
     fn round_trip() {
         for (input, _, _) in VALID {
             let c = ClientSpec::parse(input).unwrap();

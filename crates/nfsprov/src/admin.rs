@@ -106,7 +106,7 @@ pub async fn add_server(db: &Datastore, mut s: NewServer) -> Result<Server> {
         ));
     }
     s.host_key = normalize_host_key(&s.host_key)?;
-    if crate::backend::Kind::parse(&s.backend).is_none() {
+    if crate::model::BackendKind::parse(&s.backend).is_none() {
         return Err(Error::invalid("backend", "must be knfsd or ganesha"));
     }
     db.create_server(&s).await

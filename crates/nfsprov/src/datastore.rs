@@ -285,7 +285,7 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
         nfs_address: row.try_get("nfs_address")?,
         backend: {
             let b: String = row.try_get("backend")?;
-            crate::backend::Kind::parse(&b)
+            BackendKind::parse(&b)
                 .ok_or_else(|| anyhow::anyhow!("stored backend {b:?} is unknown"))?
         },
         status: row.try_get("status")?,
@@ -934,11 +934,11 @@ pub const LOCKED_MESSAGE: &str = "your account is locked; ask an administrator t
 /// Refuse clients and options the server's backend cannot honour (fields `clients[i].host`,
 /// `clients[i].options`).
 fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
-    if crate::backend::Kind::parse(backend) == Some(crate::backend::Kind::Ganesha) {
+    if BackendKind::parse(backend) == Some(BackendKind::Ganesha) {
         for (i, c) in clients.iter().enumerate() {
-            crate::backend::ganesha::check_client(&c.host)
+            crate::spec::ganesha::check_client(&c.host)
                 .map_err(|m| Error::invalid(format!("clients[{i}].host"), m))?;
-            crate::backend::ganesha::check_options(&c.options)
+            crate::spec::ganesha::check_options(&c.options)
                 .map_err(|m| Error::invalid(format!("clients[{i}].options"), m))?;
         }
     }
@@ -947,41 +947,6 @@ fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
 
 /// Largest export id nfs-ganesha accepts.
 const MAX_EXPORT_ID: i64 = 65_535;
-
-/// What the reconciler learned about one volume at one generation.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    /// Exported and verified on the server with these clients (JSON as stored).
-    Applied {
-        id: VolumeId,
-        generation: i64,
-        clients: String,
-    },
-    /// Unexported and its data retained or purged, verified.
-    Deleted { id: VolumeId, generation: i64 },
-    /// The server refused this generation (its own message about the volume's own request,
-    /// e.g. its options or client syntax): a verdict, not retried until the request changes.
-    Rejected {
-        id: VolumeId,
-        generation: i64,
-        message: String,
-    },
-    /// Could not be applied or verified for a reason outside the request (a directory
-    /// missing or on a read-only file system, a host name that does not resolve): shown as
-    /// `error` with the reason, and re-verified on every pass until the live state matches.
-    Failed {
-        id: VolumeId,
-        generation: i64,
-        message: String,
-    },
-    /// Could not be applied for a passing reason (server unreachable): state unchanged, the
-    /// message shows why it is still pending; retried.
-    Pending {
-        id: VolumeId,
-        generation: i64,
-        message: String,
-    },
-}
 
 #[cfg(test)]
 mod tests {

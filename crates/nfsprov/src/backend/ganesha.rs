@@ -50,7 +50,6 @@ pub struct Ganesha;
 
 pub const CONF_FILE: &str = "/etc/ganesha/nfsprov.conf";
 
-
 /// The `CLIENT` block settings for one rule, in a stable order.
 fn client_settings(options: &ExportOptions) -> Vec<(&'static str, String)> {
     let mut access = "RO";
@@ -111,7 +110,6 @@ pub fn export_block(export_id: u32, path: &str, clients: &[ClientRule]) -> Strin
     b.push_str("}\n");
     b
 }
-
 
 /// The text after `Clients =`: unquoted, in the lexer's own token forms. A client refused by
 /// `check_client` (only in rows recorded before that check) is written as given, so ganesha

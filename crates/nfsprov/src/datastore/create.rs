@@ -23,8 +23,10 @@ use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sqlite::with_raw_connection;
+use super::volumes::check_backend_options;
 use super::{MAX_EXPORT_ID, NewVolume};
-use super::{check_backend_options, clients_to_json, now, parse_time, with_raw_connection};
+use super::{now, parse_time};
 use crate::error::{Error, Result};
 use crate::model::*;
 use crate::spec::{MAX_GB, RootDir};
@@ -447,4 +449,260 @@ fn lowest_free_export_id(db: &rusqlite::Connection, server: i64) -> Result<Optio
         }
     }
     Ok((candidate <= MAX_EXPORT_ID).then_some(candidate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::test_fixture::*;
+    use crate::datastore::*;
+
+    #[tokio::test]
+    async fn the_create_lookup_seeks_indexes_and_scans_nothing() {
+        // A scan here makes every create cost O(volumes of the root path): the overlap check
+        // once did, written as one `OR`.
+        let (_d, db, _u, _rp) = fixture().await;
+        let plan = query_plan(&db, &lookup_sql(3), 8).await;
+        assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:#?}");
+        for index in [
+            "volumes_idempotency (owner_id=? AND idempotency_key=?)",
+            "volumes_live_path (root_path_id=? AND sub_path=?)",
+            "volumes_live_path (root_path_id=? AND sub_path>? AND sub_path<?)",
+        ] {
+            assert!(
+                plan.iter().any(|l| l.ends_with(index)),
+                "{index}: {plan:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn export_ids_are_stable_and_wrap_to_the_lowest_free_one() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let a = create(&db, owner, rp, "a").await;
+        let b = create(&db, owner, rp, "b").await;
+        assert_eq!((a.export_id, b.export_id), (1, 2));
+        // The returned volume is what a read gives back.
+        let read = db.volume(b.id).await.unwrap();
+        assert_eq!(read.export_id, 2);
+        assert_eq!(read.owner, "u");
+        assert_eq!(read.root_path.as_str(), "/srv/p");
+        // Ids are not reused after a delete while they are below the limit.
+        let viewer = db.user_by_name("u").await.unwrap();
+        db.delete_volume(b.id, &viewer).await.unwrap();
+        assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);
+        // At the top of ganesha's range, the lowest id no live volume holds is taken.
+        sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")
+            .bind(a.id.0)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE volumes SET state = 'deleted' WHERE id = ?")
+            .bind(b.id.0)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let d = create(&db, owner, rp, "d").await;
+        assert_eq!(d.export_id, 1);
+        assert_eq!(db.volume(d.id).await.unwrap().export_id, 1);
+        let e = create(&db, owner, rp, "e").await;
+        assert_eq!(e.export_id, 2, "b's id is free again: b is deleted");
+        let f = create(&db, owner, rp, "f").await;
+        assert_eq!(f.export_id, 4, "3 is held by c");
+    }
+
+    #[tokio::test]
+    async fn quota_capacity_and_overlap_are_checked_in_the_transaction() {
+        let (_dir, db, owner, rp) = fixture().await;
+        create(&db, owner, rp, "team/a").await;
+        for (sub, want) in [
+            ("team", "overlaps"),
+            ("team/a", "already a volume"),
+            ("team/a/b", "overlaps"),
+        ] {
+            match db.create_volume(&new_volume(owner, rp, sub)).await {
+                Err(Error::Conflict { message, .. }) => {
+                    assert!(message.contains(want), "{sub}: {message}")
+                }
+                other => panic!("{sub}: {:?}", other.map(|_| ())),
+            }
+        }
+        // Siblings whose names share a prefix do not overlap.
+        create(&db, owner, rp, "team-b").await;
+        create(&db, owner, rp, "team.c").await;
+        let mut big = new_volume(owner, rp, "big");
+        big.size_gb = 98;
+        match db.create_volume(&big).await {
+            Err(Error::QuotaExceeded { message }) => {
+                assert!(message.contains("exceeds your quota by 1 GB"), "{message}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let viewer = db.user_by_name("u").await.unwrap();
+        assert_eq!(viewer.used_gb, 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_admits_exactly_what_one_by_one_would() {
+        // Quotas 100 GB, capacity 110 GB. All 46 creates below are queued before the create task
+        // runs, so they are recorded as one batch; its checks must see each other.
+        let (_dir, db, owner, rp) = fixture().await;
+        sqlx::query("UPDATE root_paths SET capacity_gb = 110")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        let mut reqs = Vec::new();
+        for k in 0..20 {
+            // u: 20 x 3 GB against a 100 GB quota: all 20 (60 GB) are admitted.
+            let mut nv = new_volume(owner, rp, &format!("u{k}"));
+            nv.size_gb = 3;
+            reqs.push(nv);
+        }
+        for k in 0..20 {
+            // v: 20 x 3 GB, but only 50 GB of capacity is left after u: 16 fit (48 GB).
+            let mut nv = new_volume(other, rp, &format!("v{k}"));
+            nv.size_gb = 3;
+            reqs.push(nv);
+        }
+        // Overlaps inside the batch (the last 2 GB of capacity go to "n" and "k1"): "n" first,
+        // then its child and a second "n".
+        reqs.push(new_volume(owner, rp, "n"));
+        reqs.push(new_volume(owner, rp, "n/child"));
+        reqs.push(new_volume(owner, rp, "n"));
+        // One idempotency key used twice with the same body, once with another body.
+        for (sub, hash) in [("k1", "h"), ("k1", "h"), ("k2", "other")] {
+            let mut nv = new_volume(owner, rp, sub);
+            nv.idempotency_key = Some("key".into());
+            nv.request_hash = Some(hash.into());
+            reqs.push(nv);
+        }
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+
+        let ok = |r: &Result<Created>| matches!(r, Ok(Created::New(_)));
+        assert!(results[..20].iter().all(ok));
+        assert!(results[20..36].iter().all(ok));
+        for r in &results[36..40] {
+            assert!(
+                matches!(r, Err(Error::CapacityExceeded { .. })),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        assert!(ok(&results[40]));
+        for r in &results[41..43] {
+            assert!(
+                matches!(r, Err(Error::Conflict { .. })),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        let first = match &results[43] {
+            Ok(Created::New(v)) => v.id,
+            other => panic!("{:?}", other.as_ref().map(|_| ())),
+        };
+        match &results[44] {
+            Ok(Created::Replayed(v)) => assert_eq!(v.id, first),
+            other => panic!("{:?}", other.as_ref().map(|_| ())),
+        }
+        assert!(matches!(results[45], Err(Error::Conflict { .. })));
+
+        // The counters equal the sum of what was admitted, and export ids are distinct.
+        let admitted: Vec<Volume> = results
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Created::New(v)) => Some(v.clone()),
+                _ => None,
+            })
+            .collect();
+        let sum = |o: UserId| -> i64 {
+            admitted
+                .iter()
+                .filter(|v| v.owner_id == o)
+                .map(|v| v.size_gb)
+                .sum()
+        };
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, sum(owner));
+        assert_eq!(db.user_by_name("v").await.unwrap().used_gb, sum(other));
+        let rp_row = db.root_path(rp).await.unwrap();
+        assert_eq!(rp_row.allocated_gb, sum(owner) + sum(other));
+        assert_eq!(
+            rp_row.allocated_gb, 110,
+            "capacity used to the last GB, never past it"
+        );
+        let mut ids: Vec<u32> = admitted.iter().map(|v| v.export_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), admitted.len());
+    }
+
+    #[tokio::test]
+    async fn huge_sizes_in_one_batch_are_refused_and_counters_never_overflow() {
+        let (_dir, db, owner, rp) = fixture().await;
+        create(&db, owner, rp, "small").await;
+        // Quota and capacity as large as an admin may set, so only overflow could admit these.
+        for sql in [
+            "UPDATE users SET quota_gb = 1099511627776",
+            "UPDATE root_paths SET capacity_gb = 1099511627776",
+        ] {
+            sqlx::query(sql).execute(&db.writer).await.unwrap();
+        }
+        let mut reqs = Vec::new();
+        for (k, size) in [i64::MAX, i64::MAX, i64::MAX - 1, 1 << 62, 0, -5, i64::MIN]
+            .into_iter()
+            .enumerate()
+        {
+            let mut nv = new_volume(owner, rp, &format!("huge{k}"));
+            nv.size_gb = size;
+            reqs.push(nv);
+        }
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        for r in &results {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::Invalid { .. }
+                        | Error::QuotaExceeded { .. }
+                        | Error::CapacityExceeded { .. })
+                ),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 1);
+    }
+
+    #[tokio::test]
+    async fn overlap_errors_name_only_the_callers_own_volumes() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        create(&db, other, rp, "secret/project").await;
+        create(&db, owner, rp, "mine").await;
+        for sub in ["secret", "secret/project", "secret/project/x"] {
+            match db.create_volume(&new_volume(owner, rp, sub)).await {
+                Err(Error::Conflict { message, .. }) => {
+                    // Only what the caller sent: not the other volume's path, owner or state.
+                    assert_eq!(
+                        message,
+                        format!(
+                            "/srv/p/{sub}: the path overlaps an existing volume; choose another sub_path"
+                        )
+                    );
+                }
+                other => panic!("{sub}: {:?}", other.map(|_| ())),
+            }
+        }
+        match db.create_volume(&new_volume(owner, rp, "mine/sub")).await {
+            Err(Error::Conflict { message, .. }) => {
+                assert!(
+                    message.contains("overlaps your volume /srv/p/mine"),
+                    "{message}"
+                )
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
 }

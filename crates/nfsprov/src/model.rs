@@ -8,11 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
 
+/// Ids of rows, one type per table: bound and read as they are by sqlx (`transparent`) and by
+/// rusqlite (`ToSql`/`FromSql`), so no query passes a volume's id where a user's is meant.
 macro_rules! typed_id {
     ($($name:ident),*) => {$(
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(sqlx::Type)]
         #[serde(transparent)]
+        #[sqlx(transparent)]
         pub struct $name(pub i64);
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                i64::column_result(v).map($name)
+            }
+        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)

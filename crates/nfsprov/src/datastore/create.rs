@@ -118,8 +118,8 @@ fn record_batch(
 /// Reservations made by the batch so far, written before the commit.
 #[derive(Default)]
 struct Pending {
-    used: HashMap<i64, i64>,
-    allocated: HashMap<i64, i64>,
+    used: HashMap<UserId, i64>,
+    allocated: HashMap<RootPathId, i64>,
 }
 
 /// Record `jobs` in one transaction. `Err` means nothing was recorded; each inner `Err` is one
@@ -196,14 +196,14 @@ struct Lookup {
     quota: i64,
     used: i64,
     locked: bool,
-    server_id: Option<i64>,
+    server_id: Option<ServerId>,
     rp_path: Option<String>,
     capacity: Option<i64>,
     allocated: Option<i64>,
     delete_policy: Option<String>,
     backend: Option<String>,
     nfs_address: Option<String>,
-    prior_id: Option<i64>,
+    prior_id: Option<VolumeId>,
     prior_hash: Option<String>,
     clash: Option<String>,
 }
@@ -222,8 +222,8 @@ fn record(
     let mut lookup = db.prepare_cached(&lookup_sql(ancestors.len()))?;
     let (above, below) = (format!("{sub}/"), format!("{sub}0"));
     let mut args: Vec<&dyn rusqlite::ToSql> = vec![
-        &nv.owner.0,
-        &nv.root_path.0,
+        &nv.owner,
+        &nv.root_path,
         &nv.idempotency_key,
         &above,
         &below,
@@ -260,7 +260,7 @@ fn record(
                 "this Idempotency-Key was already used for a different request",
             )));
         }
-        return Ok(Ok(Outcome::Replayed(VolumeId(prior))));
+        return Ok(Ok(Outcome::Replayed(prior)));
     }
     if row.locked {
         return Ok(Err(Error::Locked(super::LOCKED_MESSAGE.into())));
@@ -293,7 +293,7 @@ fn record(
     // In i128: no sum of stored counters and a request can overflow, whatever is stored.
     let size = i128::from(nv.size_gb);
     let quota = i128::from(row.quota);
-    let used = i128::from(row.used) + i128::from(*pending.used.get(&nv.owner.0).unwrap_or(&0));
+    let used = i128::from(row.used) + i128::from(*pending.used.get(&nv.owner).unwrap_or(&0));
     if used + size > quota {
         return Ok(Err(Error::QuotaExceeded {
             message: format!(
@@ -308,7 +308,7 @@ fn record(
     }
     let capacity = i128::from(capacity);
     let allocated =
-        i128::from(allocated) + i128::from(*pending.allocated.get(&nv.root_path.0).unwrap_or(&0));
+        i128::from(allocated) + i128::from(*pending.allocated.get(&nv.root_path).unwrap_or(&0));
     if allocated + size > capacity {
         return Ok(Err(Error::CapacityExceeded {
             message: format!(
@@ -331,10 +331,10 @@ fn record(
                  (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?3), ?12, ?12, ?13) \
          RETURNING id, export_id",
     )?;
-    let (id, mut export_id): (i64, i64) = insert.query_row(
+    let (id, mut export_id): (VolumeId, i64) = insert.query_row(
         params![
-            nv.owner.0,
-            nv.root_path.0,
+            nv.owner,
+            nv.root_path,
             server_id,
             sub,
             nv.size_gb,
@@ -349,7 +349,6 @@ fn record(
         ],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let id = VolumeId(id);
     if export_id > MAX_EXPORT_ID {
         // Ids ran past ganesha's range: take the lowest one free (rare).
         export_id = match lowest_free_export_id(db, server_id)? {
@@ -363,7 +362,7 @@ fn record(
         };
         db.execute(
             "UPDATE volumes SET export_id = ?1 WHERE id = ?2",
-            params![export_id, id.0],
+            params![export_id, id],
         )?;
     }
     // Both fit in i64: they are at most the quota and the capacity (checked above).
@@ -373,8 +372,8 @@ fn record(
             .ok_or_else(|| anyhow::anyhow!("a batch's reservations overflowed"))?;
         Ok::<_, Error>(())
     };
-    reserve(pending.used.entry(nv.owner.0).or_default())?;
-    reserve(pending.allocated.entry(nv.root_path.0).or_default())?;
+    reserve(pending.used.entry(nv.owner).or_default())?;
+    reserve(pending.allocated.entry(nv.root_path).or_default())?;
 
     // Everything is known: no need to read the row back.
     Ok(Ok(Outcome::New(Box::new(Volume {
@@ -385,7 +384,7 @@ fn record(
         root_path: RootDir::parse(rp_path).map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
         delete_policy: DeletePolicy::parse(row.delete_policy.as_deref().unwrap_or_default())
             .unwrap_or_default(),
-        server_id: ServerId(server_id),
+        server_id,
         nfs_address: row.nfs_address.unwrap_or_default(),
         sub_path: nv.sub_path.clone(),
         size_gb: nv.size_gb,
@@ -410,7 +409,7 @@ fn record(
 fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error {
     let mut parts = clash.splitn(3, ':');
     let (state, owner, other) = (parts.next(), parts.next(), parts.next());
-    let own = owner.and_then(|o| o.parse::<i64>().ok()) == Some(caller.0);
+    let own = owner.and_then(|o| o.parse().ok()).map(UserId) == Some(caller);
     let message = match other {
         Some(other) if own => {
             let what = if other == sub {
@@ -434,7 +433,7 @@ fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error
 
 /// The lowest export id no live volume of `server` holds, if any is left in ganesha's range;
 /// for when one past the highest ever used is out of that range.
-fn lowest_free_export_id(db: &rusqlite::Connection, server: i64) -> Result<Option<i64>> {
+fn lowest_free_export_id(db: &rusqlite::Connection, server: ServerId) -> Result<Option<i64>> {
     let mut used = db.prepare(
         "SELECT export_id FROM volumes WHERE server_id = ?1 AND state != 'deleted' \
          AND export_id <= ?2 ORDER BY export_id",
@@ -493,12 +492,12 @@ mod tests {
         assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);
         // At the top of ganesha's range, the lowest id no live volume holds is taken.
         sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")
-            .bind(a.id.0)
+            .bind(a.id)
             .execute(&db.writer)
             .await
             .unwrap();
         sqlx::query("UPDATE volumes SET state = 'deleted' WHERE id = ?")
-            .bind(b.id.0)
+            .bind(b.id)
             .execute(&db.writer)
             .await
             .unwrap();

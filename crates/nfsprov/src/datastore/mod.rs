@@ -5,7 +5,6 @@
 //! owner's / root path's volumes that are not `deleting` or `deleted`. They change only inside
 //! the write transaction that records a create or a delete, so concurrent requests can never
 //! overcommit (no check-then-act outside a transaction).
-
 //!
 //! One module per entity: `servers`, `root_paths`, `users`, `volumes` (requests), `outcomes`
 //! (what a reconcile pass reads and records), `create` (the group-committing create thread).
@@ -62,14 +61,29 @@ fn parse_time(s: &str) -> DateTime<Utc> {
 
 /// The columns of a result row by name, from sqlx or from rusqlite (see `raw`), so one
 /// function turns a row of `VOLUME_SELECT` into a `Volume` on either path.
-pub(super) trait Columns {
+trait Columns {
+    fn id<T: RowId>(&self, col: &str) -> Result<T>;
     fn int(&self, col: &str) -> Result<i64>;
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     fn text(&self, col: &str) -> Result<String>;
     fn opt_text(&self, col: &str) -> Result<Option<String>>;
 }
 
+/// A typed id (`model::VolumeId`, ...) as both database paths read it.
+trait RowId:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl<T> RowId for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
+}
+
 impl Columns for SqliteRow {
+    fn id<T: RowId>(&self, col: &str) -> Result<T> {
+        Ok(self.try_get(col)?)
+    }
     fn int(&self, col: &str) -> Result<i64> {
         Ok(self.try_get(col)?)
     }
@@ -85,6 +99,9 @@ impl Columns for SqliteRow {
 }
 
 impl Columns for rusqlite::Row<'_> {
+    fn id<T: RowId>(&self, col: &str) -> Result<T> {
+        Ok(self.get(col)?)
+    }
     fn int(&self, col: &str) -> Result<i64> {
         Ok(self.get(col)?)
     }

@@ -20,7 +20,7 @@ impl Datastore {
                 let mut q = db.prepare_cached(&format!(
                     "{VOLUME_SELECT} WHERE v.server_id = ?1 AND v.state != 'deleted' ORDER BY v.id"
                 ))?;
-                let mut rows = q.query([server.0])?;
+                let mut rows = q.query([server])?;
                 let mut volumes = Vec::new();
                 while let Some(row) = rows.next()? {
                     volumes.push(volume_from_row(row)?);
@@ -47,25 +47,25 @@ impl Datastore {
                         id,
                         generation,
                         clients,
-                    } => applied.push(serde_json::json!([id.0, generation, clients])),
+                    } => applied.push(serde_json::json!([id, generation, clients])),
                     Outcome::Deleted { id, generation } => {
-                        deleted.push(serde_json::json!([id.0, generation]))
+                        deleted.push(serde_json::json!([id, generation]))
                     }
                     Outcome::Rejected {
                         id,
                         generation,
                         message,
-                    } => rejected.push(serde_json::json!([id.0, generation, message])),
+                    } => rejected.push(serde_json::json!([id, generation, message])),
                     Outcome::Failed {
                         id,
                         generation,
                         message,
-                    } => failed.push(serde_json::json!([id.0, generation, message])),
+                    } => failed.push(serde_json::json!([id, generation, message])),
                     Outcome::Pending {
                         id,
                         generation,
                         message,
-                    } => pending.push(serde_json::json!([id.0, generation, message])),
+                    } => pending.push(serde_json::json!([id, generation, message])),
                 }
             }
             let ts = now();

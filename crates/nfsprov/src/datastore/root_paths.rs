@@ -16,8 +16,8 @@ fn root_path_from_row(row: &SqliteRow) -> Result<RootPath> {
     let path: String = row.try_get("path")?;
     let policy: String = row.try_get("delete_policy")?;
     Ok(RootPath {
-        id: RootPathId(row.try_get("id")?),
-        server_id: ServerId(row.try_get("server_id")?),
+        id: row.try_get("id")?,
+        server_id: row.try_get("server_id")?,
         server_name: row.try_get("name")?,
         nfs_address: row.try_get("nfs_address")?,
         path: RootDir::parse(&path).map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
@@ -38,7 +38,7 @@ impl Datastore {
         crate::spec::gb_amount(capacity_gb, 1).map_err(|e| Error::invalid("capacity_gb", e.0))?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let exists = sqlx::query("SELECT 1 FROM servers WHERE id = ?")
-            .bind(server.0)
+            .bind(server)
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
@@ -48,7 +48,7 @@ impl Datastore {
             ));
         }
         let others = sqlx::query("SELECT path FROM root_paths WHERE server_id = ?")
-            .bind(server.0)
+            .bind(server)
             .fetch_all(&mut *tx)
             .await?;
         for row in others {
@@ -66,7 +66,7 @@ impl Datastore {
             "INSERT INTO root_paths (server_id, path, capacity_gb, delete_policy, created_at) \
              VALUES (?, ?, ?, ?, ?) RETURNING id",
         )
-        .bind(server.0)
+        .bind(server)
         .bind(path.as_str())
         .bind(capacity_gb)
         .bind(policy.as_str())
@@ -74,13 +74,13 @@ impl Datastore {
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
-        self.root_path(RootPathId(row.try_get("id")?)).await
+        self.root_path(row.try_get("id")?).await
     }
 
     pub async fn root_path(&self, id: RootPathId) -> Result<RootPath> {
         let sql = format!("{ROOT_PATH_SELECT} WHERE rp.id = ?");
         let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id.0)
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("root path {id}")))?;

@@ -40,7 +40,7 @@ fn default_ssh_user() -> String {
 
 fn server_from_row(row: &SqliteRow) -> Result<Server> {
     Ok(Server {
-        id: ServerId(row.try_get("id")?),
+        id: row.try_get("id")?,
         name: row.try_get("name")?,
         ssh_host: row.try_get("ssh_host")?,
         ssh_port: row.try_get::<i64, _>("ssh_port")? as u16,
@@ -78,7 +78,7 @@ impl Datastore {
         .fetch_one(&self.writer)
         .await;
         match res {
-            Ok(row) => self.server(ServerId(row.try_get("id")?)).await,
+            Ok(row) => self.server(row.try_get("id")?).await,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
                 Some("name"),
                 format!("a server named {:?} already exists", s.name),
@@ -89,7 +89,7 @@ impl Datastore {
 
     pub async fn server(&self, id: ServerId) -> Result<Server> {
         let row = sqlx::query("SELECT * FROM servers WHERE id = ?")
-            .bind(id.0)
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("server {id}")))?;
@@ -124,7 +124,7 @@ impl Datastore {
         .bind(status)
         .bind(message)
         .bind(now())
-        .bind(id.0)
+        .bind(id)
         .execute(&self.writer)
         .await?;
         Ok(())
@@ -133,7 +133,7 @@ impl Datastore {
     pub async fn set_server_host_key(&self, id: ServerId, host_key: &str) -> Result<()> {
         sqlx::query("UPDATE servers SET host_key = ? WHERE id = ?")
             .bind(host_key)
-            .bind(id.0)
+            .bind(id)
             .execute(&self.writer)
             .await?;
         Ok(())

@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Datastore, now};
 use crate::error::{Error, Result};
-use crate::model::{User, UserId};
+use crate::model::User;
 
 #[derive(Debug, Clone, Default)]
 pub struct UserChange {
@@ -17,7 +17,7 @@ pub struct UserChange {
 
 fn user_from_row(row: &SqliteRow) -> Result<User> {
     Ok(User {
-        id: UserId(row.try_get("id")?),
+        id: row.try_get("id")?,
         username: row.try_get("username")?,
         password_hash: row.try_get("password_hash")?,
         is_admin: row.try_get("is_admin")?,
@@ -125,7 +125,7 @@ impl Datastore {
 /// set after the request was authenticated still stops it.
 pub(super) async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<()> {
     let locked: Option<bool> = sqlx::query_scalar("SELECT locked FROM users WHERE id = ?")
-        .bind(viewer.id.0)
+        .bind(viewer.id)
         .fetch_optional(&mut *tx)
         .await?;
     match locked {

@@ -52,14 +52,14 @@ pub(super) fn volume_from_row(row: &impl Columns) -> Result<Volume> {
     let applied = row.opt_text("applied_clients")?;
     let state = row.text("state")?;
     Ok(Volume {
-        id: VolumeId(row.int("id")?),
-        owner_id: UserId(row.int("owner_id")?),
+        id: row.id("id")?,
+        owner_id: row.id("owner_id")?,
         owner: row.text("username")?,
-        root_path_id: RootPathId(row.int("root_path_id")?),
+        root_path_id: row.id("root_path_id")?,
         root_path: RootDir::parse(&row.text("rp_path")?)
             .map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
         delete_policy: DeletePolicy::parse(&row.text("delete_policy")?).unwrap_or_default(),
-        server_id: ServerId(row.int("server_id")?),
+        server_id: row.id("server_id")?,
         nfs_address: row.text("nfs_address")?,
         sub_path: SubPath::parse(&row.text("sub_path")?)
             .map_err(|e| anyhow::anyhow!("stored sub path: {e}"))?,
@@ -95,7 +95,7 @@ impl Datastore {
     pub async fn volume(&self, id: VolumeId) -> Result<Volume> {
         let sql = format!("{VOLUME_SELECT} WHERE v.id = ?");
         let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id.0)
+            .bind(id)
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
@@ -143,7 +143,7 @@ impl Datastore {
         sql.push_str(" ORDER BY v.id LIMIT ?");
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(page.after);
         if !viewer.is_admin {
-            q = q.bind(viewer.id.0);
+            q = q.bind(viewer.id);
         }
         // SQLite: a negative LIMIT is no limit.
         let limit = page
@@ -170,13 +170,13 @@ impl Datastore {
             "SELECT v.owner_id, v.state, s.backend FROM volumes v \
              JOIN servers s ON s.id = v.server_id WHERE v.id = ?",
         )
-        .bind(id.0)
+        .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
             return Err(Error::NotFound(format!("volume {id}")));
         };
-        if row.try_get::<i64, _>("owner_id")? != viewer.id.0 && !viewer.is_admin {
+        if row.try_get::<UserId, _>("owner_id")? != viewer.id && !viewer.is_admin {
             return Err(Error::NotFound(format!("volume {id}")));
         }
         let state: String = row.try_get("state")?;
@@ -194,7 +194,7 @@ impl Datastore {
         )
         .bind(clients_to_json(clients))
         .bind(now())
-        .bind(id.0)
+        .bind(id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -220,14 +220,14 @@ impl Datastore {
         }
         let row =
             sqlx::query("SELECT owner_id, root_path_id, size_gb, state FROM volumes WHERE id = ?")
-                .bind(id.0)
+                .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(row) = row else {
             return Err(Error::NotFound(format!("volume {id}")));
         };
-        let owner: i64 = row.try_get("owner_id")?;
-        if owner != viewer.id.0 && !viewer.is_admin {
+        let owner: UserId = row.try_get("owner_id")?;
+        if owner != viewer.id && !viewer.is_admin {
             return Err(Error::NotFound(format!("volume {id}")));
         }
         let state: String = row.try_get("state")?;
@@ -236,13 +236,13 @@ impl Datastore {
         }
         if state != "deleting" {
             let size: i64 = row.try_get("size_gb")?;
-            let rp: i64 = row.try_get("root_path_id")?;
+            let rp: RootPathId = row.try_get("root_path_id")?;
             sqlx::query(
                 "UPDATE volumes SET state = 'deleting', generation = generation + 1, \
                  last_error = NULL, updated_at = ? WHERE id = ?",
             )
             .bind(now())
-            .bind(id.0)
+            .bind(id)
             .execute(&mut *tx)
             .await?;
             // Never below zero, so a delete cannot fail on the counters' CHECK.

@@ -119,7 +119,9 @@ pub async fn find_server(db: &Datastore, server: &str) -> Result<Server> {
         Err(_) => db.server_by_name(server).await,
     };
     found.map_err(|e| match e {
-        Error::NotFound(what) => Error::invalid("server", format!("{what} does not exist")),
+        Error::NotFound { what, key } => {
+            Error::invalid("server", format!("{what} {key} does not exist"))
+        }
         other => other,
     })
 }

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, HootieError, hosts_string};
 use crate::datastore::{Created, NewVolume};
-use crate::error::Error;
+use crate::error::{Entity, Error};
 use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
 use crate::spec::{self, DirMode, ExportOptions, SubPath};
 
@@ -76,7 +76,7 @@ async fn list(State(st): State<AppState>, headers: HeaderMap) -> HResult<Respons
 fn parse_pk(pk: &str) -> Result<VolumeId, Error> {
     pk.parse::<i64>()
         .map(VolumeId)
-        .map_err(|_| Error::NotFound(format!("volume {pk:?}")))
+        .map_err(|_| Error::not_found(Entity::Volume, format!("{pk:?}")))
 }
 
 async fn show(
@@ -87,7 +87,7 @@ async fn show(
     let user = st.user(&headers).await?;
     let v = st.db().volume_for(parse_pk(&pk)?, &user).await?;
     if matches!(v.state, VolumeState::Deleted | VolumeState::Deleting) {
-        return Err(Error::NotFound(format!("volume {pk}")).into());
+        return Err(Error::not_found(Entity::Volume, pk).into());
     }
     Ok(Json(volume_json(&v)))
 }
@@ -204,7 +204,7 @@ async fn create(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> 
                     st.hub.poke(gone.server_id);
                     st.wait_settled(v.id, CREATE_WAIT).await?
                 }
-                Err(Error::NotFound(_)) => st.db().volume(v.id).await?,
+                Err(Error::NotFound { .. }) => st.db().volume(v.id).await?,
                 Err(e) => return Err(e.into()),
             };
             let detail = if gone.state == VolumeState::Deleted {

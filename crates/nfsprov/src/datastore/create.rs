@@ -27,7 +27,7 @@ use super::sqlite::with_raw_connection;
 use super::volumes::check_backend_options;
 use super::{MAX_EXPORT_ID, NewVolume};
 use super::{now, parse_time};
-use crate::error::{Error, Result};
+use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::model::*;
 use crate::spec::{MAX_GB, RootDir};
 
@@ -250,13 +250,13 @@ fn record(
         })
         .optional()?;
     let Some(row) = row else {
-        return Ok(Err(Error::NotFound(format!("user {}", nv.owner))));
+        return Ok(Err(Error::not_found(Entity::User, nv.owner)));
     };
 
     if let Some(prior) = row.prior_id {
         if row.prior_hash != nv.request_hash {
             return Ok(Err(Error::conflict(
-                Some("Idempotency-Key"),
+                Clash::IdempotencyKey,
                 "this Idempotency-Key was already used for a different request",
             )));
         }
@@ -268,10 +268,7 @@ fn record(
     let (Some(server_id), Some(rp_path), Some(capacity), Some(allocated)) =
         (row.server_id, &row.rp_path, row.capacity, row.allocated)
     else {
-        return Ok(Err(Error::invalid(
-            "root_path",
-            format!("root path {} does not exist", nv.root_path),
-        )));
+        return Ok(Err(Error::UnknownRootPath(nv.root_path)));
     };
     if let Err(e) = check_backend_options(row.backend.as_deref().unwrap_or_default(), &nv.clients) {
         return Ok(Err(e));
@@ -284,8 +281,8 @@ fn record(
         return Ok(Err(overlap_error(rp_path, sub, nv.owner, clash)));
     }
     if !(1..=MAX_GB).contains(&nv.size_gb) {
-        return Ok(Err(Error::invalid(
-            "size_gb",
+        return Ok(Err(Error::out_of_range(
+            Amount::Size,
             format!("the size must be 1 to {MAX_GB} GB"),
         )));
     }
@@ -355,7 +352,7 @@ fn record(
             Some(free) => free,
             None => {
                 return Err(Error::conflict(
-                    Some("root_path"),
+                    Clash::ExportIds,
                     "this server has no free export ids left (65535 live volumes)",
                 ));
             }
@@ -428,7 +425,7 @@ fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error
             "{rp_path}/{sub}: the path overlaps an existing volume; choose another sub_path"
         ),
     };
-    Error::conflict(Some("sub_path"), message)
+    Error::conflict(Clash::SubPath, message)
 }
 
 /// The lowest export id no live volume of `server` holds, if any is left in ganesha's range;
@@ -662,8 +659,10 @@ mod tests {
             assert!(
                 matches!(
                     r,
-                    Err(Error::Invalid { .. }
-                        | Error::QuotaExceeded { .. }
+                    Err(Error::OutOfRange {
+                        amount: Amount::Size,
+                        ..
+                    } | Error::QuotaExceeded { .. }
                         | Error::CapacityExceeded { .. })
                 ),
                 "{:?}",

@@ -4,7 +4,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Datastore, now};
-use crate::error::{Error, Result};
+use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::model::{DeletePolicy, RootPath, RootPathId, ServerId};
 use crate::spec::RootDir;
 
@@ -35,17 +35,15 @@ impl Datastore {
         capacity_gb: i64,
         policy: DeletePolicy,
     ) -> Result<RootPath> {
-        crate::spec::gb_amount(capacity_gb, 1).map_err(|e| Error::invalid("capacity_gb", e.0))?;
+        crate::spec::gb_amount(capacity_gb, 1)
+            .map_err(|e| Error::out_of_range(Amount::Capacity, e.0))?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let exists = sqlx::query("SELECT 1 FROM servers WHERE id = ?")
             .bind(server)
             .fetch_optional(&mut *tx)
             .await?;
         if exists.is_none() {
-            return Err(Error::invalid(
-                "server",
-                format!("server {server} does not exist"),
-            ));
+            return Err(Error::UnknownServer(server));
         }
         let others = sqlx::query("SELECT path FROM root_paths WHERE server_id = ?")
             .bind(server)
@@ -57,7 +55,7 @@ impl Datastore {
                 && other.overlaps(path)
             {
                 return Err(Error::conflict(
-                    Some("path"),
+                    Clash::RootPathOverlap,
                     format!("{path} overlaps root path {other} on the same server"),
                 ));
             }
@@ -83,7 +81,7 @@ impl Datastore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("root path {id}")))?;
+            .ok_or_else(|| Error::not_found(Entity::RootPath, id))?;
         root_path_from_row(&row)
     }
 

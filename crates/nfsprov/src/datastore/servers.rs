@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{Datastore, now};
-use crate::error::{Error, Result};
+use crate::error::{Clash, Entity, Error, Result};
 use crate::model::{BackendKind, Server, ServerId};
 
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -80,7 +80,7 @@ impl Datastore {
         match res {
             Ok(row) => self.server(row.try_get("id")?).await,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
-                Some("name"),
+                Clash::ServerName,
                 format!("a server named {:?} already exists", s.name),
             )),
             Err(e) => Err(e.into()),
@@ -92,7 +92,7 @@ impl Datastore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("server {id}")))?;
+            .ok_or_else(|| Error::not_found(Entity::Server, id))?;
         server_from_row(&row)
     }
 
@@ -101,7 +101,7 @@ impl Datastore {
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("server {name:?}")))?;
+            .ok_or_else(|| Error::not_found(Entity::Server, format!("{name:?}")))?;
         server_from_row(&row)
     }
 

@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{Datastore, now};
-use crate::error::{Error, Result};
+use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::model::User;
 
 #[derive(Debug, Clone, Default)]
@@ -35,7 +35,7 @@ impl Datastore {
         is_admin: bool,
         quota_gb: i64,
     ) -> Result<User> {
-        crate::spec::gb_amount(quota_gb, 0).map_err(|e| Error::invalid("quota_gb", e.0))?;
+        crate::spec::gb_amount(quota_gb, 0).map_err(|e| Error::out_of_range(Amount::Quota, e.0))?;
         let res = sqlx::query(
             "INSERT INTO users (username, password_hash, is_admin, quota_gb, created_at) \
              VALUES (?, ?, ?, ?, ?)",
@@ -50,7 +50,7 @@ impl Datastore {
         match res {
             Ok(_) => self.user_by_name(username).await,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
-                Some("username"),
+                Clash::Username,
                 format!("a user named {username:?} already exists"),
             )),
             Err(e) => Err(e.into()),
@@ -62,7 +62,7 @@ impl Datastore {
             .bind(username)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("user {username:?}")))?;
+            .ok_or_else(|| Error::not_found(Entity::User, format!("{username:?}")))?;
         user_from_row(&row)
     }
 
@@ -95,7 +95,7 @@ impl Datastore {
         change: &UserChange,
     ) -> Result<User> {
         if let Some(q) = change.quota_gb {
-            crate::spec::gb_amount(q, 0).map_err(|e| Error::invalid("quota_gb", e.0))?;
+            crate::spec::gb_amount(q, 0).map_err(|e| Error::out_of_range(Amount::Quota, e.0))?;
         }
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(by) = by {
@@ -114,7 +114,7 @@ impl Datastore {
         .execute(&mut *tx)
         .await?;
         if res.rows_affected() == 0 {
-            return Err(Error::NotFound(format!("user {username:?}")));
+            return Err(Error::not_found(Entity::User, format!("{username:?}")));
         }
         tx.commit().await?;
         self.user_by_name(username).await

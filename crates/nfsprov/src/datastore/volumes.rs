@@ -4,7 +4,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::users::refuse_if_locked;
 use super::{Columns, Datastore, create, now, parse_time};
-use crate::error::{Error, Result};
+use crate::error::{Clash, ClientPart, Entity, Error, Result};
 use crate::model::*;
 use crate::spec::{DirMode, RootDir, SubPath};
 
@@ -98,7 +98,7 @@ impl Datastore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("volume {id}")))?;
+            .ok_or_else(|| Error::not_found(Entity::Volume, id))?;
         volume_from_row(&row)
     }
 
@@ -107,7 +107,7 @@ impl Datastore {
     pub async fn volume_for(&self, id: VolumeId, viewer: &User) -> Result<Volume> {
         let v = self.volume(id).await?;
         if v.owner_id != viewer.id && !viewer.is_admin {
-            return Err(Error::NotFound(format!("volume {id}")));
+            return Err(Error::not_found(Entity::Volume, id));
         }
         Ok(v)
     }
@@ -174,15 +174,15 @@ impl Datastore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(Error::NotFound(format!("volume {id}")));
+            return Err(Error::not_found(Entity::Volume, id));
         };
         if row.try_get::<UserId, _>("owner_id")? != viewer.id && !viewer.is_admin {
-            return Err(Error::NotFound(format!("volume {id}")));
+            return Err(Error::not_found(Entity::Volume, id));
         }
         let state: String = row.try_get("state")?;
         if state == "deleting" || state == "deleted" {
             return Err(Error::conflict(
-                None,
+                Clash::VolumeState,
                 format!("volume {id} is {state} and can no longer be changed"),
             ));
         }
@@ -224,15 +224,15 @@ impl Datastore {
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(row) = row else {
-            return Err(Error::NotFound(format!("volume {id}")));
+            return Err(Error::not_found(Entity::Volume, id));
         };
         let owner: UserId = row.try_get("owner_id")?;
         if owner != viewer.id && !viewer.is_admin {
-            return Err(Error::NotFound(format!("volume {id}")));
+            return Err(Error::not_found(Entity::Volume, id));
         }
         let state: String = row.try_get("state")?;
         if state == "deleted" {
-            return Err(Error::NotFound(format!("volume {id}")));
+            return Err(Error::not_found(Entity::Volume, id));
         }
         if state != "deleting" {
             let size: i64 = row.try_get("size_gb")?;
@@ -269,10 +269,20 @@ impl Datastore {
 pub(super) fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Result<()> {
     if BackendKind::parse(backend) == Some(BackendKind::Ganesha) {
         for (i, c) in clients.iter().enumerate() {
-            crate::spec::ganesha::check_client(&c.host)
-                .map_err(|m| Error::invalid(format!("clients[{i}].host"), m))?;
-            crate::spec::ganesha::check_options(&c.options)
-                .map_err(|m| Error::invalid(format!("clients[{i}].options"), m))?;
+            crate::spec::ganesha::check_client(&c.host).map_err(|message| {
+                Error::UnsupportedClient {
+                    index: i,
+                    part: ClientPart::Host,
+                    message,
+                }
+            })?;
+            crate::spec::ganesha::check_options(&c.options).map_err(|message| {
+                Error::UnsupportedClient {
+                    index: i,
+                    part: ClientPart::Options,
+                    message,
+                }
+            })?;
         }
     }
     Ok(())

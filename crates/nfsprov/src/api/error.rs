@@ -245,7 +245,7 @@ mod tests {
                 ),
             ]
         };
-        for (e, native, hootie) in cases() {
+        for (e, native, _) in cases() {
             let what = format!("{e:?}");
             let conflict = matches!(e, Error::Conflict { .. });
             let (status, json) = body(NativeError(e).into_response()).await;

@@ -59,7 +59,7 @@ fn parse_time(s: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-/// The columns of a result row by name, from sqlx or from rusqlite (see `raw`), so one
+/// The columns of a result row by name, from sqlx or from rusqlite (see `sqlite::with_raw_connection`), so one
 /// function turns a row of `VOLUME_SELECT` into a `Volume` on either path.
 trait Columns {
     fn id<T: RowId>(&self, col: &str) -> Result<T>;

@@ -106,7 +106,7 @@ pub async fn add_server(db: &Datastore, mut s: NewServer) -> Result<Server> {
         ));
     }
     s.host_key = normalize_host_key(&s.host_key)?;
-    if crate::backend::Kind::parse(&s.backend).is_none() {
+    if crate::model::BackendKind::parse(&s.backend).is_none() {
         return Err(Error::invalid("backend", "must be knfsd or ganesha"));
     }
     db.create_server(&s).await
@@ -119,7 +119,9 @@ pub async fn find_server(db: &Datastore, server: &str) -> Result<Server> {
         Err(_) => db.server_by_name(server).await,
     };
     found.map_err(|e| match e {
-        Error::NotFound(what) => Error::invalid("server", format!("{what} does not exist")),
+        Error::NotFound { what, key } => {
+            Error::invalid("server", format!("{what} {key} does not exist"))
+        }
         other => other,
     })
 }

@@ -430,7 +430,7 @@ impl Authenticator {
         let user = if check_username(&username).is_ok() {
             match db.user_by_name(&username).await {
                 Ok(u) => Some(u),
-                Err(Error::NotFound(_)) => None,
+                Err(Error::NotFound { .. }) => None,
                 Err(e) => return Err(e),
             }
         } else {

@@ -1,13 +1,102 @@
 //! The one error type of nfsprov's core. Each variant maps to exactly one HTTP status in
 //! `api::error`; messages are written for the user who has to act on them.
+//!
+//! Below the API (datastore, admin checks shared with the CLI) errors say what went wrong in
+//! domain terms (`NotFound { what, key }`, `UnknownRootPath`, `Conflict { with, .. }`); only
+//! `api::error` turns them into request field names, which differ between the two APIs.
+
+use std::fmt;
+
+use crate::model::{RootPathId, ServerId};
+
+/// The kinds of record a lookup can miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Server,
+    RootPath,
+    User,
+    Volume,
+    /// An HTTP route (the API's own 404).
+    Route,
+}
+
+impl fmt::Display for Entity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Entity::Server => "server",
+            Entity::RootPath => "root path",
+            Entity::User => "user",
+            Entity::Volume => "volume",
+            Entity::Route => "route",
+        })
+    }
+}
+
+/// A number the books keep, named as its column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Amount {
+    Quota,
+    Capacity,
+    Size,
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Amount::Quota => "quota_gb",
+            Amount::Capacity => "capacity_gb",
+            Amount::Size => "size_gb",
+        })
+    }
+}
+
+/// What a request clashes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clash {
+    /// Another server has the name.
+    ServerName,
+    /// Another user has the name.
+    Username,
+    /// The root path overlaps another of the same server.
+    RootPathOverlap,
+    /// The volume's sub path overlaps a live volume.
+    SubPath,
+    /// The idempotency key was used for another request.
+    IdempotencyKey,
+    /// The root path's server has no export id left.
+    ExportIds,
+    /// The volume's state (being deleted) allows no change.
+    VolumeState,
+}
+
+/// Which part of a client rule a backend cannot honour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientPart {
+    Host,
+    Options,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request field is malformed or refers to nothing.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
-    #[error("{0} not found")]
-    NotFound(String),
+    #[error("{what} {key} not found")]
+    NotFound { what: Entity, key: String },
+    #[error("server {0} does not exist")]
+    UnknownServer(ServerId),
+    #[error("root path {0} does not exist")]
+    UnknownRootPath(RootPathId),
+    /// A quota, capacity or size outside what the books take.
+    #[error("{amount}: {message}")]
+    OutOfRange { amount: Amount, message: String },
+    /// Client `index` of a request names a host or options the server's backend cannot honour.
+    #[error("client {index}: {message}")]
+    UnsupportedClient {
+        index: usize,
+        part: ClientPart,
+        message: String,
+    },
     /// The owner's quota would be exceeded.
     #[error("{message}")]
     QuotaExceeded { message: String },
@@ -22,10 +111,7 @@ pub enum Error {
     /// The request conflicts with the current state (a path in use, a volume being deleted, an
     /// idempotency key reused for another request).
     #[error("{message}")]
-    Conflict {
-        field: Option<String>,
-        message: String,
-    },
+    Conflict { with: Clash, message: String },
     #[error("{0}")]
     Unauthenticated(String),
     /// The service cannot record anything right now (its disk is full, its database is not
@@ -57,9 +143,23 @@ impl Error {
         }
     }
 
-    pub fn conflict(field: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn not_found(what: Entity, key: impl fmt::Display) -> Self {
+        Error::NotFound {
+            what,
+            key: key.to_string(),
+        }
+    }
+
+    pub fn conflict(with: Clash, message: impl Into<String>) -> Self {
         Error::Conflict {
-            field: field.map(str::to_owned),
+            with,
+            message: message.into(),
+        }
+    }
+
+    pub fn out_of_range(amount: Amount, message: impl Into<String>) -> Self {
+        Error::OutOfRange {
+            amount,
             message: message.into(),
         }
     }

@@ -8,11 +8,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
 
+/// Ids of rows, one type per table: bound and read as they are by sqlx (`transparent`) and by
+/// rusqlite (`ToSql`/`FromSql`), so no query passes a volume's id where a user's is meant.
 macro_rules! typed_id {
     ($($name:ident),*) => {$(
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[derive(sqlx::Type)]
         #[serde(transparent)]
+        #[sqlx(transparent)]
         pub struct $name(pub i64);
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+                i64::column_result(v).map($name)
+            }
+        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)
@@ -155,7 +169,7 @@ pub struct Server {
     pub ssh_key: String,
     pub host_key: String,
     pub nfs_address: String,
-    pub backend: crate::backend::Kind,
+    pub backend: BackendKind,
     pub status: String,
     pub status_message: Option<String>,
     pub last_reconciled_at: Option<String>,
@@ -229,3 +243,69 @@ impl Volume {
 /// Folder under each root path that holds retained data of deleted volumes. Sub paths cannot
 /// start with '.', so no volume can collide with it.
 pub const TRASH_DIR: &str = ".nfsprov-trash";
+
+/// The NFS server software of a server: which backend writes its exports. Adding one is an arm
+/// here and a module in `backend` (which maps each kind to its implementation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Knfsd,
+    Ganesha,
+}
+
+impl BackendKind {
+    pub fn parse(s: &str) -> Option<BackendKind> {
+        match s {
+            "knfsd" => Some(BackendKind::Knfsd),
+            "ganesha" => Some(BackendKind::Ganesha),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Knfsd => "knfsd",
+            BackendKind::Ganesha => "ganesha",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the reconciler learned about one volume at one generation.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Exported and verified on the server with these clients (JSON as stored).
+    Applied {
+        id: VolumeId,
+        generation: i64,
+        clients: String,
+    },
+    /// Unexported and its data retained or purged, verified.
+    Deleted { id: VolumeId, generation: i64 },
+    /// The server refused this generation (its own message about the volume's own request,
+    /// e.g. its options or client syntax): a verdict, not retried until the request changes.
+    Rejected {
+        id: VolumeId,
+        generation: i64,
+        message: String,
+    },
+    /// Could not be applied or verified for a reason outside the request (a directory
+    /// missing or on a read-only file system, a host name that does not resolve): shown as
+    /// `error` with the reason, and re-verified on every pass until the live state matches.
+    Failed {
+        id: VolumeId,
+        generation: i64,
+        message: String,
+    },
+    /// Could not be applied for a passing reason (server unreachable): state unchanged, the
+    /// message shows why it is still pending; retried.
+    Pending {
+        id: VolumeId,
+        generation: i64,
+        message: String,
+    },
+}

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use crate::datastore::Outcome;
+use crate::model::Outcome;
 use crate::model::VolumeId;
 use crate::plan::Plan;
 use crate::remote::{Arg, Lit, Output, Script, Word};

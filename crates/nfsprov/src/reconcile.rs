@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::datastore::{Datastore, Outcome};
+use crate::backend::KindExt as _;
+use crate::datastore::Datastore;
+use crate::model::Outcome;
 use crate::model::{Server, ServerId, VolumeState};
 use crate::plan::Plan;
 use crate::precheck;

@@ -9,7 +9,7 @@ mod judging;
 
 use judging::*;
 use nfsprov::backend::{Backend, Knfsd, Report};
-use nfsprov::datastore::Outcome;
+use nfsprov::model::Outcome;
 use nfsprov::model::VolumeId;
 
 fn step(name: &str) -> Step {

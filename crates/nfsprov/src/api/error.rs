@@ -5,12 +5,16 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::response::{ErrorBody, ErrorDetail, HootieDetail, HootieFieldErrors};
-use crate::error::Error;
+use crate::error::{Amount, Clash, ClientPart, Error};
 
 fn status(e: &Error) -> StatusCode {
     match e {
-        Error::Invalid { .. } => StatusCode::BAD_REQUEST,
-        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Invalid { .. }
+        | Error::UnknownServer(_)
+        | Error::UnknownRootPath(_)
+        | Error::OutOfRange { .. }
+        | Error::UnsupportedClient { .. } => StatusCode::BAD_REQUEST,
+        Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => StatusCode::CONFLICT,
         Error::Locked(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::Conflict { .. } => StatusCode::CONFLICT,
@@ -25,8 +29,12 @@ fn status(e: &Error) -> StatusCode {
 
 fn code(e: &Error) -> &'static str {
     match e {
-        Error::Invalid { .. } => "invalid",
-        Error::NotFound(_) => "not_found",
+        Error::Invalid { .. }
+        | Error::UnknownServer(_)
+        | Error::UnknownRootPath(_)
+        | Error::OutOfRange { .. }
+        | Error::UnsupportedClient { .. } => "invalid",
+        Error::NotFound { .. } => "not_found",
         Error::QuotaExceeded { .. } => "quota_exceeded",
         Error::CapacityExceeded { .. } => "capacity_exceeded",
         Error::Locked(_) => "locked",
@@ -41,18 +49,53 @@ fn code(e: &Error) -> &'static str {
     }
 }
 
-fn field(e: &Error) -> Option<&str> {
-    match e {
-        Error::Invalid { field, .. } => Some(field),
-        Error::Conflict { field, .. } => field.as_deref(),
-        Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => Some("size_gb"),
-        _ => None,
-    }
+/// Which API's field names to use: they differ only in the root path's
+/// (`root_path_id` / hootie's `root_path`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Native,
+    Hootie,
+}
+
+/// The request field an error is about: the one place domain errors get field names.
+fn field(e: &Error, api: Api) -> Option<String> {
+    Some(match e {
+        Error::Invalid { field, .. } => field.clone(),
+        Error::UnknownServer(_) => "server".into(),
+        Error::UnknownRootPath(_) => match api {
+            Api::Native => "root_path_id".into(),
+            Api::Hootie => "root_path".into(),
+        },
+        Error::OutOfRange { amount, .. } => match amount {
+            Amount::Quota => "quota_gb",
+            Amount::Capacity => "capacity_gb",
+            Amount::Size => "size_gb",
+        }
+        .into(),
+        Error::UnsupportedClient { index, part, .. } => match part {
+            ClientPart::Host => format!("clients[{index}].host"),
+            ClientPart::Options => format!("clients[{index}].options"),
+        },
+        Error::Conflict { with, .. } => match with {
+            Clash::ServerName => "name",
+            Clash::Username => "username",
+            Clash::RootPathOverlap => "path",
+            Clash::SubPath => "sub_path",
+            Clash::IdempotencyKey => "Idempotency-Key",
+            Clash::ExportIds => "root_path",
+            Clash::VolumeState => return None,
+        }
+        .into(),
+        Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => "size_gb".into(),
+        _ => return None,
+    })
 }
 
 fn message(e: &Error) -> String {
     match e {
-        Error::Invalid { message, .. } => message.clone(),
+        Error::Invalid { message, .. }
+        | Error::OutOfRange { message, .. }
+        | Error::UnsupportedClient { message, .. } => message.clone(),
         Error::Internal(err) => {
             tracing::error!("internal error: {err:#}");
             "internal error; the server log has the details".into()
@@ -102,7 +145,7 @@ impl IntoResponse for NativeError {
         let body = ErrorBody {
             error: ErrorDetail {
                 code: code(e).into(),
-                field: field(e).map(str::to_string),
+                field: field(e, Api::Native),
                 message: message(e),
             },
         };
@@ -134,16 +177,123 @@ impl IntoResponse for HootieError {
         let detail =
             |status, detail: String| (status, Json(HootieDetail { detail })).into_response();
         let resp = match e {
-            Error::Invalid { field, message } => field_error(field, message),
             Error::QuotaExceeded { message } | Error::CapacityExceeded { message } => {
                 field_error("size_GB", message)
             }
-            Error::Conflict { field, message } => {
-                field_error(field.as_deref().unwrap_or("non_field_errors"), message)
+            Error::Conflict { message, .. } => {
+                let f = field(e, Api::Hootie).unwrap_or_else(|| "non_field_errors".into());
+                field_error(&f, message)
             }
-            Error::NotFound(_) => detail(StatusCode::NOT_FOUND, "Not found.".into()),
+            other if status(other) == StatusCode::BAD_REQUEST => {
+                let f = field(other, Api::Hootie).unwrap_or_else(|| "non_field_errors".into());
+                field_error(&f, &message(other))
+            }
+            Error::NotFound { .. } => detail(StatusCode::NOT_FOUND, "Not found.".into()),
             other => detail(status(other), message(other)),
         };
         with_challenge(resp, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{Entity, Error};
+    use crate::model::{RootPathId, ServerId};
+
+    async fn body(resp: Response) -> (StatusCode, serde_json::Value) {
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// The datastore's domain errors get the field names each API has always answered with
+    /// (the e2e tests check the same on real requests).
+    #[tokio::test]
+    async fn domain_errors_get_each_apis_field_names() {
+        let cases = || {
+            [
+                (
+                    Error::UnknownRootPath(RootPathId(7)),
+                    "root_path_id",
+                    "root_path",
+                ),
+                (Error::UnknownServer(ServerId(3)), "server", "server"),
+                (
+                    Error::UnsupportedClient {
+                        index: 2,
+                        part: ClientPart::Host,
+                        message: "m".into(),
+                    },
+                    "clients[2].host",
+                    "clients[2].host",
+                ),
+                (
+                    Error::UnsupportedClient {
+                        index: 0,
+                        part: ClientPart::Options,
+                        message: "m".into(),
+                    },
+                    "clients[0].options",
+                    "clients[0].options",
+                ),
+                (Error::out_of_range(Amount::Size, "m"), "size_gb", "size_gb"),
+                (
+                    Error::out_of_range(Amount::Quota, "m"),
+                    "quota_gb",
+                    "quota_gb",
+                ),
+                (Error::conflict(Clash::SubPath, "m"), "sub_path", "sub_path"),
+                (
+                    Error::conflict(Clash::IdempotencyKey, "m"),
+                    "Idempotency-Key",
+                    "Idempotency-Key",
+                ),
+                (Error::conflict(Clash::ServerName, "m"), "name", "name"),
+                (Error::conflict(Clash::RootPathOverlap, "m"), "path", "path"),
+                (
+                    Error::conflict(Clash::VolumeState, "m"),
+                    "",
+                    "non_field_errors",
+                ),
+            ]
+        };
+        for (e, native, _) in cases() {
+            let what = format!("{e:?}");
+            let conflict = matches!(e, Error::Conflict { .. });
+            let (status, json) = body(NativeError(e).into_response()).await;
+            let want = if native.is_empty() {
+                serde_json::Value::Null
+            } else {
+                native.into()
+            };
+            assert_eq!(json["error"]["field"], want, "{what}");
+            let want_status = if conflict {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            assert_eq!(status, want_status, "{what}");
+            assert_eq!(
+                json["error"]["code"],
+                if conflict { "conflict" } else { "invalid" }
+            );
+        }
+        for (e, _, hootie) in cases() {
+            let what = format!("{e:?}");
+            let (status, json) = body(HootieError(e).into_response()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+            assert!(json[hootie].is_array(), "{what}: {json}");
+        }
+        let (status, json) =
+            body(NativeError(Error::UnknownRootPath(RootPathId(7))).into_response()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(json["error"]["message"], "root path 7 does not exist");
+        let (status, json) =
+            body(NativeError(Error::not_found(Entity::Volume, 9)).into_response()).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(json["error"]["message"], "volume 9 not found");
     }
 }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use super::response::{HootieCreated, HootieRootPath, HootieVolume};
 use super::{AppState, Caller, HootieError, Writer};
 use crate::datastore::{Created, NewVolume};
-use crate::error::Error;
+use crate::error::{Entity, Error};
 use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
 use crate::spec::{self, DirMode, ExportOptions, SubPath};
 
@@ -63,7 +63,7 @@ async fn list(State(st): State<AppState>, Caller(user): Caller) -> HResult<Respo
 fn parse_pk(pk: &str) -> Result<VolumeId, Error> {
     pk.parse::<i64>()
         .map(VolumeId)
-        .map_err(|_| Error::NotFound(format!("volume {pk:?}")))
+        .map_err(|_| Error::not_found(Entity::Volume, format!("{pk:?}")))
 }
 
 async fn show(
@@ -73,7 +73,7 @@ async fn show(
 ) -> HResult<Json<HootieVolume>> {
     let v = st.db().volume_for(parse_pk(&pk)?, &user).await?;
     if matches!(v.state, VolumeState::Deleted | VolumeState::Deleting) {
-        return Err(Error::NotFound(format!("volume {pk}")).into());
+        return Err(Error::not_found(Entity::Volume, pk).into());
     }
     Ok(Json(HootieVolume::from(&v)))
 }
@@ -191,7 +191,7 @@ async fn create(
                     st.hub.poke(gone.server_id);
                     st.wait_settled(v.id, CREATE_WAIT).await?
                 }
-                Err(Error::NotFound(_)) => st.db().volume(v.id).await?,
+                Err(Error::NotFound { .. }) => st.db().volume(v.id).await?,
                 Err(e) => return Err(e.into()),
             };
             let detail = if gone.state == VolumeState::Deleted {

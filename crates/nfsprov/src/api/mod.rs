@@ -27,7 +27,7 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
 use crate::datastore::Datastore;
-use crate::error::{Error, Result};
+use crate::error::{Entity, Error, Result};
 use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
 use crate::serve::HttpLimits;
@@ -386,7 +386,7 @@ async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Nex
     };
     let e = match status {
         StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(message),
-        StatusCode::NOT_FOUND => Error::NotFound(format!("route {route}")),
+        StatusCode::NOT_FOUND => Error::not_found(Entity::Route, route),
         StatusCode::BAD_REQUEST => Error::invalid(query_field(&message), message.clone()),
         _ => {
             let mut resp = if hootie {

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use super::response::{Health, RootPathBody, ServerBody, UserBody, VolumeBody};
 use super::{Admin, AdminWriter, AppState, Caller, NativeError, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
-use crate::error::Error;
+use crate::error::{Entity, Error};
 use crate::model::*;
 use crate::spec::{self, DirMode, ExportOptions, SubPath};
 
@@ -224,12 +224,7 @@ async fn create_volume(
         idempotency_key: key,
         request_hash,
     };
-    let (v, replayed) = match st.db().create_volume(&nv).await.map_err(|e| match e {
-        Error::Invalid { field, message } if field == "root_path" => {
-            Error::invalid("root_path_id", message)
-        }
-        other => other,
-    })? {
+    let (v, replayed) = match st.db().create_volume(&nv).await? {
         Created::New(v) => (v, false),
         Created::Replayed(v) => (v, true),
     };
@@ -274,7 +269,7 @@ async fn respond_after_wait(
 fn parse_id(id: &str) -> Result<VolumeId, Error> {
     id.parse::<i64>()
         .map(VolumeId)
-        .map_err(|_| Error::NotFound(format!("volume {id:?}")))
+        .map_err(|_| Error::not_found(Entity::Volume, format!("{id:?}")))
 }
 
 async fn list_volumes(

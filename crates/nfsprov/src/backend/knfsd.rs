@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use super::{Backend, Rendered, blame_by_path};
-use crate::model::{ClientRule, VolumeId};
+use crate::model::{BackendKind, ClientRule, VolumeId};
 use crate::plan::{Export, Plan};
 use crate::remote::{Lit, Script};
 
@@ -30,7 +30,7 @@ fn export_line(path: &str, clients: &[ClientRule]) -> String {
 
 impl Backend for Knfsd {
     type Live = Etab;
-    const NAME: &'static str = "knfsd";
+    const NAME: &'static str = BackendKind::Knfsd.as_str();
     // exportfs reads only `*.exports` in /etc/exports.d, so the temporary twin is ignored.
     const FILES: &'static str = "nfsprov_d=/etc/exports.d; nfsprov_f=/etc/exports.d/nfsprov.exports; nfsprov_t=/etc/exports.d/.nfsprov.exports.tmp";
 

@@ -7,15 +7,15 @@
 //! reloading it, reading the live state back and checking an export against it.
 //!
 //! Every step is idempotent, so a pass cut short at any point is finished by the next one.
-//! Adding a backend means one new module implementing [`Backend`] and one arm in [`Kind`].
+//! Adding a backend means one new module implementing [`Backend`] and one arm in
+//! `model::BackendKind` (and in [`KindExt`]).
 
 pub mod ganesha;
 pub mod knfsd;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::datastore::Outcome;
-use crate::model::{DeletePolicy, VolumeId, clients_to_json};
+use crate::model::{BackendKind, DeletePolicy, Outcome, VolumeId, clients_to_json};
 use crate::plan::{Export, Plan};
 use crate::remote::{Arg, Lit, Output, Script, Word};
 
@@ -68,40 +68,25 @@ pub trait Backend {
     fn entries_in(text: &str) -> Vec<(String, String)>;
 }
 
-/// The backends a server can have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Knfsd,
-    Ganesha,
+/// Runs a pass with the backend a server's [`BackendKind`] names: the one place a kind meets
+/// its implementation.
+pub trait KindExt {
+    fn prepare(self, plan: &Plan, force: bool) -> Prepared;
+    fn judge(self, plan: &Plan, prepared: &Prepared, out: &Output) -> Report;
 }
 
-impl Kind {
-    pub fn parse(s: &str) -> Option<Kind> {
-        match s {
-            Knfsd::NAME => Some(Kind::Knfsd),
-            Ganesha::NAME => Some(Kind::Ganesha),
-            _ => None,
+impl KindExt for BackendKind {
+    fn prepare(self, plan: &Plan, force: bool) -> Prepared {
+        match self {
+            BackendKind::Knfsd => prepare::<Knfsd>(plan, force),
+            BackendKind::Ganesha => prepare::<Ganesha>(plan, force),
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    fn judge(self, plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
         match self {
-            Kind::Knfsd => Knfsd::NAME,
-            Kind::Ganesha => Ganesha::NAME,
-        }
-    }
-
-    pub fn prepare(self, plan: &Plan, force: bool) -> Prepared {
-        match self {
-            Kind::Knfsd => prepare::<Knfsd>(plan, force),
-            Kind::Ganesha => prepare::<Ganesha>(plan, force),
-        }
-    }
-
-    pub fn judge(self, plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
-        match self {
-            Kind::Knfsd => judge::<Knfsd>(plan, prepared, out),
-            Kind::Ganesha => judge::<Ganesha>(plan, prepared, out),
+            BackendKind::Knfsd => judge::<Knfsd>(plan, prepared, out),
+            BackendKind::Ganesha => judge::<Ganesha>(plan, prepared, out),
         }
     }
 }

@@ -23,9 +23,11 @@ use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::sqlite::with_raw_connection;
+use super::volumes::check_backend_options;
 use super::{MAX_EXPORT_ID, NewVolume};
-use super::{check_backend_options, clients_to_json, now, parse_time, with_raw_connection};
-use crate::error::{Error, Result};
+use super::{now, parse_time};
+use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::model::*;
 use crate::spec::{MAX_GB, RootDir};
 
@@ -116,8 +118,8 @@ fn record_batch(
 /// Reservations made by the batch so far, written before the commit.
 #[derive(Default)]
 struct Pending {
-    used: HashMap<i64, i64>,
-    allocated: HashMap<i64, i64>,
+    used: HashMap<UserId, i64>,
+    allocated: HashMap<RootPathId, i64>,
 }
 
 /// Record `jobs` in one transaction. `Err` means nothing was recorded; each inner `Err` is one
@@ -194,14 +196,14 @@ struct Lookup {
     quota: i64,
     used: i64,
     locked: bool,
-    server_id: Option<i64>,
+    server_id: Option<ServerId>,
     rp_path: Option<String>,
     capacity: Option<i64>,
     allocated: Option<i64>,
     delete_policy: Option<String>,
     backend: Option<String>,
     nfs_address: Option<String>,
-    prior_id: Option<i64>,
+    prior_id: Option<VolumeId>,
     prior_hash: Option<String>,
     clash: Option<String>,
 }
@@ -220,8 +222,8 @@ fn record(
     let mut lookup = db.prepare_cached(&lookup_sql(ancestors.len()))?;
     let (above, below) = (format!("{sub}/"), format!("{sub}0"));
     let mut args: Vec<&dyn rusqlite::ToSql> = vec![
-        &nv.owner.0,
-        &nv.root_path.0,
+        &nv.owner,
+        &nv.root_path,
         &nv.idempotency_key,
         &above,
         &below,
@@ -248,17 +250,17 @@ fn record(
         })
         .optional()?;
     let Some(row) = row else {
-        return Ok(Err(Error::NotFound(format!("user {}", nv.owner))));
+        return Ok(Err(Error::not_found(Entity::User, nv.owner)));
     };
 
     if let Some(prior) = row.prior_id {
         if row.prior_hash != nv.request_hash {
             return Ok(Err(Error::conflict(
-                Some("Idempotency-Key"),
+                Clash::IdempotencyKey,
                 "this Idempotency-Key was already used for a different request",
             )));
         }
-        return Ok(Ok(Outcome::Replayed(VolumeId(prior))));
+        return Ok(Ok(Outcome::Replayed(prior)));
     }
     if row.locked {
         return Ok(Err(Error::Locked(super::LOCKED_MESSAGE.into())));
@@ -266,10 +268,7 @@ fn record(
     let (Some(server_id), Some(rp_path), Some(capacity), Some(allocated)) =
         (row.server_id, &row.rp_path, row.capacity, row.allocated)
     else {
-        return Ok(Err(Error::invalid(
-            "root_path",
-            format!("root path {} does not exist", nv.root_path),
-        )));
+        return Ok(Err(Error::UnknownRootPath(nv.root_path)));
     };
     if let Err(e) = check_backend_options(row.backend.as_deref().unwrap_or_default(), &nv.clients) {
         return Ok(Err(e));
@@ -282,8 +281,8 @@ fn record(
         return Ok(Err(overlap_error(rp_path, sub, nv.owner, clash)));
     }
     if !(1..=MAX_GB).contains(&nv.size_gb) {
-        return Ok(Err(Error::invalid(
-            "size_gb",
+        return Ok(Err(Error::out_of_range(
+            Amount::Size,
             format!("the size must be 1 to {MAX_GB} GB"),
         )));
     }
@@ -291,7 +290,7 @@ fn record(
     // In i128: no sum of stored counters and a request can overflow, whatever is stored.
     let size = i128::from(nv.size_gb);
     let quota = i128::from(row.quota);
-    let used = i128::from(row.used) + i128::from(*pending.used.get(&nv.owner.0).unwrap_or(&0));
+    let used = i128::from(row.used) + i128::from(*pending.used.get(&nv.owner).unwrap_or(&0));
     if used + size > quota {
         return Ok(Err(Error::QuotaExceeded {
             message: format!(
@@ -306,7 +305,7 @@ fn record(
     }
     let capacity = i128::from(capacity);
     let allocated =
-        i128::from(allocated) + i128::from(*pending.allocated.get(&nv.root_path.0).unwrap_or(&0));
+        i128::from(allocated) + i128::from(*pending.allocated.get(&nv.root_path).unwrap_or(&0));
     if allocated + size > capacity {
         return Ok(Err(Error::CapacityExceeded {
             message: format!(
@@ -329,10 +328,10 @@ fn record(
                  (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?3), ?12, ?12, ?13) \
          RETURNING id, export_id",
     )?;
-    let (id, mut export_id): (i64, i64) = insert.query_row(
+    let (id, mut export_id): (VolumeId, i64) = insert.query_row(
         params![
-            nv.owner.0,
-            nv.root_path.0,
+            nv.owner,
+            nv.root_path,
             server_id,
             sub,
             nv.size_gb,
@@ -347,21 +346,20 @@ fn record(
         ],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let id = VolumeId(id);
     if export_id > MAX_EXPORT_ID {
         // Ids ran past ganesha's range: take the lowest one free (rare).
         export_id = match lowest_free_export_id(db, server_id)? {
             Some(free) => free,
             None => {
                 return Err(Error::conflict(
-                    Some("root_path"),
+                    Clash::ExportIds,
                     "this server has no free export ids left (65535 live volumes)",
                 ));
             }
         };
         db.execute(
             "UPDATE volumes SET export_id = ?1 WHERE id = ?2",
-            params![export_id, id.0],
+            params![export_id, id],
         )?;
     }
     // Both fit in i64: they are at most the quota and the capacity (checked above).
@@ -371,8 +369,8 @@ fn record(
             .ok_or_else(|| anyhow::anyhow!("a batch's reservations overflowed"))?;
         Ok::<_, Error>(())
     };
-    reserve(pending.used.entry(nv.owner.0).or_default())?;
-    reserve(pending.allocated.entry(nv.root_path.0).or_default())?;
+    reserve(pending.used.entry(nv.owner).or_default())?;
+    reserve(pending.allocated.entry(nv.root_path).or_default())?;
 
     // Everything is known: no need to read the row back.
     Ok(Ok(Outcome::New(Box::new(Volume {
@@ -383,7 +381,7 @@ fn record(
         root_path: RootDir::parse(rp_path).map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
         delete_policy: DeletePolicy::parse(row.delete_policy.as_deref().unwrap_or_default())
             .unwrap_or_default(),
-        server_id: ServerId(server_id),
+        server_id,
         nfs_address: row.nfs_address.unwrap_or_default(),
         sub_path: nv.sub_path.clone(),
         size_gb: nv.size_gb,
@@ -408,7 +406,7 @@ fn record(
 fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error {
     let mut parts = clash.splitn(3, ':');
     let (state, owner, other) = (parts.next(), parts.next(), parts.next());
-    let own = owner.and_then(|o| o.parse::<i64>().ok()) == Some(caller.0);
+    let own = owner.and_then(|o| o.parse().ok()).map(UserId) == Some(caller);
     let message = match other {
         Some(other) if own => {
             let what = if other == sub {
@@ -427,12 +425,12 @@ fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error
             "{rp_path}/{sub}: the path overlaps an existing volume; choose another sub_path"
         ),
     };
-    Error::conflict(Some("sub_path"), message)
+    Error::conflict(Clash::SubPath, message)
 }
 
 /// The lowest export id no live volume of `server` holds, if any is left in ganesha's range;
 /// for when one past the highest ever used is out of that range.
-fn lowest_free_export_id(db: &rusqlite::Connection, server: i64) -> Result<Option<i64>> {
+fn lowest_free_export_id(db: &rusqlite::Connection, server: ServerId) -> Result<Option<i64>> {
     let mut used = db.prepare(
         "SELECT export_id FROM volumes WHERE server_id = ?1 AND state != 'deleted' \
          AND export_id <= ?2 ORDER BY export_id",
@@ -447,4 +445,262 @@ fn lowest_free_export_id(db: &rusqlite::Connection, server: i64) -> Result<Optio
         }
     }
     Ok((candidate <= MAX_EXPORT_ID).then_some(candidate))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::datastore::test_fixture::*;
+    use crate::datastore::*;
+
+    #[tokio::test]
+    async fn the_create_lookup_seeks_indexes_and_scans_nothing() {
+        // A scan here makes every create cost O(volumes of the root path): the overlap check
+        // once did, written as one `OR`.
+        let (_d, db, _u, _rp) = fixture().await;
+        let plan = query_plan(&db, &lookup_sql(3), 8).await;
+        assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:#?}");
+        for index in [
+            "volumes_idempotency (owner_id=? AND idempotency_key=?)",
+            "volumes_live_path (root_path_id=? AND sub_path=?)",
+            "volumes_live_path (root_path_id=? AND sub_path>? AND sub_path<?)",
+        ] {
+            assert!(
+                plan.iter().any(|l| l.ends_with(index)),
+                "{index}: {plan:#?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn export_ids_are_stable_and_wrap_to_the_lowest_free_one() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let a = create(&db, owner, rp, "a").await;
+        let b = create(&db, owner, rp, "b").await;
+        assert_eq!((a.export_id, b.export_id), (1, 2));
+        // The returned volume is what a read gives back.
+        let read = db.volume(b.id).await.unwrap();
+        assert_eq!(read.export_id, 2);
+        assert_eq!(read.owner, "u");
+        assert_eq!(read.root_path.as_str(), "/srv/p");
+        // Ids are not reused after a delete while they are below the limit.
+        let viewer = db.user_by_name("u").await.unwrap();
+        db.delete_volume(b.id, &viewer).await.unwrap();
+        assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);
+        // At the top of ganesha's range, the lowest id no live volume holds is taken.
+        sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")
+            .bind(a.id)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE volumes SET state = 'deleted' WHERE id = ?")
+            .bind(b.id)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let d = create(&db, owner, rp, "d").await;
+        assert_eq!(d.export_id, 1);
+        assert_eq!(db.volume(d.id).await.unwrap().export_id, 1);
+        let e = create(&db, owner, rp, "e").await;
+        assert_eq!(e.export_id, 2, "b's id is free again: b is deleted");
+        let f = create(&db, owner, rp, "f").await;
+        assert_eq!(f.export_id, 4, "3 is held by c");
+    }
+
+    #[tokio::test]
+    async fn quota_capacity_and_overlap_are_checked_in_the_transaction() {
+        let (_dir, db, owner, rp) = fixture().await;
+        create(&db, owner, rp, "team/a").await;
+        for (sub, want) in [
+            ("team", "overlaps"),
+            ("team/a", "already a volume"),
+            ("team/a/b", "overlaps"),
+        ] {
+            match db.create_volume(&new_volume(owner, rp, sub)).await {
+                Err(Error::Conflict { message, .. }) => {
+                    assert!(message.contains(want), "{sub}: {message}")
+                }
+                other => panic!("{sub}: {:?}", other.map(|_| ())),
+            }
+        }
+        // Siblings whose names share a prefix do not overlap.
+        create(&db, owner, rp, "team-b").await;
+        create(&db, owner, rp, "team.c").await;
+        let mut big = new_volume(owner, rp, "big");
+        big.size_gb = 98;
+        match db.create_volume(&big).await {
+            Err(Error::QuotaExceeded { message }) => {
+                assert!(message.contains("exceeds your quota by 1 GB"), "{message}")
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        let viewer = db.user_by_name("u").await.unwrap();
+        assert_eq!(viewer.used_gb, 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_admits_exactly_what_one_by_one_would() {
+        // Quotas 100 GB, capacity 110 GB. All 46 creates below are queued before the create task
+        // runs, so they are recorded as one batch; its checks must see each other.
+        let (_dir, db, owner, rp) = fixture().await;
+        sqlx::query("UPDATE root_paths SET capacity_gb = 110")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        let mut reqs = Vec::new();
+        for k in 0..20 {
+            // u: 20 x 3 GB against a 100 GB quota: all 20 (60 GB) are admitted.
+            let mut nv = new_volume(owner, rp, &format!("u{k}"));
+            nv.size_gb = 3;
+            reqs.push(nv);
+        }
+        for k in 0..20 {
+            // v: 20 x 3 GB, but only 50 GB of capacity is left after u: 16 fit (48 GB).
+            let mut nv = new_volume(other, rp, &format!("v{k}"));
+            nv.size_gb = 3;
+            reqs.push(nv);
+        }
+        // Overlaps inside the batch (the last 2 GB of capacity go to "n" and "k1"): "n" first,
+        // then its child and a second "n".
+        reqs.push(new_volume(owner, rp, "n"));
+        reqs.push(new_volume(owner, rp, "n/child"));
+        reqs.push(new_volume(owner, rp, "n"));
+        // One idempotency key used twice with the same body, once with another body.
+        for (sub, hash) in [("k1", "h"), ("k1", "h"), ("k2", "other")] {
+            let mut nv = new_volume(owner, rp, sub);
+            nv.idempotency_key = Some("key".into());
+            nv.request_hash = Some(hash.into());
+            reqs.push(nv);
+        }
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+
+        let ok = |r: &Result<Created>| matches!(r, Ok(Created::New(_)));
+        assert!(results[..20].iter().all(ok));
+        assert!(results[20..36].iter().all(ok));
+        for r in &results[36..40] {
+            assert!(
+                matches!(r, Err(Error::CapacityExceeded { .. })),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        assert!(ok(&results[40]));
+        for r in &results[41..43] {
+            assert!(
+                matches!(r, Err(Error::Conflict { .. })),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        let first = match &results[43] {
+            Ok(Created::New(v)) => v.id,
+            other => panic!("{:?}", other.as_ref().map(|_| ())),
+        };
+        match &results[44] {
+            Ok(Created::Replayed(v)) => assert_eq!(v.id, first),
+            other => panic!("{:?}", other.as_ref().map(|_| ())),
+        }
+        assert!(matches!(results[45], Err(Error::Conflict { .. })));
+
+        // The counters equal the sum of what was admitted, and export ids are distinct.
+        let admitted: Vec<Volume> = results
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Created::New(v)) => Some(v.clone()),
+                _ => None,
+            })
+            .collect();
+        let sum = |o: UserId| -> i64 {
+            admitted
+                .iter()
+                .filter(|v| v.owner_id == o)
+                .map(|v| v.size_gb)
+                .sum()
+        };
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, sum(owner));
+        assert_eq!(db.user_by_name("v").await.unwrap().used_gb, sum(other));
+        let rp_row = db.root_path(rp).await.unwrap();
+        assert_eq!(rp_row.allocated_gb, sum(owner) + sum(other));
+        assert_eq!(
+            rp_row.allocated_gb, 110,
+            "capacity used to the last GB, never past it"
+        );
+        let mut ids: Vec<u32> = admitted.iter().map(|v| v.export_id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), admitted.len());
+    }
+
+    #[tokio::test]
+    async fn huge_sizes_in_one_batch_are_refused_and_counters_never_overflow() {
+        let (_dir, db, owner, rp) = fixture().await;
+        create(&db, owner, rp, "small").await;
+        // Quota and capacity as large as an admin may set, so only overflow could admit these.
+        for sql in [
+            "UPDATE users SET quota_gb = 1099511627776",
+            "UPDATE root_paths SET capacity_gb = 1099511627776",
+        ] {
+            sqlx::query(sql).execute(&db.writer).await.unwrap();
+        }
+        let mut reqs = Vec::new();
+        for (k, size) in [i64::MAX, i64::MAX, i64::MAX - 1, 1 << 62, 0, -5, i64::MIN]
+            .into_iter()
+            .enumerate()
+        {
+            let mut nv = new_volume(owner, rp, &format!("huge{k}"));
+            nv.size_gb = size;
+            reqs.push(nv);
+        }
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        for r in &results {
+            assert!(
+                matches!(
+                    r,
+                    Err(Error::OutOfRange {
+                        amount: Amount::Size,
+                        ..
+                    } | Error::QuotaExceeded { .. }
+                        | Error::CapacityExceeded { .. })
+                ),
+                "{:?}",
+                r.as_ref().map(|_| ())
+            );
+        }
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 1);
+    }
+
+    #[tokio::test]
+    async fn overlap_errors_name_only_the_callers_own_volumes() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        create(&db, other, rp, "secret/project").await;
+        create(&db, owner, rp, "mine").await;
+        for sub in ["secret", "secret/project", "secret/project/x"] {
+            match db.create_volume(&new_volume(owner, rp, sub)).await {
+                Err(Error::Conflict { message, .. }) => {
+                    // Only what the caller sent: not the other volume's path, owner or state.
+                    assert_eq!(
+                        message,
+                        format!(
+                            "/srv/p/{sub}: the path overlaps an existing volume; choose another sub_path"
+                        )
+                    );
+                }
+                other => panic!("{sub}: {:?}", other.map(|_| ())),
+            }
+        }
+        match db.create_volume(&new_volume(owner, rp, "mine/sub")).await {
+            Err(Error::Conflict { message, .. }) => {
+                assert!(
+                    message.contains("overlaps your volume /srv/p/mine"),
+                    "{message}"
+                )
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
 }

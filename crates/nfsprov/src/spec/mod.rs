@@ -5,6 +5,7 @@
 //! into a shell command, a directory path or an `/etc/exports` line.
 
 mod client;
+pub mod ganesha;
 mod limits;
 mod options;
 mod path;

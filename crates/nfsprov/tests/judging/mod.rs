@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-use nfsprov::backend::{Kind, Prepared, Report};
+use nfsprov::backend::{KindExt as _, Prepared, Report};
+use nfsprov::model::BackendKind as Kind;
 use nfsprov::model::{
     ClientRule, DeletePolicy, RootPathId, ServerId, UserId, Volume, VolumeId, VolumeState,
 };

@@ -1,0 +1,162 @@
+//! The datastore: every SQL query nfsprov runs lives here. The database holds desired state;
+//! reconcilers read it and record what the servers confirmed.
+//!
+//! Invariant: `users.used_gb` and `root_paths.allocated_gb` equal the sum of `size_gb` of the
+//! owner's / root path's volumes that are not `deleting` or `deleted`. They change only inside
+//! the write transaction that records a create or a delete, so concurrent requests can never
+//! overcommit (no check-then-act outside a transaction).
+//!
+//! One module per entity: `servers`, `root_paths`, `users`, `volumes` (requests), `outcomes`
+//! (what a reconcile pass reads and records), `create` (the group-committing create thread).
+//! What only SQLite understands is in `sqlite` (see ARCHITECTURE.md, "Databases").
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::Row;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+
+use crate::error::Result;
+use sqlite::{checkpoints, fresh_transaction_state};
+
+mod create;
+mod outcomes;
+mod root_paths;
+mod servers;
+mod sqlite;
+#[cfg(test)]
+mod test_fixture;
+mod users;
+mod volumes;
+
+pub use servers::NewServer;
+pub use users::{LOCKED_MESSAGE, UserChange};
+pub use volumes::{Created, NewVolume, Page};
+
+/// Reads use a pool of connections; every write goes through one connection, so writers queue
+/// in order inside the process instead of sleeping in SQLite's busy handler (which would put
+/// tens of milliseconds on a request's tail latency).
+#[derive(Clone)]
+pub struct Datastore {
+    pool: SqlitePool,
+    writer: SqlitePool,
+    creates: tokio::sync::mpsc::Sender<create::Job>,
+}
+
+pub fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+/// The columns of a result row by name, from sqlx or from rusqlite (see `sqlite::with_raw_connection`), so one
+/// function turns a row of `VOLUME_SELECT` into a `Volume` on either path.
+trait Columns {
+    fn id<T: RowId>(&self, col: &str) -> Result<T>;
+    fn int(&self, col: &str) -> Result<i64>;
+    fn opt_int(&self, col: &str) -> Result<Option<i64>>;
+    fn text(&self, col: &str) -> Result<String>;
+    fn opt_text(&self, col: &str) -> Result<Option<String>>;
+}
+
+/// A typed id (`model::VolumeId`, ...) as both database paths read it.
+trait RowId:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl<T> RowId for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+{
+}
+
+impl Columns for SqliteRow {
+    fn id<T: RowId>(&self, col: &str) -> Result<T> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+    fn text(&self, col: &str) -> Result<String> {
+        Ok(self.try_get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn id<T: RowId>(&self, col: &str) -> Result<T> {
+        Ok(self.get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<i64> {
+        Ok(self.get(col)?)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.get(col)?)
+    }
+    fn text(&self, col: &str) -> Result<String> {
+        Ok(self.get(col)?)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.get(col)?)
+    }
+}
+
+impl Datastore {
+    /// Open (creating if needed) the SQLite database at `path` and apply migrations.
+    pub async fn open(path: &Path) -> anyhow::Result<Self> {
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            // No checkpoint inside a commit: it would stall the creates queued behind it (and
+            // it fsyncs). `checkpoints` runs them on a read connection instead.
+            .pragma("wal_autocheckpoint", "0")
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        // No ping before each use: an in-process SQLite connection does not go stale as a
+        // network one does, and the ping is one more hand-off to its worker thread per query.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .before_acquire(|conn, _| Box::pin(fresh_transaction_state(conn)))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        sqlx::migrate!("./migrations")
+            .run(&writer)
+            .await
+            .context("applying database migrations")?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening database {}", path.display()))?;
+        let creates = create::spawn(writer.clone()).context("starting the create thread")?;
+        tokio::spawn(checkpoints(pool.clone(), creates.downgrade()));
+        Ok(Datastore {
+            pool,
+            writer,
+            creates,
+        })
+    }
+}
+
+/// Largest export id nfs-ganesha accepts.
+const MAX_EXPORT_ID: i64 = 65_535;

@@ -1,0 +1,141 @@
+//! Servers: the NFS servers nfsprov manages and their reconcile status.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Datastore, now};
+use crate::error::{Clash, Entity, Error, Result};
+use crate::model::{BackendKind, Server, ServerId};
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewServer {
+    pub name: String,
+    pub ssh_host: String,
+    #[serde(default = "default_ssh_port")]
+    pub ssh_port: u16,
+    #[serde(default = "default_ssh_user")]
+    pub ssh_user: String,
+    pub ssh_key: String,
+    pub host_key: String,
+    /// Address clients mount from; defaults to `ssh_host`.
+    #[serde(default)]
+    pub nfs_address: String,
+    /// `knfsd` (default) or `ganesha`.
+    #[serde(default = "default_backend")]
+    pub backend: String,
+}
+
+fn default_backend() -> String {
+    "knfsd".into()
+}
+
+fn default_ssh_port() -> u16 {
+    22
+}
+
+fn default_ssh_user() -> String {
+    "root".into()
+}
+
+fn server_from_row(row: &SqliteRow) -> Result<Server> {
+    Ok(Server {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        ssh_host: row.try_get("ssh_host")?,
+        ssh_port: row.try_get::<i64, _>("ssh_port")? as u16,
+        ssh_user: row.try_get("ssh_user")?,
+        ssh_key: row.try_get("ssh_key")?,
+        host_key: row.try_get("host_key")?,
+        nfs_address: row.try_get("nfs_address")?,
+        backend: {
+            let b: String = row.try_get("backend")?;
+            BackendKind::parse(&b)
+                .ok_or_else(|| anyhow::anyhow!("stored backend {b:?} is unknown"))?
+        },
+        status: row.try_get("status")?,
+        status_message: row.try_get("status_message")?,
+        last_reconciled_at: row.try_get("last_reconciled_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl Datastore {
+    pub async fn create_server(&self, s: &NewServer) -> Result<Server> {
+        let res = sqlx::query(
+            "INSERT INTO servers (name, ssh_host, ssh_port, ssh_user, ssh_key, host_key, nfs_address, backend, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&s.name)
+        .bind(&s.ssh_host)
+        .bind(s.ssh_port as i64)
+        .bind(&s.ssh_user)
+        .bind(&s.ssh_key)
+        .bind(&s.host_key)
+        .bind(&s.nfs_address)
+        .bind(&s.backend)
+        .bind(now())
+        .fetch_one(&self.writer)
+        .await;
+        match res {
+            Ok(row) => self.server(row.try_get("id")?).await,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
+                Clash::ServerName,
+                format!("a server named {:?} already exists", s.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn server(&self, id: ServerId) -> Result<Server> {
+        let row = sqlx::query("SELECT * FROM servers WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::not_found(Entity::Server, id))?;
+        server_from_row(&row)
+    }
+
+    pub async fn server_by_name(&self, name: &str) -> Result<Server> {
+        let row = sqlx::query("SELECT * FROM servers WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::not_found(Entity::Server, format!("{name:?}")))?;
+        server_from_row(&row)
+    }
+
+    pub async fn servers(&self) -> Result<Vec<Server>> {
+        let rows = sqlx::query("SELECT * FROM servers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(server_from_row).collect()
+    }
+
+    pub async fn set_server_status(
+        &self,
+        id: ServerId,
+        status: &str,
+        message: Option<&str>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE servers SET status = ?, status_message = ?, last_reconciled_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(message)
+        .bind(now())
+        .bind(id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_server_host_key(&self, id: ServerId, host_key: &str) -> Result<()> {
+        sqlx::query("UPDATE servers SET host_key = ? WHERE id = ?")
+            .bind(host_key)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+}

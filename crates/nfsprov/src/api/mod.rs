@@ -28,7 +28,7 @@ use crate::datastore::Datastore;
 use crate::error::{Error, Result};
 use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
-use crate::serve::HttpLimits;
+use crate::settings::HttpLimits;
 
 pub use error::{HootieError, NativeError};
 

@@ -46,6 +46,18 @@ fn fault_panic_once(name: &str) {
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
 
+/// What a server's reconciler task keeps from one pass to the next.
+struct TaskState {
+    server: ServerId,
+    /// The SSH session, reused; dropped when a pass fails.
+    session: Option<Session>,
+    unresolved: precheck::Unresolved,
+    policy: RetryPolicy,
+    retry: RetryState,
+    /// Passes this task ran.
+    generation: u64,
+}
+
 /// Wakes reconcilers and the requests waiting for them.
 #[derive(Clone)]
 pub struct Hub {
@@ -142,8 +154,8 @@ impl Hub {
         &self.inner.db
     }
 
-    /// The body of a server's reconciler task: pass after pass, each followed by the wait its
-    /// `Requeue` asks for. Runs until the supervisor stops it.
+    /// The body of a server's reconciler task: pass after pass, each followed by the wait it
+    /// asks for. Runs until the supervisor stops it.
     async fn run(self, server_id: ServerId) {
         let notify = self
             .inner
@@ -153,28 +165,20 @@ impl Hub {
             .get(&server_id)
             .cloned()
             .expect("a reconciler is started after its server's entry");
-        let policy = RetryPolicy::new(&self.inner.tuning);
-        let mut retry = RetryState::new(Instant::now());
-        let mut session: Option<Session> = None;
+        let mut task = TaskState {
+            server: server_id,
+            session: None,
+            unresolved: precheck::Unresolved::default(),
+            policy: RetryPolicy::new(&self.inner.tuning),
+            retry: RetryState::new(Instant::now()),
+            generation: 0,
+        };
         // Start-up and periodic resyncs verify everything; a pass woken by a request checks
         // what it changes (and the whole export table).
         let mut full = true;
-        let mut unresolved = precheck::Unresolved::default();
-        for generation in 1u64.. {
-            let began = Instant::now();
-            let result = self
-                .pass(server_id, generation, &mut session, full, &mut unresolved)
-                .await;
-            let requeue = match result {
-                Ok(()) => policy.succeeded(&mut retry, full, began, Instant::now()),
-                Err(e) => {
-                    session = None;
-                    let requeue = policy.failed(&mut retry);
-                    tracing::warn!(server = %server_id, "reconcile failed: {e:#}; next: {requeue:?}");
-                    requeue
-                }
-            };
-            full = self.wait(requeue, &notify).await;
+        loop {
+            let next = self.pass(&mut task, full).await;
+            full = self.wait(next, &notify).await;
         }
     }
 
@@ -201,45 +205,57 @@ impl Hub {
         }
     }
 
-    /// One reconcile of a server in its own span: `pass{server, name, generation, full}`, with
-    /// the counts (volumes, applied, failed, pending) and the duration recorded when it ends
-    /// and a debug event then. `generation` numbers the passes of this reconciler task.
-    async fn pass(
-        &self,
-        server_id: ServerId,
-        generation: u64,
-        session: &mut Option<Session>,
-        full: bool,
-        unresolved: &mut precheck::Unresolved,
-    ) -> anyhow::Result<()> {
+    /// One reconcile of a server in its own span, `pass{server, generation, full}`, with the
+    /// counts (volumes, applied, failed, pending), the duration and the next run recorded when
+    /// it ends, and an event then (debug; warn if it failed). `generation` numbers the passes
+    /// of this reconciler task. Returns when the next pass should run, as `task.policy` says.
+    async fn pass(&self, task: &mut TaskState, full: bool) -> Requeue {
+        task.generation += 1;
         let span = tracing::info_span!(
             "pass",
-            server = %server_id,
-            name = tracing::field::Empty,
-            generation,
+            server = %task.server,
+            generation = task.generation,
             full,
+            name = tracing::field::Empty,
             volumes = tracing::field::Empty,
             applied = tracing::field::Empty,
             failed = tracing::field::Empty,
             pending = tracing::field::Empty,
             duration_ms = tracing::field::Empty,
+            next = tracing::field::Empty,
         );
         let began = Instant::now();
         let mut counts = PassCounts::default();
         let result = self
-            .reconcile_with(server_id, session, full, unresolved, &mut counts)
+            .reconcile_with(
+                task.server,
+                &mut task.session,
+                full,
+                &mut task.unresolved,
+                &mut counts,
+            )
             .instrument(span.clone())
             .await;
+        let next = match &result {
+            Ok(()) => task
+                .policy
+                .succeeded(&mut task.retry, full, began, Instant::now()),
+            Err(_) => {
+                task.session = None;
+                task.policy.failed(&mut task.retry)
+            }
+        };
         span.record("volumes", counts.volumes)
             .record("applied", counts.applied)
             .record("failed", counts.failed)
             .record("pending", counts.pending)
-            .record("duration_ms", began.elapsed().as_millis() as u64);
+            .record("duration_ms", began.elapsed().as_millis() as u64)
+            .record("next", tracing::field::debug(next));
         span.in_scope(|| match &result {
             Ok(()) => tracing::debug!("pass done"),
-            Err(_) => tracing::debug!("pass failed"),
+            Err(e) => tracing::warn!("reconcile failed: {e:#}"),
         });
-        result
+        next
     }
 
     /// Bring one server in line with the database: one or a few passes.

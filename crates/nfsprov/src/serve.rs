@@ -120,7 +120,11 @@ pub async fn serve(
         tuning,
         http: mut limits,
         auth: auth_limits,
+        requests,
     } = settings;
+    if !crate::spec::install_limits(requests.into()) {
+        anyhow::bail!("request limits were in force before they were read");
+    }
     let nofile = raise_nofile_limit();
     let fd_room = nofile.saturating_sub(RESERVED_FDS).max(16);
     if limits.max_connections > fd_room {

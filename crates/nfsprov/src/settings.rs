@@ -5,8 +5,8 @@
 //! naming the variable: a typo must not silently fall back to a default. `Default` gives the
 //! same values as an empty environment, for code and tests that build settings directly.
 //!
-//! This module is a leaf: it imports nothing from the rest of nfsprov, so `api`, `auth`,
-//! `reconcile` and `serve` all take their settings from here.
+//! It imports only `spec` (for the request limits' bounds), so `api`, `auth`, `reconcile` and
+//! `serve` all take their settings from here.
 
 use std::ffi::OsStr;
 use std::time::Duration;
@@ -14,6 +14,10 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::error::ErrorKind;
 use clap::{Arg, Args, Command};
+
+use crate::spec::{
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_VOLUME_GB, Limits, MAX_CLIENTS_CEILING, MAX_GB,
+};
 
 /// Everything `nfsprov serve` reads besides its data directory and listen address.
 #[derive(Args, Clone, Debug, Default)]
@@ -24,6 +28,8 @@ pub struct ServeSettings {
     pub http: HttpLimits,
     #[command(flatten)]
     pub auth: AuthLimits,
+    #[command(flatten)]
+    pub requests: RequestLimits,
 }
 
 /// Timing of the reconcilers.
@@ -160,6 +166,36 @@ impl AuthLimits {
     /// naming its variable.
     pub fn from_env() -> anyhow::Result<Self> {
         from_env()
+    }
+}
+
+/// Bounds on what one request may ask for (`spec::limits`).
+#[derive(Args, Clone, Copy, Debug, PartialEq)]
+#[command(next_help_heading = "Request limits")]
+pub struct RequestLimits {
+    /// Largest volume a user may ask for, in GB.
+    #[arg(long = "max-volume-gb", env = "NFSPROV_MAX_VOLUME_GB", default_value_t = DEFAULT_MAX_VOLUME_GB, value_parser = in_range::<i64>(1, MAX_GB))]
+    pub max_volume_gb: i64,
+    /// Most clients per volume.
+    #[arg(long = "max-clients", env = "NFSPROV_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS, value_parser = in_range::<usize>(1, MAX_CLIENTS_CEILING))]
+    pub max_clients: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_volume_gb: DEFAULT_MAX_VOLUME_GB,
+            max_clients: DEFAULT_MAX_CLIENTS,
+        }
+    }
+}
+
+impl From<RequestLimits> for Limits {
+    fn from(r: RequestLimits) -> Limits {
+        Limits {
+            max_volume_gb: r.max_volume_gb,
+            max_clients: r.max_clients,
+        }
     }
 }
 
@@ -300,6 +336,31 @@ impl<T: Count> TypedValueParser for AtLeastOne<T> {
     }
 }
 
+/// A whole number from `min` to `max`, of the type `T`.
+#[derive(Clone, Copy)]
+struct InRange<T> {
+    min: T,
+    max: T,
+}
+
+fn in_range<T>(min: T, max: T) -> InRange<T> {
+    InRange { min, max }
+}
+
+impl<T> TypedValueParser for InRange<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    type Value = T;
+    fn parse_ref(&self, cmd: &Command, arg: Option<&Arg>, value: &OsStr) -> Result<T, clap::Error> {
+        let why = format!("expected a whole number from {} to {}", self.min, self.max);
+        match value.to_string_lossy().trim().parse::<T>() {
+            Ok(n) if n >= self.min && n <= self.max => Ok(n),
+            _ => Err(refuse(cmd, arg, value, &why)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +388,7 @@ mod tests {
         assert_eq!(s.tuning, Tuning::default());
         assert_eq!(s.http, HttpLimits::default());
         assert_eq!(s.auth, AuthLimits::default());
+        assert_eq!(s.requests, RequestLimits::default());
     }
 
     #[test]
@@ -370,6 +432,10 @@ mod tests {
             ),
             ("--auth-window-secs", "-60", "NFSPROV_AUTH_WINDOW_SECS"),
             ("--auth-checks-per-ip", "0", "NFSPROV_AUTH_CHECKS_PER_IP"),
+            ("--max-volume-gb", "0", "NFSPROV_MAX_VOLUME_GB"),
+            ("--max-volume-gb", "1PB", "NFSPROV_MAX_VOLUME_GB"),
+            ("--max-clients", "4097", "NFSPROV_MAX_CLIENTS"),
+            ("--max-clients", "-3", "NFSPROV_MAX_CLIENTS"),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse(&[&arg]).expect_err(&arg);

@@ -57,6 +57,8 @@ fn serve_refuses_a_bad_setting_naming_the_variable() {
         ("NFSPROV_BODY_TIMEOUT_SECS", "x"),
         ("NFSPROV_AUTH_WINDOW_SECS", "-60"),
         ("NFSPROV_AUTH_FAILURES_PER_IP", "many"),
+        ("NFSPROV_MAX_VOLUME_GB", "0"),
+        ("NFSPROV_MAX_CLIENTS", "5000"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

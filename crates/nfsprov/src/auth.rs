@@ -63,60 +63,7 @@ const KNOWN_GOOD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Entries kept in each bookkeeping map before expired ones are dropped.
 const MAX_ENTRIES: usize = 100_000;
 
-/// Limits on password guessing (`NFSPROV_AUTH_*`, see README).
-#[derive(Clone, Debug)]
-pub struct AuthLimits {
-    /// Failed sign-ins one source address may make per window.
-    pub failures_per_source: u32,
-    /// Failed sign-ins one user name may get per window (from sources it never signed in from).
-    pub failures_per_user: u32,
-    pub window: Duration,
-    /// Password checks one source may have running at once; more are answered 429 at once.
-    pub checks_per_source: usize,
-    /// Password checks running at once in all (each holds 19 MiB), and as many again for
-    /// users signing in from where they did before.
-    pub concurrent_checks: usize,
-}
-
-impl Default for AuthLimits {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        AuthLimits {
-            failures_per_source: 30,
-            failures_per_user: 100,
-            window: Duration::from_secs(60),
-            checks_per_source: 2,
-            concurrent_checks: (2 * cores).max(4),
-        }
-    }
-}
-
-impl AuthLimits {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let d = AuthLimits::default();
-        let at_least_1 = |name: &str, default: u64| -> anyhow::Result<u64> {
-            match crate::serve::env_or(name, default)? {
-                0 => anyhow::bail!("{name} must be at least 1"),
-                n => Ok(n),
-            }
-        };
-        let count = |name: &str, default: u32| -> anyhow::Result<u32> {
-            u32::try_from(at_least_1(name, default.into())?)
-                .map_err(|_| anyhow::anyhow!("{name} is too large"))
-        };
-        Ok(AuthLimits {
-            failures_per_source: count("NFSPROV_AUTH_FAILURES_PER_IP", d.failures_per_source)?,
-            failures_per_user: count("NFSPROV_AUTH_FAILURES_PER_USER", d.failures_per_user)?,
-            window: Duration::from_secs(at_least_1(
-                "NFSPROV_AUTH_WINDOW_SECS",
-                d.window.as_secs(),
-            )?),
-            checks_per_source: count("NFSPROV_AUTH_CHECKS_PER_IP", d.checks_per_source as u32)?
-                as usize,
-            ..d
-        })
-    }
-}
+pub use crate::settings::AuthLimits;
 
 /// Where a request comes from, for limits: an IPv4 address, or an IPv6 /64 (one host usually
 /// holds a whole /64).

@@ -15,4 +15,5 @@ pub mod precheck;
 pub mod reconcile;
 pub mod remote;
 pub mod serve;
+pub mod settings;
 pub mod spec;

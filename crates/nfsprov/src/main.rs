@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use nfsprov::datastore::{NewServer, UserChange};
 use nfsprov::model::DeletePolicy;
+use nfsprov::settings::ServeSettings;
 use nfsprov::{admin, serve};
 
 #[derive(Parser)]
@@ -34,6 +35,8 @@ enum Cmd {
     Serve {
         #[arg(long, env = "NFSPROV_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        #[command(flatten)]
+        settings: ServeSettings,
     },
     /// Register and list NFS servers.
     #[command(subcommand)]
@@ -184,7 +187,7 @@ fn read_password(username: &str) -> anyhow::Result<String> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Serve { listen } => serve::serve(&cli.data_dir, listen).await,
+        Cmd::Serve { listen, settings } => serve::serve(&cli.data_dir, listen, settings).await,
         Cmd::Server(cmd) => {
             let db = serve::open(&cli.data_dir).await?;
             match cmd {

@@ -88,6 +88,56 @@ impl fmt::Display for VolumeState {
     }
 }
 
+/// What the reconciler last saw of a server. Stored, and shown by the API, as the lowercase
+/// name (`"reachable"`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerStatus {
+    /// No pass has finished yet (a server just registered).
+    Unknown,
+    /// The last pass applied and verified the server's exports.
+    Reachable,
+    /// A pass is running longer than `NFSPROV_SLOW_PASS_SECS`; it goes on.
+    Slow,
+    /// SSH could not reach the server, or the session broke.
+    Unreachable,
+    /// Reached, but its NFS service is not running.
+    Down,
+    /// Reached, but the server failed the pass as a whole (its message says why).
+    Error,
+}
+
+impl ServerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerStatus::Unknown => "unknown",
+            ServerStatus::Reachable => "reachable",
+            ServerStatus::Slow => "slow",
+            ServerStatus::Unreachable => "unreachable",
+            ServerStatus::Down => "down",
+            ServerStatus::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "unknown" => ServerStatus::Unknown,
+            "reachable" => ServerStatus::Reachable,
+            "slow" => ServerStatus::Slow,
+            "unreachable" => ServerStatus::Unreachable,
+            "down" => ServerStatus::Down,
+            "error" => ServerStatus::Error,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ServerStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What happens to a volume's data when it is deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -170,7 +220,7 @@ pub struct Server {
     pub host_key: String,
     pub nfs_address: String,
     pub backend: BackendKind,
-    pub status: String,
+    pub status: ServerStatus,
     pub status_message: Option<String>,
     pub last_reconciled_at: Option<String>,
     pub created_at: String,
@@ -308,4 +358,28 @@ pub enum Outcome {
         generation: i64,
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_status_text_round_trips_and_matches_serde() {
+        for s in [
+            ServerStatus::Unknown,
+            ServerStatus::Reachable,
+            ServerStatus::Slow,
+            ServerStatus::Unreachable,
+            ServerStatus::Down,
+            ServerStatus::Error,
+        ] {
+            assert_eq!(ServerStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::String(s.as_str().into())
+            );
+        }
+        assert_eq!(ServerStatus::parse("Reachable"), None);
+    }
 }

@@ -5,78 +5,25 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use tokio::sync::Notify;
+use tracing::Instrument as _;
 
 use crate::backend::KindExt as _;
 use crate::datastore::Datastore;
-use crate::model::Outcome;
-use crate::model::{Server, ServerId, VolumeState};
+use crate::model::{Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
 use crate::plan::Plan;
 use crate::precheck;
 use crate::remote::{RemoteError, Session, Target};
 
-/// Timing of the reconcilers.
-#[derive(Debug, Clone, Copy)]
-pub struct Tuning {
-    /// How often a reconciler re-checks its server with no request pending (drift repair).
-    pub resync: Duration,
-    /// Longest wait between attempts to reach a server that is down.
-    pub max_backoff: Duration,
-    /// How long a pass woken by a request waits for more requests to batch with.
-    pub batch_window: Duration,
-    /// Time limit of one pass on the server; when it passes, the server kills what the pass
-    /// started there.
-    pub pass_timeout: Duration,
-    /// Time limit of one host name lookup on the server.
-    pub resolve_timeout: Duration,
-    /// A pass running longer than this is reported (server `slow`, waiting volumes' last_error)
-    /// while it goes on; and again every this often.
-    pub slow_after: Duration,
-}
+mod policy;
+mod supervisor;
 
-impl Default for Tuning {
-    fn default() -> Self {
-        Tuning {
-            resync: Duration::from_secs(30),
-            max_backoff: Duration::from_secs(20),
-            batch_window: Duration::ZERO,
-            pass_timeout: Duration::from_secs(120),
-            resolve_timeout: Duration::from_secs(5),
-            slow_after: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Tuning {
-    /// Defaults, overridden by `NFSPROV_RESYNC_SECS`, `NFSPROV_MAX_BACKOFF_SECS`,
-    /// `NFSPROV_BATCH_WINDOW_MS`, `NFSPROV_PASS_TIMEOUT_SECS`, `NFSPROV_RESOLVE_TIMEOUT_SECS` and
-    /// `NFSPROV_SLOW_PASS_SECS`.
-    pub fn from_env() -> Tuning {
-        let secs = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .and_then(|v| v.parse::<f64>().ok())
-                .filter(|v| *v > 0.0)
-                .map(Duration::from_secs_f64)
-        };
-        let d = Tuning::default();
-        Tuning {
-            resync: secs("NFSPROV_RESYNC_SECS").unwrap_or(d.resync),
-            max_backoff: secs("NFSPROV_MAX_BACKOFF_SECS").unwrap_or(d.max_backoff),
-            batch_window: std::env::var("NFSPROV_BATCH_WINDOW_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map(Duration::from_millis)
-                .unwrap_or(d.batch_window),
-            pass_timeout: secs("NFSPROV_PASS_TIMEOUT_SECS").unwrap_or(d.pass_timeout),
-            resolve_timeout: secs("NFSPROV_RESOLVE_TIMEOUT_SECS").unwrap_or(d.resolve_timeout),
-            slow_after: secs("NFSPROV_SLOW_PASS_SECS").unwrap_or(d.slow_after),
-        }
-    }
-}
+pub use crate::settings::Tuning;
+pub use policy::{Requeue, RetryPolicy, RetryState};
+use supervisor::Supervisor;
 
 /// Crash on purpose at a named point when `NFSPROV_FAULT` names it: lets tests kill the
 /// process exactly between two steps (e.g. after the server changed, before the database did).
@@ -100,6 +47,18 @@ fn fault_panic_once(name: &str) {
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
 
+/// What a server's reconciler task keeps from one pass to the next.
+struct TaskState {
+    server: ServerId,
+    /// The SSH session, reused; dropped when a pass fails.
+    session: Option<Session>,
+    unresolved: precheck::Unresolved,
+    policy: RetryPolicy,
+    retry: RetryState,
+    /// Passes this task ran.
+    generation: u64,
+}
+
 /// Wakes reconcilers and the requests waiting for them.
 #[derive(Clone)]
 pub struct Hub {
@@ -111,6 +70,8 @@ struct HubInner {
     state_dir: PathBuf,
     tuning: Tuning,
     servers: Mutex<HashMap<ServerId, Arc<Notify>>>,
+    /// Owns the reconciler tasks; started with the first of them.
+    tasks: OnceLock<Supervisor>,
     /// Signalled after every pass that recorded outcomes.
     changed: Notify,
 }
@@ -123,6 +84,7 @@ impl Hub {
                 state_dir,
                 tuning,
                 servers: Mutex::new(HashMap::new()),
+                tasks: OnceLock::new(),
                 changed: Notify::new(),
             }),
         }
@@ -138,42 +100,30 @@ impl Hub {
 
     /// Start the reconciler of `server` if it is not running.
     pub fn ensure(&self, server: ServerId) {
-        let mut map = self.inner.servers.lock().expect("hub lock");
-        if map.contains_key(&server) {
-            return;
+        {
+            let mut map = self.inner.servers.lock().expect("hub lock");
+            if map.contains_key(&server) {
+                return;
+            }
+            map.insert(server, Arc::new(Notify::new()));
         }
-        let notify = Arc::new(Notify::new());
-        map.insert(server, notify.clone());
-        let hub = self.clone();
-        tokio::spawn(async move { hub.supervise(server, notify).await });
+        self.supervisor().start(server);
     }
 
-    /// Run the reconciler of `server` and restart it, with backoff, if it panics: a bug hit
-    /// by one pass must not leave the server unreconciled for the life of the process.
-    async fn supervise(self, server: ServerId, notify: Arc<Notify>) {
-        let mut backoff = Duration::from_millis(500);
-        loop {
-            let started = Instant::now();
-            let task = tokio::spawn(self.clone().run(server, notify.clone()));
-            match task.await {
-                Ok(()) => return,
-                Err(e) if e.is_panic() => {
-                    if started.elapsed() > self.inner.tuning.max_backoff * 4 {
-                        backoff = Duration::from_millis(500);
-                    }
-                    tracing::error!(
-                        server = %server,
-                        "reconciler panicked; restarting it in {backoff:?}: {}",
-                        panic_message(e.into_panic())
-                    );
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.inner.tuning.max_backoff);
-                }
-                Err(e) => {
-                    tracing::error!(server = %server, "reconciler stopped: {e}");
-                    return;
-                }
-            }
+    /// The owner of the reconciler tasks, started on first use (on the caller's runtime).
+    fn supervisor(&self) -> &Supervisor {
+        self.inner.tasks.get_or_init(|| {
+            let hub = self.clone();
+            Supervisor::spawn(RetryPolicy::new(&self.inner.tuning), move |server| {
+                hub.clone().run(server)
+            })
+        })
+    }
+
+    /// Stop every reconciler and wait until they are gone.
+    pub async fn shutdown(&self) {
+        if let Some(tasks) = self.inner.tasks.get() {
+            tasks.shutdown().await;
         }
     }
 
@@ -205,48 +155,108 @@ impl Hub {
         &self.inner.db
     }
 
-    async fn run(self, server_id: ServerId, notify: Arc<Notify>) {
-        let mut session: Option<Session> = None;
-        let mut backoff = Duration::from_millis(500);
+    /// The body of a server's reconciler task: pass after pass, each followed by the wait it
+    /// asks for. Runs until the supervisor stops it.
+    async fn run(self, server_id: ServerId) {
+        let notify = self
+            .inner
+            .servers
+            .lock()
+            .expect("hub lock")
+            .get(&server_id)
+            .cloned()
+            .expect("a reconciler is started after its server's entry");
+        let mut task = TaskState {
+            server: server_id,
+            session: None,
+            unresolved: precheck::Unresolved::default(),
+            policy: RetryPolicy::new(&self.inner.tuning),
+            retry: RetryState::new(Instant::now()),
+            generation: 0,
+        };
         // Start-up and periodic resyncs verify everything; a pass woken by a request checks
-        // what it changes (and the whole export table). The resync is due `resync` after the
-        // last full pass began, however many requests come in between: requests must not
-        // postpone drift detection.
+        // what it changes (and the whole export table).
         let mut full = true;
-        let mut last_full = Instant::now();
-        let mut unresolved = precheck::Unresolved::default();
         loop {
-            let began = Instant::now();
-            match self
-                .reconcile_with(server_id, &mut session, full, &mut unresolved)
-                .await
-            {
-                Ok(()) => {
-                    backoff = Duration::from_millis(500);
-                    if full {
-                        last_full = began;
-                    }
-                    let due = tokio::time::Instant::from_std(last_full + self.inner.tuning.resync);
-                    let woken = tokio::time::timeout_at(due, notify.notified())
-                        .await
-                        .is_ok();
-                    full = !woken || tokio::time::Instant::now() >= due;
-                    if !full && !self.inner.tuning.batch_window.is_zero() {
-                        // Let requests arriving together share one pass.
-                        tokio::time::sleep(self.inner.tuning.batch_window).await;
-                    }
+            let next = self.pass(&mut task, full).await;
+            full = self.wait(next, &notify).await;
+        }
+    }
+
+    /// Wait as `requeue` says; whether the next pass is a full one.
+    async fn wait(&self, requeue: Requeue, notify: &Notify) -> bool {
+        match requeue {
+            Requeue::OnWakeOr(resync) => {
+                let since = tokio::time::Instant::now();
+                let woken = tokio::time::timeout(resync, notify.notified())
+                    .await
+                    .is_ok();
+                let full = !woken || since.elapsed() >= resync;
+                if !full && !self.inner.tuning.batch_window.is_zero() {
+                    // Let requests arriving together share one pass.
+                    tokio::time::sleep(self.inner.tuning.batch_window).await;
                 }
-                Err(e) => {
-                    session = None;
-                    full = true;
-                    tracing::warn!(server = %server_id, "reconcile failed: {e:#}");
-                    // New requests do not cut the backoff short: a server that is down must not
-                    // cost an SSH connection attempt per API request. Their wake-up is kept.
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.inner.tuning.max_backoff);
-                }
+                full
+            }
+            Requeue::After(wait) => {
+                // A wake-up that comes meanwhile stays stored in `notify` for the next wait.
+                tokio::time::sleep(wait).await;
+                true
             }
         }
+    }
+
+    /// One reconcile of a server in its own span, `pass{server, generation, full}`, with the
+    /// counts (volumes, applied, failed, pending), the duration and the next run recorded when
+    /// it ends, and an event then (debug; warn if it failed). `generation` numbers the passes
+    /// of this reconciler task. Returns when the next pass should run, as `task.policy` says.
+    async fn pass(&self, task: &mut TaskState, full: bool) -> Requeue {
+        task.generation += 1;
+        let span = tracing::info_span!(
+            "pass",
+            server = %task.server,
+            generation = task.generation,
+            full,
+            name = tracing::field::Empty,
+            volumes = tracing::field::Empty,
+            applied = tracing::field::Empty,
+            failed = tracing::field::Empty,
+            pending = tracing::field::Empty,
+            duration_ms = tracing::field::Empty,
+            next = tracing::field::Empty,
+        );
+        let began = Instant::now();
+        let mut counts = PassCounts::default();
+        let result = self
+            .reconcile_with(
+                task.server,
+                &mut task.session,
+                full,
+                &mut task.unresolved,
+                &mut counts,
+            )
+            .instrument(span.clone())
+            .await;
+        let next = match &result {
+            Ok(()) => task
+                .policy
+                .succeeded(&mut task.retry, full, began, Instant::now()),
+            Err(_) => {
+                task.session = None;
+                task.policy.failed(&mut task.retry)
+            }
+        };
+        span.record("volumes", counts.volumes)
+            .record("applied", counts.applied)
+            .record("failed", counts.failed)
+            .record("pending", counts.pending)
+            .record("duration_ms", began.elapsed().as_millis() as u64)
+            .record("next", tracing::field::debug(next));
+        span.in_scope(|| match &result {
+            Ok(()) => tracing::debug!("pass done"),
+            Err(e) => tracing::warn!("reconcile failed: {e:#}"),
+        });
+        next
     }
 
     /// Bring one server in line with the database: one or a few passes.
@@ -257,7 +267,8 @@ impl Hub {
         full: bool,
     ) -> anyhow::Result<()> {
         let mut unresolved = precheck::Unresolved::default();
-        self.reconcile_with(server_id, session, full, &mut unresolved)
+        let mut counts = PassCounts::default();
+        self.reconcile_with(server_id, session, full, &mut unresolved, &mut counts)
             .await
     }
 
@@ -267,11 +278,15 @@ impl Hub {
         session: &mut Option<Session>,
         full: bool,
         unresolved: &mut precheck::Unresolved,
+        counts: &mut PassCounts,
     ) -> anyhow::Result<()> {
         fault_panic_once("panic-once");
         let db = &self.inner.db;
         let tuning = self.inner.tuning;
         let server = db.server(server_id).await?;
+        tracing::Span::current().record("name", server.name.as_str());
+        // The last word on each volume over the quick passes of this reconcile.
+        let mut last: HashMap<VolumeId, OutcomeKind> = HashMap::new();
         let mut force = false;
         let mut excluded = HashSet::new();
         let mut repair = Vec::new();
@@ -282,6 +297,7 @@ impl Hub {
         for _ in 0..MAX_QUICK_PASSES {
             let volumes = db.server_volumes(server_id).await?;
             trim.note(volumes.len());
+            counts.volumes = volumes.len();
             let mut plan = off_worker(|| Plan::build_excluding(&volumes, &excluded));
             plan.full = full;
             plan.repair = std::mem::take(&mut repair);
@@ -389,9 +405,15 @@ impl Hub {
             }
             db.record_outcomes(&outcomes).await?;
             self.inner.changed.notify_waiters();
+            last.extend(outcomes.iter().map(|o| (outcome_id(o), OutcomeKind::of(o))));
+            *counts = PassCounts::tally(volumes.len(), last.values().copied());
             match &report.server_error {
                 Some(msg) => {
-                    let status = if report.service_down { "down" } else { "error" };
+                    let status = if report.service_down {
+                        ServerStatus::Down
+                    } else {
+                        ServerStatus::Error
+                    };
                     db.set_server_status(server_id, status, Some(msg)).await?;
                     anyhow::bail!("server {}: {msg}", server.name);
                 }
@@ -399,10 +421,11 @@ impl Hub {
                 // of requests passes follow each other closely.
                 None if full
                     || reported_slow
-                    || server.status != "reachable"
+                    || server.status != ServerStatus::Reachable
                     || server.status_message.is_some() =>
                 {
-                    db.set_server_status(server_id, "reachable", None).await?
+                    db.set_server_status(server_id, ServerStatus::Reachable, None)
+                        .await?
                 }
                 None => {}
             }
@@ -450,7 +473,7 @@ impl Hub {
                     );
                     tracing::warn!(server = %server.name, "{msg}");
                     let db = &self.inner.db;
-                    if let Err(e) = db.set_server_status(server.id, "slow", Some(&msg)).await {
+                    if let Err(e) = db.set_server_status(server.id, ServerStatus::Slow, Some(&msg)).await {
                         tracing::warn!(server = %server.name, "recording slow status: {e:#}");
                     }
                     if let Err(e) = db.record_outcomes(&pending_all(volumes, &msg)).await {
@@ -473,7 +496,7 @@ impl Hub {
         let msg = format!("server {} unreachable: {e}", server.name);
         self.inner
             .db
-            .set_server_status(server.id, "unreachable", Some(&msg))
+            .set_server_status(server.id, ServerStatus::Unreachable, Some(&msg))
             .await?;
         self.inner
             .db
@@ -482,15 +505,6 @@ impl Hub {
         self.inner.changed.notify_waiters();
         Ok(())
     }
-}
-
-/// The text of a panic's payload.
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Run synchronous work that grows with the number of volumes (planning, judging, trimming the
@@ -530,6 +544,60 @@ impl Drop for TrimAfterLargePass {
                 libc::malloc_trim(0);
             });
         }
+    }
+}
+
+/// What a pass did, for its span: the server's volumes, and the last outcome recorded for each
+/// (applied: applied or deleted; failed: rejected or failed; pending: not yet applied).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassCounts {
+    pub volumes: usize,
+    pub applied: usize,
+    pub failed: usize,
+    pub pending: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutcomeKind {
+    Applied,
+    Failed,
+    Pending,
+}
+
+impl OutcomeKind {
+    fn of(o: &Outcome) -> Self {
+        match o {
+            Outcome::Applied { .. } | Outcome::Deleted { .. } => OutcomeKind::Applied,
+            Outcome::Rejected { .. } | Outcome::Failed { .. } => OutcomeKind::Failed,
+            Outcome::Pending { .. } => OutcomeKind::Pending,
+        }
+    }
+}
+
+fn outcome_id(o: &Outcome) -> VolumeId {
+    match o {
+        Outcome::Applied { id, .. }
+        | Outcome::Deleted { id, .. }
+        | Outcome::Rejected { id, .. }
+        | Outcome::Failed { id, .. }
+        | Outcome::Pending { id, .. } => *id,
+    }
+}
+
+impl PassCounts {
+    fn tally(volumes: usize, outcomes: impl IntoIterator<Item = OutcomeKind>) -> Self {
+        let mut c = PassCounts {
+            volumes,
+            ..PassCounts::default()
+        };
+        for o in outcomes {
+            match o {
+                OutcomeKind::Applied => c.applied += 1,
+                OutcomeKind::Failed => c.failed += 1,
+                OutcomeKind::Pending => c.pending += 1,
+            }
+        }
+        c
     }
 }
 

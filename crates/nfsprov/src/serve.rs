@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,9 +19,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tower::ServiceExt as _;
 
 use crate::api::{AppState, router};
-use crate::auth::{AuthLimits, Source};
+use crate::auth::Source;
 use crate::datastore::Datastore;
-use crate::reconcile::{Hub, Tuning};
+use crate::reconcile::Hub;
+use crate::settings::{AuthLimits, ServeSettings, Tuning};
 
 /// The database file inside a data directory.
 pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
@@ -72,68 +72,10 @@ fn private_file(file: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("making {} private (0600)", file.display()))
 }
 
-/// A setting from the environment, or `default` when unset; a malformed value is an error
-/// naming the variable.
-pub(crate) fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
-    }
-}
-
-/// Limits of the HTTP front door (`NFSPROV_*`, see README).
-#[derive(Clone, Debug)]
-pub struct HttpLimits {
-    /// Connections served at once; beyond it new ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// Connections from one client address at once; beyond it new ones are closed at once.
-    pub max_connections_per_ip: usize,
-    /// Time to send a request's headers, and the longest idle time between requests.
-    pub header_timeout: Duration,
-    /// Longest pause while a request body is being sent.
-    pub body_timeout: Duration,
-    /// Longest time for a whole request (`?wait=true` waits up to 60 s of it).
-    pub request_timeout: Duration,
-    pub max_body_bytes: usize,
-    pub max_headers: usize,
-    pub max_header_bytes: usize,
-}
+pub use crate::settings::HttpLimits;
 
 /// File descriptors kept for the database, SSH sessions and logs beyond the connections.
 const RESERVED_FDS: usize = 256;
-
-impl HttpLimits {
-    pub fn from_env() -> anyhow::Result<HttpLimits> {
-        let secs = |name: &str, default: u64| -> anyhow::Result<Duration> {
-            match env_or(name, default)? {
-                0 => anyhow::bail!("{name} must be at least 1"),
-                s => Ok(Duration::from_secs(s)),
-            }
-        };
-        let count = |name: &str, default: usize| -> anyhow::Result<usize> {
-            match env_or(name, default)? {
-                0 => anyhow::bail!("{name} must be at least 1"),
-                n => Ok(n),
-            }
-        };
-        Ok(HttpLimits {
-            max_connections: count("NFSPROV_MAX_CONNECTIONS", 4096)?,
-            max_connections_per_ip: count("NFSPROV_MAX_CONNECTIONS_PER_IP", 256)?,
-            header_timeout: secs("NFSPROV_HEADER_TIMEOUT_SECS", 20)?,
-            body_timeout: secs("NFSPROV_BODY_TIMEOUT_SECS", 20)?,
-            request_timeout: secs("NFSPROV_REQUEST_TIMEOUT_SECS", 90)?,
-            max_body_bytes: count("NFSPROV_MAX_BODY_BYTES", 1 << 20)?,
-            max_headers: 64,
-            max_header_bytes: 16 * 1024,
-        })
-    }
-}
 
 /// Raise the soft limit on open files to the hard limit (a service manager's default soft limit
 /// is often 1024); the number of files we may open.
@@ -185,9 +127,22 @@ pub async fn app(
     Ok((app, hub))
 }
 
-pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
-    let mut limits = HttpLimits::from_env()?;
-    let auth_limits = AuthLimits::from_env()?;
+/// Serve until Ctrl-C or SIGTERM, then stop the reconcilers. `settings` were checked when
+/// they were read (see `settings`).
+pub async fn serve(
+    data_dir: &Path,
+    listen: SocketAddr,
+    settings: ServeSettings,
+) -> anyhow::Result<()> {
+    let ServeSettings {
+        tuning,
+        http: mut limits,
+        auth: auth_limits,
+        requests,
+    } = settings;
+    if !crate::spec::install_limits(requests.into()) {
+        anyhow::bail!("request limits were in force before they were read");
+    }
     let nofile = raise_nofile_limit();
     let fd_room = nofile.saturating_sub(RESERVED_FDS).max(16);
     if limits.max_connections > fd_room {
@@ -197,12 +152,12 @@ pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         );
         limits.max_connections = fd_room;
     }
-    let (app, hub) = app(data_dir, &limits, auth_limits, Tuning::from_env()).await?;
+    let (app, hub) = app(data_dir, &limits, auth_limits, tuning).await?;
     // Every server is reconciled at start (crash recovery, drift repair); servers added later
     // through the CLI are picked up by this periodic scan, through the API at once.
     hub.ensure_all().await?;
     let scan = hub.clone();
-    tokio::spawn(async move {
+    let scan = tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             if let Err(e) = scan.ensure_all().await {
@@ -215,6 +170,8 @@ pub async fn serve(data_dir: &Path, listen: SocketAddr) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!("nfsprov listening on http://{}", listener.local_addr()?);
     serve_http(listener, app, &limits, shutdown_signal()).await;
+    scan.abort();
+    hub.shutdown().await;
     Ok(())
 }
 

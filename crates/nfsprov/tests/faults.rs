@@ -538,3 +538,46 @@ async fn a_reconciler_that_panics_is_restarted() {
     assert!(log.contains("NFSPROV_FAULT=panic-once"), "{log}");
     assert!(log.contains("reconciler panicked; restarting"), "{log}");
 }
+
+/// Each pass runs in a `pass` span carrying its server, its number and its counts, logged when
+/// it ends (at debug level).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pass_is_logged_in_a_span_with_its_counts() {
+    let mut env = Env::start(1, 100, 100).await;
+    env.restart_with(&[("NFSPROV_LOG", "info,nfsprov::reconcile=debug")])
+        .await;
+    env.create_available("counted", json!([{"host": "*"}]))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = without_colours(&env.log());
+        let done = log.lines().find(|l| {
+            l.contains("pass done")
+                && l.contains("pass{server=1 ")
+                && l.contains("name=\"srv1\"")
+                && l.contains(" generation=")
+                && l.contains("volumes=1 applied=1 failed=0 pending=0 duration_ms=")
+        });
+        if done.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pass span with counts in:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `text` without the ANSI colour codes the log formatter writes.
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("\x1b[") {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 2..];
+        rest = rest.find('m').map_or("", |end| &rest[end + 1..]);
+    }
+    out.push_str(rest);
+    out
+}

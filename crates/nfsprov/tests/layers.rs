@@ -12,12 +12,7 @@ use std::path::{Path, PathBuf};
 
 /// Edges the table does not allow that are still there, each with the change that removes it.
 /// Cycles through them are not reported.
-const TEMPORARY: &[(&str, &str, &str)] = &[
-    // removed by the settings module
-    ("auth", "serve", "env_or / HttpLimits"),
-    // removed by the settings module
-    ("api", "serve", "env_or / HttpLimits"),
-];
+const TEMPORARY: &[(&str, &str, &str)] = &[];
 
 type Graph = BTreeMap<String, BTreeMap<String, String>>;
 

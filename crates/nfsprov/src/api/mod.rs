@@ -30,7 +30,7 @@ use crate::datastore::Datastore;
 use crate::error::{Entity, Error, Result};
 use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
-use crate::serve::HttpLimits;
+use crate::settings::HttpLimits;
 
 pub use caller::{Admin, AdminWriter, Caller, Refused, Writer};
 pub use error::{HootieError, NativeError};

@@ -5,7 +5,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Datastore, now};
 use crate::error::{Clash, Entity, Error, Result};
-use crate::model::{BackendKind, Server, ServerId};
+use crate::model::{BackendKind, Server, ServerId, ServerStatus};
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +53,11 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
             BackendKind::parse(&b)
                 .ok_or_else(|| anyhow::anyhow!("stored backend {b:?} is unknown"))?
         },
-        status: row.try_get("status")?,
+        status: {
+            let s: String = row.try_get("status")?;
+            ServerStatus::parse(&s)
+                .ok_or_else(|| anyhow::anyhow!("stored server status {s:?} is unknown"))?
+        },
         status_message: row.try_get("status_message")?,
         last_reconciled_at: row.try_get("last_reconciled_at")?,
         created_at: row.try_get("created_at")?,
@@ -115,13 +119,13 @@ impl Datastore {
     pub async fn set_server_status(
         &self,
         id: ServerId,
-        status: &str,
+        status: ServerStatus,
         message: Option<&str>,
     ) -> Result<()> {
         sqlx::query(
             "UPDATE servers SET status = ?, status_message = ?, last_reconciled_at = ? WHERE id = ?",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(message)
         .bind(now())
         .bind(id)

@@ -2,7 +2,8 @@
 //!
 //! Every size, quota and capacity is at most [`MAX_GB`], so sums of them are far from `i64`'s
 //! range (the datastore still adds with `checked_add`). The operator may lower the volume size
-//! and client limits with `NFSPROV_MAX_VOLUME_GB` and `NFSPROV_MAX_CLIENTS` (read once).
+//! and client limits with `NFSPROV_MAX_VOLUME_GB` and `NFSPROV_MAX_CLIENTS` (read once, by
+//! `settings` in `nfsprov serve`).
 
 use std::sync::OnceLock;
 
@@ -15,7 +16,7 @@ pub const DEFAULT_MAX_VOLUME_GB: i64 = 1 << 20;
 /// Default most clients per volume.
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
 /// Most clients an operator may allow per volume (one exports line stays manageable).
-const MAX_CLIENTS_CEILING: usize = 4096;
+pub const MAX_CLIENTS_CEILING: usize = 4096;
 /// Largest uid/gid: `u32::MAX` is chown's "leave unchanged" (-1), not an id.
 pub const MAX_ID: u32 = u32::MAX - 1;
 
@@ -27,7 +28,8 @@ pub struct Limits {
 
 impl Limits {
     /// From `NFSPROV_MAX_VOLUME_GB` and `NFSPROV_MAX_CLIENTS`; a missing or unusable value
-    /// (not a number, below 1, above the ceiling) means the default.
+    /// (not a number, below 1, above the ceiling) means the default. Only where nothing was
+    /// `install`ed (code that validates without `nfsprov serve`, which refuses such values).
     fn from_env() -> Limits {
         let var = |name: &str| std::env::var(name).ok()?.trim().parse::<i64>().ok();
         Limits {
@@ -41,10 +43,18 @@ impl Limits {
     }
 }
 
-/// The limits in force in this process.
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// The limits in force in this process: those `install`ed, else read from the environment at
+/// first use.
 pub fn limits() -> Limits {
-    static LIMITS: OnceLock<Limits> = OnceLock::new();
     *LIMITS.get_or_init(Limits::from_env)
+}
+
+/// Put `limits` in force (`nfsprov serve` does, at start, with the values `settings` checked).
+/// False if limits were already in force.
+pub fn install(limits: Limits) -> bool {
+    LIMITS.set(limits).is_ok()
 }
 
 /// A volume size in GB: 1 to the volume size limit.

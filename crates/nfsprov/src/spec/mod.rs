@@ -11,6 +11,9 @@ mod options;
 mod path;
 
 pub use client::{ClientForm, ClientSpec};
+pub use limits::{
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_VOLUME_GB, MAX_CLIENTS_CEILING, install as install_limits,
+};
 pub use limits::{Limits, MAX_GB, client_count, gb_amount, limits, owner_id, volume_size};
 pub use options::{ExportOption, ExportOptions, SecFlavor, SecFlavors};
 pub use path::{DirMode, RootDir, SubPath};

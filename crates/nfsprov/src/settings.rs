@@ -1,0 +1,446 @@
+//! Settings of `nfsprov serve`: reconciler timing, HTTP limits and password-guessing limits.
+//!
+//! Each is a flag of `nfsprov serve` and an `NFSPROV_*` variable (clap reads both; the flag
+//! wins). A malformed, zero or negative value is refused when the service starts, with a message
+//! naming the variable: a typo must not silently fall back to a default. `Default` gives the
+//! same values as an empty environment, for code and tests that build settings directly.
+//!
+//! It imports only `spec` (for the request limits' bounds), so `api`, `auth`, `reconcile` and
+//! `serve` all take their settings from here.
+
+use std::ffi::OsStr;
+use std::time::Duration;
+
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
+use clap::{Arg, Args, Command};
+
+use crate::spec::{
+    DEFAULT_MAX_CLIENTS, DEFAULT_MAX_VOLUME_GB, Limits, MAX_CLIENTS_CEILING, MAX_GB,
+};
+
+/// Everything `nfsprov serve` reads besides its data directory and listen address.
+#[derive(Args, Clone, Debug, Default)]
+pub struct ServeSettings {
+    #[command(flatten)]
+    pub tuning: Tuning,
+    #[command(flatten)]
+    pub http: HttpLimits,
+    #[command(flatten)]
+    pub auth: AuthLimits,
+    #[command(flatten)]
+    pub requests: RequestLimits,
+}
+
+/// Timing of the reconcilers.
+#[derive(Args, Debug, Clone, Copy, PartialEq)]
+#[command(next_help_heading = "Reconciler")]
+pub struct Tuning {
+    /// How often a reconciler re-checks its server with no request pending (drift repair).
+    #[arg(long = "resync-secs", env = "NFSPROV_RESYNC_SECS", default_value = "30", value_parser = Secs)]
+    pub resync: Duration,
+    /// Longest wait between attempts to reach a server that is down.
+    #[arg(long = "max-backoff-secs", env = "NFSPROV_MAX_BACKOFF_SECS", default_value = "20", value_parser = Secs)]
+    pub max_backoff: Duration,
+    /// How long a pass woken by a request waits for more requests to batch with (0: none).
+    #[arg(long = "batch-window-ms", env = "NFSPROV_BATCH_WINDOW_MS", default_value = "0", value_parser = Millis)]
+    pub batch_window: Duration,
+    /// Time limit of one pass on the server; when it passes, the server kills what the pass
+    /// started there.
+    #[arg(long = "pass-timeout-secs", env = "NFSPROV_PASS_TIMEOUT_SECS", default_value = "120", value_parser = Secs)]
+    pub pass_timeout: Duration,
+    /// Time limit of one host name lookup on the server.
+    #[arg(long = "resolve-timeout-secs", env = "NFSPROV_RESOLVE_TIMEOUT_SECS", default_value = "5", value_parser = Secs)]
+    pub resolve_timeout: Duration,
+    /// A pass running longer than this is reported (server `slow`, waiting volumes' last_error)
+    /// while it goes on; and again every this often.
+    #[arg(long = "slow-pass-secs", env = "NFSPROV_SLOW_PASS_SECS", default_value = "5", value_parser = Secs)]
+    pub slow_after: Duration,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            resync: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(20),
+            batch_window: Duration::ZERO,
+            pass_timeout: Duration::from_secs(120),
+            resolve_timeout: Duration::from_secs(5),
+            slow_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Limits of the HTTP front door.
+#[derive(Args, Clone, Debug, PartialEq)]
+#[command(next_help_heading = "HTTP limits")]
+pub struct HttpLimits {
+    /// Connections served at once; beyond it new ones wait in the listen backlog.
+    #[arg(long = "max-connections", env = "NFSPROV_MAX_CONNECTIONS", default_value = "4096", value_parser = at_least_one::<usize>())]
+    pub max_connections: usize,
+    /// Connections from one client address at once; beyond it new ones are closed at once.
+    #[arg(long = "max-connections-per-ip", env = "NFSPROV_MAX_CONNECTIONS_PER_IP", default_value = "256", value_parser = at_least_one::<usize>())]
+    pub max_connections_per_ip: usize,
+    /// Time to send a request's headers, and the longest idle time between requests.
+    #[arg(long = "header-timeout-secs", env = "NFSPROV_HEADER_TIMEOUT_SECS", default_value = "20", value_parser = Secs)]
+    pub header_timeout: Duration,
+    /// Longest pause while a request body is being sent.
+    #[arg(long = "body-timeout-secs", env = "NFSPROV_BODY_TIMEOUT_SECS", default_value = "20", value_parser = Secs)]
+    pub body_timeout: Duration,
+    /// Longest time for a whole request (`?wait=true` waits up to 60 s of it).
+    #[arg(long = "request-timeout-secs", env = "NFSPROV_REQUEST_TIMEOUT_SECS", default_value = "90", value_parser = Secs)]
+    pub request_timeout: Duration,
+    /// Largest request body.
+    #[arg(long = "max-body-bytes", env = "NFSPROV_MAX_BODY_BYTES", default_value = "1048576", value_parser = at_least_one::<usize>())]
+    pub max_body_bytes: usize,
+    #[arg(skip = 64usize)]
+    pub max_headers: usize,
+    #[arg(skip = 16 * 1024usize)]
+    pub max_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(20),
+            body_timeout: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(90),
+            max_body_bytes: 1 << 20,
+            max_headers: 64,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+impl HttpLimits {
+    /// The limits the environment sets (defaults for unset variables); a bad value is an error
+    /// naming its variable.
+    pub fn from_env() -> anyhow::Result<HttpLimits> {
+        from_env()
+    }
+}
+
+/// Limits on password guessing.
+#[derive(Args, Clone, Debug, PartialEq)]
+#[command(next_help_heading = "Authentication limits")]
+pub struct AuthLimits {
+    /// Failed sign-ins one source address may make per window.
+    #[arg(long = "auth-failures-per-ip", env = "NFSPROV_AUTH_FAILURES_PER_IP", default_value = "30", value_parser = at_least_one::<u32>())]
+    pub failures_per_source: u32,
+    /// Failed sign-ins one user name may get per window (from sources it never signed in from).
+    #[arg(long = "auth-failures-per-user", env = "NFSPROV_AUTH_FAILURES_PER_USER", default_value = "100", value_parser = at_least_one::<u32>())]
+    pub failures_per_user: u32,
+    /// The window of the two limits above.
+    #[arg(long = "auth-window-secs", env = "NFSPROV_AUTH_WINDOW_SECS", default_value = "60", value_parser = Secs)]
+    pub window: Duration,
+    /// Password checks one source may have running at once; more are answered 429 at once.
+    #[arg(long = "auth-checks-per-ip", env = "NFSPROV_AUTH_CHECKS_PER_IP", default_value = "2", value_parser = at_least_one::<usize>())]
+    pub checks_per_source: usize,
+    /// Password checks running at once in all (each holds 19 MiB), and as many again for
+    /// users signing in from where they did before.
+    #[arg(skip = default_concurrent_checks())]
+    pub concurrent_checks: usize,
+}
+
+fn default_concurrent_checks() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (2 * cores).max(4)
+}
+
+impl Default for AuthLimits {
+    fn default() -> Self {
+        AuthLimits {
+            failures_per_source: 30,
+            failures_per_user: 100,
+            window: Duration::from_secs(60),
+            checks_per_source: 2,
+            concurrent_checks: default_concurrent_checks(),
+        }
+    }
+}
+
+impl AuthLimits {
+    /// The limits the environment sets (defaults for unset variables); a bad value is an error
+    /// naming its variable.
+    pub fn from_env() -> anyhow::Result<Self> {
+        from_env()
+    }
+}
+
+/// Bounds on what one request may ask for (`spec::limits`).
+#[derive(Args, Clone, Copy, Debug, PartialEq)]
+#[command(next_help_heading = "Request limits")]
+pub struct RequestLimits {
+    /// Largest volume a user may ask for, in GB.
+    #[arg(long = "max-volume-gb", env = "NFSPROV_MAX_VOLUME_GB", default_value_t = DEFAULT_MAX_VOLUME_GB, value_parser = in_range::<i64>(1, MAX_GB))]
+    pub max_volume_gb: i64,
+    /// Most clients per volume.
+    #[arg(long = "max-clients", env = "NFSPROV_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS, value_parser = in_range::<usize>(1, MAX_CLIENTS_CEILING))]
+    pub max_clients: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        RequestLimits {
+            max_volume_gb: DEFAULT_MAX_VOLUME_GB,
+            max_clients: DEFAULT_MAX_CLIENTS,
+        }
+    }
+}
+
+impl From<RequestLimits> for Limits {
+    fn from(r: RequestLimits) -> Limits {
+        Limits {
+            max_volume_gb: r.max_volume_gb,
+            max_clients: r.max_clients,
+        }
+    }
+}
+
+/// Settings `T` from the environment alone (no command line).
+pub fn from_env<T: Args>() -> anyhow::Result<T> {
+    use clap::{FromArgMatches as _, Parser};
+    #[derive(Parser)]
+    #[command(name = "nfsprov")]
+    struct Only<T: Args> {
+        #[command(flatten)]
+        settings: T,
+    }
+    let cmd = <Only<T> as clap::CommandFactory>::command();
+    let matches = cmd
+        .try_get_matches_from(["nfsprov"])
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
+    Only::<T>::from_arg_matches(&matches)
+        .map(|o| o.settings)
+        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))
+}
+
+/// A refusal that names where the value came from: the variable and the flag.
+fn refuse(cmd: &Command, arg: Option<&Arg>, value: &OsStr, why: &str) -> clap::Error {
+    let value = value.to_string_lossy();
+    let (env, long) = match arg {
+        Some(a) => (
+            a.get_env().map(|e| e.to_string_lossy().into_owned()),
+            a.get_long(),
+        ),
+        None => (None, None),
+    };
+    let setting = match (env, long) {
+        (Some(env), Some(long)) => format!("{env}={value:?} (or --{long})"),
+        (Some(env), None) => format!("{env}={value:?}"),
+        (None, Some(long)) => format!("--{long}={value:?}"),
+        (None, None) => format!("setting {value:?}"),
+    };
+    clap::Error::raw(
+        ErrorKind::ValueValidation,
+        format!("invalid {setting}: {why}\n"),
+    )
+    .with_cmd(cmd)
+}
+
+/// A duration in seconds, more than zero; fractions allowed ("0.5").
+#[derive(Clone, Copy)]
+struct Secs;
+
+impl TypedValueParser for Secs {
+    type Value = Duration;
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        parse_secs(&value.to_string_lossy()).map_err(|why| refuse(cmd, arg, value, why))
+    }
+}
+
+fn parse_secs(text: &str) -> Result<Duration, &'static str> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| "expected a number of seconds, such as 30 or 0.5")?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err("must be a number of seconds above 0");
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| "too many seconds")
+}
+
+/// A duration in whole milliseconds; zero allowed (it turns the feature off).
+#[derive(Clone, Copy)]
+struct Millis;
+
+impl TypedValueParser for Millis {
+    type Value = Duration;
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        value
+            .to_string_lossy()
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| {
+                refuse(
+                    cmd,
+                    arg,
+                    value,
+                    "expected a whole number of milliseconds, 0 or more",
+                )
+            })
+    }
+}
+
+/// A count of at least 1, of the unsigned type `T` (clap checks at run time that the parser's
+/// type is the field's, so each count type needs its own parser).
+#[derive(Clone, Copy)]
+struct AtLeastOne<T>(std::marker::PhantomData<T>);
+
+fn at_least_one<T>() -> AtLeastOne<T> {
+    AtLeastOne(std::marker::PhantomData)
+}
+
+/// The unsigned types `AtLeastOne` parses.
+trait Count: Sized + Send + Sync + Clone + 'static {
+    fn from_u64(n: u64) -> Option<Self>;
+}
+
+impl Count for usize {
+    fn from_u64(n: u64) -> Option<Self> {
+        usize::try_from(n).ok()
+    }
+}
+
+impl Count for u32 {
+    fn from_u64(n: u64) -> Option<Self> {
+        u32::try_from(n).ok()
+    }
+}
+
+fn parse_count<T: Count>(text: &str) -> Result<T, &'static str> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("must be at least 1"),
+        Ok(n) => T::from_u64(n).ok_or("too large"),
+        Err(_) => Err("expected a whole number, 1 or more"),
+    }
+}
+
+impl<T: Count> TypedValueParser for AtLeastOne<T> {
+    type Value = T;
+    fn parse_ref(&self, cmd: &Command, arg: Option<&Arg>, value: &OsStr) -> Result<T, clap::Error> {
+        parse_count(&value.to_string_lossy()).map_err(|why| refuse(cmd, arg, value, why))
+    }
+}
+
+/// A whole number from `min` to `max`, of the type `T`.
+#[derive(Clone, Copy)]
+struct InRange<T> {
+    min: T,
+    max: T,
+}
+
+fn in_range<T>(min: T, max: T) -> InRange<T> {
+    InRange { min, max }
+}
+
+impl<T> TypedValueParser for InRange<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy + Send + Sync + 'static,
+{
+    type Value = T;
+    fn parse_ref(&self, cmd: &Command, arg: Option<&Arg>, value: &OsStr) -> Result<T, clap::Error> {
+        let why = format!("expected a whole number from {} to {}", self.min, self.max);
+        match value.to_string_lossy().trim().parse::<T>() {
+            Ok(n) if n >= self.min && n <= self.max => Ok(n),
+            _ => Err(refuse(cmd, arg, value, &why)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        settings: ServeSettings,
+    }
+
+    fn parse(args: &[&str]) -> Result<ServeSettings, String> {
+        Cli::try_parse_from(std::iter::once("nfsprov").chain(args.iter().copied()))
+            .map(|c| c.settings)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_the_default_impls() {
+        // Unless the test's own environment sets one of the variables.
+        if std::env::vars().any(|(k, _)| k.starts_with("NFSPROV_")) {
+            return;
+        }
+        let s = parse(&[]).unwrap();
+        assert_eq!(s.tuning, Tuning::default());
+        assert_eq!(s.http, HttpLimits::default());
+        assert_eq!(s.auth, AuthLimits::default());
+        assert_eq!(s.requests, RequestLimits::default());
+    }
+
+    #[test]
+    fn good_values_are_read() {
+        let s = parse(&[
+            "--resync-secs",
+            "0.5",
+            "--batch-window-ms",
+            "0",
+            "--max-connections",
+            "7",
+            "--auth-failures-per-ip",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(s.tuning.resync, Duration::from_millis(500));
+        assert_eq!(s.tuning.batch_window, Duration::ZERO);
+        assert_eq!(s.http.max_connections, 7);
+        assert_eq!(s.auth.failures_per_source, 3);
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable() {
+        for (flag, value, variable) in [
+            ("--resync-secs", "abc", "NFSPROV_RESYNC_SECS"),
+            ("--resync-secs", "0", "NFSPROV_RESYNC_SECS"),
+            ("--resync-secs", "-1", "NFSPROV_RESYNC_SECS"),
+            ("--resync-secs", "NaN", "NFSPROV_RESYNC_SECS"),
+            ("--resync-secs", "inf", "NFSPROV_RESYNC_SECS"),
+            ("--max-backoff-secs", "1e30", "NFSPROV_MAX_BACKOFF_SECS"),
+            ("--batch-window-ms", "-5", "NFSPROV_BATCH_WINDOW_MS"),
+            ("--batch-window-ms", "1.5", "NFSPROV_BATCH_WINDOW_MS"),
+            ("--pass-timeout-secs", "", "NFSPROV_PASS_TIMEOUT_SECS"),
+            ("--max-connections", "0", "NFSPROV_MAX_CONNECTIONS"),
+            ("--max-body-bytes", "1MB", "NFSPROV_MAX_BODY_BYTES"),
+            ("--header-timeout-secs", "0", "NFSPROV_HEADER_TIMEOUT_SECS"),
+            (
+                "--auth-failures-per-ip",
+                "4294967296",
+                "NFSPROV_AUTH_FAILURES_PER_IP",
+            ),
+            ("--auth-window-secs", "-60", "NFSPROV_AUTH_WINDOW_SECS"),
+            ("--auth-checks-per-ip", "0", "NFSPROV_AUTH_CHECKS_PER_IP"),
+            ("--max-volume-gb", "0", "NFSPROV_MAX_VOLUME_GB"),
+            ("--max-volume-gb", "1PB", "NFSPROV_MAX_VOLUME_GB"),
+            ("--max-clients", "4097", "NFSPROV_MAX_CLIENTS"),
+            ("--max-clients", "-3", "NFSPROV_MAX_CLIENTS"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let err = parse(&[&arg]).expect_err(&arg);
+            assert!(err.contains(variable), "{arg}: {err}");
+            assert!(err.contains(&format!("{value:?}")), "{arg}: {err}");
+        }
+    }
+}

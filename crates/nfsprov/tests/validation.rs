@@ -35,100 +35,37 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
     let before_file = env.managed_file("srv1");
     let before_etab = srv.etab().unwrap();
 
-    // (field as sent, value, field the error must name)
-    let long = "x".repeat(65);
+    // (field as sent, value, field the error must name). Every validator's cases are in the
+    // fast tier (tests/api.rs); here the ones a shell or exportfs would act on, sent to the
+    // real binary in front of a real server, which must see none of them.
     let native: Vec<(&str, Value, &str)> = vec![
         ("sub_path", json!("../etc"), "sub_path"),
-        ("sub_path", json!(".."), "sub_path"),
-        ("sub_path", json!("."), "sub_path"),
-        ("sub_path", json!("/abs"), "sub_path"),
-        ("sub_path", json!("a/../b"), "sub_path"),
-        ("sub_path", json!("a/./b"), "sub_path"),
-        ("sub_path", json!(".hidden"), "sub_path"),
-        ("sub_path", json!(".nfsprov-trash"), "sub_path"),
-        ("sub_path", json!("-rf"), "sub_path"),
-        ("sub_path", json!("a//b"), "sub_path"),
-        ("sub_path", json!("a b"), "sub_path"),
         ("sub_path", json!(";rm -rf /"), "sub_path"),
         ("sub_path", json!("$(reboot)"), "sub_path"),
         ("sub_path", json!("`id`"), "sub_path"),
-        ("sub_path", json!("a|b"), "sub_path"),
-        ("sub_path", json!("a'b"), "sub_path"),
         ("sub_path", json!("a\nb"), "sub_path"),
-        ("sub_path", json!("a\u{0}b"), "sub_path"),
-        ("sub_path", json!("ünïcode"), "sub_path"),
-        ("sub_path", json!(""), "sub_path"),
-        ("sub_path", json!(long), "sub_path"),
-        ("sub_path", json!(42), "sub_path"),
-        ("size_gb", json!(0), "size_gb"),
-        ("size_gb", json!(-1), "size_gb"),
-        ("size_gb", json!("5"), "size_gb"),
-        ("size_gb", json!(1.5), "size_gb"),
-        ("root_path_id", json!(999), "root_path_id"),
-        ("root_path_id", json!("one"), "root_path_id"),
-        ("clients", json!([]), "clients"),
-        ("clients", json!("10.0.0.1"), "clients"),
-        ("clients[0].host", json!("1.2.3.256"), "clients[0].host"),
-        ("clients[0].host", json!("1.2.3.4/33"), "clients[0].host"),
-        ("clients[0].host", json!("a b"), "clients[0].host"),
+        ("sub_path", json!("-rf"), "sub_path"),
+        ("sub_path", json!(".nfsprov-trash"), "sub_path"),
         ("clients[0].host", json!(";rm"), "clients[0].host"),
         ("clients[0].host", json!("$(x)"), "clients[0].host"),
-        ("clients[0].host", json!(""), "clients[0].host"),
         ("clients[0].host", json!("host(rw)"), "clients[0].host"),
-        ("clients[0].host", json!("10.0.0.*"), "clients[0].host"),
-        ("clients[0].host", json!("fe80::1%eth0"), "clients[0].host"),
-        (
-            "clients[0].host",
-            json!("2001:db8::/129"),
-            "clients[0].host",
-        ),
-        ("clients[0].host", json!("@"), "clients[0].host"),
-        ("clients[0].host", json!("a..b"), "clients[0].host"),
         ("clients[0].host", json!("-host"), "clients[0].host"),
-        ("clients[0].host", json!("01.2.3.4"), "clients[0].host"),
-        ("clients[0].options", json!("rw,ro"), "clients[0].options"),
-        ("clients[0].options", json!("foo"), "clients[0].options"),
-        ("clients[0].options", json!("fsid=0"), "clients[0].options"),
-        (
-            "clients[0].options",
-            json!("anonuid=-1"),
-            "clients[0].options",
-        ),
-        (
-            "clients[0].options",
-            json!("anonuid=x"),
-            "clients[0].options",
-        ),
-        ("clients[0].options", json!("sec=foo"), "clients[0].options"),
-        (
-            "clients[0].options",
-            json!("rw,,sync"),
-            "clients[0].options",
-        ),
-        ("clients[0].options", json!("rw sync"), "clients[0].options"),
-        (
-            "clients[0].options",
-            json!("refer=/x@y"),
-            "clients[0].options",
-        ),
         (
             "clients[0].options",
             json!("rw;reboot"),
             "clients[0].options",
         ),
-        ("clients[0].options", json!("RW"), "clients[0].options"),
+        ("clients[0].options", json!("rw sync"), "clients[0].options"),
+        ("clients[0].options", json!("fsid=0"), "clients[0].options"),
         (
             "clients[0].options",
             json!(["rw", "$(id)"]),
             "clients[0].options",
         ),
         ("mode", json!("4755"), "mode"),
-        ("mode", json!("1777"), "mode"),
-        ("mode", json!("abc"), "mode"),
-        ("mode", json!("99999"), "mode"),
-        ("uid", json!(-1), "uid"),
+        ("size_gb", json!(i64::MAX), "size_gb"),
+        ("root_path_id", json!(999), "root_path_id"),
     ];
-    assert!(native.len() >= 50);
     for (field, value, expect) in &native {
         let body = native_case((field, value.clone()));
         let (s, e) = env
@@ -150,38 +87,15 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
             "sub_path",
         ),
         (
-            json!({"root_path": 1, "sub_path": "ok", "size_GB": 0}),
-            "size_GB",
-        ),
-        (
-            json!({"root_path": 1, "sub_path": "ok", "size_GB": "abc"}),
-            "size_GB",
-        ),
-        (json!({"sub_path": "ok", "size_GB": 1}), "root_path"),
-        (json!({"root_path": 1, "size_GB": 1}), "sub_path"),
-        (json!({"root_path": 1, "sub_path": "ok"}), "size_GB"),
-        (
             json!({"root_path": 999, "sub_path": "ok", "size_GB": 1}),
             "root_path",
-        ),
-        (
-            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "allowed_hosts": "1.2.3.256"}),
-            "allowed_hosts",
         ),
         (
             json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "allowed_hosts": "a;b"}),
             "allowed_hosts",
         ),
         (
-            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": "rw,ro"}),
-            "options",
-        ),
-        (
-            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": "no_such"}),
-            "options",
-        ),
-        (
-            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": 5}),
+            json!({"root_path": 1, "sub_path": "ok", "size_GB": 1, "options": "rw;reboot"}),
             "options",
         ),
     ];
@@ -224,85 +138,5 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
     assert!(!srv.host_path("/srv/nfsprov/etc").exists());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_inputs_are_checked() {
-    let env = Env::start(1, 100, 50).await;
-    let cases: Vec<(&str, Value, &str)> = vec![
-        (
-            "/api/v1/rootpaths",
-            json!({"server": "srv1", "path": "relative", "capacity_gb": 1}),
-            "path",
-        ),
-        (
-            "/api/v1/rootpaths",
-            json!({"server": "srv1", "path": "/etc/x", "capacity_gb": 1}),
-            "path",
-        ),
-        (
-            "/api/v1/rootpaths",
-            json!({"server": "srv1", "path": "/srv/nfsprov/pool1/inner", "capacity_gb": 1}),
-            "path",
-        ),
-        (
-            "/api/v1/rootpaths",
-            json!({"server": "nope", "path": "/srv/x", "capacity_gb": 1}),
-            "server",
-        ),
-        (
-            "/api/v1/rootpaths",
-            json!({"server": "srv1", "path": "/srv/y", "capacity_gb": 0}),
-            "capacity_gb",
-        ),
-        (
-            "/api/v1/servers",
-            json!({"name": "Bad Name", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
-            "name",
-        ),
-        (
-            "/api/v1/servers",
-            json!({"name": "s9", "ssh_host": "-oProxyCommand=x", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
-            "ssh_host",
-        ),
-        (
-            "/api/v1/servers",
-            json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "nonsense"}),
-            "host_key",
-        ),
-        (
-            "/api/v1/servers",
-            json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "rel", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
-            "ssh_key",
-        ),
-        (
-            "/api/v1/servers",
-            json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_user": "-x", "ssh_key": "/k", "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}),
-            "ssh_user",
-        ),
-        (
-            "/api/v1/users",
-            json!({"username": "Bad User", "password": "longenough"}),
-            "username",
-        ),
-        (
-            "/api/v1/users",
-            json!({"username": "carol", "password": "short"}),
-            "password",
-        ),
-        (
-            "/api/v1/users",
-            json!({"username": "carol", "password": "longenough", "quota_gb": -1}),
-            "quota_gb",
-        ),
-    ];
-    for (path, body, expect) in cases {
-        let (s, e) = env
-            .req(Method::POST, Some(ADMIN), path, Some(body.clone()))
-            .await;
-        assert!(s.is_client_error(), "{body}: {s} {e}");
-        assert_eq!(e["error"]["field"], expect, "{body}: {e}");
-    }
-    let (_, servers) = env
-        .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
-        .await;
-    assert_eq!(servers.as_array().unwrap().len(), 1);
-}
+// The admin API's inputs (root paths, servers, users) are checked in the fast tier:
+// tests/api.rs `admin_inputs_name_their_field`.

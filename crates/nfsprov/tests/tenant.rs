@@ -256,7 +256,6 @@ async fn a_locked_account_can_change_nothing() {
         assert_eq!(s, StatusCode::OK, "{e}");
     }
     let root2 = ("root2", "root2-pass-1");
-    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA";
     let attempts: Vec<(Method, Login, String, Option<Value>)> = vec![
         (
             Method::PATCH,
@@ -285,36 +284,8 @@ async fn a_locked_account_can_change_nothing() {
         ),
         // A locked administrator changes nothing either.
         (Method::DELETE, root2, format!("/api/v1/volumes/{id}"), None),
-        (
-            Method::POST,
-            root2,
-            "/api/v1/users".into(),
-            Some(json!({"username": "carol", "password": "longenough"})),
-        ),
-        (
-            Method::PATCH,
-            root2,
-            "/api/v1/users/alice".into(),
-            Some(json!({"locked": false})),
-        ),
-        (
-            Method::POST,
-            root2,
-            "/api/v1/rootpaths".into(),
-            Some(json!({"server": "srv1", "path": "/srv/other", "capacity_gb": 1})),
-        ),
-        (
-            Method::POST,
-            root2,
-            "/api/v1/servers".into(),
-            Some(json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": key})),
-        ),
-        (
-            Method::PATCH,
-            root2,
-            "/api/v1/servers/srv1".into(),
-            Some(json!({"host_key": key})),
-        ),
+        // Every admin route a locked administrator might use is in the fast tier
+        // (tests/api.rs); here what would reach the server.
     ];
     for (m, user, path, body) in attempts {
         let (s, e) = env.req(m.clone(), Some(user), &path, body).await;

@@ -317,6 +317,7 @@ struct StormRun {
     wall: Duration,
     /// When the last create was answered (202).
     accepted: Duration,
+    timeline: Vec<String>,
     profile: StormProfile,
 }
 
@@ -377,6 +378,7 @@ async fn storm(n: usize, servers: usize) -> StormRun {
     wait_profile(&env, from, servers, |_| true).await;
     let from = env.log().len();
     let started = Instant::now();
+    let started_utc = chrono::Utc::now();
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = Vec::new();
     for v in 0..n {
@@ -433,10 +435,33 @@ async fn storm(n: usize, servers: usize) -> StormRun {
             }
         }
     }
+    // When each reconcile ended (the log line's time stamp), for `--only storm`.
+    let log = env.log();
+    let timeline = log
+        .get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let l = profile::parse(line)?;
+            let plain: String = strip_ansi(line);
+            let at = chrono::DateTime::parse_from_rfc3339(plain.split_whitespace().next()?).ok()?;
+            let end =
+                (at.with_timezone(&chrono::Utc) - started_utc).num_microseconds()? as f64 / 1000.0;
+            Some(format!(
+                "  {} ended at {end:.0} ms: {} volumes, {} passes, {} (apply {})",
+                l.server,
+                l.volumes,
+                l.passes,
+                ms(l.total),
+                ms(l.spent[Phase::Apply as usize])
+            ))
+        })
+        .collect();
     StormRun {
         wall,
         accepted,
         profile: p,
+        timeline,
     }
 }
 
@@ -853,6 +878,24 @@ fn svg(storm: &[(&str, Duration)], batches: &[BatchCost]) -> String {
 /// The storm's goal: at most this many times the floor (medians).
 const STORM_GOAL_TO_FLOOR: f64 = 1.5;
 
+/// `line` without its terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The lowest and the highest storm/floor ratio of a run.
 fn ratio_range(storms: &[StormRun], floors: &[FloorRun]) -> (f64, f64) {
     let r: Vec<f64> = storms
@@ -1028,14 +1071,23 @@ async fn main() {
     if matches!(o.only, Some(Only::Storm)) {
         // Quick look at the storm against the floor alone (no baseline; prints, writes nothing).
         let (s, f) = storms(storm_n, servers, runs).await;
+        for r in &s {
+            eprintln!("storm run: {} (accepted at {})", ms(r.wall), ms(r.accepted));
+            for t in &r.timeline {
+                eprintln!("{t}");
+            }
+        }
         let mut md = String::new();
         storm_profile(&mut md, &s, &f);
         println!("{md}");
         return;
     }
     if matches!(o.only, Some(Only::Accept)) {
-        // Quick look at accept latency alone, with the CPU time each process used.
-        let env = Env::start(2, 1_000_000, 1_000_000).await;
+        // Quick look at accept latency alone, with the CPU time each process used and what
+        // the reconcilers did meanwhile.
+        let mut env = Env::start(2, 1_000_000, 1_000_000).await;
+        env.restart_with(&[("NFSPROV_LOG", "info,nfsprov::profile=debug")])
+            .await;
         if std::env::var("BENCH_SERVERS_DOWN").is_ok() {
             for s in &env.tb.servers {
                 s.stop().unwrap();
@@ -1055,6 +1107,7 @@ async fn main() {
                 / 100.0
         };
         for (c, load, tag) in ACCEPT_LEVELS {
+            let from = env.log().len();
             let (before, self_before) = (cpu(pid), cpu(std::process::id()));
             let t = Instant::now();
             let a = accept_latency(&env, c, load, accept_total, tag).await;
@@ -1067,6 +1120,24 @@ async fn main() {
                 t.elapsed().as_secs_f64(),
                 cpu(pid) - before,
                 cpu(std::process::id()) - self_before
+            );
+            let lines = profile_lines(&env, from);
+            let mut spent = [Duration::ZERO; 7];
+            for l in &lines {
+                for (acc, d) in spent.iter_mut().zip(l.spent) {
+                    *acc += d;
+                }
+            }
+            println!(
+                "  reconciles meanwhile: {} ({} passes), busy {}: {}",
+                lines.len(),
+                lines.iter().map(|l| l.passes).sum::<usize>(),
+                ms(lines.iter().map(|l| l.total).sum()),
+                Phase::ALL
+                    .iter()
+                    .map(|p| format!("{} {}", p.name(), ms(spent[*p as usize])))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         return;

@@ -1309,11 +1309,12 @@ async fn main() {
     // CI: fail only on a regression of the ratios, never on absolute times.
     if o.short {
         // Loose on purpose: at 100 volumes fixed costs (HTTP, a few passes, polling) weigh as
-        // much as the work, and this machine's speed swings between runs; both ratios were
-        // seen at 2-9x the floor and 100x+ the baseline. Losing the batching puts nfsprov near
-        // the baseline, hundreds of times the floor.
+        // much as the work, and the floor is 10-40 ms, so its ratio swings with this machine's
+        // load: medians of 3 runs were seen at 2-18x the floor (single runs up to 35x) and
+        // 100x+ the baseline. Losing the batching puts nfsprov near the baseline, hundreds of
+        // times the floor.
         let min_speedup = 5.0;
-        let max_to_floor = 25.0;
+        let max_to_floor = 50.0;
         assert!(
             speedup >= min_speedup,
             "regression: nfsprov only {speedup:.1}x faster than the baseline (< {min_speedup}x)"

@@ -185,4 +185,48 @@ mod tests {
         assert_eq!(l.spent[Phase::Record as usize], Duration::from_micros(6));
         assert!(parse("INFO nfsprov: listening").is_none());
     }
+
+    /// Written through the formatter `nfsprov serve` uses (colours on, as in its log file)
+    /// and read back; and nothing at all when the target is off.
+    #[test]
+    fn the_formatted_log_line_reads_back_and_nothing_is_logged_when_off() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let run = |filter: &str| {
+            let buf = Buf::default();
+            let writer = buf.clone();
+            let sub = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_ansi(true)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(sub, || {
+                let mut p = PassProfile::start();
+                p.pass("srv-1", 7);
+                p.lap(Phase::DbRead);
+                p.lap(Phase::Apply);
+                p.pass("srv-1", 9);
+                p.lap(Phase::Record);
+            });
+            String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+        };
+        let on = run("info,nfsprov::profile=debug");
+        let lines: Vec<Line> = on.lines().filter_map(parse).collect();
+        assert_eq!(lines.len(), 1, "{on}");
+        assert_eq!(lines[0].server, "srv-1");
+        assert_eq!((lines[0].passes, lines[0].volumes), (2, 9));
+        assert!(lines[0].total >= lines[0].spent.iter().sum::<Duration>());
+        let off = run("info");
+        assert!(off.is_empty(), "{off}");
+    }
 }

@@ -4,6 +4,11 @@
 //!
 //!   cargo xtask bench              # full run, rewrites BENCHMARKS.md + crates/bench/plot.svg
 //!   cargo xtask bench --short      # CI form: small sizes, fails only on a ratio regression
+//!   cargo xtask bench --only storm # one part alone (storm | accept | memory), prints only
+//!
+//! Runs that machine noise can swing are repeated (`--runs`, 5 by default, 3 with --short) and
+//! reported as median and range; goals are judged on medians. The storm's per-pass profile
+//! comes from `nfsprov serve`'s own `nfsprov::profile` debug lines (see `profile.rs`).
 //!
 //! (`cargo xtask bench` builds this and the `nfsprov` binary in release mode and runs this one.)
 //!

@@ -1164,10 +1164,14 @@ async fn main() {
                 }
             }
             println!(
-                "  reconciles meanwhile: {} ({} passes), busy {}: {}",
+                "  reconciles meanwhile: {} ({} passes), busy {} (outside the phases: {}): {}",
                 lines.len(),
                 lines.iter().map(|l| l.passes).sum::<usize>(),
                 ms(lines.iter().map(|l| l.total).sum()),
+                ms(lines
+                    .iter()
+                    .map(|l| l.total.saturating_sub(l.spent.iter().sum()))
+                    .sum()),
                 Phase::ALL
                     .iter()
                     .map(|p| format!("{} {}", p.name(), ms(spent[*p as usize])))

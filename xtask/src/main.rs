@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: the project's tasks that are more than one cargo command.
 //!
-//!   cargo xtask bench [--short] [--out F] [--svg F]   build release nfsprov + bench, run the bench
+//!   cargo xtask bench [--short] [--out F] [--svg F] [--runs N] [--only storm|accept|memory]
+//!                                                     build release nfsprov + bench, run the bench
 //!   cargo xtask e2e [test args]                       the end-to-end test tier (root, real servers)
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ struct Cli {
 enum Task {
     /// Build `nfsprov` and `nfsprov-bench` in release mode and run the benchmarks (root).
     Bench {
-        /// Passed to nfsprov-bench: --short, --out FILE, --svg FILE.
+        /// Passed to nfsprov-bench: --short, --out FILE, --svg FILE, --runs N, --only PART.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

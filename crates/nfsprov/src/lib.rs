@@ -12,6 +12,7 @@ pub mod error;
 pub mod model;
 pub mod plan;
 pub mod precheck;
+pub mod profile;
 pub mod reconcile;
 pub mod remote;
 pub mod serve;

@@ -16,6 +16,7 @@ use crate::datastore::Datastore;
 use crate::model::{Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
 use crate::plan::Plan;
 use crate::precheck;
+use crate::profile::{PassProfile, Phase};
 use crate::remote::{RemoteError, Session, Target};
 
 mod policy;
@@ -281,6 +282,7 @@ impl Hub {
         counts: &mut PassCounts,
     ) -> anyhow::Result<()> {
         fault_panic_once("panic-once");
+        let mut prof = PassProfile::start();
         let db = &self.inner.db;
         let tuning = self.inner.tuning;
         let server = db.server(server_id).await?;
@@ -296,11 +298,14 @@ impl Hub {
         let trim = TrimAfterLargePass::default();
         for _ in 0..MAX_QUICK_PASSES {
             let volumes = db.server_volumes(server_id).await?;
+            prof.pass(&server.name, volumes.len());
+            prof.lap(Phase::DbRead);
             trim.note(volumes.len());
             counts.volumes = volumes.len();
             let mut plan = off_worker(|| Plan::build_excluding(&volumes, &excluded));
             plan.full = full;
             plan.repair = std::mem::take(&mut repair);
+            prof.lap(Phase::Plan);
             if session.is_none() {
                 let target = target(&server);
                 let connect = Session::connect(&target, &self.inner.state_dir);
@@ -308,6 +313,7 @@ impl Hub {
                     .watch(&server, &volumes, "connecting to the server", connect)
                     .await;
                 reported_slow |= slow;
+                prof.lap(Phase::Connect);
                 match r {
                     Ok(s) => *session = Some(s),
                     Err(e) => {
@@ -325,6 +331,7 @@ impl Hub {
             let (names, mut bad) = unresolved.to_check(&plan, ask_all);
             let dirs = precheck::dirs_to_check(&plan);
             let mut missing = HashSet::new();
+            prof.lap(Phase::Plan);
             if !names.is_empty() || !dirs.is_empty() {
                 let script = precheck::script(&names, &dirs, tuning.resolve_timeout);
                 let limit = precheck::script_limit(names.len(), tuning.resolve_timeout)
@@ -339,6 +346,7 @@ impl Hub {
                     )
                     .await;
                 reported_slow |= slow;
+                prof.lap(Phase::Precheck);
                 match r {
                     Ok(out) => {
                         let fresh = precheck::failures(&out, &names, tuning.resolve_timeout);
@@ -359,11 +367,13 @@ impl Hub {
             let held = precheck::hold_back(&mut plan, &bad, &missing, &server.name);
             let prepared = off_worker(|| server.backend.prepare(&plan, force));
             let sess = session.as_mut().expect("connected above");
+            prof.lap(Phase::Plan);
             let run = sess.run(&prepared.script, tuning.pass_timeout);
             let (r, slow) = self
                 .watch(&server, &volumes, "waiting for the server", run)
                 .await;
             reported_slow |= slow;
+            prof.lap(Phase::Apply);
             let out = match r {
                 Ok(out) => out,
                 Err(e) => {
@@ -381,6 +391,7 @@ impl Hub {
             }
             let mut outcomes = report.outcomes;
             precheck::blame_held(&mut outcomes, &held);
+            prof.lap(Phase::Judge);
             let last_errors: HashMap<_, _> = volumes
                 .iter()
                 .map(|v| (v.id, v.last_error.as_deref()))
@@ -405,6 +416,7 @@ impl Hub {
             }
             db.record_outcomes(&outcomes).await?;
             self.inner.changed.notify_waiters();
+            prof.lap(Phase::Record);
             last.extend(outcomes.iter().map(|o| (outcome_id(o), OutcomeKind::of(o))));
             *counts = PassCounts::tally(volumes.len(), last.values().copied());
             match &report.server_error {
@@ -429,6 +441,7 @@ impl Hub {
                 }
                 None => {}
             }
+            prof.lap(Phase::Record);
             if report.force_next {
                 force = true;
                 continue;

@@ -248,9 +248,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     // checked for symbolic links (exportfs would follow one).
     s.line(&[Lit(B::FILES), Lit("; nfsprov_w=0; nfsprov_chg=0")]);
     s.line(&[
-        Lit("{ mkdir -p \"$nfsprov_d\" && printf '%s'"),
+        Lit("{ { [ -d \"$nfsprov_d\" ] || mkdir -p \"$nfsprov_d\"; } && printf '%s'"),
         Arg(&rendered.text),
-        Lit("> \"$nfsprov_t\"; }; nfsprov_rc=$?; (exit $nfsprov_rc)"),
+        Lit("> \"$nfsprov_t\"; }; nfsprov_rc=$?; nfsprov_st $nfsprov_rc"),
     ]);
     s.marker_rc("tmp", "");
     s.line(&[Lit(
@@ -285,7 +285,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     )]);
     s.marker_rc("inst", "");
     s.line(&[Lit("fi")]);
-    s.line(&[Lit("rm -f \"$nfsprov_t\"")]);
+    s.line(&[Lit(
+        "if [ -e \"$nfsprov_t\" ] || [ -L \"$nfsprov_t\" ]; then rm -f \"$nfsprov_t\"; fi",
+    )]);
     s.line(&[
         Lit("if [ \"$nfsprov_w\" = 1 ] || { [ $nfsprov_bad = 0 ] && [ "),
         Arg(if force { "1" } else { "0" }),
@@ -294,7 +296,7 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     // Reload; if the server refuses a file written by this pass, put the previous one back.
     s.line(&[Lit("  "), Lit(B::RELOAD)]);
     s.line(&[Lit("  nfsprov_rc=$?")]);
-    s.line(&[Lit("  (exit $nfsprov_rc)")]);
+    s.line(&[Lit("  nfsprov_st $nfsprov_rc")]);
     s.marker_rc("apply", "");
     s.line(&[
         Lit("  if [ \"$nfsprov_rc\" != 0 ] && [ \"$nfsprov_w\" = 1 ]; then mv -f \"$nfsprov_f.prev\" \"$nfsprov_f\";"),

@@ -1,4 +1,9 @@
 unset CDPATH
+# nfsprov_st N: set $? to N. Process starts are what a small pass costs, so no `(exit N)`
+# subshell (a fork each); the same goes for the checks before mkdir and rm below.
+nfsprov_st() {
+  return "$1"
+}
 # nfsprov_in ROOT SUB [mk]: cd into ROOT/SUB without following a symbolic link at or below ROOT
 # (ROOT itself is the admin's and may be one). Each component is checked with -L for a clear
 # message, and the physical path reached is compared with the expected one, so a link swapped

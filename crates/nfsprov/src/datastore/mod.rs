@@ -47,6 +47,8 @@ pub struct Datastore {
     pool: SqlitePool,
     writer: SqlitePool,
     creates: tokio::sync::mpsc::Sender<create::Job>,
+    /// Background checkpoints that copied the whole log back (the next write starts it over).
+    checkpointed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub fn now() -> String {
@@ -149,11 +151,17 @@ impl Datastore {
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
         let creates = create::spawn(writer.clone()).context("starting the create thread")?;
-        tokio::spawn(checkpoints(pool.clone(), creates.downgrade()));
+        let checkpointed = std::sync::Arc::default();
+        tokio::spawn(checkpoints(
+            pool.clone(),
+            creates.downgrade(),
+            std::sync::Arc::clone(&checkpointed),
+        ));
         Ok(Datastore {
             pool,
             writer,
             creates,
+            checkpointed,
         })
     }
 }

@@ -15,10 +15,12 @@ pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Checkpoint the write-ahead log now and then, on a read connection, while the datastore is
 /// in use (`alive` is its create queue). A passive checkpoint waits for no reader or writer,
-/// and commits no longer run one (`wal_autocheckpoint = 0`).
+/// and commits no longer run one (`wal_autocheckpoint = 0`). `complete` counts the
+/// checkpoints that copied every frame of the log back.
 pub(super) async fn checkpoints(
     pool: SqlitePool,
     alive: tokio::sync::mpsc::WeakSender<create::Job>,
+    complete: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -27,11 +29,16 @@ pub(super) async fn checkpoints(
         if alive.upgrade().is_none() {
             return;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
+        // One row: busy (0/1), frames in the log, frames copied back.
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
             .await
         {
-            tracing::warn!("checkpointing the database: {e}");
+            Ok((0, log, copied)) if log == copied => {
+                complete.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("checkpointing the database: {e}"),
         }
     }
 }
@@ -178,11 +185,22 @@ mod tests {
         // lets the writer start it over.
         let wal = dir.path().join("t.db-wal");
         let mut sizes = Vec::new();
+        let complete = || db.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
         for round in 0..5 {
             for k in 0..100 {
                 create(&db, owner, rp, &format!("r{round}-{k}")).await;
             }
-            tokio::time::sleep(CHECKPOINT_EVERY * 3).await;
+            // Until the background task has copied this round's log back (a condition, not a
+            // time: a busy machine only makes it later).
+            let before = complete();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while complete() < before + 2 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no complete background checkpoint within 60 s"
+                );
+                tokio::time::sleep(CHECKPOINT_EVERY / 4).await;
+            }
             sizes.push(std::fs::metadata(&wal).unwrap().len());
         }
         assert!(

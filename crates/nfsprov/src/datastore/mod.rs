@@ -51,6 +51,13 @@ pub struct Datastore {
     checkpointed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
+impl Datastore {
+    /// How many background checkpoints copied the whole write-ahead log back so far.
+    pub fn checkpoints_completed(&self) -> u64 {
+        self.checkpointed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 pub fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }

@@ -185,7 +185,7 @@ mod tests {
         // lets the writer start it over.
         let wal = dir.path().join("t.db-wal");
         let mut sizes = Vec::new();
-        let complete = || db.checkpointed.load(std::sync::atomic::Ordering::Relaxed);
+        let complete = || db.checkpoints_completed();
         for round in 0..5 {
             for k in 0..100 {
                 create(&db, owner, rp, &format!("r{round}-{k}")).await;

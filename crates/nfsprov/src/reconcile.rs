@@ -699,7 +699,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_lone_request_waits_only_the_quiet_gap() {
         assert_eq!(gathered(500 * MS, 5 * MS, MS, 0).await, 5 * MS);
-        assert_eq!(gathered(0 * MS, 5 * MS, MS, 0).await, Duration::ZERO);
+        assert_eq!(
+            gathered(Duration::ZERO, 5 * MS, MS, 0).await,
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]

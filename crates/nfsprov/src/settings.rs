@@ -48,7 +48,7 @@ pub struct Tuning {
     /// Within the batch window, the pass starts as soon as no request came for this long
     /// (0: it always waits the whole window). A lone create waits only this long; a storm
     /// of creates shares a few passes instead of racing them on the server.
-    #[arg(long = "batch-quiet-ms", env = "NFSPROV_BATCH_QUIET_MS", default_value = "5", value_parser = Millis)]
+    #[arg(long = "batch-quiet-ms", env = "NFSPROV_BATCH_QUIET_MS", default_value = "3", value_parser = Millis)]
     pub batch_quiet: Duration,
     /// Time limit of one pass on the server; when it passes, the server kills what the pass
     /// started there.
@@ -69,7 +69,7 @@ impl Default for Tuning {
             resync: Duration::from_secs(30),
             max_backoff: Duration::from_secs(20),
             batch_window: Duration::from_millis(500),
-            batch_quiet: Duration::from_millis(5),
+            batch_quiet: Duration::from_millis(3),
             pass_timeout: Duration::from_secs(120),
             resolve_timeout: Duration::from_secs(5),
             slow_after: Duration::from_secs(5),

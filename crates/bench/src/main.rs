@@ -1128,6 +1128,13 @@ async fn main() {
                 s.stop().unwrap();
             }
         }
+        single_create(&env, 3, "warm").await;
+        let (p50, p90) = single_create(&env, 30, "one").await;
+        println!(
+            "one create end to end, warm SSH session: p50 {} p90 {}",
+            ms(p50),
+            ms(p90)
+        );
         let pid = env.serve.as_ref().unwrap().id();
         let cpu = |pid: u32| -> f64 {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

@@ -42,9 +42,14 @@ pub struct Tuning {
     /// Longest wait between attempts to reach a server that is down.
     #[arg(long = "max-backoff-secs", env = "NFSPROV_MAX_BACKOFF_SECS", default_value = "20", value_parser = Secs)]
     pub max_backoff: Duration,
-    /// How long a pass woken by a request waits for more requests to batch with (0: none).
-    #[arg(long = "batch-window-ms", env = "NFSPROV_BATCH_WINDOW_MS", default_value = "0", value_parser = Millis)]
+    /// The longest a pass woken by a request waits for more requests to batch with (0: none).
+    #[arg(long = "batch-window-ms", env = "NFSPROV_BATCH_WINDOW_MS", default_value = "500", value_parser = Millis)]
     pub batch_window: Duration,
+    /// Within the batch window, the pass starts as soon as no request came for this long
+    /// (0: it always waits the whole window). A lone create waits only this long; a storm
+    /// of creates shares a few passes instead of racing them on the server.
+    #[arg(long = "batch-quiet-ms", env = "NFSPROV_BATCH_QUIET_MS", default_value = "3", value_parser = Millis)]
+    pub batch_quiet: Duration,
     /// Time limit of one pass on the server; when it passes, the server kills what the pass
     /// started there.
     #[arg(long = "pass-timeout-secs", env = "NFSPROV_PASS_TIMEOUT_SECS", default_value = "120", value_parser = Secs)]
@@ -63,7 +68,8 @@ impl Default for Tuning {
         Tuning {
             resync: Duration::from_secs(30),
             max_backoff: Duration::from_secs(20),
-            batch_window: Duration::ZERO,
+            batch_window: Duration::from_millis(500),
+            batch_quiet: Duration::from_millis(3),
             pass_timeout: Duration::from_secs(120),
             resolve_timeout: Duration::from_secs(5),
             slow_after: Duration::from_secs(5),
@@ -398,6 +404,8 @@ mod tests {
             "0.5",
             "--batch-window-ms",
             "0",
+            "--batch-quiet-ms",
+            "7",
             "--max-connections",
             "7",
             "--auth-failures-per-ip",
@@ -406,6 +414,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.tuning.resync, Duration::from_millis(500));
         assert_eq!(s.tuning.batch_window, Duration::ZERO);
+        assert_eq!(s.tuning.batch_quiet, Duration::from_millis(7));
         assert_eq!(s.http.max_connections, 7);
         assert_eq!(s.auth.failures_per_source, 3);
     }
@@ -421,6 +430,7 @@ mod tests {
             ("--max-backoff-secs", "1e30", "NFSPROV_MAX_BACKOFF_SECS"),
             ("--batch-window-ms", "-5", "NFSPROV_BATCH_WINDOW_MS"),
             ("--batch-window-ms", "1.5", "NFSPROV_BATCH_WINDOW_MS"),
+            ("--batch-quiet-ms", "-1", "NFSPROV_BATCH_QUIET_MS"),
             ("--pass-timeout-secs", "", "NFSPROV_PASS_TIMEOUT_SECS"),
             ("--max-connections", "0", "NFSPROV_MAX_CONNECTIONS"),
             ("--max-body-bytes", "1MB", "NFSPROV_MAX_BODY_BYTES"),

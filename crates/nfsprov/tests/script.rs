@@ -603,3 +603,42 @@ async fn only_an_admin_adopts_an_existing_directory() {
     );
     assert!(legacy.join(".nfsprov-volume-1").is_file());
 }
+
+/// In a parent others may write to, owner and mode are set on each new directory from inside
+/// it (not by name); every volume of the pass gets them, not only the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_volume_of_a_pass_gets_its_owner_and_mode_in_a_shared_parent() {
+    let mut env = Env::start(1, 100, 20).await;
+    // One pass for all three creates below.
+    env.restart_with(&[
+        ("NFSPROV_BATCH_WINDOW_MS", "1500"),
+        ("NFSPROV_BATCH_QUIET_MS", "0"),
+    ])
+    .await;
+    let pool = env.server("srv1").host_path(POOL);
+    std::fs::set_permissions(&pool, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut ids = Vec::new();
+    for name in ["s1", "s2", "s3"] {
+        let (s, v) = env
+            .req(
+                Method::POST,
+                Some(ALICE),
+                "/api/v1/volumes",
+                Some(
+                    json!({"root_path_id": 1, "sub_path": name, "size_gb": 1, "mode": "2770",
+                            "uid": 1500, "gid": 1501,
+                            "clients": [{"host": "10.0.0.1", "options": "rw"}]}),
+                ),
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+        ids.push(v["id"].as_i64().unwrap());
+    }
+    for (id, name) in ids.iter().zip(["s1", "s2", "s3"]) {
+        let v = env
+            .wait_volume(*id, Duration::from_secs(30), |v| v["state"] != "creating")
+            .await;
+        assert_eq!(v["state"], "available", "{v}");
+        assert_eq!(owner_mode(&pool.join(name)), (1500, 1501, 0o2770), "{name}");
+    }
+}

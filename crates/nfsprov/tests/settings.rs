@@ -51,6 +51,7 @@ fn serve_refuses_a_bad_setting_naming_the_variable() {
         ("NFSPROV_RESYNC_SECS", "-1"),
         ("NFSPROV_MAX_BACKOFF_SECS", ""),
         ("NFSPROV_BATCH_WINDOW_MS", "-1"),
+        ("NFSPROV_BATCH_QUIET_MS", "1.5"),
         ("NFSPROV_PASS_TIMEOUT_SECS", "2m"),
         ("NFSPROV_SLOW_PASS_SECS", "nan"),
         ("NFSPROV_MAX_CONNECTIONS", "0"),

@@ -61,13 +61,18 @@ nfsprov_mkg() {
     return 0
   fi
   nfsprov_dir=$PWD
-  # 1. Classify. Survivors go back into "$@" as names; their ids and kinds (n: new, e: ours
-  # already, a: adopt) into parallel lists of words nfsprov wrote (numbers, letters).
-  nfsprov_ids= nfsprov_kinds= nfsprov_n=$#
-  while [ "$nfsprov_n" -ge 3 ]; do
-    nfsprov_id=$1 nfsprov_nm=$2 nfsprov_ad=$3
-    shift 3
-    nfsprov_n=$((nfsprov_n - 3))
+  # 1. Classify. Survivors stay in "$@" as names, their ids and kinds (n: new, e: ours
+  # already, a: adopt) go into parallel lists of words nfsprov wrote (numbers, letters). "$@"
+  # is rebuilt once from the survivors' positions ("${N}", also nfsprov's words): appending
+  # one name at a time would copy the whole list each time (quadratic in a group's size).
+  nfsprov_ids= nfsprov_kinds= nfsprov_keep= nfsprov_i=0
+  for nfsprov_w in "$@"; do
+    nfsprov_i=$((nfsprov_i + 1))
+    case $((nfsprov_i % 3)) in
+      1) nfsprov_id=$nfsprov_w; continue ;;
+      2) nfsprov_nm=$nfsprov_w; continue ;;
+    esac
+    nfsprov_ad=$nfsprov_w
     if [ -L "$nfsprov_nm" ]; then
       nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at/$nfsprov_nm is a symbolic link; nfsprov never follows symbolic links below a root path"
       continue
@@ -81,20 +86,21 @@ nfsprov_mkg() {
       nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at/$nfsprov_nm already exists on the server and was not created by nfsprov; ask an admin to adopt it"
       continue
     fi
-    set -- "$@" "$nfsprov_nm"
+    nfsprov_keep="$nfsprov_keep \"\${$((nfsprov_i - 1))}\""
     nfsprov_ids="$nfsprov_ids$nfsprov_id " nfsprov_kinds="$nfsprov_kinds$nfsprov_k "
   done
+  eval "set -- $nfsprov_keep"
   # 2. Create (root-only until chowned below); names that exist already just fail.
   if [ $# -gt 0 ]; then (umask 077 && mkdir -- "$@" 2>/dev/null); fi
   # 3. Enter each, check it is what step 1 decided, leave the mark. The mark is written
   # with noclobber (O_EXCL): never through a link someone put in its place; one already there
   # (e: checked in step 1) is left as it is.
-  nfsprov_n=$# nfsprov_okids=
+  nfsprov_okids= nfsprov_keep= nfsprov_i=0
   set -C
-  while [ "$nfsprov_n" -gt 0 ]; do
-    nfsprov_nm=$1 nfsprov_id=${nfsprov_ids%% *} nfsprov_k=${nfsprov_kinds%% *}
-    shift
-    nfsprov_n=$((nfsprov_n - 1)) nfsprov_ids=${nfsprov_ids#* } nfsprov_kinds=${nfsprov_kinds#* }
+  for nfsprov_nm in "$@"; do
+    nfsprov_i=$((nfsprov_i + 1))
+    nfsprov_id=${nfsprov_ids%% *} nfsprov_k=${nfsprov_kinds%% *}
+    nfsprov_ids=${nfsprov_ids#* } nfsprov_kinds=${nfsprov_kinds#* }
     nfsprov_err=
     if [ "$nfsprov_k" = n ] && [ ! -e "$nfsprov_nm" ] && [ ! -L "$nfsprov_nm" ]; then
       # The batch's mkdir did not make it: once more alone, for the reason.
@@ -123,10 +129,11 @@ nfsprov_mkg() {
       nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_err"
       continue
     fi
-    set -- "$@" "$nfsprov_nm"
+    nfsprov_keep="$nfsprov_keep \"\${$nfsprov_i}\""
     nfsprov_okids="$nfsprov_okids$nfsprov_id "
   done
   set +C
+  eval "set -- $nfsprov_keep"
   # 4. Owner and mode. chmod follows symbolic links, so by name only in a parent no one but
   # root can change; elsewhere each directory from inside it.
   nfsprov_rc=1
@@ -138,14 +145,15 @@ nfsprov_mkg() {
     nfsprov_id=${nfsprov_okids%% *} nfsprov_okids=${nfsprov_okids#* }
     if [ "$nfsprov_rc" = 0 ]; then
       nfsprov_say "$nfsprov_mark" "$nfsprov_id" 0
-    elif cd -P -- "$1" 2>/dev/null && [ "$PWD" = "$nfsprov_dir/$1" ]; then
-      nfsprov_out=$( { chown -- "$nfsprov_o" . && chmod -- "$nfsprov_m" . ; } 2>&1 )
-      nfsprov_rc=$?
-      if [ "$nfsprov_rc" = 0 ]; then nfsprov_say "$nfsprov_mark" "$nfsprov_id" 0; else nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_out"; fi
     else
-      nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at/$1 was replaced by a symbolic link"
+      if cd -P -- "$1" 2>/dev/null && [ "$PWD" = "$nfsprov_dir/$1" ]; then
+        nfsprov_out=$( { chown -- "$nfsprov_o" . && chmod -- "$nfsprov_m" . ; } 2>&1 )
+        if [ $? = 0 ]; then nfsprov_say "$nfsprov_mark" "$nfsprov_id" 0; else nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_out"; fi
+      else
+        nfsprov_fail "$nfsprov_mark" "$nfsprov_id" "$nfsprov_at/$1 was replaced by a symbolic link"
+      fi
+      cd -P -- "$nfsprov_dir" 2>/dev/null || break
     fi
-    cd -P -- "$nfsprov_dir" 2>/dev/null || break
     shift
   done
   cd /

@@ -43,7 +43,8 @@ pub struct Tuning {
     #[arg(long = "max-backoff-secs", env = "NFSPROV_MAX_BACKOFF_SECS", default_value = "20", value_parser = Secs)]
     pub max_backoff: Duration,
     /// The longest a pass woken by a request waits for more requests to batch with (0: none).
-    #[arg(long = "batch-window-ms", env = "NFSPROV_BATCH_WINDOW_MS", default_value = "500", value_parser = Millis)]
+    /// It bounds what a steady stream of requests adds to each one's wait for its pass.
+    #[arg(long = "batch-window-ms", env = "NFSPROV_BATCH_WINDOW_MS", default_value = "100", value_parser = Millis)]
     pub batch_window: Duration,
     /// Within the batch window, the pass starts as soon as no request came for this long
     /// (0: it always waits the whole window). A lone create waits only this long; a storm
@@ -68,7 +69,7 @@ impl Default for Tuning {
         Tuning {
             resync: Duration::from_secs(30),
             max_backoff: Duration::from_secs(20),
-            batch_window: Duration::from_millis(500),
+            batch_window: Duration::from_millis(100),
             batch_quiet: Duration::from_millis(3),
             pass_timeout: Duration::from_secs(120),
             resolve_timeout: Duration::from_secs(5),

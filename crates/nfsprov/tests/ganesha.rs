@@ -390,19 +390,9 @@ async fn ganesha_killed_with_changes_pending_then_restarted() {
     );
 }
 
-/// The same data-path checks against a kernel NFS server need a kernel nfsd (per network
-/// namespace), which these machines do not have (/proc/fs/nfsd is absent): reported as ignored
-/// with that reason rather than pretending. knfsd exports are verified through
-/// /var/lib/nfs/etab by the lifecycle, validation, concurrency and recovery suites.
-#[test]
-#[ignore = "needs a kernel NFS server (no /proc/fs/nfsd on this machine)"]
-fn knfsd_data_path_from_client_hosts() {
-    assert!(
-        std::path::Path::new("/proc/fs/nfsd/threads").exists(),
-        "no kernel NFS server on this machine"
-    );
-    unimplemented!("a kernel-NFS data-path suite needs a machine with nfsd to be written against");
-}
+// No kernel-NFS data-path test: these machines have no kernel nfsd (/proc/fs/nfsd is absent),
+// so knfsd exports are verified through /var/lib/nfs/etab (lifecycle, validation, concurrency,
+// recovery, capture) and the data path through ganesha above.
 
 /// ganesha's live client entries of the export at `path`, as its export manager shows them
 /// over D-Bus (the export id is read from nfsprov's file).

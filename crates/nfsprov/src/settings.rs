@@ -121,14 +121,6 @@ impl Default for HttpLimits {
     }
 }
 
-impl HttpLimits {
-    /// The limits the environment sets (defaults for unset variables); a bad value is an error
-    /// naming its variable.
-    pub fn from_env() -> anyhow::Result<HttpLimits> {
-        from_env()
-    }
-}
-
 /// Limits on password guessing.
 #[derive(Args, Clone, Debug, PartialEq)]
 #[command(next_help_heading = "Authentication limits")]
@@ -168,14 +160,6 @@ impl Default for AuthLimits {
     }
 }
 
-impl AuthLimits {
-    /// The limits the environment sets (defaults for unset variables); a bad value is an error
-    /// naming its variable.
-    pub fn from_env() -> anyhow::Result<Self> {
-        from_env()
-    }
-}
-
 /// Bounds on what one request may ask for (`spec::limits`).
 #[derive(Args, Clone, Copy, Debug, PartialEq)]
 #[command(next_help_heading = "Request limits")]
@@ -204,24 +188,6 @@ impl From<RequestLimits> for Limits {
             max_clients: r.max_clients,
         }
     }
-}
-
-/// Settings `T` from the environment alone (no command line).
-pub fn from_env<T: Args>() -> anyhow::Result<T> {
-    use clap::{FromArgMatches as _, Parser};
-    #[derive(Parser)]
-    #[command(name = "nfsprov")]
-    struct Only<T: Args> {
-        #[command(flatten)]
-        settings: T,
-    }
-    let cmd = <Only<T> as clap::CommandFactory>::command();
-    let matches = cmd
-        .try_get_matches_from(["nfsprov"])
-        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))?;
-    Only::<T>::from_arg_matches(&matches)
-        .map(|o| o.settings)
-        .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim()))
 }
 
 /// A refusal that names where the value came from: the variable and the flag.

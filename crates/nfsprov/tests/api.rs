@@ -55,7 +55,7 @@ impl Api {
     /// Server `srv1` (never reachable), root path 1 `/srv/nfsprov/pool1` of `capacity_gb`,
     /// users admin, alice and bob (quota `quota_gb`): as the e2e harness sets up, minus servers.
     async fn start(capacity_gb: i64, quota_gb: i64) -> Api {
-        Api::start_with(HttpLimits::from_env().unwrap(), capacity_gb, quota_gb).await
+        Api::start_with(HttpLimits::default(), capacity_gb, quota_gb).await
     }
 
     async fn start_with(limits: HttpLimits, capacity_gb: i64, quota_gb: i64) -> Api {
@@ -458,8 +458,10 @@ async fn a_locked_account_can_change_nothing_but_may_still_read() {
 
 #[tokio::test]
 async fn bodies_must_be_json_within_the_size_limit() {
-    let mut limits = HttpLimits::from_env().unwrap();
-    limits.max_body_bytes = 4096;
+    let limits = HttpLimits {
+        max_body_bytes: 4096,
+        ..HttpLimits::default()
+    };
     let api = Api::start_with(limits, 100, 50).await;
     let before = api.snapshot().await;
     let json_body = native_body("a", 1).to_string();

@@ -26,29 +26,22 @@ pub struct Limits {
     pub max_clients: usize,
 }
 
-impl Limits {
-    /// From `NFSPROV_MAX_VOLUME_GB` and `NFSPROV_MAX_CLIENTS`; a missing or unusable value
-    /// (not a number, below 1, above the ceiling) means the default. Only where nothing was
-    /// `install`ed (code that validates without `nfsprov serve`, which refuses such values).
-    fn from_env() -> Limits {
-        let var = |name: &str| std::env::var(name).ok()?.trim().parse::<i64>().ok();
+impl Default for Limits {
+    /// The limits where nothing was `install`ed: the environment is read (and checked) only by
+    /// `settings`, for `nfsprov serve`.
+    fn default() -> Limits {
         Limits {
-            max_volume_gb: var("NFSPROV_MAX_VOLUME_GB")
-                .filter(|v| (1..=MAX_GB).contains(v))
-                .unwrap_or(DEFAULT_MAX_VOLUME_GB),
-            max_clients: var("NFSPROV_MAX_CLIENTS")
-                .filter(|v| (1..=MAX_CLIENTS_CEILING as i64).contains(v))
-                .map_or(DEFAULT_MAX_CLIENTS, |v| v as usize),
+            max_volume_gb: DEFAULT_MAX_VOLUME_GB,
+            max_clients: DEFAULT_MAX_CLIENTS,
         }
     }
 }
 
 static LIMITS: OnceLock<Limits> = OnceLock::new();
 
-/// The limits in force in this process: those `install`ed, else read from the environment at
-/// first use.
+/// The limits in force in this process: those `install`ed, else the defaults.
 pub fn limits() -> Limits {
-    *LIMITS.get_or_init(Limits::from_env)
+    *LIMITS.get_or_init(Limits::default)
 }
 
 /// Put `limits` in force (`nfsprov serve` does, at start, with the values `settings` checked).

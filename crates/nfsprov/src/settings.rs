@@ -237,8 +237,15 @@ fn parse_secs(text: &str) -> Result<Duration, &'static str> {
     if !secs.is_finite() || secs <= 0.0 {
         return Err("must be a number of seconds above 0");
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| "too many seconds")
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= LONGEST => Ok(d),
+        _ => Err("must be at most a year (31536000 seconds)"),
+    }
 }
+
+/// The longest duration any setting takes: a year. Far beyond any useful timeout or interval,
+/// and far from where adding it to the clock would overflow (which panics).
+const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A duration in whole milliseconds; zero allowed (it turns the feature off).
 #[derive(Clone, Copy)]
@@ -256,15 +263,14 @@ impl TypedValueParser for Millis {
             .to_string_lossy()
             .trim()
             .parse::<u64>()
+            .map_err(|_| "expected a whole number of milliseconds, 0 or more")
             .map(Duration::from_millis)
-            .map_err(|_| {
-                refuse(
-                    cmd,
-                    arg,
-                    value,
-                    "expected a whole number of milliseconds, 0 or more",
-                )
+            .and_then(|d| {
+                (d <= LONGEST)
+                    .then_some(d)
+                    .ok_or("must be at most a year (31536000000 milliseconds)")
             })
+            .map_err(|why| refuse(cmd, arg, value, why))
     }
 }
 
@@ -395,6 +401,18 @@ mod tests {
             ("--resync-secs", "NaN", "NFSPROV_RESYNC_SECS"),
             ("--resync-secs", "inf", "NFSPROV_RESYNC_SECS"),
             ("--max-backoff-secs", "1e30", "NFSPROV_MAX_BACKOFF_SECS"),
+            // Past the clock's range (Instant + it panics), and the largest whole ms.
+            ("--resync-secs", "1e19", "NFSPROV_RESYNC_SECS"),
+            (
+                "--pass-timeout-secs",
+                "31536001",
+                "NFSPROV_PASS_TIMEOUT_SECS",
+            ),
+            (
+                "--batch-window-ms",
+                "18446744073709551615",
+                "NFSPROV_BATCH_WINDOW_MS",
+            ),
             ("--batch-window-ms", "-5", "NFSPROV_BATCH_WINDOW_MS"),
             ("--batch-window-ms", "1.5", "NFSPROV_BATCH_WINDOW_MS"),
             ("--batch-quiet-ms", "-1", "NFSPROV_BATCH_QUIET_MS"),

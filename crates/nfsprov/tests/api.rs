@@ -809,10 +809,10 @@ async fn every_validator_names_its_field_and_nothing_is_recorded() {
                 Some(with(field, value.clone())),
             )
             .await;
-        assert!(
-            r.status.is_client_error(),
-            "{field}={value}: {} {}",
+        assert_eq!(
             r.status,
+            StatusCode::BAD_REQUEST,
+            "{field}={value}: {}",
             r.json
         );
         assert!(is_native_error(&r), "{field}={value}: {}", r.json);
@@ -957,138 +957,153 @@ async fn every_validator_names_its_field_and_nothing_is_recorded() {
 async fn admin_inputs_name_their_field() {
     let api = Api::start(100, 50).await;
     let before = api.snapshot().await;
-    let cases: Vec<(Method, &str, Value, &str)> = vec![
+    let cases: Vec<(Method, &str, Value, &str, StatusCode)> = vec![
         (
             Method::POST,
             "/api/v1/rootpaths",
             json!({"server": "srv1", "path": "relative", "capacity_gb": 1}),
             "path",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/rootpaths",
             json!({"server": "srv1", "path": "/etc/x", "capacity_gb": 1}),
             "path",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/rootpaths",
             json!({"server": "srv1", "path": "/srv/nfsprov/pool1/inner", "capacity_gb": 1}),
             "path",
+            StatusCode::CONFLICT,
         ),
         (
             Method::POST,
             "/api/v1/rootpaths",
             json!({"server": "nope", "path": "/srv/x", "capacity_gb": 1}),
             "server",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/rootpaths",
             json!({"server": "srv1", "path": "/srv/y", "capacity_gb": 0}),
             "capacity_gb",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "Bad Name", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": HOST_KEY}),
             "name",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": HOST_KEY}),
             "name",
+            StatusCode::CONFLICT,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "-oProxyCommand=x", "ssh_key": "/k", "host_key": HOST_KEY}),
             "ssh_host",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "10.0.0.0/8", "ssh_key": "/k", "host_key": HOST_KEY}),
             "ssh_host",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "nonsense"}),
             "host_key",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": "ssh-dss AAAAB3NzaC1kc3MAAACBAP"}),
             "host_key",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "rel", "host_key": HOST_KEY}),
             "ssh_key",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_user": "-x", "ssh_key": "/k", "host_key": HOST_KEY}),
             "ssh_user",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_port": 0, "ssh_key": "/k", "host_key": HOST_KEY}),
             "ssh_port",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/servers",
             json!({"name": "s9", "ssh_host": "127.0.0.1", "ssh_key": "/k", "host_key": HOST_KEY, "backend": "zfs"}),
             "backend",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::PATCH,
             "/api/v1/servers/srv1",
             json!({"host_key": "ssh-ed25519 not base64!"}),
             "host_key",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/users",
             json!({"username": "Bad User", "password": "longenough"}),
             "username",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/users",
             json!({"username": "carol", "password": "short"}),
             "password",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::POST,
             "/api/v1/users",
             json!({"username": "carol", "password": "longenough", "quota_gb": -1}),
             "quota_gb",
+            StatusCode::BAD_REQUEST,
         ),
         (
             Method::PATCH,
             "/api/v1/users/alice",
             json!({"password": "short"}),
             "password",
+            StatusCode::BAD_REQUEST,
         ),
     ];
-    for (m, path, body, expect) in cases {
+    for (m, path, body, expect, status) in cases {
         let r = api
             .req(m.clone(), Some(ADMIN), path, Some(body.clone()))
             .await;
-        assert!(
-            r.status.is_client_error(),
-            "{m} {path} {body}: {} {}",
-            r.status,
-            r.json
-        );
+        assert_eq!(r.status, status, "{m} {path} {body}: {}", r.json);
         assert_eq!(
             r.json["error"]["field"], expect,
             "{m} {path} {body}: {}",
@@ -1183,29 +1198,44 @@ async fn quota_capacity_and_overlaps_are_refused_and_nothing_is_reserved() {
         .req(Method::GET, Some(BOB), "/api/v1/volumes", None)
         .await;
     let bob_id = bobs.json[0]["id"].as_i64().unwrap();
-    for m in [Method::GET, Method::DELETE] {
-        let r = api
-            .req(
-                m.clone(),
-                Some(ALICE),
-                &format!("/api/v1/volumes/{bob_id}"),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{m}: {}", r.json);
+    let bob_url = format!("/api/v1/volumes/{bob_id}");
+    let bobs_volume = api.req(Method::GET, Some(BOB), &bob_url, None).await;
+    assert_eq!(bobs_volume.status, StatusCode::OK, "{}", bobs_volume.json);
+    let attempts = [
+        (Method::GET, bob_url.clone(), None),
+        (Method::DELETE, bob_url.clone(), None),
+        (
+            Method::PATCH,
+            bob_url.clone(),
+            Some(json!({"clients": [{"host": "*", "options": "rw,no_root_squash"}]})),
+        ),
+        (Method::GET, format!("/api/v1.0/volumes/{bob_id}/"), None),
+        (Method::DELETE, format!("/api/v1.0/volumes/{bob_id}/"), None),
+    ];
+    for (m, path, body) in attempts {
+        let r = api.req(m.clone(), Some(ALICE), &path, body).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{m} {path}: {}", r.json);
+        if path.starts_with("/api/v1.0/") {
+            assert_eq!(r.json, json!({"detail": "Not found."}), "{m} {path}");
+        }
+        // Refused, and his volume is exactly as it was: size, clients, options, state.
+        let now = api.req(Method::GET, Some(BOB), &bob_url, None).await;
+        assert_eq!(now.status, StatusCode::OK, "{}", now.json);
+        // (Leaving out what the failing reconciler records: last_error, updated_at.)
+        let as_owned = |v: &Value| {
+            let mut v = v.clone();
+            let row = v.as_object_mut().unwrap();
+            row.remove("last_error");
+            row.remove("updated_at");
+            v
+        };
+        assert_eq!(
+            as_owned(&now.json),
+            as_owned(&bobs_volume.json),
+            "{m} {path}"
+        );
+        assert_eq!(now.json["state"], "creating", "{m} {path}");
     }
-    let r = api
-        .req(
-            Method::GET,
-            Some(ALICE),
-            &format!("/api/v1.0/volumes/{bob_id}/"),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (r.status, r.json),
-        (StatusCode::NOT_FOUND, json!({"detail": "Not found."}))
-    );
     assert_eq!(api.snapshot().await, before_capacity);
     assert_ne!(before, before_capacity);
 

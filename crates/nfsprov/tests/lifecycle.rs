@@ -172,9 +172,23 @@ async fn hootie_readme_session_with_curl() {
         create,
         &format!("{base}/api/v1.0/volumes/"),
     ]);
-    assert_eq!(code, 201, "{body}");
-    assert_eq!(body["error"], "None");
-    // Really exported by the time the 201 arrives.
+    // hootie answers 201 once the server has the volume, or 202 when its 5 s wait ran out
+    // first (a slow machine): then it is applied later, and the client polls.
+    assert!(code == 201 || code == 202, "{code}: {body}");
+    assert_eq!(body["error"], "None", "{body}");
+    let created = body["pk"].as_i64().unwrap();
+    if code == 202 {
+        assert!(
+            body["detail"].as_str().unwrap().contains("not yet applied"),
+            "{body}"
+        );
+        env.wait_volume(created, Duration::from_secs(60), |v| {
+            v["state"] == "available"
+        })
+        .await;
+    }
+    assert_eq!(env.volume(created).await["state"], "available");
+    // Really exported once it is available.
     let etab = env.server("srv1").etab().unwrap();
     let e = etab_entries(&etab, "/srv/nfsprov/pool1/_my_home_directory");
     assert_eq!(e.len(), 1);
@@ -207,10 +221,13 @@ async fn hootie_readme_session_with_curl() {
     assert_eq!(code, 200);
     assert_eq!(one, body[0]);
 
+    assert_eq!(pk, created);
+
     // Another user: 404, not 403, for both show and delete; the admin sees it.
     let bob = format!("{}:{}", BOB.0, BOB.1);
     let (code, body, _) = curl(&["-u", &bob, &format!("{base}/api/v1.0/volumes/{pk}/")]);
     assert_eq!((code, body), (404, json!({"detail": "Not found."})));
+    let etab_before = etab_entries(&etab, "/srv/nfsprov/pool1/_my_home_directory");
     let (code, _, _) = curl(&[
         "-u",
         &bob,
@@ -219,6 +236,15 @@ async fn hootie_readme_session_with_curl() {
         &format!("{base}/api/v1.0/volumes/{pk}/"),
     ]);
     assert_eq!(code, 404);
+    // Refused, and nothing happened to alice's volume: still hers, listed, available, exported.
+    let (code, again, _) = curl(&["-u", &alice, &format!("{base}/api/v1.0/volumes/{pk}/")]);
+    assert_eq!((code, &again), (200, &one));
+    assert_eq!(env.volume(pk).await["state"], "available");
+    let etab = env.server("srv1").etab().unwrap();
+    assert_eq!(
+        etab_entries(&etab, "/srv/nfsprov/pool1/_my_home_directory"),
+        etab_before
+    );
     let (code, body, _) = curl(&["-u", &bob, &format!("{base}/api/v1.0/volumes/")]);
     assert_eq!((code, body), (200, json!([])));
     let admin = format!("{}:{}", ADMIN.0, ADMIN.1);
@@ -315,23 +341,49 @@ async fn idempotency_key_and_locked_users() {
         .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
 
-    // Bob cannot see, change or delete alice's volume: 404.
+    // Bob cannot see, change or delete alice's volume: 404, and it stays as it was, in the
+    // database and on the server.
     let id = v1["id"].as_i64().unwrap();
-    for m in [Method::GET, Method::DELETE] {
-        let (s, _) = env
-            .req(m, Some(BOB), &format!("/api/v1/volumes/{id}"), None)
-            .await;
-        assert_eq!(s, StatusCode::NOT_FOUND);
-    }
-    let (s, _) = env
-        .req(
-            Method::PATCH,
-            Some(BOB),
-            &format!("/api/v1/volumes/{id}"),
-            Some(json!({"clients": [{"host": "*"}]})),
-        )
+    let path = "/srv/nfsprov/pool1/idem";
+    let before = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
         .await;
-    assert_eq!(s, StatusCode::NOT_FOUND);
+    let etab_before = etab_entries(&env.server("srv1").etab().unwrap(), path);
+    assert_eq!(etab_before.len(), 1, "{etab_before:?}");
+    let attempts = [
+        (Method::GET, format!("/api/v1/volumes/{id}"), None),
+        (Method::DELETE, format!("/api/v1/volumes/{id}"), None),
+        (
+            Method::PATCH,
+            format!("/api/v1/volumes/{id}"),
+            Some(json!({"clients": [{"host": "10.9.9.9", "options": "rw,no_root_squash"}]})),
+        ),
+        (Method::DELETE, format!("/api/v1.0/volumes/{id}/"), None),
+    ];
+    let unchanged = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().remove("updated_at");
+        v
+    };
+    for (m, url, body) in attempts {
+        let (s, e) = env.req(m.clone(), Some(BOB), &url, body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{m} {url}: {e}");
+        let now = env.volume(id).await;
+        assert_eq!(unchanged(&now), unchanged(&before), "{m} {url}");
+    }
+    // A pass over the server after the refusals (alice's next create waits for one): had any
+    // of bob's requests been recorded, it would have changed or removed the export by now.
+    env.cli_ok(&["user", "set", "alice", "--locked", "false"]);
+    let other = env
+        .create_available("idem-after", json!([{"host": "10.0.0.2"}]))
+        .await;
+    assert_eq!(
+        etab_entries(&env.server("srv1").etab().unwrap(), path),
+        etab_before
+    );
+    assert_eq!(unchanged(&env.volume(id).await), unchanged(&before));
+    let (s, v) = env.delete_wait(ALICE, other).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     // Non-admins cannot use admin endpoints.
     let (s, _) = env
         .req(Method::GET, Some(BOB), "/api/v1/servers", None)

@@ -71,7 +71,7 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
         let (s, e) = env
             .req(Method::POST, Some(ALICE), "/api/v1/volumes", Some(body))
             .await;
-        assert!(s.is_client_error(), "{field}={value}: status {s}, {e}");
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{field}={value}: {e}");
         assert_eq!(e["error"]["field"], *expect, "{field}={value}: {e}");
         let msg = e["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -138,5 +138,123 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
     assert!(!srv.host_path("/srv/nfsprov/etc").exists());
 }
 
-// The admin API's inputs (root paths, servers, users) are checked in the fast tier:
-// tests/api.rs `admin_inputs_name_their_field`.
+/// What the admin API lists: servers (without what a reconciler records about them), root
+/// paths, users.
+async fn admin_lists(env: &Env) -> Value {
+    let mut all = json!({});
+    for path in ["/api/v1/servers", "/api/v1/rootpaths", "/api/v1/users"] {
+        let (s, mut v) = env.req(Method::GET, Some(ADMIN), path, None).await;
+        assert_eq!(s, StatusCode::OK, "{path}: {v}");
+        if path == "/api/v1/servers" {
+            for row in v.as_array_mut().unwrap() {
+                let row = row.as_object_mut().unwrap();
+                for k in ["status", "status_message", "last_reconciled_at"] {
+                    row.remove(k);
+                }
+            }
+        }
+        all[path] = v;
+    }
+    all
+}
+
+/// Bad admin posts against the real binary: the exact status, the field named, and afterwards
+/// the server, root path and user lists are as before and nothing appeared on the server. (Every
+/// admin validator's cases are in the fast tier: tests/api.rs `admin_inputs_name_their_field`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_admin_posts_change_nothing() {
+    let env = Env::start(1, 100, 50).await;
+    let srv = env.server("srv1");
+    let before = admin_lists(&env).await;
+    let host_key = srv.host_key.clone();
+    let key = "/nonexistent/id_ed25519";
+    let cases: Vec<(Method, &str, Value, &str, StatusCode)> = vec![
+        (
+            Method::POST,
+            "/api/v1/rootpaths",
+            json!({"server": "srv1", "path": "relative", "capacity_gb": 1}),
+            "path",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/rootpaths",
+            json!({"server": "srv1", "path": "/srv/nfsprov/pool1/inner", "capacity_gb": 1}),
+            "path",
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            "/api/v1/rootpaths",
+            json!({"server": "nope", "path": "/srv/nfsprov/x", "capacity_gb": 1}),
+            "server",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/rootpaths",
+            json!({"server": "srv1", "path": "/srv/nfsprov/y", "capacity_gb": 0}),
+            "capacity_gb",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/servers",
+            json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_key": key, "host_key": host_key}),
+            "name",
+            StatusCode::CONFLICT,
+        ),
+        (
+            Method::POST,
+            "/api/v1/servers",
+            json!({"name": "s9", "ssh_host": "-oProxyCommand=touch /tmp/nfsprov-pwned", "ssh_key": key,
+                   "host_key": host_key}),
+            "ssh_host",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/servers/srv1",
+            json!({"host_key": "ssh-ed25519 not base64!"}),
+            "host_key",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/users",
+            json!({"username": "Bad User", "password": "longenough"}),
+            "username",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/api/v1/users",
+            json!({"username": "carol", "password": "longenough", "quota_gb": -1}),
+            "quota_gb",
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PATCH,
+            "/api/v1/users/alice",
+            json!({"password": "short"}),
+            "password",
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (m, path, body, field, status) in cases {
+        let (s, e) = env
+            .req(m.clone(), Some(ADMIN), path, Some(body.clone()))
+            .await;
+        assert_eq!(s, status, "{m} {path} {body}: {e}");
+        assert_eq!(e["error"]["field"], field, "{m} {path} {body}: {e}");
+        assert_eq!(admin_lists(&env).await, before, "{m} {path} {body}");
+    }
+    // alice's password was not changed by the refused PATCH, and srv1's pinned key still works:
+    // a create as alice is applied on the server.
+    env.create_available("after-admin", json!([{"host": "10.0.0.1"}]))
+        .await;
+    assert!(!srv.host_path("/srv/nfsprov/x").exists());
+    assert!(!srv.host_path("/srv/nfsprov/y").exists());
+    assert!(!srv.host_path("/srv/nfsprov/pool1/inner").exists());
+    assert!(!std::path::Path::new("/tmp/nfsprov-pwned").exists());
+}

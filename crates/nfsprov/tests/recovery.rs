@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -80,78 +79,422 @@ async fn wait_all_settled(env: &Env, timeout: Duration) {
     }
 }
 
+/// A volume as the database holds it, read from the file directly: the service may be stopped
+/// (SIGSTOP) or dead, so the API cannot be asked.
+#[derive(Debug, Clone)]
+struct Row {
+    id: i64,
+    sub_path: String,
+    state: String,
+    server: String,
+}
+
+fn db_rows(env: &Env) -> BTreeMap<i64, Row> {
+    let db = rusqlite::Connection::open_with_flags(
+        env.data_dir().join("nfsprov.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut q = db
+        .prepare("SELECT id, sub_path, state, server_id FROM volumes")
+        .unwrap();
+    q.query_map([], |r| {
+        Ok(Row {
+            id: r.get(0)?,
+            sub_path: r.get(1)?,
+            state: r.get(2)?,
+            server: format!("srv{}", r.get::<_, i64>(3)?),
+        })
+    })
+    .unwrap()
+    .map(|r| {
+        let r = r.unwrap();
+        (r.id, r)
+    })
+    .collect()
+}
+
+/// Whether `row`'s export line is in its server's managed file.
+fn in_managed_file(env: &Env, row: &Row) -> bool {
+    let line_start = format!("/srv/nfsprov/pool1/{} ", row.sub_path);
+    env.managed_file(&row.server)
+        .lines()
+        .any(|l| l.starts_with(&line_start))
+}
+
+/// One letter of `/proc/<pid>/stat`'s state field.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid of a child this test started and still owns.
+    assert_eq!(
+        unsafe { libc::kill(pid as libc::pid_t, sig) },
+        0,
+        "kill {pid}"
+    );
+}
+
+/// SIGSTOP `nfsprov serve` and wait until it is stopped: nothing it does changes the database
+/// or starts a command on a server until [`thaw`].
+async fn freeze(env: &Env) -> u32 {
+    let pid = env.serve.as_ref().expect("serving").id();
+    signal(pid, libc::SIGSTOP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proc_state(pid) != Some('T') {
+        assert!(Instant::now() < deadline, "nfsprov {pid} did not stop");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pid
+}
+
+fn thaw(pid: u32) {
+    signal(pid, libc::SIGCONT);
+}
+
+/// Wait until no script of nfsprov's runs on `srv`: each session's `sh` is blocked reading its
+/// stdin and has no children. With nfsprov stopped, that stays so.
+async fn wait_sessions_idle(srv: &TestbedServer) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let procs = srv.session_procs();
+        let shells: Vec<u32> = procs
+            .iter()
+            .filter(|(_, c)| c == "sh")
+            .map(|(p, _)| *p)
+            .collect();
+        let reading_stdin = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+                .is_ok_and(|s| s.starts_with(&format!("{} 0x0 ", libc::SYS_read)))
+        };
+        let parent = |pid: u32| -> Option<u32> {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            stat.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        let busy_children = procs
+            .iter()
+            .any(|(p, _)| parent(*p).is_some_and(|pp| shells.contains(&pp)));
+        if !shells.is_empty() && shells.iter().all(|&p| reading_stdin(p)) && !busy_children {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a script is still running on {}: {procs:?}",
+            srv.name
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What became of one request sent while the service may be killed.
+enum Sent {
+    Answered(i64),
+    /// No answer, and the service is gone: only the kill may cut a request.
+    CutByTheKill,
+}
+
+/// A request the service must answer with `want` (returning the volume's id), unless the
+/// service died under it, which is checked: any other failure fails the test.
+async fn must_answer(
+    http: &reqwest::Client,
+    base: &str,
+    req: reqwest::RequestBuilder,
+    want: StatusCode,
+    what: &str,
+) -> Sent {
+    let failed = match req.send().await {
+        Ok(r) => {
+            let status = r.status();
+            match r.text().await {
+                Ok(text) => {
+                    assert_eq!(status, want, "{what}: {text}");
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    return Sent::Answered(v["id"].as_i64().unwrap());
+                }
+                Err(e) => e,
+            }
+        }
+        Err(e) => e,
+    };
+    let alive = http.get(format!("{base}/api/v1/health")).send().await;
+    assert!(
+        alive.is_err(),
+        "{what} failed while the service was up: {failed}"
+    );
+    Sent::CutByTheKill
+}
+
+/// Alice's create of `sub` on root path `rp` (no wait), then its wait until the server has it:
+/// a stream of creates where, at any time, some are applied and some are not.
+async fn create_stream(
+    http: reqwest::Client,
+    base: String,
+    subs: Vec<(String, i64)>,
+    acknowledged: Arc<tokio::sync::Mutex<Vec<i64>>>,
+    progress: Arc<tokio::sync::Notify>,
+) {
+    for (sub, rp) in subs {
+        let req = http
+            .post(format!("{base}/api/v1/volumes"))
+            .basic_auth(ALICE.0, Some(ALICE.1))
+            .json(&json!({"root_path_id": rp, "sub_path": sub, "size_gb": 1,
+                          "clients": [{"host": "10.0.0.0/8", "options": "rw"}]}));
+        let Sent::Answered(id) = must_answer(
+            &http,
+            &base,
+            req,
+            StatusCode::ACCEPTED,
+            &format!("create {sub}"),
+        )
+        .await
+        else {
+            return;
+        };
+        acknowledged.lock().await.push(id);
+        progress.notify_one();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let req = http
+                .get(format!("{base}/api/v1/volumes/{id}"))
+                .basic_auth(ALICE.0, Some(ALICE.1));
+            let r = req.send().await;
+            let Ok(r) = r else {
+                // Only a dead service may leave a poll unanswered.
+                let alive = http.get(format!("{base}/api/v1/health")).send().await;
+                assert!(
+                    alive.is_err(),
+                    "polling {sub} failed while the service was up"
+                );
+                return;
+            };
+            let Ok(v) = r.json::<Value>().await else {
+                let alive = http.get(format!("{base}/api/v1/health")).send().await;
+                assert!(
+                    alive.is_err(),
+                    "polling {sub} failed while the service was up"
+                );
+                return;
+            };
+            if v["state"] != "creating" {
+                assert_eq!(v["state"], "available", "{v}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "{sub} not applied in 60 s: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// What the kill interrupted, read from the database and the servers while nfsprov was
+/// stopped, just before SIGKILL.
+#[derive(Debug)]
+struct AtTheKill {
+    /// This round's acknowledged creates the killed process had applied and recorded.
+    available: Vec<i64>,
+    /// This round's acknowledged creates it had recorded but not finished: the restart's work.
+    creating: Vec<i64>,
+    /// Of those, the ones whose export was already on the server (applied, not recorded).
+    creating_on_server: Vec<i64>,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_batch_then_restart_converges() {
     let mut env = Env::start(2, 10_000, 10_000).await;
     let mut acknowledged: Vec<i64> = Vec::new();
-    // Each round kills the service at a different point of its progress — after the first,
-    // the 5th, the 15th and the 30th of 40 concurrent creates was acknowledged — so the kill
-    // lands mid-batch on any machine, however fast, instead of after a fixed sleep.
+    let mut deleted: Vec<i64> = Vec::new();
+    let mut found_on_server_unrecorded = 0;
+    // Each round streams 40 creates over both servers (4 at a time, each waiting until its
+    // volume is applied before the next) and deletes earlier volumes meanwhile, then kills the
+    // service at a different point: once 1, 5, 15, 30 creates were acknowledged, every delete
+    // was acknowledged, and the database (read with the service stopped) holds some of this
+    // round's acknowledged creates applied and some still `creating`: mid-stream, not between
+    // two rounds of work.
     for (round, kill_after) in [1usize, 5, 15, 30].into_iter().enumerate() {
-        let answered = Arc::new(AtomicUsize::new(0));
+        let acked = Arc::new(tokio::sync::Mutex::new(Vec::<i64>::new()));
         let progress = Arc::new(tokio::sync::Notify::new());
-        let mut tasks = Vec::new();
-        for i in 0..40 {
-            let http = env.http.clone();
-            let base = env.base();
-            let rp = 1 + (i % 2);
-            let answered = answered.clone();
-            let progress = progress.clone();
-            tasks.push(tokio::spawn(async move {
-                let r = http
-                    .post(format!("{base}/api/v1/volumes"))
-                    .basic_auth(ALICE.0, Some(ALICE.1))
-                    .json(&json!({"root_path_id": rp, "sub_path": format!("r{round}-v{i}"), "size_gb": 1,
-                                  "clients": [{"host": "10.0.0.0/8", "options": "rw"}]}))
-                    .send()
-                    .await
-                    .ok()?;
-                if r.status() != StatusCode::ACCEPTED {
-                    return None;
+        let mut streams = Vec::new();
+        for w in 0..4 {
+            let subs = (0..10)
+                .map(|i| (format!("r{round}-w{w}-v{i}"), 1 + (i + w) as i64 % 2))
+                .collect();
+            streams.push(tokio::spawn(create_stream(
+                env.http.clone(),
+                env.base(),
+                subs,
+                acked.clone(),
+                progress.clone(),
+            )));
+        }
+        let live: Vec<i64> = acknowledged
+            .iter()
+            .filter(|id| !deleted.contains(id))
+            .copied()
+            .collect();
+        let mut deletes = Vec::new();
+        for &id in live.iter().step_by(3).take(10) {
+            let (http, base) = (env.http.clone(), env.base());
+            deletes.push(tokio::spawn(async move {
+                let req = http
+                    .delete(format!("{base}/api/v1/volumes/{id}"))
+                    .basic_auth(ALICE.0, Some(ALICE.1));
+                let sent = must_answer(
+                    &http,
+                    &base,
+                    req,
+                    StatusCode::ACCEPTED,
+                    &format!("delete {id}"),
+                )
+                .await;
+                match sent {
+                    Sent::Answered(got) => assert_eq!(got, id),
+                    Sent::CutByTheKill => panic!("delete {id} was not answered before the kill"),
                 }
-                let id = r.json::<Value>().await.ok()?["id"].as_i64();
-                answered.fetch_add(1, Ordering::SeqCst);
-                progress.notify_one();
                 id
             }));
         }
-        // Also delete some volumes of earlier rounds while the batch runs.
-        for id in acknowledged.iter().step_by(3).take(10) {
-            let http = env.http.clone();
-            let url = format!("{}/api/v1/volumes/{id}", env.base());
-            tokio::spawn(async move {
-                let _ = http
-                    .delete(url)
-                    .basic_auth(ALICE.0, Some(ALICE.1))
-                    .send()
-                    .await;
-            });
+        for d in deletes {
+            deleted.push(d.await.unwrap());
         }
+
         let deadline = Instant::now() + Duration::from_secs(60);
-        while answered.load(Ordering::SeqCst) < kill_after {
+        let at_kill = loop {
+            let n = acked.lock().await.len();
+            if n >= kill_after {
+                let pid = freeze(&env).await;
+                let ours: Vec<i64> = acked.lock().await.clone();
+                let rows = db_rows(&env);
+                let state = |id: &i64| rows[id].state.as_str();
+                let available: Vec<i64> = ours
+                    .iter()
+                    .filter(|id| state(id) == "available")
+                    .copied()
+                    .collect();
+                let creating: Vec<i64> = ours
+                    .iter()
+                    .filter(|id| state(id) == "creating")
+                    .copied()
+                    .collect();
+                assert_eq!(available.len() + creating.len(), ours.len(), "{rows:?}");
+                if !available.is_empty() && !creating.is_empty() {
+                    let creating_on_server = creating
+                        .iter()
+                        .filter(|id| in_managed_file(&env, &rows[id]))
+                        .copied()
+                        .collect();
+                    env.kill_serve();
+                    break AtTheKill {
+                        available,
+                        creating,
+                        creating_on_server,
+                    };
+                }
+                thaw(pid);
+            }
             assert!(
                 Instant::now() < deadline,
-                "round {round}: only {} of 40 creates answered in 60 s",
-                answered.load(Ordering::SeqCst)
+                "round {round}: no point with {kill_after} creates acknowledged and some of \
+                 them applied, some not"
             );
-            let _ = tokio::time::timeout(Duration::from_millis(200), progress.notified()).await;
+            let _ = tokio::time::timeout(Duration::from_millis(20), progress.notified()).await;
+        };
+        for s in streams {
+            s.await.unwrap();
         }
-        env.kill_serve();
-        for t in tasks {
-            if let Some(id) = t.await.unwrap() {
-                acknowledged.push(id);
-            }
-        }
+        let ours = acked.lock().await.clone();
+        assert!(ours.len() >= kill_after, "{ours:?}");
+        eprintln!(
+            "round {round}: killed after {} acknowledged creates: {at_kill:?}",
+            ours.len()
+        );
+        found_on_server_unrecorded += at_kill.creating_on_server.len();
+        acknowledged.extend(&ours);
+
         env.start_serve().await;
         wait_all_settled(&env, Duration::from_secs(60)).await;
         assert_converged(&env).await;
+        // What the killed process left unfinished, the restarted one finished.
+        for id in &at_kill.creating {
+            assert_eq!(env.volume(*id).await["state"], "available");
+        }
+        for id in &at_kill.available {
+            assert_eq!(env.volume(*id).await["state"], "available");
+        }
     }
-    // No acknowledged create was lost.
+    // No acknowledged create or delete was lost.
     for id in &acknowledged {
+        let want = if deleted.contains(id) {
+            "deleted"
+        } else {
+            "available"
+        };
         let v = env.volume(*id).await;
-        assert!(v["state"] == "available" || v["state"] == "deleted", "{v}");
+        assert_eq!(v["state"], want, "{v}");
     }
-    assert!(!acknowledged.is_empty());
+    assert!(deleted.len() >= 10, "{deleted:?}");
+    eprintln!("{found_on_server_unrecorded} volumes were on the server but unrecorded at a kill");
+
+    // A kill inside a pass for certain: the fault point aborts the process right after a batch
+    // was applied on the server, before its outcomes reach the database.
+    env.restart_with(&[("NFSPROV_FAULT", "after-apply")]).await;
+    let acked = Arc::new(tokio::sync::Mutex::new(Vec::<i64>::new()));
+    let progress = Arc::new(tokio::sync::Notify::new());
+    let mut streams = Vec::new();
+    for w in 0..4 {
+        let subs = (0..10)
+            .map(|i| (format!("fault-w{w}-v{i}"), 1 + (i + w) as i64 % 2))
+            .collect();
+        streams.push(tokio::spawn(create_stream(
+            env.http.clone(),
+            env.base(),
+            subs,
+            acked.clone(),
+            progress.clone(),
+        )));
+    }
+    let mut child = env.serve.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the fault point never fired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    assert!(env.log().contains("NFSPROV_FAULT=after-apply"));
+    for s in streams {
+        s.await.unwrap();
+    }
+    let ours = acked.lock().await.clone();
+    assert!(!ours.is_empty());
+    let rows = db_rows(&env);
+    let unrecorded: Vec<&Row> = ours
+        .iter()
+        .map(|id| &rows[id])
+        .filter(|r| r.state == "creating" && in_managed_file(&env, r))
+        .collect();
+    assert!(
+        !unrecorded.is_empty(),
+        "the aborted pass applied none of {ours:?}: {rows:?}"
+    );
+    for r in &unrecorded {
+        let path = format!("/srv/nfsprov/pool1/{}", r.sub_path);
+        let etab = env.server(&r.server).etab().unwrap();
+        assert_eq!(etab_entries(&etab, &path).len(), 1, "{path}: {etab}");
+    }
+    env.start_serve().await;
+    wait_all_settled(&env, Duration::from_secs(60)).await;
+    assert_converged(&env).await;
+    for id in &ours {
+        assert_eq!(env.volume(*id).await["state"], "available");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,13 +598,34 @@ async fn hand_edits_on_the_server_are_repaired() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // 3. A line added by hand to nfsprov's file is removed; /etc/exports is never touched.
+    // 3. A line added by hand to nfsprov's file, and loaded into the kernel table by the
+    //    administrator's `exportfs -ra`, is removed from both; /etc/exports is never touched.
+    //    nfsprov is stopped meanwhile (and its last script finished), so that the edit is
+    //    certainly live in the kernel table before nfsprov may look.
+    let stray = "/srv/nfsprov/pool2";
+    std::fs::create_dir_all(srv.host_path(stray)).unwrap();
+    let pid = freeze(&env).await;
+    wait_sessions_idle(srv).await;
     let mut text = env.managed_file("srv1");
-    text.push_str("/srv/nfsprov/pool2 *(rw,no_root_squash)\n");
+    text.push_str(&format!("{stray} *(rw,no_root_squash)\n"));
     std::fs::write(&file, text).unwrap();
+    let out = srv.run_inside("exportfs -ra").unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let etab = srv.etab().unwrap();
+    assert_eq!(etab_entries(&etab, stray).len(), 1, "{etab}");
+    assert!(etab_entries(&etab, stray)[0].starts_with("*(rw,"), "{etab}");
+    assert!(env.managed_file("srv1").contains(&format!("{stray} ")));
+    thaw(pid);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while env.managed_file("srv1").contains("/srv/nfsprov/pool2 ") {
-        assert!(Instant::now() < deadline, "stray line was not removed");
+    while env.managed_file("srv1").contains(&format!("{stray} "))
+        || !etab_entries(&srv.etab().unwrap(), stray).is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "stray export was not removed: file:\n{}\netab:\n{}",
+            env.managed_file("srv1"),
+            srv.etab().unwrap()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(

@@ -344,7 +344,7 @@ async fn credentials_are_checked_before_anything_else() {
 async fn a_locked_account_can_change_nothing_but_may_still_read() {
     let api = Api::start(100, 50).await;
     let r = api.create(ALICE, "mine", 1).await;
-    assert!(r.status.is_success(), "{}", r.json);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let id = r.json["id"].as_i64().unwrap();
     let r = api
         .req(
@@ -890,7 +890,7 @@ async fn every_validator_names_its_field_and_nothing_is_recorded() {
 
     // PATCH runs the same client checks.
     let r = api.create(ALICE, "patched", 1).await;
-    assert!(r.status.is_success(), "{}", r.json);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let id = r.json["id"].as_i64().unwrap();
     let before_patch = api.snapshot().await;
     for (body, expect) in [
@@ -1140,7 +1140,7 @@ async fn quota_capacity_and_overlaps_are_refused_and_nothing_is_reserved() {
 
     // Bob has quota left, the root path has not.
     let r = api.create(BOB, "c", 50).await;
-    assert!(r.status.is_success(), "{}", r.json);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let before_capacity = api.snapshot().await;
     let r = api
         .req(
@@ -1252,10 +1252,10 @@ async fn quota_capacity_and_overlaps_are_refused_and_nothing_is_reserved() {
             None,
         )
         .await;
-    assert!(r.status.is_success(), "{}", r.json);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     assert_eq!(api.user("alice").await["used_gb"], 0);
     let r = api.create(ALICE, "b", 50).await;
-    assert!(r.status.is_success(), "{}", r.json);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
 }
 
 #[tokio::test]
@@ -1282,7 +1282,7 @@ async fn idempotency_keys_replay_the_same_request_and_refuse_another() {
     let state = api.snapshot().await;
 
     let again = post(ALICE, "k-1", native_body("keyed", 2)).await;
-    assert!(again.status.is_success(), "{}", again.json);
+    assert_eq!(again.status, StatusCode::ACCEPTED, "{}", again.json);
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(again.json["id"], first.json["id"]);
     assert_eq!(api.snapshot().await, state, "a replay records nothing");
@@ -1298,7 +1298,8 @@ async fn idempotency_keys_replay_the_same_request_and_refuse_another() {
 
     // Another user's key is their own.
     let bobs = post(BOB, "k-1", native_body("bob-keyed", 2)).await;
-    assert!(bobs.status.is_success() && !bobs.headers.contains_key("idempotent-replayed"));
+    assert_eq!(bobs.status, StatusCode::ACCEPTED, "{}", bobs.json);
+    assert!(!bobs.headers.contains_key("idempotent-replayed"));
     assert_ne!(bobs.json["id"], first.json["id"]);
     assert_eq!(bobs.json["owner"], "bob");
 
@@ -1342,7 +1343,7 @@ async fn hootie_shapes_and_framework_errors_are_json() {
                                     {"host": "client.example", "options": "rw,sync"}]})),
         )
         .await;
-    assert!(r.status.is_success(), "{}", r.json);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let id = r.json["id"].as_i64().unwrap();
     let want = json!({
         "allowed_hosts": "10.0.0.1 client.example",
@@ -1428,7 +1429,7 @@ async fn listings_are_paged_with_a_link_to_the_next_page() {
     let mut ids = Vec::new();
     for sub in ["p1", "p2", "p3"] {
         let r = api.create(ALICE, sub, 1).await;
-        assert!(r.status.is_success(), "{}", r.json);
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
         ids.push(r.json["id"].as_i64().unwrap());
     }
     let r = api
@@ -1439,7 +1440,7 @@ async fn listings_are_paged_with_a_link_to_the_next_page() {
             None,
         )
         .await;
-    assert!(r.status.is_success(), "{}", r.json);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.json);
     let mut path = "/api/v1/volumes?include_deleted=true&limit=2".to_string();
     let mut seen = Vec::new();
     for _ in 0..3 {

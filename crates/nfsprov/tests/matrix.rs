@@ -329,7 +329,7 @@ async fn hootie_create(env: &Env, allowed: &str) -> Result<String, String> {
             Method::POST,
             Some(ALICE),
             "/api/v1.0/volumes/",
-            Some(json!({"options": "rw", "root_path": 1, "sub_path": "hootie", "size_GB": 1,
+            Some(json!({"options": "rw,no_root_squash", "root_path": 1, "sub_path": "hootie", "size_GB": 1,
                         "allowed_hosts": allowed})),
         )
         .await;

@@ -12,7 +12,7 @@
 //! | `rw` / `ro` (default `ro`) | `Access_Type = RW` / `RO` |
 //! | `root_squash` (default) / `no_root_squash` / `all_squash` | `Squash = Root_Squash` / `No_Root_Squash` / `All_Squash` |
 //! | `no_all_squash` | nothing (the squash setting above decides) |
-//! | `anonuid=N` / `anongid=N` | `Anonymous_Uid = N` / `Anonymous_Gid = N` |
+//! | `anonuid=N` / `anongid=N` (default 65534) | `Anonymous_Uid = N` / `Anonymous_Gid = N` (always written: ganesha's default is 4294967294) |
 //! | `secure` (default) / `insecure` | `PrivilegedPort = true` / `false` |
 //! | `sec=sys:krb5...` | `SecType = sys, krb5, ...` |
 //! | `sync`, `no_subtree_check`, `no_wdelay`, `hide`, `nocrossmnt` | nothing: ganesha already behaves so |
@@ -83,8 +83,18 @@ fn client_settings(options: &ExportOptions) -> Vec<(&'static str, String)> {
             _ => {}
         }
     }
+    // exports(5) squashes to 65534 unless told otherwise; ganesha's own default is -2
+    // (4294967294), so the default is written out.
+    for key in ["Anonymous_Uid", "Anonymous_Gid"] {
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, DEFAULT_ANON_ID.to_string()));
+        }
+    }
     out
 }
+
+/// exports(5)'s `anonuid`/`anongid` when none is given.
+const DEFAULT_ANON_ID: u32 = 65534;
 
 /// One `EXPORT` block. Values are validated types (paths of a strict charset, clients in
 /// exports(5) syntax, numbers), so no quoting beyond ganesha's own `"..."` for paths is needed.
@@ -595,6 +605,11 @@ mod tests {
         let m = mapping(&ExportOptions::parse("").unwrap());
         assert_eq!(m["Access_Type"], "RO", "exports(5) defaults to ro");
         assert_eq!(m["Squash"], "Root_Squash");
+        // exports(5) squashes to 65534 by default, ganesha to 4294967294 (tests/matrix.rs).
+        assert_eq!(m["Anonymous_Uid"], "65534");
+        assert_eq!(m["Anonymous_Gid"], "65534");
+        let m = mapping(&ExportOptions::parse("anongid=0").unwrap());
+        assert_eq!((m["Anonymous_Uid"].as_str(), m["Anonymous_Gid"].as_str()), ("65534", "0"));
         let m = mapping(&ExportOptions::parse("all_squash,insecure,sec=krb5:sys").unwrap());
         assert_eq!(m["Squash"], "All_Squash");
         assert_eq!(m["PrivilegedPort"], "false");

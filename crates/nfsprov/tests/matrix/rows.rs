@@ -230,7 +230,8 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
     },
 ];
 
-/// hootie's `allowed_hosts`: several clients in one string, separated by a space and a comma.
+/// hootie's `allowed_hosts`: several clients in one string, separated by a space and a comma
+/// (options `rw,no_root_squash`, so root may write into the root-owned directory).
 pub const HOOTIE_ALLOWED_HOSTS: &str = "{net}.101 client2.test,*.example.com";
 /// knfsd: the clients of the export's etab lines, in any order.
 pub const HOOTIE_ETAB: &[&str] = &["{net}.101", "client2.test", "*.example.com"];
@@ -239,6 +240,7 @@ pub const HOOTIE_GANESHA: &[&str] = &["{net}.101/32", "{net}.102/32", "*.example
 /// ganesha data path: client1 and client2 by address and name; client3 is refused.
 pub const HOOTIE_ACCESS: &[(&str, bool)] = &[C1, C2, ("client3", false)];
 
+/// exports(5)'s default anonuid/anongid; ganesha's own would be 4294967294.
 const ROOT_SQUASHED: Writes = Writes::Owners {
     root: (65534, 65534),
     user: (1000, 1001),

@@ -58,6 +58,10 @@ enum Expect {
     },
 }
 
+/// A refused client row's PATCH puts the client second, after one that is fine, so the
+/// refusal must name its position.
+const REFUSED_SECOND: &str = "clients[1].host";
+
 /// One row as sent: the created volume `<sub>` and the PATCHed one `<sub>-p`.
 struct Case {
     kind: &'static str,
@@ -190,24 +194,38 @@ async fn send_rows(env: &Env, cases: &mut [Case]) -> BTreeMap<String, Value> {
     let answers = send_all(env, reqs).await;
     for (c, pair) in cases.iter_mut().zip(answers.chunks(2)) {
         let (s, v) = &pair[0];
-        check_answer(c, "create", *s, v);
+        check_answer(c, "create", *s, v, None);
         assert_eq!(pair[1].0, StatusCode::ACCEPTED, "{}", pair[1].1);
     }
     let before = settled_volumes(env).await;
+    let second = |c: &Case| {
+        matches!(
+            c.expect,
+            Expect::Refused {
+                field: "clients[0].host",
+                ..
+            }
+        )
+    };
     let reqs = cases
         .iter()
         .map(|c| {
             let id = before[&format!("{}-p", c.sub)]["id"].as_i64().unwrap();
+            let mut clients = c.clients.clone();
+            if second(c) {
+                clients = json!([{"host": "192.0.2.2", "options": "rw"}, clients[0]]);
+            }
             (
                 Method::PATCH,
                 format!("/api/v1/volumes/{id}"),
-                json!({"clients": c.clients}),
+                json!({ "clients": clients }),
             )
         })
         .collect();
     let answers = send_all(env, reqs).await;
     for (c, (s, v)) in cases.iter_mut().zip(&answers) {
-        check_answer(c, "PATCH", *s, v);
+        let field = second(c).then_some(REFUSED_SECOND);
+        check_answer(c, "PATCH", *s, v, field);
     }
     let volumes = settled_volumes(env).await;
     for c in cases.iter_mut() {
@@ -238,16 +256,28 @@ async fn send_rows(env: &Env, cases: &mut [Case]) -> BTreeMap<String, Value> {
     volumes
 }
 
-fn check_answer(c: &mut Case, what: &str, s: StatusCode, v: &Value) {
+/// Whether the answer is what the row expects; a refusal must name `field` if given.
+fn check_answer(c: &mut Case, what: &str, s: StatusCode, v: &Value, field: Option<&str>) {
     match c.expect {
         Expect::Accepted => {
             if !matches!(s, StatusCode::ACCEPTED | StatusCode::OK) {
                 c.failures.push(format!("{what}: {s} {v}"));
             }
         }
-        Expect::Refused { field, text } => {
+        Expect::Refused { field: own, text } => {
+            let field = field.unwrap_or(own);
             let message = v["error"]["message"].as_str().unwrap_or_default();
-            if s != StatusCode::BAD_REQUEST || v["error"]["field"] != field || !message.contains(text)
+            // The message names the server kind and the client as nfsprov writes it.
+            let names = if c.kind == "client" {
+                message.contains(&format!("'{}'", c.input.to_ascii_lowercase()))
+            } else {
+                true
+            };
+            if s != StatusCode::BAD_REQUEST
+                || v["error"]["field"] != field
+                || !message.contains(text)
+                || !message.contains("nfs-ganesha")
+                || !names
             {
                 c.failures.push(format!(
                     "{what}: expected 400 naming {field} with {text:?}, got {s} {v}"
@@ -350,6 +380,11 @@ async fn hootie_create(env: &Env, allowed: &str) -> Result<String, String> {
 async fn knfsd_matrix() {
     let env = Env::start(1, 100_000, 100_000).await;
     let net = "10.1.2";
+    // Names a ganesha server refuses must resolve here, or precheck would hold them back.
+    let hosts = env.server("srv1").host_path("/etc/hosts");
+    let mut text = std::fs::read_to_string(&hosts).unwrap();
+    text.push_str("127.0.0.21\t1host.example\n127.0.0.22\ton\n");
+    std::fs::write(&hosts, text).unwrap();
     let mut cases = cases(Backend::Knfsd, net);
     send_rows(&env, &mut cases).await;
     let hootie = hootie_create(&env, &HOOTIE_ALLOWED_HOSTS.replace("{net}", net)).await;
@@ -371,21 +406,22 @@ async fn knfsd_matrix() {
         for sub in [c.sub.clone(), format!("{}-p", c.sub)] {
             let entries = etab_entries(&etab, &format!("{POOL}/{sub}"));
             let [entry] = entries.as_slice() else {
-                c.failures
-                    .push(format!("{sub}: etab has {} lines: {entries:?}", entries.len()));
+                c.failures.push(format!(
+                    "{sub}: etab has {} lines: {entries:?}",
+                    entries.len()
+                ));
                 continue;
             };
-            let Some((client, options)) = entry
-                .strip_suffix(')')
-                .and_then(|e| e.split_once('('))
+            let Some((client, options)) = entry.strip_suffix(')').and_then(|e| e.split_once('('))
             else {
                 c.failures.push(format!("{sub}: etab line {entry:?}"));
                 continue;
             };
             let tokens: Vec<&str> = options.split(',').collect();
             if client != want_client {
-                c.failures
-                    .push(format!("{sub}: etab client {client}, expected {want_client}"));
+                c.failures.push(format!(
+                    "{sub}: etab client {client}, expected {want_client}"
+                ));
             }
             let missing: Vec<_> = has.iter().filter(|t| !tokens.contains(t)).collect();
             let extra: Vec<_> = lacks.iter().filter(|t| tokens.contains(t)).collect();
@@ -428,6 +464,33 @@ async fn knfsd_matrix() {
         Err(e) => format!("FAILED hootie allowed_hosts: {e}"),
     };
     write_summary(Backend::Knfsd, &cases, &[extra]);
+}
+
+/// Client host `who` writes a file into the volume at `path` over NFS version `v`: when
+/// `allowed`, the file must be on the server with what was written; else the write must be
+/// refused for access (v4 hides an export a client may not see in its pseudo file system).
+fn data_access(nfs: &Nfs, path: &str, who: &str, v: u8, allowed: bool) -> Result<(), String> {
+    let file = format!("{path}/by-{who}-v{v}");
+    let content = format!("{who} over v{v}");
+    let r = nfs.write(who, &file, v, &content, "");
+    let on_server = std::fs::read_to_string(nfs.env.server("srv1").host_path(&file)).ok();
+    match (allowed, r) {
+        (true, Ok(())) if on_server.as_deref() == Some(content.as_str()) => Ok(()),
+        (true, r) => Err(format!(
+            "{who} may write over v{v}: {r:?}, on the server {on_server:?}"
+        )),
+        (false, Err(e))
+            if on_server.is_none()
+                && (e.contains("MNT3ERR_ACCES")
+                    || e.contains("NFS4ERR_ACCESS")
+                    || e.contains("NFS4ERR_NOENT")) =>
+        {
+            Ok(())
+        }
+        (false, r) => Err(format!(
+            "{who} must be refused over v{v}: {r:?}, on the server {on_server:?}"
+        )),
+    }
 }
 
 /// Expected live entries of a client row on ganesha, `None` for a refused one.
@@ -489,41 +552,36 @@ async fn ganesha_matrix() {
                 let row = CLIENT_ROWS.iter().find(|r| r.form == c.label).unwrap();
                 let mut seen = Vec::new();
                 for (who, allowed) in row.access {
-                    let file = format!("{path}/by-{who}");
-                    let r = nfs.write(who, &file, 3, who, "");
-                    match (allowed, r) {
-                        (true, Ok(())) => seen.push(format!("{who} in")),
-                        (false, Err(e)) if e.contains("MNT3ERR_ACCES") => {
-                            seen.push(format!("{who} out"))
+                    let mut ok = true;
+                    for v in [3, 4] {
+                        if let Err(e) = data_access(&nfs, &path, who, v, *allowed) {
+                            c.failures.push(format!("{sub}: {e}"));
+                            ok = false;
                         }
-                        (_, r) => c.failures.push(format!(
-                            "{sub}: {who} {} but got {r:?}",
-                            if *allowed {
-                                "may write"
-                            } else {
-                                "must be refused"
-                            }
-                        )),
+                    }
+                    if ok {
+                        seen.push(format!("{who} {}", if *allowed { "in" } else { "out" }));
                     }
                 }
                 if sub == c.sub && !seen.is_empty() {
-                    c.shown.push(seen.join(", "));
+                    c.shown.push(format!("v3+v4 {}", seen.join(", ")));
                 }
             } else {
                 let row = OPTION_ROWS.iter().find(|r| r.options == c.input).unwrap();
                 match row.writes {
                     Writes::Untried => {}
-                    Writes::ReadOnly => match nfs.write("client1", &format!("{path}/x"), 3, "x", "")
-                    {
-                        Err(e) if e.contains("ROFS") => {
-                            if sub == c.sub {
-                                c.shown.push("write refused ROFS".into());
+                    Writes::ReadOnly => {
+                        match nfs.write("client1", &format!("{path}/x"), 3, "x", "") {
+                            Err(e) if e.contains("ROFS") => {
+                                if sub == c.sub {
+                                    c.shown.push("write refused ROFS".into());
+                                }
                             }
+                            r => c
+                                .failures
+                                .push(format!("{sub}: a write must be refused read-only: {r:?}")),
                         }
-                        r => c
-                            .failures
-                            .push(format!("{sub}: a write must be refused read-only: {r:?}")),
-                    },
+                    }
                     Writes::Owners { root, user } => {
                         use std::os::unix::fs::MetadataExt;
                         let mut owners = Vec::new();
@@ -568,18 +626,13 @@ async fn ganesha_matrix() {
                     problems.push(format!("live entries {names:?}, expected {want:?}"));
                 }
                 for (who, allowed) in HOOTIE_ACCESS {
-                    let r = nfs.write(who, &format!("{path}/by-{who}"), 3, who, "");
-                    let ok = match r {
-                        Ok(()) => *allowed,
-                        Err(ref e) => !allowed && e.contains("MNT3ERR_ACCES"),
-                    };
-                    if !ok {
-                        problems.push(format!("{who}: {r:?}"));
+                    if let Err(e) = data_access(&nfs, &path, who, 3, *allowed) {
+                        problems.push(e);
                     }
                 }
                 if problems.is_empty() {
                     format!(
-                        "ok     hootie  allowed_hosts {:?}: available, live {}; client1, client2 in, client3 out",
+                        "ok     hootie  allowed_hosts {:?}: available, live {}; v3 client1, client2 in, client3 out",
                         HOOTIE_ALLOWED_HOSTS.replace("{net}", &net),
                         names.join(",")
                     )

@@ -117,8 +117,14 @@ fn every_option_keyword_and_flavour_has_a_row() {
     // anonuid/anongid at the edges: 0, 2^31 - 1, 2^31 and the largest id.
     for id in [0, 2_147_483_647, 2_147_483_648, 4_294_967_294] {
         assert!(
-            parsed.iter().flatten().any(|o| *o == ExportOption::AnonUid(id))
-                || parsed.iter().flatten().any(|o| *o == ExportOption::AnonGid(id)),
+            parsed
+                .iter()
+                .flatten()
+                .any(|o| *o == ExportOption::AnonUid(id))
+                || parsed
+                    .iter()
+                    .flatten()
+                    .any(|o| *o == ExportOption::AnonGid(id)),
             "no matrix row with anonuid or anongid {id}"
         );
     }

@@ -609,7 +609,10 @@ mod tests {
         assert_eq!(m["Anonymous_Uid"], "65534");
         assert_eq!(m["Anonymous_Gid"], "65534");
         let m = mapping(&ExportOptions::parse("anongid=0").unwrap());
-        assert_eq!((m["Anonymous_Uid"].as_str(), m["Anonymous_Gid"].as_str()), ("65534", "0"));
+        assert_eq!(
+            (m["Anonymous_Uid"].as_str(), m["Anonymous_Gid"].as_str()),
+            ("65534", "0")
+        );
         let m = mapping(&ExportOptions::parse("all_squash,insecure,sec=krb5:sys").unwrap());
         assert_eq!(m["Squash"], "All_Squash");
         assert_eq!(m["PrivilegedPort"], "false");
@@ -636,8 +639,7 @@ mod tests {
         assert_eq!(entries[1].0, "/srv/p/b");
     }
 
-    /// Pins the spelling; that ganesha reads each so is proven by tests/ganesha.rs
-    /// (`every_client_form_is_read_by_ganesha`).
+    /// Pins the spelling; that ganesha reads each so is proven by tests/matrix.rs.
     #[test]
     fn clients_are_written_as_ganesha_tokens() {
         for (client, text) in [

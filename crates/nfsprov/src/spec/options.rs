@@ -628,7 +628,10 @@ mod tests {
             let o = ExportOption::parse(&sample).unwrap_or_else(|e| panic!("{kw}: {e}"));
             assert_eq!(o.keyword(), *kw);
             assert_eq!(position(&o), i, "{kw} is out of place in KEYWORDS");
-            assert!(previous.is_none_or(|p| p < o), "{kw}: not in canonical order");
+            assert!(
+                previous.is_none_or(|p| p < o),
+                "{kw}: not in canonical order"
+            );
             previous = Some(o);
         }
     }

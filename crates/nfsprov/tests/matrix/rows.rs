@@ -31,7 +31,7 @@ pub struct ClientRow {
     /// knfsd: the client of the export's one etab line.
     pub etab: &'static str,
     pub ganesha: Held,
-    /// ganesha data path over NFSv3: which client hosts may write (`true`) or are refused.
+    /// ganesha data path over NFSv3 and v4: which client hosts may write (`true`) or are refused.
     pub access: &'static [(&'static str, bool)],
 }
 
@@ -96,6 +96,21 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         access: &[C2, NOT_C1],
     },
     ClientRow {
+        // Resolves on the knfsd server through a line the test adds to its /etc/hosts.
+        form: "host starting with a digit",
+        host: "1host.example",
+        etab: "1host.example",
+        ganesha: Held::Refused("starting with a digit"),
+        access: &[],
+    },
+    ClientRow {
+        form: "host spelled as a boolean",
+        host: "on",
+        etab: "on",
+        ganesha: Held::Refused("as a boolean"),
+        access: &[],
+    },
+    ClientRow {
         form: "wildcard *",
         host: "*1.test",
         etab: "*1.test",
@@ -108,6 +123,13 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         etab: "c?ient2.test",
         ganesha: Held::Entries(&["c?ient2.test"]),
         access: &[C2, NOT_C1],
+    },
+    ClientRow {
+        form: "wildcard ? first, no other wildcard",
+        host: "?.lab",
+        etab: "?.lab",
+        ganesha: Held::Refused("as a host name"),
+        access: &[],
     },
     ClientRow {
         form: "wildcard that could match an address",
@@ -180,6 +202,14 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         access: &[NOT_C1],
     },
     ClientRow {
+        // ganesha spells one zero group "::", exports(5) and nfsprov do not (RFC 5952).
+        form: "ipv6 one zero group",
+        host: "1:0:2:3:4:5:6:7",
+        etab: "1:0:2:3:4:5:6:7",
+        ganesha: Held::Entries(&["1::2:3:4:5:6:7/128"]),
+        access: &[],
+    },
+    ClientRow {
         form: "ipv6 ipv4-mapped",
         host: "::ffff:10.0.0.1",
         etab: "::ffff:10.0.0.1",
@@ -191,6 +221,13 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         host: "fd00:1::/64",
         etab: "fd00:1::/64",
         ganesha: Held::Entries(&["fd00:1::/64"]),
+        access: &[],
+    },
+    ClientRow {
+        form: "ipv6-net host bits set",
+        host: "2001:DB8::5/64",
+        etab: "2001:db8::5/64",
+        ganesha: Held::Entries(&["2001:db8::/64"]),
         access: &[],
     },
     ClientRow {

@@ -25,8 +25,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use rows::{
-    CLIENT_ROWS, Ganesha, HOOTIE_ACCESS, HOOTIE_ALLOWED_HOSTS, HOOTIE_ETAB, HOOTIE_GANESHA, Held,
-    OPTION_ROWS, Writes,
+    CLIENT_ROW_GANESHA, CLIENT_ROWS, Ganesha, HOOTIE_ACCESS, HOOTIE_ALLOWED_HOSTS, HOOTIE_ETAB,
+    HOOTIE_GANESHA, Held, OPTION_ROWS, Writes,
 };
 
 const POOL: &str = "/srv/nfsprov/pool1";
@@ -502,7 +502,7 @@ fn ganesha_entries(c: &Case, net: &str) -> (Vec<String>, Option<&'static str>) {
         };
         (
             e.iter().map(|e| e.replace("{net}", net)).collect(),
-            Some("RW/Root_Squash"),
+            Some(CLIENT_ROW_GANESHA),
         )
     } else {
         let row = OPTION_ROWS.iter().find(|r| r.options == c.input).unwrap();
@@ -535,7 +535,7 @@ async fn ganesha_matrix() {
                 Err(e) => c.failures.push(format!("{sub}: {e}")),
                 Ok(live) => {
                     let names: Vec<String> = live.iter().map(|e| e.name.clone()).collect();
-                    let got: Vec<String> = live.iter().map(|e| e.access()).collect();
+                    let got: Vec<String> = live.iter().map(|e| e.describe()).collect();
                     if names != want || got.iter().any(|a| Some(a.as_str()) != access) {
                         c.failures.push(format!(
                             "{sub}: live entries {names:?} {got:?}, expected {want:?} {access:?}"

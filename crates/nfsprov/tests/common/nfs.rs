@@ -65,11 +65,15 @@ pub struct LiveEntry {
 }
 
 impl LiveEntry {
-    /// Access and squash from the option bits (ganesha's include/export_mgr.h:
-    /// EXPORT_OPTION_ROOT_ID_SQUASH 0x1, ROOT_SQUASH 0x2, ALL_SQUASH 0x4, WRITE_ACCESS 0x40),
-    /// as `RW/Root_Squash`.
-    pub fn access(&self) -> String {
-        let bits = self.numbers.get(7).copied().unwrap_or_default();
+    /// What the entry holds, as `RW/Root_Squash anon 65534:65534 secure sec=sys`: access and
+    /// squash, the anonymous uid and gid (its fifth and sixth numbers), whether a privileged
+    /// port is required and the accepted auth flavours, from the option bits (ganesha 4.3's
+    /// include/fsal_types.h: ROOT_ID_SQUASH 0x1, ROOT_SQUASH 0x2, ALL_SQUASH 0x4, WRITE_ACCESS
+    /// 0x40, PRIVILEGED_PORT 0x200, AUTH_NONE 0x1000, AUTH_UNIX 0x2000, RPCSEC_GSS_NONE 0x4000,
+    /// _INTG 0x8000, _PRIV 0x10000).
+    pub fn describe(&self) -> String {
+        let n = |i: usize| self.numbers.get(i).copied().unwrap_or(-1);
+        let bits = n(7);
         let access = if bits & 0x40 != 0 { "RW" } else { "RO" };
         let squash = if bits & 0x4 != 0 {
             "All_Squash"
@@ -78,7 +82,28 @@ impl LiveEntry {
         } else {
             "No_Root_Squash"
         };
-        format!("{access}/{squash}")
+        let port = if bits & 0x200 != 0 {
+            "secure"
+        } else {
+            "insecure"
+        };
+        let flavours: Vec<&str> = [
+            (0x1000, "none"),
+            (0x2000, "sys"),
+            (0x4000, "krb5"),
+            (0x8000, "krb5i"),
+            (0x10000, "krb5p"),
+        ]
+        .iter()
+        .filter(|(bit, _)| bits & bit != 0)
+        .map(|(_, name)| *name)
+        .collect();
+        format!(
+            "{access}/{squash} anon {}:{} {port} sec={}",
+            n(4),
+            n(5),
+            flavours.join(":")
+        )
     }
 }
 

@@ -38,7 +38,8 @@ pub struct ClientRow {
 /// What ganesha does with an option row.
 #[derive(Debug, Clone, Copy)]
 pub enum Ganesha {
-    /// Available; the live client entry's access and squash (`RW/Root_Squash`, ...).
+    /// Available; the live client entry as `common::nfs::LiveEntry::describe` spells it:
+    /// access/squash, anonymous uid:gid, privileged port or not, auth flavours.
     Holds(&'static str),
     /// Refused up front (400, field `clients[0].options`) with a message holding this text.
     Refused(&'static str),
@@ -67,6 +68,9 @@ pub struct OptionRow {
     pub ganesha: Ganesha,
     pub writes: Writes,
 }
+
+/// The live entry of every accepted client row (options `rw`) on ganesha.
+pub const CLIENT_ROW_GANESHA: &str = "RW/Root_Squash anon 65534:65534 secure sec=sys";
 
 const C1: (&str, bool) = ("client1", true);
 const C2: (&str, bool) = ("client2", true);
@@ -303,28 +307,28 @@ pub const OPTION_ROWS: &[OptionRow] = &[
             "sec=sys",
         ],
         not_etab: &["rw"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::ReadOnly,
     },
     OptionRow {
         options: "rw",
         etab: &["rw", "sync", "no_subtree_check", "root_squash"],
         not_etab: &["ro"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: ROOT_SQUASHED,
     },
     OptionRow {
         options: "ro",
         etab: &["ro"],
         not_etab: &["rw"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::ReadOnly,
     },
     OptionRow {
         options: "rw,secure",
         etab: &["rw", "secure"],
         not_etab: &["insecure"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: ROOT_SQUASHED,
     },
     OptionRow {
@@ -332,7 +336,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,insecure",
         etab: &["rw", "insecure"],
         not_etab: &["secure"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 insecure sec=sys"),
         writes: ROOT_SQUASHED,
     },
     OptionRow {
@@ -346,7 +350,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,sync",
         etab: &["rw", "sync"],
         not_etab: &["async"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: ROOT_SQUASHED,
     },
     OptionRow {
@@ -360,14 +364,14 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "no_wdelay",
         etab: &["no_wdelay"],
         not_etab: &["wdelay"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::Untried,
     },
     OptionRow {
         options: "hide",
         etab: &["hide"],
         not_etab: &["nohide"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::Untried,
     },
     OptionRow {
@@ -388,7 +392,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "nocrossmnt",
         etab: &["nocrossmnt"],
         not_etab: &["crossmnt"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::Untried,
     },
     OptionRow {
@@ -402,21 +406,21 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "no_subtree_check",
         etab: &["no_subtree_check"],
         not_etab: &["subtree_check"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::Untried,
     },
     OptionRow {
         options: "rw,root_squash",
         etab: &["rw", "root_squash"],
         not_etab: &["no_root_squash"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: ROOT_SQUASHED,
     },
     OptionRow {
         options: "rw,no_root_squash",
         etab: &["rw", "no_root_squash"],
         not_etab: &["root_squash"],
-        ganesha: Ganesha::Holds("RW/No_Root_Squash"),
+        ganesha: Ganesha::Holds("RW/No_Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),
@@ -426,7 +430,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,all_squash",
         etab: &["rw", "all_squash"],
         not_etab: &["no_all_squash"],
-        ganesha: Ganesha::Holds("RW/All_Squash"),
+        ganesha: Ganesha::Holds("RW/All_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::Owners {
             root: (65534, 65534),
             user: (65534, 65534),
@@ -436,7 +440,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,no_root_squash,no_all_squash",
         etab: &["rw", "no_root_squash", "no_all_squash"],
         not_etab: &["all_squash", "root_squash"],
-        ganesha: Ganesha::Holds("RW/No_Root_Squash"),
+        ganesha: Ganesha::Holds("RW/No_Root_Squash anon 65534:65534 secure sec=sys"),
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),
@@ -446,7 +450,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,root_squash,anonuid=4321,anongid=4322",
         etab: &["rw", "root_squash", "anonuid=4321", "anongid=4322"],
         not_etab: &["anonuid=65534"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 4321:4322 secure sec=sys"),
         writes: Writes::Owners {
             root: (4321, 4322),
             user: (1000, 1001),
@@ -456,7 +460,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,all_squash,anonuid=2000,anongid=2001",
         etab: &["rw", "all_squash", "anonuid=2000", "anongid=2001"],
         not_etab: &[],
-        ganesha: Ganesha::Holds("RW/All_Squash"),
+        ganesha: Ganesha::Holds("RW/All_Squash anon 2000:2001 secure sec=sys"),
         writes: Writes::Owners {
             root: (2000, 2001),
             user: (2000, 2001),
@@ -466,7 +470,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,anonuid=0,anongid=0",
         etab: &["anonuid=0", "anongid=0"],
         not_etab: &["anonuid=65534"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 0:0 secure sec=sys"),
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),
@@ -476,7 +480,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,anonuid=2147483647,anongid=2147483647",
         etab: &["anonuid=2147483647", "anongid=2147483647"],
         not_etab: &[],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 2147483647:2147483647 secure sec=sys"),
         writes: Writes::Owners {
             root: (2147483647, 2147483647),
             user: (1000, 1001),
@@ -487,7 +491,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,anonuid=2147483648,anongid=4294967294",
         etab: &["anonuid=-2147483648", "anongid=-2"],
         not_etab: &[],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 2147483648:4294967294 secure sec=sys"),
         writes: Writes::Owners {
             root: (2147483648, 4294967294),
             user: (1000, 1001),
@@ -525,49 +529,49 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         options: "rw,sec=sys",
         etab: &["sec=sys"],
         not_etab: &[],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 secure sec=sys"),
         writes: ROOT_SQUASHED,
     },
     OptionRow {
         options: "sec=krb5",
         etab: &["sec=krb5"],
         not_etab: &["sec=sys"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=krb5"),
         writes: Writes::Untried,
     },
     OptionRow {
         options: "sec=krb5i",
         etab: &["sec=krb5i"],
         not_etab: &["sec=sys"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=krb5i"),
         writes: Writes::Untried,
     },
     OptionRow {
         options: "sec=krb5p",
         etab: &["sec=krb5p"],
         not_etab: &["sec=sys"],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=krb5p"),
         writes: Writes::Untried,
     },
     OptionRow {
         options: "rw,sec=sys:krb5",
         etab: &["sec=sys:krb5"],
         not_etab: &["sec=sys"],
-        ganesha: Ganesha::Holds("RW/Root_Squash"),
+        ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 secure sec=sys:krb5"),
         writes: ROOT_SQUASHED,
     },
     OptionRow {
         options: "sec=krb5p:krb5i:krb5:sys",
         etab: &["sec=krb5p:krb5i:krb5:sys"],
         not_etab: &[],
-        ganesha: Ganesha::Holds("RO/Root_Squash"),
+        ganesha: Ganesha::Holds("RO/Root_Squash anon 65534:65534 secure sec=sys:krb5:krb5i:krb5p"),
         writes: Writes::Untried,
     },
     OptionRow {
         options: "sec=krb5i:krb5p,ro,all_squash",
         etab: &["ro", "all_squash", "sec=krb5i:krb5p"],
         not_etab: &["sec=sys"],
-        ganesha: Ganesha::Holds("RO/All_Squash"),
+        ganesha: Ganesha::Holds("RO/All_Squash anon 65534:65534 secure sec=krb5i:krb5p"),
         writes: Writes::Untried,
     },
     OptionRow {
@@ -626,7 +630,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
             "sec=sys",
         ],
         not_etab: &["secure", "root_squash", "wdelay"],
-        ganesha: Ganesha::Holds("RW/No_Root_Squash"),
+        ganesha: Ganesha::Holds("RW/No_Root_Squash anon 65534:65534 insecure sec=sys"),
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),

@@ -313,7 +313,7 @@ fn write_summary(backend: Backend, cases: &[Case], extra: &[String]) {
     for c in cases {
         let verdict = match c.expect {
             Expect::Accepted => "available".to_string(),
-            Expect::Refused { field, .. } => format!("400 {field}"),
+            Expect::Refused { field, text } => format!("400 {field}: {text}"),
         };
         let status = if c.failures.is_empty() {
             "ok"
@@ -582,7 +582,11 @@ async fn ganesha_matrix() {
                                 .push(format!("{sub}: a write must be refused read-only: {r:?}")),
                         }
                     }
-                    Writes::Owners { root, user } => {
+                    Writes::Owners {
+                        root,
+                        user,
+                        unprivileged,
+                    } => {
                         use std::os::unix::fs::MetadataExt;
                         let mut owners = Vec::new();
                         for (name, extra, want) in
@@ -604,6 +608,19 @@ async fn ganesha_matrix() {
                                 ));
                             }
                             owners.push(format!("{name} writes {}:{}", md.uid(), md.gid()));
+                        }
+                        // libnfs run as a user binds an unprivileged port.
+                        let r =
+                            nfs.write_unprivileged("client1", &format!("{path}/by-port"), 3, "u");
+                        match (unprivileged, r) {
+                            (true, Ok(())) => owners.push("unprivileged port in".into()),
+                            (false, Err(e)) if e.contains("Failed to mount") => {
+                                owners.push("unprivileged port out".into())
+                            }
+                            (_, r) => c.failures.push(format!(
+                                "{sub}: a write from an unprivileged port must {}: {r:?}",
+                                if unprivileged { "work" } else { "be refused" }
+                            )),
                         }
                         if sub == c.sub {
                             c.shown.push(owners.join(", "));

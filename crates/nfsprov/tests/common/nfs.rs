@@ -56,6 +56,47 @@ impl<'a> Nfs<'a> {
     }
 }
 
+impl Nfs<'_> {
+    /// Like [`Nfs::write`] as root, but from a process running as uid 1000 gid 1001, so libnfs
+    /// cannot bind a privileged port.
+    pub fn write_unprivileged(
+        &self,
+        who: &str,
+        path: &str,
+        v: u8,
+        content: &str,
+    ) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let local = tempfile::Builder::new()
+            .prefix("nfsprov-unprivileged-")
+            .tempfile_in("/tmp")
+            .unwrap();
+        std::fs::write(local.path(), content).unwrap();
+        std::fs::set_permissions(local.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+        let client = self.env.tb.client(who).expect("client host");
+        let out = client
+            .run(&[
+                "setpriv",
+                "--reuid=1000",
+                "--regid=1001",
+                "--clear-groups",
+                "nfs-cp",
+                local.path().to_str().unwrap(),
+                &self.url(path, v, ""),
+            ])
+            .unwrap();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
 /// One client entry of a live ganesha export: the client as ganesha shows it and the numbers
 /// that follow it in `DisplayExport`'s reply (the eighth is the export option bits).
 #[derive(Debug, Clone)]

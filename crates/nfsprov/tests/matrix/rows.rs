@@ -52,8 +52,13 @@ pub enum Writes {
     Untried,
     /// A write is refused as read-only.
     ReadOnly,
-    /// Owner (uid, gid) of a file written by root, and by uid 1000 gid 1001.
-    Owners { root: (u32, u32), user: (u32, u32) },
+    /// Owner (uid, gid) of a file written by root, and by uid 1000 gid 1001; whether a process
+    /// that cannot bind a privileged port gets in (`insecure`) or not (`secure`, the default).
+    Owners {
+        root: (u32, u32),
+        user: (u32, u32),
+        unprivileged: bool,
+    },
 }
 
 /// One set of export options.
@@ -285,6 +290,7 @@ pub const HOOTIE_ACCESS: &[(&str, bool)] = &[C1, C2, ("client3", false)];
 const ROOT_SQUASHED: Writes = Writes::Owners {
     root: (65534, 65534),
     user: (1000, 1001),
+    unprivileged: false,
 };
 
 pub const OPTION_ROWS: &[OptionRow] = &[
@@ -337,7 +343,11 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         etab: &["rw", "insecure"],
         not_etab: &["secure"],
         ganesha: Ganesha::Holds("RW/Root_Squash anon 65534:65534 insecure sec=sys"),
-        writes: ROOT_SQUASHED,
+        writes: Writes::Owners {
+            root: (65534, 65534),
+            user: (1000, 1001),
+            unprivileged: true,
+        },
     },
     OptionRow {
         options: "rw,async",
@@ -424,6 +434,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -434,6 +445,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (65534, 65534),
             user: (65534, 65534),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -444,6 +456,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -454,6 +467,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (4321, 4322),
             user: (1000, 1001),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -464,6 +478,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (2000, 2001),
             user: (2000, 2001),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -474,6 +489,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -484,6 +500,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (2147483647, 2147483647),
             user: (1000, 1001),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -495,6 +512,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (2147483648, 4294967294),
             user: (1000, 1001),
+            unprivileged: false,
         },
     },
     OptionRow {
@@ -634,6 +652,7 @@ pub const OPTION_ROWS: &[OptionRow] = &[
         writes: Writes::Owners {
             root: (0, 0),
             user: (1000, 1001),
+            unprivileged: true,
         },
     },
 ];

@@ -29,8 +29,24 @@ cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+# tests/matrix.rs writes one summary per backend here; stale ones must not pass for fresh.
+MATRIX_SUMMARIES=("${CARGO_TARGET_DIR:-$REPO/target}"/matrix-summary-{knfsd,ganesha}.txt)
+rm -f "${MATRIX_SUMMARIES[@]}"
+
 step "cargo xtask e2e $*   (both tiers: cargo test --workspace --features nfsprov/e2e,nfsprov-testbed/e2e)"
 cargo xtask e2e "$@"
+
+step "the backend matrix (tests/matrix.rs): every client form and option, create and PATCH"
+for f in "${MATRIX_SUMMARIES[@]}"; do
+    if [ -f "$f" ]; then
+        cat "$f"
+    elif [ "$#" -eq 0 ]; then
+        echo "test.sh: $f is missing: the matrix did not run" >&2
+        exit 1
+    else
+        echo "(not run with the filter '$*': $f)"
+    fi
+done
 
 step "cargo xtask bench --short   (fails only if nfsprov's speed ratios regress)"
 cargo xtask bench --short

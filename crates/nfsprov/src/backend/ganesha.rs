@@ -12,9 +12,9 @@
 //! | `rw` / `ro` (default `ro`) | `Access_Type = RW` / `RO` |
 //! | `root_squash` (default) / `no_root_squash` / `all_squash` | `Squash = Root_Squash` / `No_Root_Squash` / `All_Squash` |
 //! | `no_all_squash` | nothing (the squash setting above decides) |
-//! | `anonuid=N` / `anongid=N` | `Anonymous_Uid = N` / `Anonymous_Gid = N` |
-//! | `secure` (default) / `insecure` | `PrivilegedPort = true` / `false` |
-//! | `sec=sys:krb5...` | `SecType = sys, krb5, ...` |
+//! | `anonuid=N` / `anongid=N` (default 65534) | `Anonymous_Uid = N` / `Anonymous_Gid = N` (65534 when not given: ganesha's default is 4294967294) |
+//! | `secure` (default) / `insecure` | `PrivilegedPort = true` / `false` (`true` when neither is given: ganesha's default is `false`) |
+//! | `sec=sys:krb5...` (default `sys`) | `SecType = sys, krb5, ...` (`sys` when not given: ganesha's default adds AUTH_NONE) |
 //! | `sync`, `no_subtree_check`, `no_wdelay`, `hide`, `nocrossmnt` | nothing: ganesha already behaves so |
 //! | `async`, `subtree_check`, `wdelay`, `nohide`, `crossmnt`, `secure_locks`, `insecure_locks`, `nordirplus`, `pnfs`, `no_pnfs`, `security_label`, `acl`, `no_acl` | refused |
 //!
@@ -83,8 +83,25 @@ fn client_settings(options: &ExportOptions) -> Vec<(&'static str, String)> {
             _ => {}
         }
     }
+    // exports(5) squashes to 65534 unless told otherwise, takes requests from privileged
+    // ports only and with AUTH_SYS only; ganesha's own defaults are -2 (4294967294), any port
+    // and AUTH_NONE too, so exports(5)'s defaults are written out.
+    let defaults = [
+        ("Anonymous_Uid", DEFAULT_ANON_ID.to_string()),
+        ("Anonymous_Gid", DEFAULT_ANON_ID.to_string()),
+        ("PrivilegedPort", "true".to_string()),
+        ("SecType", "sys".to_string()),
+    ];
+    for (key, value) in defaults {
+        if !out.iter().any(|(k, _)| *k == key) {
+            out.push((key, value));
+        }
+    }
     out
 }
+
+/// exports(5)'s `anonuid`/`anongid` when none is given.
+const DEFAULT_ANON_ID: u32 = 65534;
 
 /// One `EXPORT` block. Values are validated types (paths of a strict charset, clients in
 /// exports(5) syntax, numbers), so no quoting beyond ganesha's own `"..."` for paths is needed.
@@ -595,6 +612,18 @@ mod tests {
         let m = mapping(&ExportOptions::parse("").unwrap());
         assert_eq!(m["Access_Type"], "RO", "exports(5) defaults to ro");
         assert_eq!(m["Squash"], "Root_Squash");
+        // exports(5) squashes to 65534 by default, ganesha to 4294967294; exports(5) wants a
+        // privileged port and AUTH_SYS by default, ganesha any port and AUTH_NONE too
+        // (tests/matrix.rs).
+        assert_eq!(m["Anonymous_Uid"], "65534");
+        assert_eq!(m["Anonymous_Gid"], "65534");
+        assert_eq!(m["PrivilegedPort"], "true");
+        assert_eq!(m["SecType"], "sys");
+        let m = mapping(&ExportOptions::parse("anongid=0").unwrap());
+        assert_eq!(
+            (m["Anonymous_Uid"].as_str(), m["Anonymous_Gid"].as_str()),
+            ("65534", "0")
+        );
         let m = mapping(&ExportOptions::parse("all_squash,insecure,sec=krb5:sys").unwrap());
         assert_eq!(m["Squash"], "All_Squash");
         assert_eq!(m["PrivilegedPort"], "false");
@@ -621,8 +650,7 @@ mod tests {
         assert_eq!(entries[1].0, "/srv/p/b");
     }
 
-    /// Pins the spelling; that ganesha reads each so is proven by tests/ganesha.rs
-    /// (`every_client_form_is_read_by_ganesha`).
+    /// Pins the spelling; that ganesha reads each so is proven by tests/matrix.rs.
     #[test]
     fn clients_are_written_as_ganesha_tokens() {
         for (client, text) in [

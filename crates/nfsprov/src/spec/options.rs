@@ -38,6 +38,14 @@ pub enum SecFlavor {
 }
 
 impl SecFlavor {
+    /// Every flavor, in declaration order (tests check that a new one has a row everywhere).
+    pub const ALL: [SecFlavor; 4] = [
+        SecFlavor::Sys,
+        SecFlavor::Krb5,
+        SecFlavor::Krb5i,
+        SecFlavor::Krb5p,
+    ];
+
     /// The name exports(5) uses.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -173,6 +181,41 @@ const CONTRADICTIONS: &[(ExportOption, ExportOption)] = &[
 ];
 
 impl ExportOption {
+    /// Every option's [`keyword`](Self::keyword), in declaration (canonical) order, one per
+    /// variant; aliases are not listed. For tests that must cover every option (the backend
+    /// matrix); `keywords_list_every_variant` below keeps it complete.
+    pub const KEYWORDS: [&'static str; 29] = [
+        "secure",
+        "insecure",
+        "rw",
+        "ro",
+        "async",
+        "sync",
+        "wdelay",
+        "no_wdelay",
+        "hide",
+        "nohide",
+        "crossmnt",
+        "nocrossmnt",
+        "subtree_check",
+        "no_subtree_check",
+        "secure_locks",
+        "insecure_locks",
+        "root_squash",
+        "no_root_squash",
+        "all_squash",
+        "no_all_squash",
+        "anonuid",
+        "anongid",
+        "sec",
+        "nordirplus",
+        "pnfs",
+        "no_pnfs",
+        "security_label",
+        "acl",
+        "no_acl",
+    ];
+
     /// Parses one option such as `ro`, `anonuid=65534` or `sec=krb5p:krb5i`.
     pub fn parse(s: &str) -> Result<ExportOption, SpecError> {
         if s.is_empty() {
@@ -532,6 +575,79 @@ mod tests {
             for opt in &o {
                 assert_eq!(ExportOption::parse(&opt.to_string()).unwrap(), *opt);
             }
+        }
+    }
+
+    /// `KEYWORDS` has one entry per variant, in declaration order. A new variant breaks the
+    /// match below: give it the next position and add its keyword to `KEYWORDS` at that place.
+    #[test]
+    fn keywords_list_every_variant() {
+        fn position(o: &ExportOption) -> usize {
+            use ExportOption as O;
+            match o {
+                O::Secure => 0,
+                O::Insecure => 1,
+                O::Rw => 2,
+                O::Ro => 3,
+                O::Async => 4,
+                O::Sync => 5,
+                O::Wdelay => 6,
+                O::NoWdelay => 7,
+                O::Hide => 8,
+                O::NoHide => 9,
+                O::CrossMnt => 10,
+                O::NoCrossMnt => 11,
+                O::SubtreeCheck => 12,
+                O::NoSubtreeCheck => 13,
+                O::SecureLocks => 14,
+                O::InsecureLocks => 15,
+                O::RootSquash => 16,
+                O::NoRootSquash => 17,
+                O::AllSquash => 18,
+                O::NoAllSquash => 19,
+                O::AnonUid(_) => 20,
+                O::AnonGid(_) => 21,
+                O::Sec(_) => 22,
+                O::NoRdirPlus => 23,
+                O::Pnfs => 24,
+                O::NoPnfs => 25,
+                O::SecurityLabel => 26,
+                O::Acl => 27,
+                O::NoAcl => 28,
+            }
+        }
+        let last = position(&ExportOption::NoAcl);
+        assert_eq!(ExportOption::KEYWORDS.len(), last + 1);
+        let mut previous: Option<ExportOption> = None;
+        for (i, kw) in ExportOption::KEYWORDS.iter().enumerate() {
+            let sample = match *kw {
+                "anonuid" | "anongid" => format!("{kw}=1"),
+                "sec" => "sec=sys".to_string(),
+                _ => kw.to_string(),
+            };
+            let o = ExportOption::parse(&sample).unwrap_or_else(|e| panic!("{kw}: {e}"));
+            assert_eq!(o.keyword(), *kw);
+            assert_eq!(position(&o), i, "{kw} is out of place in KEYWORDS");
+            assert!(
+                previous.is_none_or(|p| p < o),
+                "{kw}: not in canonical order"
+            );
+            previous = Some(o);
+        }
+    }
+
+    #[test]
+    fn sec_flavors_all_lists_every_flavor() {
+        for (i, f) in SecFlavor::ALL.iter().enumerate() {
+            // A new flavor breaks this match: add it to ALL.
+            let position = match f {
+                SecFlavor::Sys => 0,
+                SecFlavor::Krb5 => 1,
+                SecFlavor::Krb5i => 2,
+                SecFlavor::Krb5p => 3,
+            };
+            assert_eq!(position, i);
+            assert_eq!(SecFlavor::from_name(f.as_str()), Some(*f));
         }
     }
 

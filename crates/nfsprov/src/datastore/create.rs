@@ -766,8 +766,7 @@ mod tests {
             nv.size_gb = size;
             reqs.push(nv);
         }
-        let results =
-            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        let results = as_one_batch(&db, owner, reqs).await;
         for r in &results {
             assert!(
                 matches!(

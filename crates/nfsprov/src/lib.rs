@@ -9,6 +9,7 @@ pub mod auth;
 pub mod backend;
 pub mod datastore;
 pub mod error;
+pub mod fault;
 pub mod model;
 pub mod plan;
 pub mod precheck;

@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 
 use crate::backend::KindExt as _;
 use crate::datastore::Datastore;
+use crate::fault;
 use crate::model::{Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
 use crate::plan::Plan;
 use crate::precheck;
@@ -26,25 +27,6 @@ pub use crate::settings::Tuning;
 pub use policy::{Requeue, RetryPolicy, RetryState};
 use supervisor::Supervisor;
 
-/// Crash on purpose at a named point when `NFSPROV_FAULT` names it: lets tests kill the
-/// process exactly between two steps (e.g. after the server changed, before the database did).
-fn fault_point(name: &str) {
-    if std::env::var("NFSPROV_FAULT").is_ok_and(|v| v == name) {
-        eprintln!("NFSPROV_FAULT={name}: aborting on purpose");
-        std::process::abort();
-    }
-}
-
-/// Panic on purpose, once per process, when `NFSPROV_FAULT` names this point: shows that a
-/// reconciler that panics is restarted.
-fn fault_panic_once(name: &str) {
-    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if std::env::var("NFSPROV_FAULT").is_ok_and(|v| v == name)
-        && !FIRED.swap(true, std::sync::atomic::Ordering::SeqCst)
-    {
-        panic!("NFSPROV_FAULT={name}: panicking on purpose");
-    }
-}
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
 
@@ -281,7 +263,7 @@ impl Hub {
         unresolved: &mut precheck::Unresolved,
         counts: &mut PassCounts,
     ) -> anyhow::Result<()> {
-        fault_panic_once("panic-once");
+        fault::panic_once("panic-once");
         let mut prof = PassProfile::start();
         let db = &self.inner.db;
         let tuning = self.inner.tuning;
@@ -383,7 +365,7 @@ impl Hub {
                 }
             };
             if volumes.iter().any(|v| !v.state.is_settled()) {
-                fault_point("after-apply");
+                fault::abort_at("after-apply");
             }
             let report = off_worker(|| server.backend.judge(&plan, &prepared, &out));
             for d in &report.drift {

@@ -18,6 +18,8 @@
 //! that single connection: nothing else contends for SQLite's write lock.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
@@ -28,6 +30,7 @@ use super::volumes::check_backend_options;
 use super::{MAX_EXPORT_ID, NewVolume};
 use super::{now, parse_time};
 use crate::error::{Amount, Clash, Entity, Error, Result};
+use crate::fault;
 use crate::model::*;
 use crate::spec::{MAX_GB, RootDir};
 
@@ -45,17 +48,55 @@ pub(super) enum Outcome {
     Replayed(VolumeId),
 }
 
+/// What the create thread has done so far: batches taken, creates in them, the largest batch.
+/// Read by tests (a batch's size is the point of group commit) and cheap to keep.
+#[derive(Default)]
+pub(super) struct Stats {
+    batches: AtomicU64,
+    creates: AtomicU64,
+    largest: AtomicU64,
+}
+
+/// A snapshot of [`Stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchCounts {
+    /// Batches recorded (each one transaction, or one per request after a database error).
+    pub batches: u64,
+    /// Creates in those batches (callers that went away before their batch are not counted).
+    pub creates: u64,
+    /// The most creates one batch held.
+    pub largest: u64,
+}
+
+impl Stats {
+    pub(super) fn snapshot(&self) -> BatchCounts {
+        BatchCounts {
+            batches: self.batches.load(Ordering::Relaxed),
+            creates: self.creates.load(Ordering::Relaxed),
+            largest: self.largest.load(Ordering::Relaxed),
+        }
+    }
+
+    fn note(&self, size: usize) {
+        let size = size as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.creates.fetch_add(size, Ordering::Relaxed);
+        self.largest.fetch_max(size, Ordering::Relaxed);
+    }
+}
+
 /// Start the create thread on `writer`; it ends when every sender is gone.
-pub(super) fn spawn(writer: SqlitePool) -> std::io::Result<mpsc::Sender<Job>> {
+pub(super) fn spawn(writer: SqlitePool, stats: Arc<Stats>) -> std::io::Result<mpsc::Sender<Job>> {
     let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
     let rt = tokio::runtime::Handle::current();
     std::thread::Builder::new()
         .name("nfsprov-creates".into())
-        .spawn(move || run(&rt, &writer, rx))?;
+        .spawn(move || run(&rt, &writer, &stats, rx))?;
     Ok(tx)
 }
 
-/// Queue `nv` and wait for its outcome.
+/// Queue `nv` and wait for its outcome. Dropping the future before its batch is taken (the
+/// caller went away) withdraws the request: it is not recorded.
 pub(super) async fn submit(queue: &mpsc::Sender<Job>, nv: &NewVolume) -> Result<Outcome> {
     let (reply, outcome) = oneshot::channel();
     let stopped = || anyhow::anyhow!("the create queue has stopped (is the server shutting down?)");
@@ -66,19 +107,34 @@ pub(super) async fn submit(queue: &mpsc::Sender<Job>, nv: &NewVolume) -> Result<
         })
         .await
         .map_err(|_| stopped())?;
+    tracing::debug!(sub_path = %nv.sub_path.as_str(), "create queued");
     outcome.await.map_err(|_| stopped())?
 }
 
-fn run(rt: &tokio::runtime::Handle, writer: &SqlitePool, mut rx: mpsc::Receiver<Job>) {
+fn run(
+    rt: &tokio::runtime::Handle,
+    writer: &SqlitePool,
+    stats: &Stats,
+    mut rx: mpsc::Receiver<Job>,
+) {
     // In the runtime's context: returning a pool connection spawns a task.
     let _in_runtime = rt.enter();
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while rt.block_on(rx.recv_many(&mut jobs, MAX_BATCH)) > 0 {
         // A request whose caller went away is not recorded, as with a dropped transaction.
+        let taken = jobs.len();
         jobs.retain(|j| !j.reply.is_closed());
+        if jobs.len() < taken {
+            tracing::info!(
+                withdrawn = taken - jobs.len(),
+                "creates not recorded: their callers went away before their batch"
+            );
+        }
         if jobs.is_empty() {
             continue;
         }
+        stats.note(jobs.len());
+        tracing::debug!(creates = jobs.len(), "recording a batch of creates");
         // A bug that panics fails its batch, not every create after it.
         let recorded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             record_batch(rt, writer, &jobs)
@@ -136,10 +192,12 @@ fn apply(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outcome>>
 
 fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
     let mut pending = Pending::default();
-    let outcomes = jobs
-        .iter()
-        .map(|job| record(db, &job.nv, &mut pending))
-        .collect::<Result<Vec<_>>>()?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(record(db, &job.nv, &mut pending)?);
+        // After a first insert, inside the transaction: a panic here must leave nothing.
+        fault::panic_once("create-batch-panic-once");
+    }
     // Conditional updates keep the invariant even on an engine without a global write lock.
     // `?1 <= quota_gb - used_gb` rather than `used_gb + ?1 <= quota_gb`: SQLite turns an
     // integer overflow into a REAL, and a subtraction of two non-negative counters cannot
@@ -538,10 +596,65 @@ mod tests {
         assert_eq!(viewer.used_gb, 3);
     }
 
+    /// Polls `cond` every millisecond for at most 10 s.
+    async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cond() {
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Run `reqs` as one batch of the create thread, and return their results in order.
+    ///
+    /// The test holds the one write connection, so the thread stops in a first batch (one
+    /// create for an unknown root path: refused, it writes nothing) waiting for it; `reqs` are
+    /// queued meanwhile, all of them, before the connection is released. The thread then
+    /// takes them together. Checked with the thread's own counts.
+    async fn as_one_batch(
+        db: &Datastore,
+        owner: UserId,
+        reqs: Vec<NewVolume>,
+    ) -> Vec<Result<Created>> {
+        let before = db.create_batches();
+        let held = db.writer.acquire().await.unwrap();
+        let blocker = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let nv = new_volume(owner, RootPathId(999_999), "blocker");
+                db.create_volume(&nv).await.map(|_| ())
+            })
+        };
+        until("the create thread takes the first batch", || {
+            db.create_batches().batches == before.batches + 1
+        })
+        .await;
+        let n = reqs.len();
+        let all = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await
+            })
+        };
+        let queued = || db.creates.max_capacity() - db.creates.capacity();
+        until("every request is queued", || queued() == n).await;
+        drop(held);
+        assert!(matches!(
+            blocker.await.unwrap(),
+            Err(Error::UnknownRootPath(_))
+        ));
+        let results = all.await.unwrap();
+        let after = db.create_batches();
+        assert_eq!(after.batches, before.batches + 2, "{before:?} {after:?}");
+        assert_eq!(after.creates, before.creates + 1 + n as u64);
+        assert_eq!(after.largest, before.largest.max(n as u64));
+        results
+    }
+
     #[tokio::test]
     async fn a_batch_admits_exactly_what_one_by_one_would() {
-        // Quotas 100 GB, capacity 110 GB. All 46 creates below are queued before the create task
-        // runs, so they are recorded as one batch; its checks must see each other.
+        // Quotas 100 GB, capacity 110 GB. All 46 creates below are recorded as one batch
+        // (`as_one_batch` checks it); its checks must see each other.
         let (_dir, db, owner, rp) = fixture().await;
         sqlx::query("UPDATE root_paths SET capacity_gb = 110")
             .execute(&db.writer)
@@ -573,8 +686,8 @@ mod tests {
             nv.request_hash = Some(hash.into());
             reqs.push(nv);
         }
-        let results =
-            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        assert_eq!(reqs.len(), 46);
+        let results = as_one_batch(&db, owner, reqs).await;
 
         let ok = |r: &Result<Created>| matches!(r, Ok(Created::New(_)));
         assert!(results[..20].iter().all(ok));
@@ -653,8 +766,7 @@ mod tests {
             nv.size_gb = size;
             reqs.push(nv);
         }
-        let results =
-            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        let results = as_one_batch(&db, owner, reqs).await;
         for r in &results {
             assert!(
                 matches!(
@@ -671,6 +783,53 @@ mod tests {
         }
         assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 1);
         assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 1);
+    }
+
+    #[tokio::test]
+    async fn a_database_error_in_a_batch_fails_only_its_own_request() {
+        // A real database error on one request of a batch: SQLite refuses its INSERT (a
+        // trigger). The batch's transaction is rolled back whole; its requests are then
+        // recorded one by one, so the others are recorded and only that one fails.
+        let (_dir, db, owner, rp) = fixture().await;
+        sqlx::query(
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON volumes WHEN NEW.sub_path = 'bad' \
+             BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END",
+        )
+        .execute(&db.writer)
+        .await
+        .unwrap();
+        let reqs = ["first", "bad", "last"]
+            .map(|sub| new_volume(owner, rp, sub))
+            .to_vec();
+        let results = as_one_batch(&db, owner, reqs).await;
+
+        let new_id = |r: &Result<Created>| match r {
+            Ok(Created::New(v)) => v.id,
+            other => panic!("{:?}", other.as_ref().map(|_| ())),
+        };
+        let (first, last) = (new_id(&results[0]), new_id(&results[2]));
+        match &results[1] {
+            Err(e) => assert!(
+                format!("{e:#}").contains("refused by a test trigger"),
+                "{e:#}"
+            ),
+            Ok(_) => panic!("the bad request was recorded"),
+        }
+        // Nothing of the rolled-back batch is left half-written: the two others once each,
+        // the books count exactly them.
+        let viewer = db.user_by_name("u").await.unwrap();
+        let subs: Vec<String> = db
+            .volumes_for(&viewer, true)
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.sub_path.as_str().to_string())
+            .collect();
+        assert_eq!(subs, ["first", "last"]);
+        assert_eq!(db.volume(first).await.unwrap().sub_path.as_str(), "first");
+        assert_eq!(db.volume(last).await.unwrap().sub_path.as_str(), "last");
+        assert_eq!(viewer.used_gb, 2);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 2);
     }
 
     #[tokio::test]

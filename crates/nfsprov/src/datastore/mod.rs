@@ -35,6 +35,7 @@ mod test_fixture;
 mod users;
 mod volumes;
 
+pub use create::BatchCounts;
 pub use servers::NewServer;
 pub use users::{LOCKED_MESSAGE, UserChange};
 pub use volumes::{Created, NewVolume, Page};
@@ -49,12 +50,19 @@ pub struct Datastore {
     creates: tokio::sync::mpsc::Sender<create::Job>,
     /// Background checkpoints that copied the whole log back (the next write starts it over).
     checkpointed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// What the create thread has recorded, in batches.
+    create_stats: std::sync::Arc<create::Stats>,
 }
 
 impl Datastore {
     /// How many background checkpoints copied the whole write-ahead log back so far.
     pub fn checkpoints_completed(&self) -> u64 {
         self.checkpointed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The create thread's batches so far.
+    pub fn create_batches(&self) -> BatchCounts {
+        self.create_stats.snapshot()
     }
 }
 
@@ -157,7 +165,9 @@ impl Datastore {
             .connect_with(options)
             .await
             .with_context(|| format!("opening database {}", path.display()))?;
-        let creates = create::spawn(writer.clone()).context("starting the create thread")?;
+        let create_stats = std::sync::Arc::default();
+        let creates = create::spawn(writer.clone(), std::sync::Arc::clone(&create_stats))
+            .context("starting the create thread")?;
         let checkpointed = std::sync::Arc::default();
         tokio::spawn(checkpoints(
             pool.clone(),
@@ -169,6 +179,7 @@ impl Datastore {
             writer,
             creates,
             checkpointed,
+            create_stats,
         })
     }
 }

@@ -1,0 +1,31 @@
+//! Fault points: `NFSPROV_FAULT=<name>` makes the process fail on purpose at the point of that
+//! name, so the end-to-end tests can provoke, for real, the failures the code promises to
+//! survive. Unset (always, outside tests), each point costs one environment lookup.
+//!
+//! Points: `after-apply` (abort: the server changed, the database not yet; `reconcile`),
+//! `panic-once` (a reconciler panics once; `reconcile`), `create-batch-panic-once` (the create
+//! thread panics once, in the middle of a batch's transaction; `datastore::create`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+fn named(name: &str) -> bool {
+    std::env::var("NFSPROV_FAULT").is_ok_and(|v| v == name)
+}
+
+/// Crash on purpose at `name`: lets tests kill the process exactly between two steps (e.g.
+/// after the server changed, before the database did).
+pub fn abort_at(name: &str) {
+    if named(name) {
+        eprintln!("NFSPROV_FAULT={name}: aborting on purpose");
+        std::process::abort();
+    }
+}
+
+/// Panic on purpose at `name`, once per process (whichever point named fires first): shows
+/// that what panics fails alone and what comes after it still works.
+pub fn panic_once(name: &str) {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    if named(name) && !FIRED.swap(true, Ordering::SeqCst) {
+        panic!("NFSPROV_FAULT={name}: panicking on purpose");
+    }
+}

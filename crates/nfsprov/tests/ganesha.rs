@@ -949,3 +949,74 @@ async fn ganesha_dying_on_reload_is_reported_and_converges_when_back() {
     nfs.write("client1", "/srv/nfsprov/pool1/kept/ok", 4, "x", "")
         .unwrap();
 }
+
+/// ganesha refusing its own configuration (its ganesha.conf includes a file that is missing):
+/// it re-reads nothing, so nothing of the pass can be live. That is reported on the server
+/// and the waiting volume with ganesha's own message (not as a missing export), the previous
+/// file is put back, the other volume stays available, and all converges once the
+/// configuration is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ganesha_refusing_its_own_configuration_is_reported_on_the_server() {
+    let mut env = Env::start_ganesha(1, 1, 100, 100).await;
+    env.restart_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")]).await;
+    let c1 = client_addr(&env, "client1");
+    let kept = env
+        .create_available(
+            "kept",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let main = env.server("srv1").ganesha_conf_dir().join("ganesha.conf");
+    let good = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!("{good}%include \"/etc/ganesha/missing.conf\"\n"),
+    )
+    .unwrap();
+    let before = managed_bytes(&env);
+
+    let id = env
+        .create_accepted(
+            "waiting",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| {
+            v["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ganesha refused its configuration"))
+        })
+        .await;
+    assert_eq!(v["state"], "creating", "{v}");
+    let err = v["last_error"].as_str().unwrap();
+    assert!(err.contains("missing.conf) open error"), "{v}");
+    let (_, servers) = env
+        .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
+        .await;
+    assert_eq!(servers[0]["status"], "error", "{servers}");
+    assert!(
+        servers[0]["status_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Error while parsing new configuration file")),
+        "{servers}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while managed_bytes(&env) != before {
+        assert!(
+            Instant::now() < deadline,
+            "the previous file was not restored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.volume(kept).await["state"], "available");
+
+    std::fs::write(&main, good).unwrap();
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+    Nfs::new(&env)
+        .write("client1", "/srv/nfsprov/pool1/waiting/ok", 3, "x", "")
+        .unwrap();
+}

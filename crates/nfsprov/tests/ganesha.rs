@@ -594,7 +594,8 @@ async fn knfsd_still_takes_the_clients_ganesha_refuses() {
 /// client) while nfsprov's file is as nfsprov wrote it. Re-applying the volume (same clients,
 /// so the file is not rewritten) must see the difference by the entry's name, not pass it by
 /// position and access bits, and reload ganesha so the rule holds again (a difference that a
-/// reload does not cure leaves the volume in `error`; see the backend's unit tests).
+/// reload does not cure leaves the volume in `error`:
+/// `a_client_entry_ganesha_does_not_take_leaves_the_volume_in_error`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_client_entry_that_differs_is_caught_and_reloaded() {
     let env = Env::start_ganesha(1, 2, 100, 100).await;

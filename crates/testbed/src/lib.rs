@@ -2763,7 +2763,12 @@ mod tests {
         // syntax error (missing ';'): ganesha 4.3 logs it and then crashes (SIGSEGV) on reload
         let bad = good_b.replace("Export_Id = 2;", "Export_Id = 2");
         let off = apply(&tb, &s, &format!("{good_a}{bad}"));
-        let _ = wait_for(Duration::from_secs(3), || s.ganesha_pid().is_none());
+        // Settled once ganesha is gone or answers its export manager again (the crash seen
+        // came from the thread that re-reads, right after the parse error).
+        wait_for(Duration::from_secs(10), || {
+            s.ganesha_pid().is_none() || dbus(&s, "ShowExports", "").status.success()
+        })
+        .expect("ganesha either died or answers after the reload");
         let log = read_from(&s.ganesha_log(), off);
         eprintln!(
             "syntax error (ganesha alive: {}):\n{log}",

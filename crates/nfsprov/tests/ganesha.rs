@@ -790,8 +790,9 @@ async fn an_export_manager_error_leaves_the_volume_not_available() {
         "{v}"
     );
     let id = v["id"].as_i64().unwrap();
+    let first_error = v["last_error"].clone();
     // Re-verified every pass (each forces a reload and judges again), never passed while the
-    // export manager errors.
+    // export manager errors, and the same error each time (not news on every pass).
     let deadline = Instant::now() + Duration::from_secs(30);
     while env
         .log()
@@ -802,7 +803,9 @@ async fn an_export_manager_error_leaves_the_volume_not_available() {
         assert!(Instant::now() < deadline, "not re-verified:\n{}", env.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(env.volume(id).await["state"], "error");
+    let v = env.volume(id).await;
+    assert_eq!(v["state"], "error", "{v}");
+    assert_eq!(v["last_error"], first_error);
 
     srv.deny_export_manager(&[]).unwrap();
     let v = env

@@ -540,7 +540,10 @@ fn parse_live_exports(text: &str) -> LiveExports {
             .map(str::trim)
             .find(|l| l.starts_with("Error "))
         {
-            live.display_errors.insert(id, err.to_string());
+            // Its first clause: the bus adds the caller's pid and serial after a `;`, so the
+            // whole line differs on every pass and would read as news each time.
+            let first = err.split("; ").next().unwrap_or(err);
+            live.display_errors.insert(id, first.to_string());
             continue;
         }
         let mut clients = Vec::new();
@@ -781,6 +784,15 @@ method return time=1764070000.2 sender=:1.1 -> destination=:1.3 serial=10 reply_
         let live = parse_live_exports(&text);
         let p = Ganesha::check_export(&live, &export(vec![rule("10.213.9.101", "rw")]), "");
         assert!(p[0].contains("Export id not found"), "{p:?}");
+        // The bus's refusal names the caller (pid, serial): only its first clause is kept.
+        let denied = SHOW.split("=== display").next().unwrap().to_string()
+            + "=== display 7\nError org.freedesktop.DBus.Error.AccessDenied: Rejected send \
+               message, 2 matched rules; type=\"method_call\", sender=\":1.7\" (uid=0 pid=8081)\n";
+        let live = parse_live_exports(&denied);
+        assert_eq!(
+            live.display_errors[&7],
+            "Error org.freedesktop.DBus.Error.AccessDenied: Rejected send message, 2 matched rules"
+        );
         // Nothing read back for an export that should have been inspected.
         let shown_only = SHOW.split("=== display").next().unwrap();
         let live = parse_live_exports(shown_only);

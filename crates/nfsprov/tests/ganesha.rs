@@ -174,47 +174,27 @@ async fn patch_applies_live_without_restart_or_disturbing_others() {
         .unwrap_err();
     assert!(err.contains("ROFS"), "{err}");
 
-    // client1 keeps writing to the other volume while the PATCH is applied.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let writer = {
-        let stop = stop.clone();
-        let done = done.clone();
-        let client = env.tb.client("client1").unwrap().clone();
-        let addr = nfs.addr.clone();
-        let local = env.dir.path().join("steady");
-        std::fs::write(&local, "x".repeat(256 * 1024)).unwrap();
-        std::thread::spawn(move || {
-            let mut results = Vec::new();
-            let started = Instant::now();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && started.elapsed() < Duration::from_secs(60)
-            {
-                let url = format!(
-                    "nfs://{addr}/srv/nfsprov/pool1/other/steady-{}?version=3",
-                    results.len()
-                );
-                let out = client
-                    .run(&["nfs-cp", local.to_str().unwrap(), &url])
-                    .unwrap();
-                results.push(out.status.success());
-                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            results
+    // Reads of the other volume in flight across the reload, sequenced by their pipes: each
+    // has read from ganesha before the PATCH (its first bytes came through), is held there
+    // until ganesha logged the reload, and reads the rest after it, on the same mount.
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(srv.host_path("/srv/nfsprov/pool1/other/big"), &big).unwrap();
+    let client1 = nfs.client("client1");
+    let mut held: Vec<_> = VERSIONS
+        .iter()
+        .map(|v| {
+            client1
+                .start_held_read(
+                    &nfs.url("/srv/nfsprov/pool1/other/big", *v, ""),
+                    64 << 10,
+                    Duration::from_secs(30),
+                )
+                .unwrap_or_else(|e| panic!("v{v} read starts: {e:#}"))
         })
-    };
-    // Transfers counted, not time slept: at least one before the PATCH, one after it.
-    let transfers_reach = |n: usize| {
-        let done = done.clone();
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while done.load(std::sync::atomic::Ordering::SeqCst) < n {
-                assert!(Instant::now() < deadline, "the steady writer stalled");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    transfers_reach(1).await;
+        .collect();
+    let log_start = std::fs::metadata(srv.ganesha_log()).unwrap().len();
     let (s, v) = env
         .patch_clients(
             ALICE,
@@ -224,15 +204,25 @@ async fn patch_applies_live_without_restart_or_disturbing_others() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "available");
-    let after_patch = done.load(std::sync::atomic::Ordering::SeqCst) + 1;
-    transfers_reach(after_patch).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let results = writer.join().unwrap();
-    assert!(results.len() >= 2, "the steady writer ran: {results:?}");
+    let log =
+        String::from_utf8_lossy(&std::fs::read(srv.ganesha_log()).unwrap()[log_start as usize..])
+            .into_owned();
     assert!(
-        results.iter().all(|ok| *ok),
-        "transfers to another volume kept working: {results:?}"
+        log.contains("initiating export list reload") && log.contains("Reread exports complete"),
+        "the PATCH reloaded ganesha: {log}"
     );
+    for (h, v) in held.iter_mut().zip(VERSIONS) {
+        assert!(
+            h.in_flight(),
+            "the v{v} read is still in flight after the reload"
+        );
+    }
+    for (h, v) in held.into_iter().zip(VERSIONS) {
+        let got = h
+            .finish(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("v{v} read across the reload: {e:#}"));
+        assert!(got == big, "the v{v} read across the reload got other data");
+    }
 
     // ro -> rw took effect; client1 was removed; no restart happened.
     nfs.write("client2", "/srv/nfsprov/pool1/changing/now-rw", 3, "y", "")
@@ -418,7 +408,8 @@ fn live_client_names(env: &Env, path: &str) -> Vec<String> {
 /// client) while nfsprov's file is as nfsprov wrote it. Re-applying the volume (same clients,
 /// so the file is not rewritten) must see the difference by the entry's name, not pass it by
 /// position and access bits, and reload ganesha so the rule holds again (a difference that a
-/// reload does not cure leaves the volume in `error`; see the backend's unit tests).
+/// reload does not cure leaves the volume in `error`:
+/// `a_client_entry_ganesha_does_not_take_leaves_the_volume_in_error`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_client_entry_that_differs_is_caught_and_reloaded() {
     let env = Env::start_ganesha(1, 2, 100, 100).await;
@@ -482,4 +473,373 @@ async fn a_live_client_entry_that_differs_is_caught_and_reloaded() {
             .contains("live exports did not match the managed file"),
         "the pass saw the drift"
     );
+}
+
+/// The bytes of nfsprov's file on the server.
+fn managed_bytes(env: &Env) -> Vec<u8> {
+    std::fs::read(env.server("srv1").ganesha_conf_dir().join("nfsprov.conf")).unwrap()
+}
+
+/// Point the server's ganesha.conf at another file in place of nfsprov's (as an admin's
+/// mistake would), or back with `nfsprov.conf`. Takes effect at ganesha's next reload.
+fn include_instead(env: &Env, file: &str) {
+    let main = env.server("srv1").ganesha_conf_dir().join("ganesha.conf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let (head, _) = text
+        .rsplit_once("%include \"/etc/ganesha/")
+        .unwrap_or_else(|| panic!("no %include in:\n{text}"));
+    std::fs::write(&main, format!("{head}%include \"/etc/ganesha/{file}\"\n")).unwrap();
+}
+
+/// Verification that can fail on a client entry: ganesha re-reads a stale copy of nfsprov's
+/// file (its ganesha.conf includes the copy), so a PATCH is written and reloaded but never
+/// taken, and no reload cures it. The live entry is another client with the same access bits:
+/// it is caught by its name (not passed by position and bits), the volume is `error` naming the
+/// entry, and stays so through the forced re-reloads; when ganesha reads nfsprov's file again,
+/// the volume converges by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_entry_ganesha_does_not_take_leaves_the_volume_in_error() {
+    let mut env = Env::start_ganesha(1, 3, 100, 100).await;
+    env.restart_with(&[
+        ("NFSPROV_RESYNC_SECS", "1"),
+        ("NFSPROV_MAX_BACKOFF_SECS", "1"),
+    ])
+    .await;
+    let (c1, c3) = (client_addr(&env, "client1"), client_addr(&env, "client3"));
+    let id = env
+        .create_available(
+            "moved",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let etc = env.server("srv1").ganesha_conf_dir();
+    std::fs::copy(etc.join("nfsprov.conf"), etc.join("stale.conf")).unwrap();
+    include_instead(&env, "stale.conf");
+
+    let (s, v) = env
+        .patch_clients(
+            ALICE,
+            id,
+            json!([{"host": c3, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["state"], "error", "{v}");
+    let entry = format!("client entry 1 is {c1}/32, expected {c3}");
+    assert!(v["last_error"].as_str().unwrap().contains(&entry), "{v}");
+    assert!(
+        String::from_utf8_lossy(&managed_bytes(&env)).contains(&format!("Clients = {c3};")),
+        "nfsprov's file asks for client3"
+    );
+    // Each later pass sees the difference, forces a reload and judges again: after two
+    // forced reloads the volume is still in error, and ganesha really still holds client1.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env
+        .log()
+        .matches("live exports did not match the managed file; reloading")
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no forced reload:\n{}",
+            env.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = env.volume(id).await;
+    assert_eq!(v["state"], "error", "{v}");
+    assert!(v["last_error"].as_str().unwrap().contains(&entry), "{v}");
+    assert_eq!(
+        live_client_names(&env, "/srv/nfsprov/pool1/moved"),
+        vec![format!("{c1}/32")]
+    );
+    let nfs = Nfs::new(&env);
+    let err = nfs
+        .write("client3", "/srv/nfsprov/pool1/moved/no", 3, "x", "")
+        .unwrap_err();
+    assert!(err.contains("MNT3ERR_ACCES"), "{err}");
+
+    include_instead(&env, "nfsprov.conf");
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+    nfs.write("client3", "/srv/nfsprov/pool1/moved/yes", 3, "x", "")
+        .unwrap();
+    let err = nfs
+        .write("client1", "/srv/nfsprov/pool1/moved/gone", 3, "x", "")
+        .unwrap_err();
+    assert!(err.contains("MNT3ERR_ACCES"), "{err}");
+}
+
+/// Verification that can fail on the export manager: when DisplayExport errors for real (the
+/// server's D-Bus refuses the call), the clients of a new volume are unverified, so it is not
+/// `available` and says why; once the export manager answers, it converges by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_manager_error_leaves_the_volume_not_available() {
+    let mut env = Env::start_ganesha(1, 1, 100, 100).await;
+    env.restart_with(&[
+        ("NFSPROV_RESYNC_SECS", "1"),
+        ("NFSPROV_MAX_BACKOFF_SECS", "1"),
+    ])
+    .await;
+    let c1 = client_addr(&env, "client1");
+    let srv = env.server("srv1");
+    srv.deny_export_manager(&["DisplayExport"]).unwrap();
+    let (s, v) = env
+        .create(
+            ALICE,
+            1,
+            "unseen",
+            1,
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["state"], "error", "{v}");
+    let err = v["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("did not show export") && err.contains("AccessDenied"),
+        "{v}"
+    );
+    let id = v["id"].as_i64().unwrap();
+    let first_error = v["last_error"].clone();
+    // Re-verified every pass (each forces a reload and judges again), never passed while the
+    // export manager errors, and the same error each time (not news on every pass).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env
+        .log()
+        .matches("live exports did not match the managed file; reloading")
+        .count()
+        < 2
+    {
+        assert!(Instant::now() < deadline, "not re-verified:\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = env.volume(id).await;
+    assert_eq!(v["state"], "error", "{v}");
+    assert_eq!(v["last_error"], first_error);
+
+    srv.deny_export_manager(&[]).unwrap();
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+    Nfs::new(&env)
+        .write("client1", "/srv/nfsprov/pool1/unseen/ok", 3, "x", "")
+        .unwrap();
+}
+
+/// ganesha refusing one volume's export (the admin's own export already holds its pseudo
+/// path): the error is blamed on that volume through the file line ganesha names, the other
+/// volume stays available and served, and the previous file is back on the server byte for
+/// byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_ganesha_refuses_is_blamed_and_the_previous_file_restored() {
+    let env = Env::start_ganesha(1, 1, 100, 100).await;
+    let c1 = client_addr(&env, "client1");
+    let kept = env
+        .create_available(
+            "kept",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let srv = env.server("srv1");
+    let etc = srv.ganesha_conf_dir();
+    std::fs::write(
+        etc.join("admin.conf"),
+        "EXPORT {\n    Export_Id = 900;\n    Path = \"/srv/nfsprov/pool1/kept\";\n    \
+         Pseudo = \"/srv/nfsprov/pool1/clash\";\n    Access_Type = None;\n    \
+         FSAL { Name = VFS; }\n    CLIENT { Clients = *; Access_Type = RO; }\n}\n",
+    )
+    .unwrap();
+    let main = etc.join("ganesha.conf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let include = "%include \"/etc/ganesha/nfsprov.conf\"";
+    std::fs::write(
+        &main,
+        text.replace(
+            include,
+            &format!("%include \"/etc/ganesha/admin.conf\"\n{include}"),
+        ),
+    )
+    .unwrap();
+    let log = srv.reload_ganesha().unwrap();
+    assert!(log.contains("Export 900 created"), "{log}");
+    let before = managed_bytes(&env);
+
+    let (s, v) = env
+        .create(ALICE, 1, "clash", 1, json!([{"host": c1, "options": "rw"}]))
+        .await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
+    assert_eq!(v["state"], "error", "{v}");
+    let err = v["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("the server rejected the export") && err.contains("nfsprov.conf:"),
+        "{v}"
+    );
+    assert!(
+        managed_bytes(&env) == before,
+        "the previous file is restored"
+    );
+    let v = env.volume(kept).await;
+    assert_eq!(v["state"], "available", "{v}");
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+    assert_eq!(
+        live_client_names(&env, "/srv/nfsprov/pool1/kept"),
+        vec![format!("{c1}/32")]
+    );
+    Nfs::new(&env)
+        .write("client1", "/srv/nfsprov/pool1/kept/still", 3, "x", "")
+        .unwrap();
+}
+
+/// ganesha dying while it re-reads its exports (it is stopped when nfsprov sends the reload,
+/// and killed once the SIGHUP is pending): the pass reports it (the server `down`, the volume
+/// not `available`), puts the previous file back, and the volume converges when ganesha is
+/// back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ganesha_dying_on_reload_is_reported_and_converges_when_back() {
+    let mut env = Env::start_ganesha(1, 1, 100, 100).await;
+    env.restart_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")]).await;
+    let c1 = client_addr(&env, "client1");
+    let kept = env
+        .create_available(
+            "kept",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let srv = env.server("srv1");
+    let before = managed_bytes(&env);
+    srv.signal_ganesha("STOP").unwrap();
+    let id = env
+        .create_accepted(
+            "late",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !srv.ganesha_has_pending(1) {
+        assert!(Instant::now() < deadline, "nfsprov never sent the reload");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        String::from_utf8_lossy(&managed_bytes(&env)).contains("/srv/nfsprov/pool1/late"),
+        "the new file is installed while the reload is pending"
+    );
+    srv.kill_ganesha().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env
+        .log()
+        .contains("ganesha exited while re-reading its exports")
+    {
+        assert!(Instant::now() < deadline, "not reported:\n{}", env.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let v = env.volume(id).await;
+    assert_eq!(v["state"], "creating", "{v}");
+    assert!(
+        v["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ganesha")),
+        "{v}"
+    );
+    let (_, servers) = env
+        .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
+        .await;
+    assert_eq!(servers[0]["status"], "down", "{servers}");
+    // Each retry installs the file and puts the previous one back when the reload fails.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while managed_bytes(&env) != before {
+        assert!(
+            Instant::now() < deadline,
+            "the previous file was not restored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    srv.start_ganesha().unwrap();
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+    assert_eq!(env.volume(kept).await["state"], "available");
+    let nfs = Nfs::new(&env);
+    nfs.write("client1", "/srv/nfsprov/pool1/late/ok", 3, "x", "")
+        .unwrap();
+    nfs.write("client1", "/srv/nfsprov/pool1/kept/ok", 4, "x", "")
+        .unwrap();
+}
+
+/// ganesha refusing its own configuration (its ganesha.conf includes a file that is missing):
+/// it re-reads nothing, so nothing of the pass can be live. That is reported on the server
+/// and the waiting volume with ganesha's own message (not as a missing export), the previous
+/// file is put back, the other volume stays available, and all converges once the
+/// configuration is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ganesha_refusing_its_own_configuration_is_reported_on_the_server() {
+    let mut env = Env::start_ganesha(1, 1, 100, 100).await;
+    env.restart_with(&[("NFSPROV_MAX_BACKOFF_SECS", "1")]).await;
+    let c1 = client_addr(&env, "client1");
+    let kept = env
+        .create_available(
+            "kept",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let main = env.server("srv1").ganesha_conf_dir().join("ganesha.conf");
+    let good = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(
+        &main,
+        format!("{good}%include \"/etc/ganesha/missing.conf\"\n"),
+    )
+    .unwrap();
+    let before = managed_bytes(&env);
+
+    let id = env
+        .create_accepted(
+            "waiting",
+            json!([{"host": c1, "options": "rw,no_root_squash"}]),
+        )
+        .await;
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| {
+            v["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("ganesha refused its configuration"))
+        })
+        .await;
+    assert_eq!(v["state"], "creating", "{v}");
+    let err = v["last_error"].as_str().unwrap();
+    assert!(err.contains("missing.conf) open error"), "{v}");
+    let (_, servers) = env
+        .req(Method::GET, Some(ADMIN), "/api/v1/servers", None)
+        .await;
+    assert_eq!(servers[0]["status"], "error", "{servers}");
+    assert!(
+        servers[0]["status_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Error while parsing new configuration file")),
+        "{servers}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while managed_bytes(&env) != before {
+        assert!(
+            Instant::now() < deadline,
+            "the previous file was not restored"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.volume(kept).await["state"], "available");
+
+    std::fs::write(&main, good).unwrap();
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+    Nfs::new(&env)
+        .write("client1", "/srv/nfsprov/pool1/waiting/ok", 3, "x", "")
+        .unwrap();
 }

@@ -212,10 +212,12 @@ fn live_net(name: &str) -> Option<(IpAddr, u8)> {
 
 /// Shell functions run on the server. `nfsprov_apply` sends SIGHUP, waits (bounded) for
 /// ganesha to log that it re-read its exports, prints ganesha's complaints about nfsprov's file
-/// and fails if there were any or ganesha died. `nfsprov_live` prints the export manager's
-/// export list and, for each id in its first argument, the export's client entries, over
-/// ganesha's D-Bus; then, for each further argument (a host name), the addresses it resolves
-/// to there, as ganesha resolved them (getaddrinfo, same files and resolver).
+/// and fails if there were any, if ganesha died, or if it could not parse its configuration at
+/// all (then it re-reads nothing; its own errors are printed: a server-wide failure).
+/// `nfsprov_live` prints the export manager's export list and, for each id in its first
+/// argument, the export's client entries, over ganesha's D-Bus; then, for each further argument
+/// (a host name), the addresses it resolves to there, as ganesha resolved them (getaddrinfo,
+/// same files and resolver).
 const PRELUDE: &str = r#"nfsprov_l=/var/log/ganesha/ganesha.log
 nfsprov_dbus() { dbus-send --system --print-reply --reply-timeout=5000 --dest=org.ganesha.nfsd /org/ganesha/nfsd/ExportMgr "$@"; }
 nfsprov_gpid() {
@@ -226,9 +228,11 @@ nfsprov_apply() {
   nfsprov_gpid || { echo "ganesha is not running (no live process in /run/ganesha/ganesha.pid)"; return 2; }
   nfsprov_s=$(wc -c < "$nfsprov_l" 2>/dev/null || echo 0)
   kill -HUP "$nfsprov_p" || return 2
-  nfsprov_i=0
+  nfsprov_i=0; nfsprov_refused=
   while [ "$nfsprov_i" -lt 100 ]; do
-    tail -c +$((nfsprov_s + 1)) "$nfsprov_l" 2>/dev/null | grep -q 'Reread exports complete' && break
+    nfsprov_n=$(tail -c +$((nfsprov_s + 1)) "$nfsprov_l" 2>/dev/null)
+    case $nfsprov_n in *'Reread exports complete'*) break;; esac
+    case $nfsprov_n in *'Error while parsing new configuration file'*) nfsprov_refused=1; sleep 0.1; break;; esac
     [ -r "$nfsprov_l" ] || { sleep 1; break; }
     nfsprov_gpid || break
     sleep 0.1; nfsprov_i=$((nfsprov_i + 1))
@@ -237,6 +241,11 @@ nfsprov_apply() {
   [ -n "$nfsprov_e" ] && printf '%s
 ' "$nfsprov_e"
   nfsprov_gpid || { echo "ganesha exited while re-reading its exports"; return 2; }
+  if [ -n "$nfsprov_refused" ]; then
+    tail -c +$((nfsprov_s + 1)) "$nfsprov_l" 2>/dev/null | grep ':CRIT :' | grep -v 'nfsprov\.conf' | tail -n 5
+    echo "ganesha refused its configuration and kept its exports as they were"
+    return 1
+  fi
   [ -z "$nfsprov_e" ]
 }
 nfsprov_live() {
@@ -548,7 +557,10 @@ fn parse_live_exports(text: &str) -> LiveExports {
             .map(str::trim)
             .find(|l| l.starts_with("Error "))
         {
-            live.display_errors.insert(id, err.to_string());
+            // Its first clause: the bus adds the caller's pid and serial after a `;`, so the
+            // whole line differs on every pass and would read as news each time.
+            let first = err.split("; ").next().unwrap_or(err);
+            live.display_errors.insert(id, first.to_string());
             continue;
         }
         let mut clients = Vec::new();
@@ -800,6 +812,15 @@ method return time=1764070000.2 sender=:1.1 -> destination=:1.3 serial=10 reply_
         let live = parse_live_exports(&text);
         let p = Ganesha::check_export(&live, &export(vec![rule("10.213.9.101", "rw")]), "");
         assert!(p[0].contains("Export id not found"), "{p:?}");
+        // The bus's refusal names the caller (pid, serial): only its first clause is kept.
+        let denied = SHOW.split("=== display").next().unwrap().to_string()
+            + "=== display 7\nError org.freedesktop.DBus.Error.AccessDenied: Rejected send \
+               message, 2 matched rules; type=\"method_call\", sender=\":1.7\" (uid=0 pid=8081)\n";
+        let live = parse_live_exports(&denied);
+        assert_eq!(
+            live.display_errors[&7],
+            "Error org.freedesktop.DBus.Error.AccessDenied: Rejected send message, 2 matched rules"
+        );
         // Nothing read back for an export that should have been inspected.
         let shown_only = SHOW.split("=== display").next().unwrap();
         let live = parse_live_exports(shown_only);

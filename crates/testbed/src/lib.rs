@@ -355,7 +355,11 @@ impl TestbedServer {
         }
         // With an IPv6 address, ganesha binds "::" (one dual-stack socket: IPv4 clients still
         // reach it on `addr`, the namespace has no other address).
-        let bind = if self.nfs_addr6.is_some() { "::" } else { &addr };
+        let bind = if self.nfs_addr6.is_some() {
+            "::"
+        } else {
+            &addr
+        };
         write_file(
             &self.ganesha_conf_dir().join("ganesha.conf"),
             &ganesha_main_conf(&self.name, bind),

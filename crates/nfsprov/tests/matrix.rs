@@ -76,10 +76,14 @@ struct Case {
 }
 
 fn summary_path(backend: Backend) -> PathBuf {
+    summary_path_named(backend.name())
+}
+
+fn summary_path_named(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join(format!("matrix-summary-{}.txt", backend.name()))
+    target.join(format!("matrix-summary-{name}.txt"))
 }
 
 /// Send the requests, at most 16 at a time; answers in order.
@@ -806,6 +810,20 @@ fn ganesha_ipv4_mapped_and_zero_prefix_on_the_real_server() {
         reread.contains("nfsprov.conf:2): Syntax error"),
         "ganesha took ::/0:\n{reread}"
     );
+    let summary = format!(
+        "ganesha itself (config written by hand, no nfsprov), the forms nfsprov refuses for it:\n  \
+         ok     ::ffff:{} held as {}, client1 out over IPv4 and IPv6 (v3+v4); \
+         exports for client1's own {} and {} let it in\n  \
+         ok     ::/0 a syntax error (nfsprov.conf:2)\n",
+        client.addr,
+        held.trim_start_matches("NETWORK_CLIENT: "),
+        client.addr,
+        c6
+    );
+    let path = summary_path_named("ganesha-probe");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &summary).unwrap();
+    println!("{summary}");
 }
 
 /// Writes ganesha's `nfsprov.conf` and SIGHUPs it; what it logged until the reread was done.

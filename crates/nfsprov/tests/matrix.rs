@@ -130,7 +130,9 @@ struct Net<'a> {
 
 impl Net<'_> {
     fn fill(self, s: &str) -> String {
-        s.replace("{net6}", self.v6).replace("{net}", self.v4)
+        s.replace("{NET6}", &self.v6.to_uppercase())
+            .replace("{net6}", self.v6)
+            .replace("{net}", self.v4)
     }
 }
 

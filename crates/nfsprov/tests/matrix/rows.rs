@@ -11,7 +11,7 @@
 //! client network (its client hosts are `{net}.101`, `.102`, `.103`, named `clientN.test` in the
 //! server's /etc/hosts); on the knfsd server, which no client reaches, it is `10.1.2`. `{net6}`
 //! is the first three groups of the same network's IPv6 /64 (clients `{net6}::101`, ...; no
-//! names); on the knfsd server it is `fd00:1:2`.
+//! names); on the knfsd server it is `fd00:1:2`. `{NET6}` is `{net6}` in upper case.
 //!
 //! A client host in `access` is reached over IPv4 (`client1`) or over IPv6 (`client1/ipv6`).
 //! The ganesha test bed's own /etc/netgroup (`NETGROUPS`) makes client1 a member of `ng`.
@@ -251,11 +251,12 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         access: &[C1_6, C2_6, NOT_C1],
     },
     ClientRow {
+        // Sent in upper case; both servers hold it in lower case.
         form: "ipv6-net host bits set",
-        host: "2001:DB8::5/64",
-        etab: "2001:db8::5/64",
-        ganesha: Held::Entries(&["2001:db8::/64"]),
-        access: &[],
+        host: "{NET6}::5/64",
+        etab: "{net6}::5/64",
+        ganesha: Held::Entries(&["{net6}::/64"]),
+        access: &[C1_6, C2_6, NOT_C1],
     },
     ClientRow {
         form: "ipv6-net /120",

@@ -30,7 +30,7 @@ step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 # tests/matrix.rs writes one summary per backend here; stale ones must not pass for fresh.
-MATRIX_SUMMARIES=("${CARGO_TARGET_DIR:-$REPO/target}"/matrix-summary-{knfsd,ganesha}.txt)
+MATRIX_SUMMARIES=("${CARGO_TARGET_DIR:-$REPO/target}"/matrix-summary-{knfsd,ganesha,ganesha-probe}.txt)
 rm -f "${MATRIX_SUMMARIES[@]}"
 
 step "cargo xtask e2e $*   (both tiers: cargo test --workspace --features nfsprov/e2e,nfsprov-testbed/e2e)"

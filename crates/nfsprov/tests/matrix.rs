@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use rows::{
     CLIENT_ROW_GANESHA, CLIENT_ROWS, Ganesha, HOOTIE_ACCESS, HOOTIE_ALLOWED_HOSTS, HOOTIE_ETAB,
-    HOOTIE_GANESHA, Held, OPTION_ROWS, Writes,
+    HOOTIE_GANESHA, Held, NETGROUPS, OPTION_ROWS, Writes,
 };
 
 const POOL: &str = "/srv/nfsprov/pool1";
@@ -76,10 +76,14 @@ struct Case {
 }
 
 fn summary_path(backend: Backend) -> PathBuf {
+    summary_path_named(backend.name())
+}
+
+fn summary_path_named(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"));
-    target.join(format!("matrix-summary-{}.txt", backend.name()))
+    target.join(format!("matrix-summary-{name}.txt"))
 }
 
 /// Send the requests, at most 16 at a time; answers in order.
@@ -117,8 +121,29 @@ async fn settled_volumes(env: &Env) -> BTreeMap<String, Value> {
     }
 }
 
-fn cases(backend: Backend, net: &str) -> Vec<Case> {
-    let fill = |s: &str| s.replace("{net}", net);
+/// The test network's IPv4 `{net}` and IPv6 `{net6}` (see rows.rs).
+#[derive(Clone, Copy)]
+struct Net<'a> {
+    v4: &'a str,
+    v6: &'a str,
+}
+
+impl Net<'_> {
+    fn fill(self, s: &str) -> String {
+        s.replace("{NET6}", &self.v6.to_uppercase())
+            .replace("{net6}", self.v6)
+            .replace("{net}", self.v4)
+    }
+}
+
+/// knfsd's stand-ins: no client reaches that server.
+const KNFSD_NET: Net<'static> = Net {
+    v4: "10.1.2",
+    v6: "fd00:1:2",
+};
+
+fn cases(backend: Backend, net: Net) -> Vec<Case> {
+    let fill = |s: &str| net.fill(s);
     let mut out = Vec::new();
     for (i, row) in CLIENT_ROWS.iter().enumerate() {
         let expect = match (backend, row.ganesha) {
@@ -149,7 +174,7 @@ fn cases(backend: Backend, net: &str) -> Vec<Case> {
         };
         let host = match backend {
             Backend::Knfsd => "*".to_string(),
-            Backend::Ganesha => format!("{net}.101"),
+            Backend::Ganesha => format!("{}.101", net.v4),
         };
         out.push(Case {
             kind: "options",
@@ -379,13 +404,13 @@ async fn hootie_create(env: &Env, allowed: &str) -> Result<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn knfsd_matrix() {
     let env = Env::start(1, 100_000, 100_000).await;
-    let net = "10.1.2";
+    let net = KNFSD_NET.v4;
     // Names a ganesha server refuses must resolve here, or precheck would hold them back.
     let hosts = env.server("srv1").host_path("/etc/hosts");
     let mut text = std::fs::read_to_string(&hosts).unwrap();
     text.push_str("127.0.0.21\t1host.example\n127.0.0.22\ton\n");
     std::fs::write(&hosts, text).unwrap();
-    let mut cases = cases(Backend::Knfsd, net);
+    let mut cases = cases(Backend::Knfsd, KNFSD_NET);
     send_rows(&env, &mut cases).await;
     let hootie = hootie_create(&env, &HOOTIE_ALLOWED_HOSTS.replace("{net}", net)).await;
     let etab = env.server("srv1").etab().unwrap();
@@ -396,7 +421,7 @@ async fn knfsd_matrix() {
         let (want_client, has, lacks): (String, &[&str], &[&str]) = match c.kind {
             "client" => {
                 let row = CLIENT_ROWS.iter().find(|r| r.form == c.label).unwrap();
-                (row.etab.replace("{net}", net), &["rw"], &[])
+                (KNFSD_NET.fill(row.etab), &["rw"], &[])
             }
             _ => {
                 let row = OPTION_ROWS.iter().find(|r| r.options == c.input).unwrap();
@@ -466,13 +491,31 @@ async fn knfsd_matrix() {
     write_summary(Backend::Knfsd, &cases, &[extra]);
 }
 
-/// Client host `who` writes a file into the volume at `path` over NFS version `v`: when
-/// `allowed`, the file must be on the server with what was written; else the write must be
-/// refused for access (v4 hides an export a client may not see in its pseudo file system).
+/// Client host `who` (`client1` over IPv4, `client1/ipv6` over IPv6 to the server's IPv6
+/// address) writes a file into the volume at `path` over NFS version `v`: when `allowed`, the
+/// file must be on the server with what was written; else the write must be refused for access
+/// (v4 hides an export a client may not see in its pseudo file system).
 fn data_access(nfs: &Nfs, path: &str, who: &str, v: u8, allowed: bool) -> Result<(), String> {
-    let file = format!("{path}/by-{who}-v{v}");
+    let (host, over) = match who.split_once('/') {
+        Some((host, "ipv6")) => (host, "ipv6"),
+        _ => (who, "ipv4"),
+    };
+    // libnfs 4.0 takes a bare IPv6 host in its URL: `nfs://[fd00::1]/...` fails to resolve.
+    let via = Nfs {
+        env: nfs.env,
+        addr: match over {
+            "ipv6" => nfs
+                .env
+                .server("srv1")
+                .nfs_addr6
+                .clone()
+                .expect("IPv6 address"),
+            _ => nfs.addr.clone(),
+        },
+    };
+    let file = format!("{path}/by-{host}-{over}-v{v}");
     let content = format!("{who} over v{v}");
-    let r = nfs.write(who, &file, v, &content, "");
+    let r = via.write(host, &file, v, &content, "");
     let on_server = std::fs::read_to_string(nfs.env.server("srv1").host_path(&file)).ok();
     match (allowed, r) {
         (true, Ok(())) if on_server.as_deref() == Some(content.as_str()) => Ok(()),
@@ -494,14 +537,14 @@ fn data_access(nfs: &Nfs, path: &str, who: &str, v: u8, allowed: bool) -> Result
 }
 
 /// Expected live entries of a client row on ganesha, `None` for a refused one.
-fn ganesha_entries(c: &Case, net: &str) -> (Vec<String>, Option<&'static str>) {
+fn ganesha_entries(c: &Case, net: Net) -> (Vec<String>, Option<&'static str>) {
     if c.kind == "client" {
         let row = CLIENT_ROWS.iter().find(|r| r.form == c.label).unwrap();
         let Held::Entries(e) = row.ganesha else {
             unreachable!()
         };
         (
-            e.iter().map(|e| e.replace("{net}", net)).collect(),
+            e.iter().map(|e| net.fill(e)).collect(),
             Some(CLIENT_ROW_GANESHA),
         )
     } else {
@@ -509,17 +552,28 @@ fn ganesha_entries(c: &Case, net: &str) -> (Vec<String>, Option<&'static str>) {
         let Ganesha::Holds(access) = row.ganesha else {
             unreachable!()
         };
-        (vec![format!("{net}.101/32")], Some(access))
+        (vec![format!("{}.101/32", net.v4)], Some(access))
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ganesha_matrix() {
     let env = Env::start_ganesha(1, 3, 100_000, 100_000).await;
-    let c1 = env.tb.client("client1").unwrap().addr.clone();
-    let net = c1.rsplit_once('.').unwrap().0.to_string();
-    assert_eq!(c1, format!("{net}.101"));
-    let mut cases = cases(Backend::Ganesha, &net);
+    let c1 = env.tb.client("client1").unwrap();
+    let net = c1.addr.rsplit_once('.').unwrap().0.to_string();
+    assert_eq!(c1.addr, format!("{net}.101"));
+    let c1_6 = c1.addr6.clone().expect("client1 has an IPv6 address");
+    let net6 = c1_6
+        .strip_suffix("::101")
+        .expect("client1 is ::101")
+        .to_string();
+    let nets = Net {
+        v4: &net,
+        v6: &net6,
+    };
+    // Before any client asks: ganesha caches innetgr's answers.
+    env.server("srv1").set_netgroups(NETGROUPS).unwrap();
+    let mut cases = cases(Backend::Ganesha, nets);
     send_rows(&env, &mut cases).await;
     let hootie = hootie_create(&env, &HOOTIE_ALLOWED_HOSTS.replace("{net}", &net)).await;
     let nfs = Nfs::new(&env);
@@ -528,7 +582,7 @@ async fn ganesha_matrix() {
         if !matches!(c.expect, Expect::Accepted) {
             continue;
         }
-        let (want, access) = ganesha_entries(c, &net);
+        let (want, access) = ganesha_entries(c, nets);
         for sub in [c.sub.clone(), format!("{}-p", c.sub)] {
             let path = format!("{POOL}/{sub}");
             match live_entries(&env, "srv1", &path) {
@@ -643,13 +697,15 @@ async fn ganesha_matrix() {
                     problems.push(format!("live entries {names:?}, expected {want:?}"));
                 }
                 for (who, allowed) in HOOTIE_ACCESS {
-                    if let Err(e) = data_access(&nfs, &path, who, 3, *allowed) {
-                        problems.push(e);
+                    for v in [3, 4] {
+                        if let Err(e) = data_access(&nfs, &path, who, v, *allowed) {
+                            problems.push(e);
+                        }
                     }
                 }
                 if problems.is_empty() {
                     format!(
-                        "ok     hootie  allowed_hosts {:?}: available, live {}; v3 client1, client2 in, client3 out",
+                        "ok     hootie  allowed_hosts {:?}: available, live {}; v3+v4 client1, client2 in, client3 out",
                         HOOTIE_ALLOWED_HOSTS.replace("{net}", &net),
                         names.join(",")
                     )
@@ -662,4 +718,133 @@ async fn ganesha_matrix() {
         Err(e) => format!("FAILED hootie allowed_hosts: {e}"),
     };
     write_summary(Backend::Ganesha, &cases, &[extra]);
+}
+
+/// What the real ganesha makes of the two IPv6 client forms nfsprov refuses for it, written by
+/// hand into its config (no nfsprov involved), so the refusals rest on ganesha's behaviour:
+/// `::ffff:<client1's IPv4>` is held but matches client1 neither over IPv4 (ganesha compares
+/// the IPv4 peers of its dual-stack socket as IPv4) nor over IPv6; `::/0` is a config error.
+/// Exports for client1's own IPv4 and IPv6 addresses show the probe can succeed.
+#[test]
+fn ganesha_ipv4_mapped_and_zero_prefix_on_the_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let tb = TestbedGuard(Testbed::up_ganesha(&dir.path().join("tb"), 1, 1).unwrap());
+    let srv = tb.server("srv1").unwrap();
+    let client = tb.client("client1").unwrap();
+    let c6 = client.addr6.clone().unwrap();
+    let (s4, s6) = (
+        srv.nfs_addr.clone().unwrap(),
+        srv.nfs_addr6.clone().unwrap(),
+    );
+    let exports = [
+        ("mapped", format!("::ffff:{}", client.addr)),
+        ("own4", client.addr.clone()),
+        ("own6", c6.clone()),
+    ];
+    let mut conf = String::new();
+    for (i, (name, clients)) in exports.iter().enumerate() {
+        let path = format!("{POOL}/{name}");
+        let out = srv
+            .run_inside(&format!("mkdir -p {path} && chmod 777 {path}"))
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let _ = writeln!(
+            conf,
+            "EXPORT {{ Export_Id = {}; Path = \"{path}\"; Pseudo = \"{path}\"; Protocols = 3, 4; \
+             Transports = TCP; Access_Type = None; FSAL {{ Name = VFS; }}\n\
+             \tCLIENT {{ Clients = {clients}; Access_Type = RW; }}\n}}",
+            i + 1
+        );
+    }
+    let reread = ganesha_reload(srv, &conf);
+    assert!(
+        !reread.contains("CRIT"),
+        "ganesha refused the probe:\n{reread}"
+    );
+    // It spells the address in hex groups: ::ffff:a.b.c.d is ::ffff:<ab>:<cd>.
+    let o: std::net::Ipv4Addr = client.addr.parse().unwrap();
+    let [a, b, c, d] = o.octets().map(u16::from);
+    let held = format!(
+        "NETWORK_CLIENT: ::ffff:{:x}:{:x}/128",
+        a << 8 | b,
+        c << 8 | d
+    );
+    assert!(
+        reread.contains(&held),
+        "ganesha does not hold the IPv4-mapped client as {held:?}:\n{reread}"
+    );
+    let local = dir.path().join("upload");
+    std::fs::write(&local, "probe").unwrap();
+    let mut got = Vec::new();
+    for (name, _) in &exports {
+        for server in [&s4, &s6] {
+            for v in [3, 4] {
+                let url = format!(
+                    "nfs://{server}{POOL}/{name}/f-{v}-{}?version={v}",
+                    got.len()
+                );
+                let out = client
+                    .run(&["nfs-cp", local.to_str().unwrap(), &url])
+                    .unwrap();
+                got.push((*name, server.as_str(), v, out.status.success()));
+            }
+        }
+    }
+    let want: Vec<_> = got
+        .iter()
+        .map(|&(name, server, v, _)| {
+            let own = (name == "own4" && server == s4) || (name == "own6" && server == s6);
+            (name, server, v, own)
+        })
+        .collect();
+    assert_eq!(
+        got, want,
+        "(export, server address, version, client1 got in)"
+    );
+    let reread = ganesha_reload(
+        srv,
+        &format!(
+            "EXPORT {{ Export_Id = 9; Path = \"{POOL}/own4\"; Pseudo = \"{POOL}/own4\"; \
+             Access_Type = None; FSAL {{ Name = VFS; }}\n\tCLIENT {{ Clients = ::/0; Access_Type = RW; }}\n}}\n"
+        ),
+    );
+    assert!(
+        reread.contains("nfsprov.conf:2): Syntax error"),
+        "ganesha took ::/0:\n{reread}"
+    );
+    let summary = format!(
+        "ganesha itself (config written by hand, no nfsprov), the forms nfsprov refuses for it:\n  \
+         ok     ::ffff:{} held as {}, client1 out over IPv4 and IPv6 (v3+v4); \
+         exports for client1's own {} and {} let it in\n  \
+         ok     ::/0 a syntax error (nfsprov.conf:2)\n",
+        client.addr,
+        held.trim_start_matches("NETWORK_CLIENT: "),
+        client.addr,
+        c6
+    );
+    let path = summary_path_named("ganesha-probe");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, &summary).unwrap();
+    println!("{summary}");
+}
+
+/// Writes ganesha's `nfsprov.conf` and SIGHUPs it; what it logged until the reread was done.
+fn ganesha_reload(srv: &TestbedServer, conf: &str) -> String {
+    let log = srv.ganesha_log();
+    let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) as usize;
+    std::fs::write(srv.ganesha_conf_dir().join("nfsprov.conf"), conf).unwrap();
+    let out = srv
+        .run_inside("kill -HUP \"$(cat /run/ganesha/ganesha.pid)\"")
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read(&log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text[start.min(text.len())..]).into_owned();
+        if text.contains("Reread exports complete") {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no reread logged:\n{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -11,9 +11,11 @@ use std::collections::BTreeSet;
 use nfsprov::spec::{ClientForm, ClientSpec, ExportOption, ExportOptions, SecFlavor};
 use rows::{CLIENT_ROWS, Ganesha, HOOTIE_ALLOWED_HOSTS, Held, OPTION_ROWS};
 
-/// The knfsd-side stand-in for `{net}` (see rows.rs).
+/// The knfsd-side stand-ins for `{net}` and `{net6}` (see rows.rs).
 fn concrete(s: &str) -> String {
-    s.replace("{net}", "10.1.2")
+    s.replace("{NET6}", "FD00:1:2")
+        .replace("{net6}", "fd00:1:2")
+        .replace("{net}", "10.1.2")
 }
 
 /// Which `ClientForm` a client is; no wildcard arm, so a new form does not compile until it is

@@ -58,6 +58,8 @@ pub const CLIENT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const GANESHA_INCLUDE_NAME: &str = "nfsprov.conf";
 /// First two octets of every test network (`10.213.<X>.0/24`, X per test bed).
 pub const NET_PREFIX: &str = "10.213";
+/// IPv6 (ULA) prefix of the same private networks: `fd00:213:X::/64`.
+pub const NET6_PREFIX: &str = "fd00:213";
 const EXPORTFS: &str = "/usr/sbin/exportfs";
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_TERM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -111,6 +113,10 @@ pub struct TestbedServer {
     /// [`TestbedServer::run_inside`]) runs inside this network namespace.
     #[serde(default)]
     pub netns: Option<String>,
+    /// Ganesha servers: the server's IPv6 address on the private network, e.g.
+    /// "fd00:213:57::11" (ULA, inside the test bed's namespaces only). ganesha listens on both.
+    #[serde(default)]
+    pub nfs_addr6: Option<String>,
 }
 
 impl TestbedServer {
@@ -127,6 +133,7 @@ impl TestbedServer {
             backend: Backend::Knfsd,
             nfs_addr: None,
             netns: None,
+            nfs_addr6: None,
         }
     }
 
@@ -346,10 +353,18 @@ impl TestbedServer {
         if !handle.exists() {
             write_file(&handle, "")?;
         }
+        // With an IPv6 address, ganesha binds "::" (one dual-stack socket: IPv4 clients still
+        // reach it on `addr`, the namespace has no other address).
+        let bind = if self.nfs_addr6.is_some() {
+            "::"
+        } else {
+            &addr
+        };
         write_file(
             &self.ganesha_conf_dir().join("ganesha.conf"),
-            &ganesha_main_conf(&self.name, &addr),
+            &ganesha_main_conf(&self.name, bind),
         )?;
+        self.prepare_etc_overlay()?;
         let inc = self.ganesha_conf_dir().join(GANESHA_INCLUDE_NAME);
         if !inc.exists() {
             write_file(&inc, "# nfsprov-managed ganesha EXPORT blocks (empty)\n")?;
@@ -386,6 +401,55 @@ impl TestbedServer {
                 .collect::<String>()
         );
         write_file(&self.hosts_file(), &hosts)
+    }
+
+    /// Host-side upper and work dirs of the overlay a ganesha server's mount namespace puts
+    /// over `/etc`, so the server has its own `/etc/netgroup` and `/etc/nsswitch.conf`
+    /// (`netgroup: files`, for ganesha's `innetgr`) while the host's files stay untouched.
+    fn etc_upper(&self) -> PathBuf {
+        self.dir.join("etc_upper")
+    }
+    fn etc_work(&self) -> PathBuf {
+        self.dir.join("etc_work")
+    }
+
+    /// The overlay's files: nsswitch.conf is the host's with `netgroup: files` (rewritten on
+    /// every start); netgroup is created empty when missing (see [`TestbedServer::set_netgroups`]).
+    fn prepare_etc_overlay(&self) -> Result<()> {
+        for d in [self.etc_upper(), self.etc_work()] {
+            fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let host = fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+        let mut nsswitch: String = host
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("netgroup:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        nsswitch.push_str("netgroup: files\n");
+        write_file(&self.etc_upper().join("nsswitch.conf"), &nsswitch)?;
+        let netgroup = self.etc_upper().join("netgroup");
+        if !netgroup.exists() {
+            write_file(&netgroup, "")?;
+        }
+        Ok(())
+    }
+
+    /// Ganesha servers: replace the server's own `/etc/netgroup` (netgroup(5) lines, e.g.
+    /// `ng (client1.test,-,)`), written inside its mount namespace. ganesha caches what
+    /// `innetgr` answered, so set it before the first client of a group asks.
+    pub fn set_netgroups(&self, text: &str) -> Result<()> {
+        if !self.is_ganesha() {
+            bail!("testbed server {} is not a ganesha server", self.name);
+        }
+        let out = self.run_inside(&format!("printf '%s' {} > /etc/netgroup", sh_quote(text)))?;
+        if !out.status.success() {
+            bail!(
+                "testbed server {}: writing /etc/netgroup: {}",
+                self.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
     }
 
     /// Create the server's host-side files (idempotent; never overwrites existing content
@@ -490,6 +554,7 @@ impl TestbedServer {
             let handle = self.run_dir().join("netns").join(netns);
             format!(
                 "[ -e /run/netns/{netns} ] || fail network namespace {netns} missing\n\
+                 mount -t overlay testbed-etc -o lowerdir=/etc,upperdir={up},workdir={work} /etc || fail overlay /etc\n\
                  mount --bind /run/netns/{netns} {handle} || fail bind netns handle\n\
                  mount --rbind {run} /run || fail mount /run\n\
                  mount --bind {getc} /etc/ganesha || fail mount /etc/ganesha\n\
@@ -498,6 +563,8 @@ impl TestbedServer {
                 run = q(self.run_dir()),
                 getc = q(self.ganesha_conf_dir()),
                 logd = q(self.dir.join("log")),
+                up = q(self.etc_upper()),
+                work = q(self.etc_work()),
             )
         } else {
             String::new()
@@ -1173,6 +1240,7 @@ impl Testbed {
                         srv.backend = Backend::Ganesha;
                         srv.nfs_addr = Some(format!("{}.{}", net.subnet, 10 + i));
                         srv.netns = Some(format!("{}-{name}", net.prefix));
+                        srv.nfs_addr6 = net.subnet6.as_ref().map(|s| format!("{s}::{}", 10 + i));
                     }
                     srv.prepare_files()?;
                     srv.load_host_key()?;
@@ -1255,6 +1323,7 @@ impl Testbed {
             switch_netns: format!("{prefix}-sw{x}"),
             prefix,
             subnet: format!("{NET_PREFIX}.{x}"),
+            subnet6: Some(format!("{NET6_PREFIX}:{x}")),
         };
         // Record it first so down() cleans up whatever part got created.
         self.net = Some(net.clone());
@@ -1281,18 +1350,27 @@ impl Testbed {
             ip(&["-n", ns, "link", "set", "eth0", "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])
         };
+        // nodad: usable at once, no duplicate address detection to wait for.
+        let plug6 = |ns: &str, addr6: &str| {
+            let a = format!("{addr6}/64");
+            ip(&["-6", "-n", ns, "addr", "add", &a, "dev", "eth0", "nodad"])
+        };
+        let subnet6 = net.subnet6.clone().unwrap_or_default();
         for i in 1..=n {
             let ns = format!("{}-srv{i}", net.prefix);
             plug(&ns, &format!("s{i}"), &format!("{}.{}", net.subnet, 10 + i))?;
+            plug6(&ns, &format!("{subnet6}::{}", 10 + i))?;
         }
         for j in 1..=n_clients {
             let c = ClientHost {
                 name: format!("client{j}"),
                 addr: format!("{}.{}", net.subnet, 100 + j),
                 netns: format!("{}-client{j}", net.prefix),
+                addr6: Some(format!("{subnet6}::{}", 100 + j)),
             };
             self.clients.push(c.clone());
             plug(&c.netns, &format!("c{j}"), &c.addr)?;
+            plug6(&c.netns, c.addr6.as_deref().unwrap_or_default())?;
         }
         Ok(())
     }
@@ -1589,6 +1667,9 @@ pub struct ClientHost {
     pub addr: String,
     /// Network namespace name (`/run/netns/<netns>`).
     pub netns: String,
+    /// e.g. "fd00:213:57::101" (ULA, on the same private bridge).
+    #[serde(default)]
+    pub addr6: Option<String>,
 }
 
 impl ClientHost {
@@ -1747,6 +1828,9 @@ pub struct TestbedNet {
     pub switch_netns: String,
     /// e.g. "10.213.57" (servers .11.., clients .101..).
     pub subnet: String,
+    /// e.g. "fd00:213:57" (a /64: servers `::11`.., clients `::101`..).
+    #[serde(default)]
+    pub subnet6: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,7 +9,12 @@
 //!
 //! In hosts and expected names, `{net}` is the first three octets of the ganesha test bed's
 //! client network (its client hosts are `{net}.101`, `.102`, `.103`, named `clientN.test` in the
-//! server's /etc/hosts); on the knfsd server, which no client reaches, it is `10.1.2`.
+//! server's /etc/hosts); on the knfsd server, which no client reaches, it is `10.1.2`. `{net6}`
+//! is the first three groups of the same network's IPv6 /64 (clients `{net6}::101`, ...; no
+//! names); on the knfsd server it is `fd00:1:2`. `{NET6}` is `{net6}` in upper case.
+//!
+//! A client host in `access` is reached over IPv4 (`client1`) or over IPv6 (`client1/ipv6`).
+//! The ganesha test bed's own /etc/netgroup (`NETGROUPS`) makes client1 a member of `ng`.
 #![allow(dead_code)]
 
 /// What ganesha holds for a client row.
@@ -81,6 +86,14 @@ const C1: (&str, bool) = ("client1", true);
 const C2: (&str, bool) = ("client2", true);
 const NOT_C1: (&str, bool) = ("client1", false);
 const NOT_C2: (&str, bool) = ("client2", false);
+const C1_6: (&str, bool) = ("client1/ipv6", true);
+const C2_6: (&str, bool) = ("client2/ipv6", true);
+const NOT_C1_6: (&str, bool) = ("client1/ipv6", false);
+const NOT_C2_6: (&str, bool) = ("client2/ipv6", false);
+
+/// The ganesha server's /etc/netgroup (netgroup(5)): client1 is in `ng`, client2 is not; the
+/// empty fields are "-", as an empty one would match any host.
+pub const NETGROUPS: &str = "ng (client1.test,-,)\nother (client3.test,-,)\n";
 
 pub const CLIENT_ROWS: &[ClientRow] = &[
     ClientRow {
@@ -204,11 +217,12 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         access: &[C1, NOT_C2],
     },
     ClientRow {
+        // Matched on the address family too: client1 over IPv4 is not {net6}::101.
         form: "ipv6",
-        host: "fd00::1",
-        etab: "fd00::1",
-        ganesha: Held::Entries(&["fd00::1/128"]),
-        access: &[NOT_C1],
+        host: "{net6}::101",
+        etab: "{net6}::101",
+        ganesha: Held::Entries(&["{net6}::101/128"]),
+        access: &[C1_6, NOT_C2_6, NOT_C1],
     },
     ClientRow {
         // ganesha spells one zero group "::", exports(5) and nfsprov do not (RFC 5952).
@@ -219,6 +233,10 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         access: &[],
     },
     ClientRow {
+        // ganesha holds `::ffff:{net}.101` when written by hand, and it matches neither
+        // client1 over IPv4 (ganesha compares an IPv4 peer of its dual-stack socket as IPv4)
+        // nor any IPv6 peer: `ganesha_ipv4_mapped_and_zero_prefix_on_the_real_server` in
+        // tests/matrix.rs. So nfsprov refuses it.
         form: "ipv6 ipv4-mapped",
         host: "::ffff:10.0.0.1",
         etab: "::ffff:10.0.0.1",
@@ -227,17 +245,18 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
     },
     ClientRow {
         form: "ipv6-net /64",
-        host: "fd00:1::/64",
-        etab: "fd00:1::/64",
-        ganesha: Held::Entries(&["fd00:1::/64"]),
-        access: &[],
+        host: "{net6}::/64",
+        etab: "{net6}::/64",
+        ganesha: Held::Entries(&["{net6}::/64"]),
+        access: &[C1_6, C2_6, NOT_C1],
     },
     ClientRow {
+        // Sent in upper case; both servers hold it in lower case.
         form: "ipv6-net host bits set",
-        host: "2001:DB8::5/64",
-        etab: "2001:db8::5/64",
-        ganesha: Held::Entries(&["2001:db8::/64"]),
-        access: &[],
+        host: "{NET6}::5/64",
+        etab: "{net6}::5/64",
+        ganesha: Held::Entries(&["{net6}::/64"]),
+        access: &[C1_6, C2_6, NOT_C1],
     },
     ClientRow {
         form: "ipv6-net /120",
@@ -248,10 +267,10 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
     },
     ClientRow {
         form: "ipv6-net /128",
-        host: "fd00:3::1/128",
-        etab: "fd00:3::1/128",
-        ganesha: Held::Entries(&["fd00:3::1/128"]),
-        access: &[],
+        host: "{net6}::102/128",
+        etab: "{net6}::102/128",
+        ganesha: Held::Entries(&["{net6}::102/128"]),
+        access: &[C2_6, NOT_C1_6],
     },
     ClientRow {
         form: "ipv6-net ::/0",
@@ -261,11 +280,12 @@ pub const CLIENT_ROWS: &[ClientRow] = &[
         access: &[],
     },
     ClientRow {
+        // ganesha asks glibc's innetgr for the name the client's address has in /etc/hosts.
         form: "netgroup",
         host: "@ng",
         etab: "@ng",
         ganesha: Held::Entries(&["ng"]),
-        access: &[NOT_C1],
+        access: &[C1, NOT_C2],
     },
     ClientRow {
         form: "netgroup starting with a digit",

@@ -324,7 +324,7 @@ fn write_summary(backend: Backend, cases: &[Case], extra: &[String]) {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{}: {} client forms x {} option sets, each on create and on PATCH: \
+        "{}: {} client-form rows and {} option-set rows (a form with fixed options, an option set with a fixed client), each on create and on PATCH: \
          client forms {} available / {} refused (400), option sets {} available / {} refused (400); {} failed",
         backend.name(),
         count("client", false) + count("client", true),

@@ -5,83 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::nfs::Nfs;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use nfsprov_testbed::ClientHost;
-
 const VERSIONS: [u8; 2] = [3, 4];
-
-struct Nfs<'a> {
-    env: &'a Env,
-    addr: String,
-}
-
-impl<'a> Nfs<'a> {
-    fn new(env: &'a Env) -> Self {
-        let addr = env
-            .server("srv1")
-            .nfs_addr
-            .clone()
-            .expect("ganesha server address");
-        Nfs { env, addr }
-    }
-
-    fn client(&self, name: &str) -> &ClientHost {
-        self.env.tb.client(name).expect("client host")
-    }
-
-    fn url(&self, path: &str, v: u8, extra: &str) -> String {
-        format!("nfs://{}{path}?version={v}{extra}", self.addr)
-    }
-
-    /// Write `content` to `path` (a file in a volume) from client host `who`.
-    fn write(
-        &self,
-        who: &str,
-        path: &str,
-        v: u8,
-        content: &str,
-        extra: &str,
-    ) -> Result<(), String> {
-        let local = self
-            .env
-            .dir
-            .path()
-            .join(format!("{who}-upload-{}", content.len()));
-        std::fs::write(&local, content).unwrap();
-        let out = self
-            .client(who)
-            .run(&["nfs-cp", local.to_str().unwrap(), &self.url(path, v, extra)])
-            .unwrap();
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-
-    fn read(&self, who: &str, path: &str, v: u8) -> Result<String, String> {
-        let out = self
-            .client(who)
-            .run(&["nfs-cat", &self.url(path, v, "")])
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    }
-}
 
 fn client_addr(env: &Env, name: &str) -> String {
     env.tb.client(name).unwrap().addr.clone()
@@ -366,38 +295,12 @@ async fn ganesha_killed_with_changes_pending_then_restarted() {
 // so knfsd exports are verified through /var/lib/nfs/etab (lifecycle, validation, concurrency,
 // recovery, capture) and the data path through ganesha above.
 
-/// ganesha's live client entries of the export at `path`, as its export manager shows them
-/// over D-Bus (the export id is read from nfsprov's file).
+/// ganesha's live client entry names of the export at `path` on `srv1` (D-Bus `DisplayExport`).
 fn live_client_names(env: &Env, path: &str) -> Vec<String> {
-    let srv = env.server("srv1");
-    let conf = std::fs::read_to_string(srv.ganesha_conf_dir().join("nfsprov.conf")).unwrap();
-    let block = conf
-        .split("EXPORT {")
-        .find(|b| b.contains(&format!("Path = \"{path}\";")))
-        .unwrap_or_else(|| panic!("no EXPORT block for {path} in:\n{conf}"));
-    let id: u16 = block
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Export_Id = "))
-        .and_then(|v| v.trim_end_matches(';').parse().ok())
-        .unwrap();
-    let out = srv
-        .run_inside(&format!(
-            "dbus-send --system --print-reply --reply-timeout=5000 --dest=org.ganesha.nfsd \
-             /org/ganesha/nfsd/ExportMgr org.ganesha.nfsd.exportmgr.DisplayExport uint16:{id}"
-        ))
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "DisplayExport {id}: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.split("array [")
-        .nth(1)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("string \""))
-        .map(|s| s.trim_end_matches('"').to_string())
+    common::nfs::live_entries(env, "srv1", path)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
         .collect()
 }
 

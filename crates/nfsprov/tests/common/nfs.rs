@@ -20,8 +20,31 @@ impl<'a> Nfs<'a> {
         Nfs { env, addr }
     }
 
-    fn url(&self, path: &str, v: u8, extra: &str) -> String {
+    /// Client host `name` of the test bed.
+    pub fn client(&self, name: &str) -> &nfsprov_testbed::ClientHost {
+        self.env.tb.client(name).expect("client host")
+    }
+
+    /// The libnfs URL of `path` on the server over NFS version `v`; `extra` goes into the query.
+    pub fn url(&self, path: &str, v: u8, extra: &str) -> String {
         format!("nfs://{}{path}?version={v}{extra}", self.addr)
+    }
+
+    /// Read `path` from client host `who`.
+    pub fn read(&self, who: &str, path: &str, v: u8) -> Result<String, String> {
+        let out = self
+            .client(who)
+            .run(&["nfs-cat", &self.url(path, v, "")])
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Write `content` to `path` (a file in a volume) from client host `who`; `extra` is added to

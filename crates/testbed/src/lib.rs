@@ -664,8 +664,28 @@ impl TestbedServer {
         }
     }
 
+    /// Whether `pid` lives in this server's own mount namespace: its `/etc/exports.d` is a bind
+    /// of this server's directory. A namespace's number is reused by the kernel once the
+    /// namespace is gone, so the number recorded at start alone could name another test bed's
+    /// server (seen: a test's clean-up killed a concurrently running test's sshd).
+    fn is_ours(&self, pid: u32) -> bool {
+        let Ok(info) = fs::read_to_string(format!("/proc/{pid}/mountinfo")) else {
+            return false;
+        };
+        let ours = self.exports_d();
+        let ours = ours.to_string_lossy();
+        info.lines().any(|l| {
+            let mut f = l.split(' ').skip(3);
+            let (Some(root), Some(mount_point)) = (f.next(), f.next()) else {
+                return false;
+            };
+            mount_point == "/etc/exports.d" && root != "/" && ours.ends_with(root)
+        })
+    }
+
     /// All live processes belonging to this server: the listener plus everything in its
-    /// recorded mount namespace (never processes in our own namespace).
+    /// recorded mount namespace that is really this server's (never processes in our own
+    /// namespace).
     fn server_pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.live_pid().into_iter().collect();
         let ns = fs::read_to_string(self.ns_file())
@@ -690,6 +710,7 @@ impl TestbedServer {
                     if let Ok(link) = link
                         && link.to_string_lossy() == ns
                         && pid_alive(pid)
+                        && self.is_ours(pid)
                     {
                         pids.push(pid);
                     }
@@ -733,6 +754,8 @@ impl TestbedServer {
             }
         }
         let _ = fs::remove_file(self.pid_file());
+        // Its namespace is gone with its last process; its number may soon be another's.
+        let _ = fs::remove_file(self.ns_file());
         let deadline = Instant::now() + STOP_KILL_TIMEOUT;
         while self.port_accepts() {
             if Instant::now() >= deadline {

@@ -502,3 +502,73 @@ async fn subtree_check_cannot_be_forced_on_a_ganesha_root_path() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
     assert_eq!(r.json["error"]["field"], "export_policy.subtree_check");
 }
+
+/// The CLI sets a policy with the root path and replaces it; a bad one names its field.
+#[test]
+fn the_cli_sets_and_replaces_a_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_nfsprov"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = run(args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    ok(&[
+        "server",
+        "add",
+        "s1",
+        "--ssh-host",
+        "127.0.0.1",
+        "--ssh-key",
+        "/k",
+        "--host-key",
+        HOST_KEY,
+    ]);
+    let out = run(&[
+        "rootpath",
+        "add",
+        "--server",
+        "s1",
+        "/srv/p",
+        "--capacity-gb",
+        "10",
+        "--export-policy",
+        r#"{"allowed_options": ["no_root_squash", "bogus"]}"#,
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("export_policy.allowed_options[1]"), "{err}");
+    ok(&[
+        "rootpath",
+        "add",
+        "--server",
+        "s1",
+        "/srv/p",
+        "--capacity-gb",
+        "10",
+        "--export-policy",
+        r#"{"allowed_options": ["no_root_squash"], "subtree_check": true}"#,
+    ]);
+    let list = ok(&["rootpath", "list"]);
+    assert!(
+        list.contains(r#""allowed_options":["no_root_squash"]"#),
+        "{list}"
+    );
+    assert!(list.contains(r#""subtree_check":true"#), "{list}");
+    ok(&["rootpath", "policy", "1", "{}"]);
+    let list = ok(&["rootpath", "list"]);
+    assert!(list.contains(r#""allowed_options":[]"#), "{list}");
+    assert!(list.contains(r#""subtree_check":false"#), "{list}");
+}

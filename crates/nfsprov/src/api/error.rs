@@ -321,4 +321,41 @@ mod tests {
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(json["error"]["message"], "volume 9 not found");
     }
+
+    /// A policy violation is a 403 naming the field in each API's shape.
+    #[tokio::test]
+    async fn policy_violations_are_403_naming_each_apis_field() {
+        let host = PolicyPart::Client {
+            index: 1,
+            part: ClientPart::Host,
+        };
+        let options = PolicyPart::Client {
+            index: 0,
+            part: ClientPart::Options,
+        };
+        for (part, native, hootie) in [
+            (host, "clients[1].host", "allowed_hosts"),
+            (options, "clients[0].options", "options"),
+            (PolicyPart::Size, "size_gb", "size_GB"),
+        ] {
+            let e = || Error::PolicyViolation {
+                part,
+                message: "option no_root_squash is not allowed".into(),
+            };
+            let (status, json) = body(NativeError(e()).into_response()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(json["error"]["code"], "forbidden");
+            assert_eq!(json["error"]["field"], native);
+            assert_eq!(
+                json["error"]["message"],
+                "option no_root_squash is not allowed"
+            );
+            let (status, json) = body(HootieError(e()).into_response()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(
+                json[hootie][0], "option no_root_squash is not allowed",
+                "{json}"
+            );
+        }
+    }
 }

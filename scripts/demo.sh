@@ -244,12 +244,17 @@ ok "both clients exported with their own options"
 
 # ----------------------------------------------------------------------------------------------
 section "5. native API: change who may mount it"
-api 200 PATCH "/api/v1/volumes/$WEB_ID?wait=true" johndoe \
+note "The root path's export policy (the defaults) keeps root squash on for ordinary users:"
+api 403 PATCH "/api/v1/volumes/$WEB_ID?wait=true" johndoe \
     '{"clients": [{"host": "10.20.30.0/24", "options": "rw,sync,no_root_squash"}, {"host": "*.lab.test", "options": "rw"}]}'
+expect_json '.error.field == "clients[0].options" and (.error.message | test("no_root_squash"))' \
+    "a 403 naming clients[0].options and no_root_squash"
+api 200 PATCH "/api/v1/volumes/$WEB_ID?wait=true" johndoe \
+    '{"clients": [{"host": "10.20.30.0/24", "options": "rw,sync"}, {"host": "*.lab.test", "options": "rw"}]}'
 expect_json '.state == "available"' '"state": "available"'
 show_server "$SRV2" "$WEB_DIR"
-if ! { has_opts "$SRV2" "$WEB_DIR" 10.20.30.0/24 rw && has_opts "$SRV2" "$WEB_DIR" 10.20.30.0/24 no_root_squash; }; then
-    fail "10.20.30.0/24 (rw,no_root_squash) missing from srv2's etab"
+if ! { has_opts "$SRV2" "$WEB_DIR" 10.20.30.0/24 rw && has_opts "$SRV2" "$WEB_DIR" 10.20.30.0/24 root_squash; }; then
+    fail "10.20.30.0/24 (rw,root_squash) missing from srv2's etab"
 fi
 has_opts "$SRV2" "$WEB_DIR" '*.lab.test' rw || fail "*.lab.test is not rw in srv2's etab"
 if [ -n "$(etab_opts "$SRV2" "$WEB_DIR" 10.20.0.0/16)" ]; then fail "10.20.0.0/16 is still exported"; fi
@@ -258,7 +263,7 @@ ok "etab follows: 10.20.0.0/16 gone, 10.20.30.0/24 added, *.lab.test now read-wr
 # ----------------------------------------------------------------------------------------------
 section "6. Over quota: johndoe (quota 10 GB, 5 GB in use) asks for 20 GB"
 api 409 POST /api/v1/volumes johndoe \
-    '{"root_path_id": 1, "sub_path": "big", "size_gb": 20, "clients": [{"host": "*"}]}'
+    '{"root_path_id": 1, "sub_path": "big", "size_gb": 20, "clients": [{"host": "10.0.0.0/24"}]}'
 expect_json '.error.code == "quota_exceeded" and (.error.message | test("quota by 15 GB"))' \
     "a quota_exceeded error saying by how much"
 [ ! -e "$SRV1/data/pool1/big" ] || fail "a directory was created for the refused volume"
@@ -336,6 +341,9 @@ for _ in $(seq 1 100); do
     [ "$st" = reachable ] && break
     sleep 0.1
 done
+# The files below are written as root from client1: the admin allows no_root_squash here.
+echo "\$ nfsprov rootpath policy $G_RP '{\"allowed_options\": [\"no_root_squash\"]}'"
+"$BIN" rootpath policy "$G_RP" '{"allowed_options": ["no_root_squash"]}' | indent
 api 201 POST "/api/v1/volumes?wait=true" johndoe \
     "{\"root_path_id\":$G_RP,\"sub_path\":\"team-data\",\"size_gb\":2,\"clients\":[{\"host\":\"$C1_ADDR\",\"options\":\"rw,no_root_squash\"}]}"
 expect_json '.state == "available"' '"state": "available"'

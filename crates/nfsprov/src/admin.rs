@@ -3,8 +3,8 @@
 use crate::auth;
 use crate::datastore::{Datastore, NewServer};
 use crate::error::{Error, Result};
-use crate::model::{DeletePolicy, RootPath, Server, ServerId, User};
-use crate::spec::{ClientSpec, RootDir};
+use crate::model::{DeletePolicy, RootPath, RootPathId, Server, ServerId, User};
+use crate::spec::{ClientSpec, ExportPolicy, ExportPolicyDoc, RootDir};
 
 /// A host name or IP address that is safe to pass to ssh as a host argument.
 fn check_host(field: &str, host: &str) -> Result<()> {
@@ -133,10 +133,42 @@ pub async fn add_root_path(
     capacity_gb: i64,
     policy: DeletePolicy,
 ) -> Result<RootPath> {
+    add_root_path_with(db, server, path, capacity_gb, policy, None).await
+}
+
+/// A root path with an export policy (`None`: the safe defaults).
+pub async fn add_root_path_with(
+    db: &Datastore,
+    server: &str,
+    path: &str,
+    capacity_gb: i64,
+    policy: DeletePolicy,
+    export_policy: Option<&ExportPolicyDoc>,
+) -> Result<RootPath> {
     let server = find_server(db, server).await?;
     let path = RootDir::parse(path).map_err(|e| Error::invalid("path", e.0))?;
-    db.create_root_path(server.id, &path, capacity_gb, policy)
+    let export_policy = match export_policy {
+        Some(doc) => checked_export_policy(doc)?,
+        None => ExportPolicy::default(),
+    };
+    db.create_root_path_with(server.id, &path, capacity_gb, policy, &export_policy)
         .await
+}
+
+/// A policy document checked, or a 400 naming its field (`export_policy.allowed_clients[1]`).
+pub fn checked_export_policy(doc: &ExportPolicyDoc) -> Result<ExportPolicy> {
+    ExportPolicy::from_doc(doc)
+        .map_err(|e| Error::invalid(format!("export_policy.{}", e.field), e.message))
+}
+
+/// Replace root path `id`'s export policy.
+pub async fn set_export_policy(
+    db: &Datastore,
+    id: RootPathId,
+    doc: &ExportPolicyDoc,
+) -> Result<RootPath> {
+    let policy = checked_export_policy(doc)?;
+    db.set_root_path_policy(id, &policy).await
 }
 
 pub fn checked_password_hash(password: &str) -> Result<String> {

@@ -76,6 +76,15 @@ pub enum ClientPart {
     Options,
 }
 
+/// What part of a request a root path's export policy refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyPart {
+    /// Client `index`'s host or options.
+    Client { index: usize, part: ClientPart },
+    /// The volume's size.
+    Size,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A request field is malformed or refers to nothing.
@@ -108,6 +117,10 @@ pub enum Error {
     Locked(String),
     #[error("{0}")]
     Forbidden(String),
+    /// An ordinary user asked for something the root path's export policy does not allow
+    /// (the message names the option, client or size).
+    #[error("{message}")]
+    PolicyViolation { part: PolicyPart, message: String },
     /// The request conflicts with the current state (a path in use, a volume being deleted, an
     /// idempotency key reused for another request).
     #[error("{message}")]

@@ -94,8 +94,22 @@ enum RootpathCmd {
         /// What deleting a volume does with its data: retain (move to trash) or purge.
         #[arg(long, default_value = "retain")]
         delete_policy: String,
+        /// Export policy as JSON, e.g. '{"allowed_options": ["no_root_squash"],
+        /// "subtree_check": true}' (see README); left out: the safe defaults.
+        #[arg(long)]
+        export_policy: Option<String>,
+    },
+    /// Replace a root path's export policy (JSON; fields left out get their safe default).
+    Policy {
+        id: i64,
+        export_policy: String,
     },
     List,
+}
+
+/// An export policy given as JSON on the command line.
+fn policy_arg(json: &str) -> anyhow::Result<nfsprov::spec::ExportPolicyDoc> {
+    serde_json::from_str(json).context("the export policy is not a valid policy document")
 }
 
 #[derive(Subcommand)]
@@ -250,22 +264,43 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     path,
                     capacity_gb,
                     delete_policy,
+                    export_policy,
                 } => {
                     let policy = DeletePolicy::parse(&delete_policy)
                         .context("--delete-policy must be retain or purge")?;
-                    let rp = admin::add_root_path(&db, &server, &path, capacity_gb, policy).await?;
+                    let doc = export_policy.as_deref().map(policy_arg).transpose()?;
+                    let rp = admin::add_root_path_with(
+                        &db,
+                        &server,
+                        &path,
+                        capacity_gb,
+                        policy,
+                        doc.as_ref(),
+                    )
+                    .await?;
                     println!("root path {} added: {}:{}", rp.id, rp.server_name, rp.path);
+                }
+                RootpathCmd::Policy { id, export_policy } => {
+                    let doc = policy_arg(&export_policy)?;
+                    let rp =
+                        admin::set_export_policy(&db, nfsprov::model::RootPathId(id), &doc).await?;
+                    println!(
+                        "root path {}: export policy {}",
+                        rp.id,
+                        rp.export_policy.to_json()
+                    );
                 }
                 RootpathCmd::List => {
                     for rp in db.root_paths().await? {
                         println!(
-                            "{}\t{}:{}\t{}/{} GB\t{}",
+                            "{}\t{}:{}\t{}/{} GB\t{}\t{}",
                             rp.id,
                             rp.server_name,
                             rp.path,
                             rp.allocated_gb,
                             rp.capacity_gb,
-                            rp.delete_policy.as_str()
+                            rp.delete_policy.as_str(),
+                            rp.export_policy.to_json()
                         );
                     }
                 }

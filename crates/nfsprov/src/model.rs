@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
+use crate::spec::{ClientSpec, DirMode, ExportOptions, ExportPolicy, RootDir, SubPath};
 
 /// Ids of rows, one type per table: bound and read as they are by sqlx (`transparent`) and by
 /// rusqlite (`ToSql`/`FromSql`), so no query passes a volume's id where a user's is meant.
@@ -236,6 +236,8 @@ pub struct RootPath {
     pub capacity_gb: i64,
     pub allocated_gb: i64,
     pub delete_policy: DeletePolicy,
+    /// What ordinary users may ask for here (`spec::policy`).
+    pub export_policy: ExportPolicy,
 }
 
 #[derive(Debug, Clone)]

@@ -104,7 +104,9 @@ async fn purge_policy_removes_data() {
             Method::POST,
             Some(ADMIN),
             "/api/v1/rootpaths",
-            Some(json!({"server": "srv1", "path": "/srv/nfsprov/pool2", "capacity_gb": 10, "delete_policy": "purge"})),
+            // alice exports it rw to `*`: the root path's policy allows it.
+            Some(json!({"server": "srv1", "path": "/srv/nfsprov/pool2", "capacity_gb": 10, "delete_policy": "purge",
+                        "export_policy": {"world_writable": true}})),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");

@@ -53,9 +53,14 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// An export policy that lets ordinary users give every option and client (world-wide write
+/// access, `no_root_squash`, ...): what the harness sets on the root paths it registers.
+pub const PERMISSIVE_POLICY: &str = r#"{"allowed_options": ["no_root_squash", "insecure", "anonuid=0", "anongid=0", "crossmnt", "nohide", "insecure_locks"], "world_writable": true}"#;
+
 impl Env {
-    /// `n` servers, each registered with root path 1..n = /srv/nfsprov/pool1 of `capacity_gb`;
-    /// users admin, alice (quota `quota_gb`) and bob (quota `quota_gb`). Serving.
+    /// `n` servers, each registered with root path 1..n = /srv/nfsprov/pool1 of `capacity_gb`
+    /// and a permissive export policy (`PERMISSIVE_POLICY`); users admin, alice (quota
+    /// `quota_gb`) and bob (quota `quota_gb`). Serving.
     pub async fn start(n: usize, capacity_gb: i64, quota_gb: i64) -> Env {
         Env::start_with(capacity_gb, quota_gb, move |dir| Testbed::up(dir, n)).await
     }
@@ -92,6 +97,11 @@ impl Env {
         for args in env.tb.register_args("", capacity_gb) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             env.cli_ok(&args);
+        }
+        // Tests of other things send every option and client as ordinary users: their root
+        // paths allow it. tests/export_policy.rs sets the defaults back and tests them.
+        for id in 1..=env.tb.servers.len() {
+            env.cli_ok(&["rootpath", "policy", &id.to_string(), PERMISSIVE_POLICY]);
         }
         env.cli_stdin_ok(&["user", "add", ADMIN.0, "--admin"], ADMIN.1);
         for u in [ALICE, BOB] {

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::response::{ErrorBody, ErrorDetail, HootieDetail, HootieFieldErrors};
-use crate::error::{Amount, Clash, ClientPart, Error};
+use crate::error::{Amount, Clash, ClientPart, Error, PolicyPart};
 
 fn status(e: &Error) -> StatusCode {
     match e {
@@ -16,7 +16,9 @@ fn status(e: &Error) -> StatusCode {
         | Error::UnsupportedClient { .. } => StatusCode::BAD_REQUEST,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => StatusCode::CONFLICT,
-        Error::Locked(_) | Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::Locked(_) | Error::Forbidden(_) | Error::PolicyViolation { .. } => {
+            StatusCode::FORBIDDEN
+        }
         Error::Conflict { .. } => StatusCode::CONFLICT,
         Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -38,7 +40,7 @@ fn code(e: &Error) -> &'static str {
         Error::QuotaExceeded { .. } => "quota_exceeded",
         Error::CapacityExceeded { .. } => "capacity_exceeded",
         Error::Locked(_) => "locked",
-        Error::Forbidden(_) => "forbidden",
+        Error::Forbidden(_) | Error::PolicyViolation { .. } => "forbidden",
         Error::Conflict { .. } => "conflict",
         Error::Unauthenticated(_) => "unauthenticated",
         Error::Unavailable(_) => "unavailable",
@@ -87,6 +89,19 @@ fn field(e: &Error, api: Api) -> Option<String> {
         }
         .into(),
         Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => "size_gb".into(),
+        Error::PolicyViolation { part, .. } => match (part, api) {
+            (PolicyPart::Client { index, part }, Api::Native) => match part {
+                ClientPart::Host => format!("clients[{index}].host"),
+                ClientPart::Options => format!("clients[{index}].options"),
+            },
+            // hootie has one host list and one options string for all hosts.
+            (PolicyPart::Client { part, .. }, Api::Hootie) => match part {
+                ClientPart::Host => "allowed_hosts".into(),
+                ClientPart::Options => "options".into(),
+            },
+            (PolicyPart::Size, Api::Native) => "size_gb".into(),
+            (PolicyPart::Size, Api::Hootie) => "size_GB".into(),
+        },
         _ => return None,
     })
 }
@@ -94,6 +109,7 @@ fn field(e: &Error, api: Api) -> Option<String> {
 fn message(e: &Error) -> String {
     match e {
         Error::Invalid { message, .. }
+        | Error::PolicyViolation { message, .. }
         | Error::OutOfRange { message, .. }
         | Error::UnsupportedClient { message, .. } => message.clone(),
         Error::Internal(err) => {
@@ -187,6 +203,15 @@ impl IntoResponse for HootieError {
             other if status(other) == StatusCode::BAD_REQUEST => {
                 let f = field(other, Api::Hootie).unwrap_or_else(|| "non_field_errors".into());
                 field_error(&f, &message(other))
+            }
+            // 403 in hootie's field-error shape, naming its own field.
+            Error::PolicyViolation { message, .. } => {
+                let f = field(e, Api::Hootie).unwrap_or_else(|| "non_field_errors".into());
+                (
+                    StatusCode::FORBIDDEN,
+                    Json(HootieFieldErrors::one(&f, message)),
+                )
+                    .into_response()
             }
             Error::NotFound { .. } => detail(StatusCode::NOT_FOUND, "Not found.".into()),
             other => detail(status(other), message(other)),
@@ -295,5 +320,42 @@ mod tests {
             body(NativeError(Error::not_found(Entity::Volume, 9)).into_response()).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_eq!(json["error"]["message"], "volume 9 not found");
+    }
+
+    /// A policy violation is a 403 naming the field in each API's shape.
+    #[tokio::test]
+    async fn policy_violations_are_403_naming_each_apis_field() {
+        let host = PolicyPart::Client {
+            index: 1,
+            part: ClientPart::Host,
+        };
+        let options = PolicyPart::Client {
+            index: 0,
+            part: ClientPart::Options,
+        };
+        for (part, native, hootie) in [
+            (host, "clients[1].host", "allowed_hosts"),
+            (options, "clients[0].options", "options"),
+            (PolicyPart::Size, "size_gb", "size_GB"),
+        ] {
+            let e = || Error::PolicyViolation {
+                part,
+                message: "option no_root_squash is not allowed".into(),
+            };
+            let (status, json) = body(NativeError(e()).into_response()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(json["error"]["code"], "forbidden");
+            assert_eq!(json["error"]["field"], native);
+            assert_eq!(
+                json["error"]["message"],
+                "option no_root_squash is not allowed"
+            );
+            let (status, json) = body(HootieError(e()).into_response()).await;
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(
+                json[hootie][0], "option no_root_squash is not allowed",
+                "{json}"
+            );
+        }
     }
 }

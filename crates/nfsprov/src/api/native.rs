@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/rootpaths",
             get(list_root_paths).post(create_root_path),
         )
+        .route("/api/v1/rootpaths/{id}", patch(patch_root_path))
         .route("/api/v1/servers", get(list_servers).post(create_server))
         .route("/api/v1/servers/{name}", patch(patch_server))
         .route("/api/v1/users", get(list_users).post(create_user))
@@ -356,6 +357,9 @@ struct CreateRootPathIn {
     capacity_gb: i64,
     #[serde(default)]
     delete_policy: Option<DeletePolicy>,
+    /// What ordinary users may ask for there (left out: the safe defaults).
+    #[serde(default)]
+    export_policy: Option<spec::ExportPolicyDoc>,
 }
 
 async fn create_root_path(
@@ -364,16 +368,39 @@ async fn create_root_path(
     body: Bytes,
 ) -> NResult<Response> {
     let req: CreateRootPathIn = parse_body(&body)?;
-    let rp = crate::admin::add_root_path(
+    let rp = crate::admin::add_root_path_with(
         st.db(),
         &req.server,
         &req.path,
         req.capacity_gb,
         req.delete_policy.unwrap_or_default(),
+        req.export_policy.as_ref(),
     )
     .await?;
     st.hub.poke(rp.server_id);
     Ok((StatusCode::CREATED, Json(RootPathBody::from(&rp))).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRootPathIn {
+    export_policy: spec::ExportPolicyDoc,
+}
+
+/// Replace a root path's export policy (whole: fields left out get their safe default).
+async fn patch_root_path(
+    State(st): State<AppState>,
+    _: AdminWriter,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> NResult<Json<RootPathBody>> {
+    let id = id
+        .parse::<i64>()
+        .map(RootPathId)
+        .map_err(|_| Error::not_found(Entity::RootPath, format!("{id:?}")))?;
+    let req: PatchRootPathIn = parse_body(&body)?;
+    let rp = crate::admin::set_export_policy(st.db(), id, &req.export_policy).await?;
+    Ok(Json(RootPathBody::from(&rp)))
 }
 
 async fn list_servers(State(st): State<AppState>, _: Admin) -> NResult<Json<Vec<ServerBody>>> {

@@ -15,6 +15,7 @@ use crate::model::{
     ClientRule, DeletePolicy, RootPath, RootPathId, Server, ServerId, User, Volume, VolumeId,
     VolumeState,
 };
+use crate::spec::ExportPolicyDoc;
 
 // ---- native API (`/api/v1/`) ---------------------------------------------------------------
 
@@ -92,8 +93,12 @@ pub struct RootPathBody {
     pub allocated_gb: i64,
     pub capacity_gb: i64,
     pub delete_policy: DeletePolicy,
+    /// What ordinary users may ask for here (admins are not bound by it).
+    pub export_policy: ExportPolicyDoc,
     pub free_gb: i64,
     pub id: RootPathId,
+    /// What the root path's subtree choice means for isolation between its volumes.
+    pub isolation: &'static str,
     pub nfs_address: String,
     pub path: String,
     /// The server's name.
@@ -101,14 +106,29 @@ pub struct RootPathBody {
     pub server_id: ServerId,
 }
 
+/// `isolation` of a root path without forced `subtree_check`.
+pub const SUBTREE_UNCHECKED: &str = "volumes are exported with no_subtree_check unless they ask otherwise: \
+     a client that can guess file handles may reach files of other volumes on the same file system \
+     (exports(5), Subdirectory Exports); set the export policy's subtree_check, or give each volume \
+     its own file system, for strong isolation";
+/// `isolation` of a root path with forced `subtree_check`.
+pub const SUBTREE_CHECKED: &str = "volumes are exported with subtree_check: the server checks that each \
+     file handle lies inside the export it came through (exports(5), Subdirectory Exports)";
+
 impl From<&RootPath> for RootPathBody {
     fn from(rp: &RootPath) -> Self {
         RootPathBody {
             allocated_gb: rp.allocated_gb,
             capacity_gb: rp.capacity_gb,
             delete_policy: rp.delete_policy,
+            export_policy: rp.export_policy.to_doc(),
             free_gb: rp.capacity_gb - rp.allocated_gb,
             id: rp.id,
+            isolation: if rp.export_policy.subtree_check() {
+                SUBTREE_CHECKED
+            } else {
+                SUBTREE_UNCHECKED
+            },
             nfs_address: rp.nfs_address.clone(),
             path: rp.path.as_str().to_string(),
             server: rp.server_name.clone(),
@@ -385,14 +405,17 @@ mod tests {
             capacity_gb: 100,
             allocated_gb: 30,
             delete_policy: DeletePolicy::Purge,
+            export_policy: crate::spec::ExportPolicy::default(),
         };
+        let json: serde_json::Value =
+            serde_json::from_str(&text(&RootPathBody::from(&rp))).unwrap();
         assert_eq!(
-            text(&RootPathBody::from(&rp)),
-            concat!(
-                r#"{"allocated_gb":30,"capacity_gb":100,"delete_policy":"purge","free_gb":70,"#,
-                r#""id":2,"nfs_address":"192.0.2.10","path":"/srv/nfs","server":"nfs1","#,
-                r#""server_id":1}"#
-            )
+            json,
+            serde_json::json!({"allocated_gb": 30, "capacity_gb": 100, "delete_policy": "purge",
+                "export_policy": {"allowed_clients": [], "allowed_options": [],
+                    "world_writable": false, "max_volume_gb": null, "subtree_check": false},
+                "free_gb": 70, "id": 2, "isolation": SUBTREE_UNCHECKED,
+                "nfs_address": "192.0.2.10", "path": "/srv/nfs", "server": "nfs1", "server_id": 1})
         );
         assert_eq!(
             text(&HootieRootPath::from(&rp)),

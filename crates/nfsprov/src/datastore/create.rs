@@ -25,6 +25,7 @@ use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::root_paths::{apply_policy, stored_policy};
 use super::sqlite::with_raw_connection;
 use super::volumes::check_backend_options;
 use super::{MAX_EXPORT_ID, NewVolume};
@@ -242,7 +243,8 @@ pub(super) fn lookup_sql(ancestors: usize) -> String {
          (SELECT state || ':' || owner_id || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
             AND state != 'deleted' AND sub_path IN ({placeholders}) \
           UNION ALL SELECT state || ':' || owner_id || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
-            AND state != 'deleted' AND sub_path >= ?4 AND sub_path < ?5 LIMIT 1) AS clash \
+            AND state != 'deleted' AND sub_path >= ?4 AND sub_path < ?5 LIMIT 1) AS clash, \
+         u.is_admin, rp.export_policy \
          FROM users u LEFT JOIN root_paths rp ON rp.id = ?2 \
          LEFT JOIN servers s ON s.id = rp.server_id WHERE u.id = ?1"
     )
@@ -264,6 +266,8 @@ struct Lookup {
     prior_id: Option<VolumeId>,
     prior_hash: Option<String>,
     clash: Option<String>,
+    is_admin: bool,
+    export_policy: Option<String>,
 }
 
 /// Check and insert one create inside the batch's transaction.
@@ -304,6 +308,8 @@ fn record(
                 prior_id: r.get(11)?,
                 prior_hash: r.get(12)?,
                 clash: r.get(13)?,
+                is_admin: r.get(14)?,
+                export_policy: r.get(15)?,
             })
         })
         .optional()?;
@@ -331,6 +337,13 @@ fn record(
     if let Err(e) = check_backend_options(row.backend.as_deref().unwrap_or_default(), &nv.clients) {
         return Ok(Err(e));
     }
+    // The policy is read in this transaction, so a policy change commits either before this
+    // create (and binds it) or after it (and binds later requests): no check-then-act.
+    let policy = stored_policy(row.export_policy.as_deref().unwrap_or("{}"))?;
+    let clients = match apply_policy(&policy, row.is_admin, &nv.clients, Some(nv.size_gb)) {
+        Ok(clients) => clients,
+        Err(e) => return Ok(Err(e)),
+    };
 
     // A volume may not be nested in, or contain, another live volume of the same root path:
     // deleting one would move the other's data. Another user's volume is not named: its path
@@ -393,7 +406,7 @@ fn record(
             server_id,
             sub,
             nv.size_gb,
-            clients_to_json(&nv.clients),
+            clients_to_json(&clients),
             nv.mode.as_octal_string(),
             nv.uid,
             nv.gid,
@@ -443,7 +456,7 @@ fn record(
         nfs_address: row.nfs_address.unwrap_or_default(),
         sub_path: nv.sub_path.clone(),
         size_gb: nv.size_gb,
-        clients: nv.clients.clone(),
+        clients,
         applied_clients: None,
         mode: nv.mode,
         uid: nv.uid,

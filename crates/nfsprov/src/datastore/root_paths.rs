@@ -1,15 +1,17 @@
-//! Root paths: the directories of a server volumes are made in, with their capacity.
+//! Root paths: the directories of a server volumes are made in, with their capacity and their
+//! export policy (what ordinary users may ask for there; `spec::policy`).
 
 use sqlx::sqlite::SqliteRow;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::{Datastore, now};
-use crate::error::{Amount, Clash, Entity, Error, Result};
-use crate::model::{DeletePolicy, RootPath, RootPathId, ServerId};
-use crate::spec::RootDir;
+use crate::error::{Amount, Clash, ClientPart, Entity, Error, PolicyPart, Result};
+use crate::model::{BackendKind, ClientRule, DeletePolicy, RootPath, RootPathId, ServerId};
+use crate::spec::policy::{Culprit, Violation};
+use crate::spec::{ExportPolicy, RootDir};
 
 const ROOT_PATH_SELECT: &str = "SELECT rp.id, rp.server_id, s.name, s.nfs_address, rp.path, \
-     rp.capacity_gb, rp.allocated_gb, rp.delete_policy FROM root_paths rp \
+     rp.capacity_gb, rp.allocated_gb, rp.delete_policy, rp.export_policy FROM root_paths rp \
      JOIN servers s ON s.id = rp.server_id";
 
 fn root_path_from_row(row: &SqliteRow) -> Result<RootPath> {
@@ -24,10 +26,72 @@ fn root_path_from_row(row: &SqliteRow) -> Result<RootPath> {
         capacity_gb: row.try_get("capacity_gb")?,
         allocated_gb: row.try_get("allocated_gb")?,
         delete_policy: DeletePolicy::parse(&policy).unwrap_or_default(),
+        export_policy: stored_policy(&row.try_get::<String, _>("export_policy")?)?,
     })
 }
 
+/// A policy as stored. It was validated before being stored, so a failure means the database
+/// was edited by hand: an internal error, never a policy silently read as something else.
+pub(super) fn stored_policy(json: &str) -> Result<ExportPolicy> {
+    ExportPolicy::from_json(json)
+        .map_err(|e| anyhow::anyhow!("stored export policy {json:?}: {e}").into())
+}
+
+/// Check an ordinary user's clients (and size, on a create) against a root path's policy, read
+/// in the transaction that records the request; admins are not bound by it. Returns the
+/// clients as the root path exports them (`subtree_check` added where the policy forces it).
+pub(super) fn apply_policy(
+    policy: &ExportPolicy,
+    by_admin: bool,
+    clients: &[ClientRule],
+    size_gb: Option<i64>,
+) -> Result<Vec<ClientRule>> {
+    if !by_admin {
+        policy
+            .check(clients.iter().map(|c| (&c.host, &c.options)), size_gb)
+            .map_err(policy_error)?;
+    }
+    Ok(clients
+        .iter()
+        .map(|c| ClientRule {
+            host: c.host.clone(),
+            options: policy.apply(&c.options),
+        })
+        .collect())
+}
+
+fn policy_error(v: Violation) -> Error {
+    let part = match v.culprit {
+        Culprit::ClientHost(index) => PolicyPart::Client {
+            index,
+            part: ClientPart::Host,
+        },
+        Culprit::ClientOptions(index) => PolicyPart::Client {
+            index,
+            part: ClientPart::Options,
+        },
+        Culprit::Size => PolicyPart::Size,
+    };
+    Error::PolicyViolation {
+        part,
+        message: v.message,
+    }
+}
+
+/// nfs-ganesha has no `subtree_check` (its exports are checked by export id): a policy that
+/// forces it cannot be kept on a ganesha server's root path.
+fn check_policy_backend(backend: &str, policy: &ExportPolicy) -> Result<()> {
+    if policy.subtree_check() && BackendKind::parse(backend) == Some(BackendKind::Ganesha) {
+        return Err(Error::invalid(
+            "export_policy.subtree_check",
+            "nfs-ganesha has no subtree_check; on a ganesha server give each volume its own file system for strong isolation",
+        ));
+    }
+    Ok(())
+}
+
 impl Datastore {
+    /// A root path with the default export policy.
     pub async fn create_root_path(
         &self,
         server: ServerId,
@@ -35,16 +99,29 @@ impl Datastore {
         capacity_gb: i64,
         policy: DeletePolicy,
     ) -> Result<RootPath> {
+        self.create_root_path_with(server, path, capacity_gb, policy, &ExportPolicy::default())
+            .await
+    }
+
+    pub async fn create_root_path_with(
+        &self,
+        server: ServerId,
+        path: &RootDir,
+        capacity_gb: i64,
+        policy: DeletePolicy,
+        export_policy: &ExportPolicy,
+    ) -> Result<RootPath> {
         crate::spec::gb_amount(capacity_gb, 1)
             .map_err(|e| Error::out_of_range(Amount::Capacity, e.0))?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let exists = sqlx::query("SELECT 1 FROM servers WHERE id = ?")
+        let backend = sqlx::query("SELECT backend FROM servers WHERE id = ?")
             .bind(server)
             .fetch_optional(&mut *tx)
             .await?;
-        if exists.is_none() {
+        let Some(backend) = backend else {
             return Err(Error::UnknownServer(server));
-        }
+        };
+        check_policy_backend(&backend.try_get::<String, _>("backend")?, export_policy)?;
         let others = sqlx::query("SELECT path FROM root_paths WHERE server_id = ?")
             .bind(server)
             .fetch_all(&mut *tx)
@@ -61,18 +138,46 @@ impl Datastore {
             }
         }
         let row = sqlx::query(
-            "INSERT INTO root_paths (server_id, path, capacity_gb, delete_policy, created_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO root_paths (server_id, path, capacity_gb, delete_policy, export_policy, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(server)
         .bind(path.as_str())
         .bind(capacity_gb)
         .bind(policy.as_str())
+        .bind(export_policy.to_json())
         .bind(now())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
         self.root_path(row.try_get("id")?).await
+    }
+
+    /// Replace a root path's export policy. It binds requests recorded after this commits;
+    /// volumes already recorded keep their clients (a forced `subtree_check` reaches a volume
+    /// when it is next changed).
+    pub async fn set_root_path_policy(
+        &self,
+        id: RootPathId,
+        export_policy: &ExportPolicy,
+    ) -> Result<RootPath> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "SELECT s.backend FROM root_paths rp JOIN servers s ON s.id = rp.server_id \
+             WHERE rp.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found(Entity::RootPath, id))?;
+        check_policy_backend(&row.try_get::<String, _>("backend")?, export_policy)?;
+        sqlx::query("UPDATE root_paths SET export_policy = ? WHERE id = ?")
+            .bind(export_policy.to_json())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.root_path(id).await
     }
 
     pub async fn root_path(&self, id: RootPathId) -> Result<RootPath> {

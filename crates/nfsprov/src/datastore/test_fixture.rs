@@ -56,7 +56,7 @@ pub(super) fn new_volume(owner: UserId, rp: RootPathId, sub: &str) -> NewVolume 
         sub_path: SubPath::parse(sub).unwrap(),
         size_gb: 1,
         clients: vec![ClientRule {
-            host: ClientSpec::parse("*").unwrap(),
+            host: ClientSpec::parse("10.0.0.0/24").unwrap(),
             options: ExportOptions::parse("rw").unwrap(),
         }],
         mode: DirMode::default(),

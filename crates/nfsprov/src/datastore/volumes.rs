@@ -2,6 +2,7 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::root_paths::{apply_policy, stored_policy};
 use super::users::refuse_if_locked;
 use super::{Columns, Datastore, create, now, parse_time};
 use crate::error::{Clash, ClientPart, Entity, Error, Result};
@@ -167,8 +168,9 @@ impl Datastore {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         refuse_if_locked(&mut tx, viewer).await?;
         let row = sqlx::query(
-            "SELECT v.owner_id, v.state, s.backend FROM volumes v \
-             JOIN servers s ON s.id = v.server_id WHERE v.id = ?",
+            "SELECT v.owner_id, v.state, s.backend, rp.export_policy FROM volumes v \
+             JOIN servers s ON s.id = v.server_id JOIN root_paths rp ON rp.id = v.root_path_id \
+             WHERE v.id = ?",
         )
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -187,6 +189,9 @@ impl Datastore {
             ));
         }
         check_backend_options(&row.try_get::<String, _>("backend")?, clients)?;
+        // Read in this transaction: see `create::record`.
+        let policy = stored_policy(&row.try_get::<String, _>("export_policy")?)?;
+        let clients = &apply_policy(&policy, viewer.is_admin, clients, None)?;
         sqlx::query(
             "UPDATE volumes SET clients = ?, generation = generation + 1, last_error = NULL, \
              state = CASE WHEN applied_clients IS NULL THEN 'creating' ELSE 'updating' END, \

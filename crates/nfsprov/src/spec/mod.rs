@@ -9,6 +9,7 @@ pub mod ganesha;
 mod limits;
 mod options;
 mod path;
+pub mod policy;
 
 pub use client::{ClientForm, ClientSpec};
 pub use limits::{
@@ -17,6 +18,7 @@ pub use limits::{
 pub use limits::{Limits, MAX_GB, client_count, gb_amount, limits, owner_id, volume_size};
 pub use options::{ExportOption, ExportOptions, SecFlavor, SecFlavors};
 pub use path::{DirMode, RootDir, SubPath};
+pub use policy::{ExportPolicy, ExportPolicyDoc};
 
 /// Why a user-supplied value was refused.
 ///

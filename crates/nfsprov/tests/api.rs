@@ -62,7 +62,7 @@ impl Api {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let (app, hub) =
-            nfsprov::serve::app(&data, &limits, AuthLimits::default(), Tuning::default())
+            nfsprov::serve::app(&data, &limits, AuthLimits::default(), Tuning::default(), None)
                 .await
                 .unwrap();
         // The first administrator comes from the CLI's path (`nfsprov user add --admin`).

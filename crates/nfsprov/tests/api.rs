@@ -66,7 +66,7 @@ impl Api {
                 .await
                 .unwrap();
         // The first administrator comes from the CLI's path (`nfsprov user add --admin`).
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, true, 0)
+        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, nfsprov::model::Role::Admin, 0)
             .await
             .unwrap();
         let api = Api {

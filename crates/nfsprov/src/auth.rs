@@ -543,18 +543,23 @@ async fn directory_row(
     username: &str,
     found: &DirectoryUser,
 ) -> Result<User> {
-    let is_admin = found.role == crate::ldap::Role::Admin;
     let user = match db.user_by_name(username).await {
         Ok(u) => u,
         Err(Error::NotFound { .. }) => {
             match db
-                .create_user(username, DIRECTORY_PASSWORD, is_admin, dir.default_quota_gb)
+                .create_user(
+                    username,
+                    DIRECTORY_PASSWORD,
+                    found.role,
+                    dir.default_quota_gb,
+                )
                 .await
             {
                 Ok(u) => {
                     tracing::info!(
-                        "user {username:?} created at first sign-in through the directory ({})",
-                        found.dn
+                        "user {username:?} created at first sign-in through the directory ({}, role {})",
+                        found.dn,
+                        found.role
                     );
                     u
                 }
@@ -568,13 +573,13 @@ async fn directory_row(
     if user.password_hash != DIRECTORY_PASSWORD {
         return Err(Error::Unauthenticated("Invalid username/password.".into()));
     }
-    if user.is_admin == is_admin {
+    if user.role == found.role {
         return Ok(user);
     }
     db.update_user(
         username,
         &UserChange {
-            is_admin: Some(is_admin),
+            role: Some(found.role),
             ..UserChange::default()
         },
     )

@@ -23,27 +23,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, ldap_escape};
 
+use crate::model::Role;
 use crate::settings::LdapSettings;
-
-/// The role a directory group gives. Until `model::Role` exists (issue 11's roles), an
-/// auditor is mapped like a user without administrator rights.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Admin,
-    User,
-    Auditor,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "user" => Some(Role::User),
-            "auditor" => Some(Role::Auditor),
-            _ => None,
-        }
-    }
-}
 
 /// The LDAP result code of a bind with wrong credentials (also a disabled or locked account,
 /// in OpenLDAP's ppolicy and in AD).
@@ -135,9 +116,7 @@ fn tls_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig
         Some(path) => {
             let certs = CertificateDer::pem_file_iter(path)
                 .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| {
-                    anyhow::anyhow!("NFSPROV_LDAP_CA_FILE {}: {e}", path.display())
-                })?;
+                .map_err(|e| anyhow::anyhow!("NFSPROV_LDAP_CA_FILE {}: {e}", path.display()))?;
             if certs.is_empty() {
                 bail!(
                     "NFSPROV_LDAP_CA_FILE {}: no PEM certificate in it",
@@ -178,7 +157,9 @@ impl Directory {
         let tls_ok = match url.split_once("://").map(|(scheme, _)| scheme) {
             Some("ldaps") => true,
             Some("ldap") => s.starttls,
-            _ => bail!("NFSPROV_LDAP_URL={url:?}: expected ldaps://host[:port] or ldap://host[:port]"),
+            _ => bail!(
+                "NFSPROV_LDAP_URL={url:?}: expected ldaps://host[:port] or ldap://host[:port]"
+            ),
         };
         if !tls_ok {
             bail!(
@@ -186,13 +167,21 @@ impl Directory {
             );
         }
         if s.user_base.trim().is_empty() {
-            bail!("NFSPROV_LDAP_USER_BASE is empty: name where users are searched, e.g. \"ou=people,dc=example,dc=com\"");
+            bail!(
+                "NFSPROV_LDAP_USER_BASE is empty: name where users are searched, e.g. \"ou=people,dc=example,dc=com\""
+            );
         }
         if !s.user_filter.contains("{username}") {
-            bail!("NFSPROV_LDAP_USER_FILTER={:?} does not contain {{username}}", s.user_filter);
+            bail!(
+                "NFSPROV_LDAP_USER_FILTER={:?} does not contain {{username}}",
+                s.user_filter
+            );
         }
         if !s.group_filter.contains("{dn}") {
-            bail!("NFSPROV_LDAP_GROUP_FILTER={:?} does not contain {{dn}}", s.group_filter);
+            bail!(
+                "NFSPROV_LDAP_GROUP_FILTER={:?} does not contain {{dn}}",
+                s.group_filter
+            );
         }
         let service = match (&s.bind_dn, &s.bind_password_file) {
             (None, None) => None,
@@ -240,11 +229,7 @@ impl Directory {
     }
 
     /// Check `username`'s `password` with the directory, and find their role.
-    pub async fn login(
-        &self,
-        username: &str,
-        password: &str,
-    ) -> Result<DirectoryUser, LoginError> {
+    pub async fn login(&self, username: &str, password: &str) -> Result<DirectoryUser, LoginError> {
         if password.is_empty() {
             return Err(LoginError::Refused);
         }
@@ -331,10 +316,7 @@ mod tests {
 
     #[test]
     fn role_groups_are_parsed_in_order_and_mistakes_named() {
-        let g = parse_role_groups(
-            "admin=cn=a,dc=x ; user = CN=U,DC=X;auditor=cn=r,dc=x;",
-        )
-        .unwrap();
+        let g = parse_role_groups("admin=cn=a,dc=x ; user = CN=U,DC=X;auditor=cn=r,dc=x;").unwrap();
         assert_eq!(
             g,
             vec![
@@ -360,7 +342,11 @@ mod tests {
 
     #[test]
     fn clear_text_and_half_set_service_accounts_are_refused_at_start() {
-        assert!(Directory::from_settings(&LdapSettings::default()).unwrap().is_none());
+        assert!(
+            Directory::from_settings(&LdapSettings::default())
+                .unwrap()
+                .is_none()
+        );
         assert!(Directory::from_settings(&settings()).unwrap().is_some());
         let plain = LdapSettings {
             url: Some("ldap://127.0.0.1:1".into()),
@@ -392,6 +378,9 @@ mod tests {
         // Port 1 refuses connections: asking would be `Down`, not `Refused`.
         let d = Directory::from_settings(&settings()).unwrap().unwrap();
         assert_eq!(d.login("erin", "").await, Err(LoginError::Refused));
-        assert!(matches!(d.login("erin", "x").await, Err(LoginError::Down(_))));
+        assert!(matches!(
+            d.login("erin", "x").await,
+            Err(LoginError::Down(_))
+        ));
     }
 }

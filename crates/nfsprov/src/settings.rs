@@ -213,16 +213,27 @@ pub struct LdapSettings {
     #[arg(long = "ldap-bind-dn", env = "NFSPROV_LDAP_BIND_DN")]
     pub bind_dn: Option<String>,
     /// File holding the bind DN's password (first line); never the password itself.
-    #[arg(long = "ldap-bind-password-file", env = "NFSPROV_LDAP_BIND_PASSWORD_FILE")]
+    #[arg(
+        long = "ldap-bind-password-file",
+        env = "NFSPROV_LDAP_BIND_PASSWORD_FILE"
+    )]
     pub bind_password_file: Option<std::path::PathBuf>,
     /// Where users are searched (subtree).
-    #[arg(long = "ldap-user-base", env = "NFSPROV_LDAP_USER_BASE", default_value = "")]
+    #[arg(
+        long = "ldap-user-base",
+        env = "NFSPROV_LDAP_USER_BASE",
+        default_value = ""
+    )]
     pub user_base: String,
     /// Filter finding a user by sign-in name; `{username}` is replaced, escaped.
     #[arg(long = "ldap-user-filter", env = "NFSPROV_LDAP_USER_FILTER", default_value = DEFAULT_LDAP_USER_FILTER)]
     pub user_filter: String,
     /// Where groups are searched (subtree); empty: the user base.
-    #[arg(long = "ldap-group-base", env = "NFSPROV_LDAP_GROUP_BASE", default_value = "")]
+    #[arg(
+        long = "ldap-group-base",
+        env = "NFSPROV_LDAP_GROUP_BASE",
+        default_value = ""
+    )]
     pub group_base: String,
     /// Filter finding the groups a user is in; `{dn}` is replaced by the user's DN, escaped.
     #[arg(long = "ldap-group-filter", env = "NFSPROV_LDAP_GROUP_FILTER", default_value = DEFAULT_LDAP_GROUP_FILTER)]
@@ -230,7 +241,11 @@ pub struct LdapSettings {
     /// Groups that give a role: `ROLE=GROUP-DN` entries separated by `;` (role admin, user or
     /// auditor). The first entry naming one of the user's groups decides; a user in none may
     /// not sign in.
-    #[arg(long = "ldap-role-groups", env = "NFSPROV_LDAP_ROLE_GROUPS", default_value = "")]
+    #[arg(
+        long = "ldap-role-groups",
+        env = "NFSPROV_LDAP_ROLE_GROUPS",
+        default_value = ""
+    )]
     pub role_groups: String,
     /// Quota of a user created at their first sign-in through the directory, in GB.
     #[arg(long = "ldap-default-quota-gb", env = "NFSPROV_LDAP_DEFAULT_QUOTA_GB", default_value = "0", value_parser = in_range::<i64>(0, MAX_GB))]

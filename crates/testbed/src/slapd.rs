@@ -448,8 +448,15 @@ mod tests {
 
     fn whoami(s: &Slapd, url: &str, starttls: bool, uid: &str, pw: &str) -> bool {
         let mut cmd = Command::new("ldapwhoami");
-        cmd.env("LDAPTLS_CACERT", s.ca_file())
-            .args(["-x", "-H", url, "-D", &user_dn(uid), "-w", pw]);
+        cmd.env("LDAPTLS_CACERT", s.ca_file()).args([
+            "-x",
+            "-H",
+            url,
+            "-D",
+            &user_dn(uid),
+            "-w",
+            pw,
+        ]);
         if starttls {
             cmd.arg("-ZZ");
         }

@@ -30,8 +30,9 @@ pub struct ServeSettings {
     pub auth: AuthLimits,
     #[command(flatten)]
     pub requests: RequestLimits,
+    /// Boxed: it is most of the settings' size, and `nfsprov`'s command enum holds them.
     #[command(flatten)]
-    pub ldap: LdapSettings,
+    pub ldap: Box<LdapSettings>,
 }
 
 /// Timing of the reconcilers.
@@ -455,7 +456,7 @@ mod tests {
         assert_eq!(s.http, HttpLimits::default());
         assert_eq!(s.auth, AuthLimits::default());
         assert_eq!(s.requests, RequestLimits::default());
-        assert_eq!(s.ldap, LdapSettings::default());
+        assert_eq!(*s.ldap, LdapSettings::default());
     }
 
     #[test]
@@ -519,6 +520,12 @@ mod tests {
             ("--max-volume-gb", "1PB", "NFSPROV_MAX_VOLUME_GB"),
             ("--max-clients", "4097", "NFSPROV_MAX_CLIENTS"),
             ("--max-clients", "-3", "NFSPROV_MAX_CLIENTS"),
+            (
+                "--ldap-default-quota-gb",
+                "-1",
+                "NFSPROV_LDAP_DEFAULT_QUOTA_GB",
+            ),
+            ("--ldap-timeout-secs", "0", "NFSPROV_LDAP_TIMEOUT_SECS"),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse(&[&arg]).expect_err(&arg);

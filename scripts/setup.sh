@@ -12,6 +12,7 @@ PACKAGES=(
     openssh-server openssh-client nfs-kernel-server curl jq iproute2 util-linux
     ca-certificates build-essential pkg-config
     nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind dbus
+    slapd ldap-utils openssl
 )
 POLICY_RC=/usr/sbin/policy-rc.d
 
@@ -40,7 +41,7 @@ else
     }
     trap cleanup_policy EXIT
     if [ ! -e "$POLICY_RC" ]; then
-        # Keep apt from starting sshd/nfsd: the test bed runs its own sshd instances.
+        # Keep apt from starting sshd/nfsd/slapd: the test bed runs its own instances.
         printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC"
         chmod 755 "$POLICY_RC"
         created_policy=1

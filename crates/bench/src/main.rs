@@ -657,7 +657,12 @@ async fn batch_costs(sizes: &[usize]) -> (Vec<BatchCost>, tempfile::TempDir, Tes
     let db = Datastore::open(&data.join("nfsprov.db")).await.unwrap();
     let hash = nfsprov::auth::hash_password("bench-pass-1").unwrap();
     let user = db
-        .create_user("bench", &hash, false, nfsprov::spec::MAX_GB)
+        .create_user(
+            "bench",
+            &hash,
+            nfsprov::model::Role::User,
+            nfsprov::spec::MAX_GB,
+        )
         .await
         .unwrap();
     let mut out = Vec::new();

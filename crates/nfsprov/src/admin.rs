@@ -185,7 +185,7 @@ pub async fn add_user(
     db: &Datastore,
     username: &str,
     password: &str,
-    is_admin: bool,
+    role: crate::model::Role,
     quota_gb: i64,
 ) -> Result<User> {
     auth::check_username(username)?;
@@ -193,7 +193,7 @@ pub async fn add_user(
         return Err(Error::invalid("quota_gb", "quota cannot be negative"));
     }
     let hash = checked_password_hash(password)?;
-    db.create_user(username, &hash, is_admin, quota_gb).await
+    db.create_user(username, &hash, role, quota_gb).await
 }
 
 #[cfg(test)]

@@ -10,6 +10,13 @@
 //! queued), so a flood from one place cannot queue ahead of a correct login from another, and
 //! a user signing in from where they did before has checks of their own. An unknown user is
 //! checked against a dummy hash, so it takes as long as a wrong password.
+//!
+//! With a directory (`ldap`), local accounts are checked first: a name with a local password
+//! is never sent to the directory, so a local administrator signs in while the directory is
+//! down. A name without a local row, or whose row the directory created (its password hash is
+//! `DIRECTORY_PASSWORD`, which no password verifies), is checked by the directory, behind the
+//! same limits and caches; a first sign-in creates the row with the directory's default quota,
+//! and each sign-in that is not cached sets its role from the user's groups.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,9 +28,14 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
-use crate::datastore::Datastore;
+use crate::datastore::{Datastore, UserChange};
 use crate::error::{Error, Result};
+use crate::ldap::{Directory, DirectoryUser, LoginError};
 use crate::model::User;
+
+/// The password hash of a user the directory checks: not a PHC string, so no password
+/// verifies against it locally.
+pub const DIRECTORY_PASSWORD: &str = "!directory";
 
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     Argon2::default()
@@ -149,6 +161,8 @@ pub struct Authenticator {
     checks_by_source: Arc<Mutex<HashMap<Source, usize>>>,
     hashing: Arc<tokio::sync::Semaphore>,
     trusted_hashing: Arc<tokio::sync::Semaphore>,
+    /// Where users without a local password sign in (`ldap`), if configured.
+    directory: Option<Arc<Directory>>,
 }
 
 impl Default for Authenticator {
@@ -267,7 +281,14 @@ impl Authenticator {
             failures: Mutex::default(),
             known_good: Mutex::default(),
             checks_by_source: Arc::default(),
+            directory: None,
         }
+    }
+
+    /// Check users without a local password with `directory`.
+    pub fn with_directory(mut self, directory: Option<Arc<Directory>>) -> Self {
+        self.directory = directory;
+        self
     }
 
     fn is_cached(&self, username: &str, d: &[u8; 32]) -> bool {
@@ -383,8 +404,15 @@ impl Authenticator {
         } else {
             None
         };
-        // An unknown user's pairs are bound to its name, so two unknown names do not share one.
+        // Local first: only a name without a local password goes to the directory.
+        let directory = self.directory.clone().filter(|_| match &user {
+            Some(u) => u.password_hash == DIRECTORY_PASSWORD,
+            None => check_username(&username).is_ok(),
+        });
+        // An unknown user's pairs are bound to its name, so two unknown names do not share
+        // one; so are a directory user's.
         let stored_hash = match &user {
+            _ if directory.is_some() => format!("{DIRECTORY_PASSWORD}\0{username}"),
             Some(u) => u.password_hash.clone(),
             None => format!("{}\0{username}", dummy_hash()),
         };
@@ -404,7 +432,59 @@ impl Authenticator {
         let _turn = entry.turn().await;
         match settled(self) {
             Some(done) => done,
-            None => self.check(user, &username, password, d, source).await,
+            None => match directory {
+                Some(dir) => {
+                    self.check_directory(db, &dir, user, &username, password, d, source)
+                        .await
+                }
+                None => self.check(user, &username, password, d, source).await,
+            },
+        }
+    }
+
+    /// Ask the directory about one (user, password) pair that is in no cache. A refusal is
+    /// counted like a wrong local password; a directory that cannot be asked is a 503, not
+    /// counted and not remembered.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_directory(
+        &self,
+        db: &Datastore,
+        dir: &Directory,
+        user: Option<User>,
+        username: &str,
+        password: String,
+        d: [u8; 32],
+        source: Source,
+    ) -> Result<User> {
+        let trusted = user.is_some() && self.is_known_good(username, source);
+        let _slot = if trusted {
+            None
+        } else {
+            Some(self.take_source_slot(source)?)
+        };
+        match dir.login(username, &password).await {
+            Ok(found) => {
+                let u = directory_row(db, dir, username, &found).await?;
+                self.remember(username, d, source);
+                Ok(u)
+            }
+            Err(LoginError::Refused) => {
+                self.refuse(username, d, source);
+                Err(Error::Unauthenticated("Invalid username/password.".into()))
+            }
+            Err(LoginError::NoRole) => Err(Error::Forbidden(
+                "your directory account is in none of the groups that give access to nfsprov; \
+                 ask an administrator"
+                    .into(),
+            )),
+            Err(LoginError::Down(why)) => {
+                tracing::warn!("sign-in of {username:?} through the directory failed: {why}");
+                Err(Error::Unavailable(
+                    "the directory that checks your password cannot be reached right now; \
+                     try again later"
+                        .into(),
+                ))
+            }
         }
     }
 
@@ -454,6 +534,58 @@ impl Authenticator {
     }
 }
 
+/// The local row of a directory user who just signed in: created at the first sign-in with
+/// the directory's default quota, its role set from the groups. A local account of the same
+/// name (made meanwhile) is never taken over.
+async fn directory_row(
+    db: &Datastore,
+    dir: &Directory,
+    username: &str,
+    found: &DirectoryUser,
+) -> Result<User> {
+    let user = match db.user_by_name(username).await {
+        Ok(u) => u,
+        Err(Error::NotFound { .. }) => {
+            match db
+                .create_user(
+                    username,
+                    DIRECTORY_PASSWORD,
+                    found.role,
+                    dir.default_quota_gb,
+                )
+                .await
+            {
+                Ok(u) => {
+                    tracing::info!(
+                        "user {username:?} created at first sign-in through the directory ({}, role {})",
+                        found.dn,
+                        found.role
+                    );
+                    u
+                }
+                // Created by a concurrent sign-in, or by an administrator: looked at below.
+                Err(Error::Conflict { .. }) => db.user_by_name(username).await?,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    if user.password_hash != DIRECTORY_PASSWORD {
+        return Err(Error::Unauthenticated("Invalid username/password.".into()));
+    }
+    if user.role == found.role {
+        return Ok(user);
+    }
+    db.update_user(
+        username,
+        &UserChange {
+            role: Some(found.role),
+            ..UserChange::default()
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,6 +596,9 @@ mod tests {
         assert!(h.starts_with("$argon2id$"));
         assert!(verify_password("s3cret", &h));
         assert!(!verify_password("s3cret ", &h));
+        // A directory user's row verifies no password locally, not even its own text.
+        assert!(!verify_password(DIRECTORY_PASSWORD, DIRECTORY_PASSWORD));
+        assert!(!verify_password("", DIRECTORY_PASSWORD));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod datastore;
 pub mod error;
 pub mod fault;
+pub mod ldap;
 pub mod model;
 pub mod plan;
 pub mod precheck;

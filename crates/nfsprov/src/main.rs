@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use nfsprov::datastore::{NewServer, UserChange};
-use nfsprov::model::DeletePolicy;
+use nfsprov::model::{DeletePolicy, Role};
 use nfsprov::settings::ServeSettings;
 use nfsprov::{admin, serve};
 
@@ -121,8 +121,12 @@ enum UserCmd {
         username: String,
         #[arg(long, default_value_t = 0)]
         quota_gb: i64,
-        #[arg(long)]
+        /// Short for --role admin.
+        #[arg(long, conflicts_with = "role")]
         admin: bool,
+        /// admin, user or auditor (reads everything, changes nothing).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
     },
     Set {
         username: String,
@@ -132,11 +136,18 @@ enum UserCmd {
         locked: Option<bool>,
         #[arg(long)]
         admin: Option<bool>,
+        /// admin, user or auditor; wins over --admin.
+        #[arg(long, value_parser = parse_role)]
+        role: Option<Role>,
         /// Set a new password, read as for `user add`.
         #[arg(long)]
         password: bool,
     },
     List,
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: give admin, user or auditor"))
 }
 
 fn main() {
@@ -314,16 +325,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     username,
                     quota_gb,
                     admin,
+                    role,
                 } => {
                     let password = read_password(&username)?;
-                    let u = admin::add_user(&db, &username, &password, admin, quota_gb).await?;
-                    println!("user {} added (quota {} GB)", u.username, u.quota_gb);
+                    let role = role.unwrap_or(Role::from_is_admin(admin));
+                    let u = admin::add_user(&db, &username, &password, role, quota_gb).await?;
+                    println!(
+                        "user {} added (role {}, quota {} GB)",
+                        u.username, u.role, u.quota_gb
+                    );
                 }
                 UserCmd::Set {
                     username,
                     quota_gb,
                     locked,
                     admin,
+                    role,
                     password,
                 } => {
                     let password_hash = if password {
@@ -338,13 +355,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                                 quota_gb,
                                 locked,
                                 is_admin: admin,
+                                role,
                                 password_hash,
                             },
                         )
                         .await?;
                     println!(
-                        "user {}: quota {} GB, used {} GB, locked {}, admin {}",
-                        u.username, u.quota_gb, u.used_gb, u.locked, u.is_admin
+                        "user {}: quota {} GB, used {} GB, locked {}, admin {}, role {}",
+                        u.username,
+                        u.quota_gb,
+                        u.used_gb,
+                        u.locked,
+                        u.is_admin(),
+                        u.role
                     );
                 }
                 UserCmd::List => {
@@ -354,7 +377,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             u.username,
                             u.used_gb,
                             u.quota_gb,
-                            if u.is_admin { "admin" } else { "user" },
+                            u.role,
                             if u.locked { "\tlocked" } else { "" }
                         );
                     }

@@ -245,10 +245,63 @@ pub struct User {
     pub id: UserId,
     pub username: String,
     pub password_hash: String,
-    pub is_admin: bool,
+    pub role: Role,
     pub quota_gb: i64,
     pub used_gb: i64,
     pub locked: bool,
+}
+
+impl User {
+    /// Whether this user may change anything, anyone's (not whether they are locked).
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this user reads everyone's objects (administrators and auditors).
+    pub fn sees_everything(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Auditor)
+    }
+}
+
+/// What a user may do. Stored, and shown by the API, as the lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads and changes anything: servers, root paths, users, every volume.
+    Admin,
+    /// Reads the root paths and reads and changes only their own volumes (and tokens);
+    /// another user's volume is "not found" to them.
+    #[default]
+    User,
+    /// Reads everything an administrator reads, changes nothing (403 on every change).
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Admin, Role::User, Role::Auditor];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::User => "user",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The role the old `is_admin` flag stood for.
+    pub fn from_is_admin(is_admin: bool) -> Role {
+        if is_admin { Role::Admin } else { Role::User }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -383,5 +436,19 @@ mod tests {
             );
         }
         assert_eq!(ServerStatus::parse("Reachable"), None);
+    }
+
+    #[test]
+    fn role_text_round_trips_and_matches_serde() {
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::Value::String(r.as_str().into())
+            );
+        }
+        assert_eq!(Role::parse("Admin"), None);
+        assert_eq!(Role::from_is_admin(true), Role::Admin);
+        assert_eq!(Role::from_is_admin(false), Role::User);
     }
 }

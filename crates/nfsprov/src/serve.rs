@@ -118,12 +118,14 @@ pub async fn app(
     limits: &HttpLimits,
     auth_limits: AuthLimits,
     tuning: Tuning,
+    directory: Option<Arc<crate::ldap::Directory>>,
 ) -> anyhow::Result<(axum::Router, Hub)> {
     let db = open(data_dir).await?;
     let state_dir = data_dir.join("ssh");
     private_dir(&state_dir)?;
     let hub = Hub::new(db, state_dir, tuning);
-    let app = router(AppState::with_auth_limits(hub.clone(), auth_limits), limits);
+    let auth = crate::auth::Authenticator::new(auth_limits).with_directory(directory);
+    let app = router(AppState::with_authenticator(hub.clone(), auth), limits);
     Ok((app, hub))
 }
 
@@ -139,7 +141,10 @@ pub async fn serve(
         http: mut limits,
         auth: auth_limits,
         requests,
+        ldap,
     } = settings;
+    // Read and checked before anything starts: a mistake stops the service here.
+    let directory = crate::ldap::Directory::from_settings(&ldap)?;
     if !crate::spec::install_limits(requests.into()) {
         anyhow::bail!("request limits were in force before they were read");
     }
@@ -152,7 +157,7 @@ pub async fn serve(
         );
         limits.max_connections = fd_room;
     }
-    let (app, hub) = app(data_dir, &limits, auth_limits, tuning).await?;
+    let (app, hub) = app(data_dir, &limits, auth_limits, tuning, directory).await?;
     // Every server is reconciled at start (crash recovery, drift repair); servers added later
     // through the CLI are picked up by this periodic scan, through the API at once.
     hub.ensure_all().await?;

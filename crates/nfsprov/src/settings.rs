@@ -30,6 +30,9 @@ pub struct ServeSettings {
     pub auth: AuthLimits,
     #[command(flatten)]
     pub requests: RequestLimits,
+    /// Boxed: it is most of the settings' size, and `nfsprov`'s command enum holds them.
+    #[command(flatten)]
+    pub ldap: Box<LdapSettings>,
 }
 
 /// Timing of the reconcilers.
@@ -186,6 +189,91 @@ impl From<RequestLimits> for Limits {
         Limits {
             max_volume_gb: r.max_volume_gb,
             max_clients: r.max_clients,
+        }
+    }
+}
+
+/// Sign-in through an LDAP directory or Active Directory (`ldap`); off unless a URL is set.
+/// Checked when the service starts (`ldap::Directory::from_settings`): the TLS settings, the
+/// CA and password files, the filters and the group map.
+#[derive(Args, Clone, Debug, PartialEq)]
+#[command(next_help_heading = "LDAP/AD sign-in")]
+pub struct LdapSettings {
+    /// The directory: `ldaps://host[:port]`, or `ldap://host[:port]` with StartTLS. Unset: no
+    /// directory, local users only.
+    #[arg(long = "ldap-url", env = "NFSPROV_LDAP_URL")]
+    pub url: Option<String>,
+    /// Use StartTLS on an `ldap://` URL (plain LDAP without it is refused).
+    #[arg(long = "ldap-starttls", env = "NFSPROV_LDAP_STARTTLS")]
+    pub starttls: bool,
+    /// PEM file of the CA certificates that may sign the directory's certificate (default:
+    /// the system's).
+    #[arg(long = "ldap-ca-file", env = "NFSPROV_LDAP_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// DN nfsprov binds as to search for users and groups (unset: anonymous search).
+    #[arg(long = "ldap-bind-dn", env = "NFSPROV_LDAP_BIND_DN")]
+    pub bind_dn: Option<String>,
+    /// File holding the bind DN's password (first line); never the password itself.
+    #[arg(
+        long = "ldap-bind-password-file",
+        env = "NFSPROV_LDAP_BIND_PASSWORD_FILE"
+    )]
+    pub bind_password_file: Option<std::path::PathBuf>,
+    /// Where users are searched (subtree).
+    #[arg(
+        long = "ldap-user-base",
+        env = "NFSPROV_LDAP_USER_BASE",
+        default_value = ""
+    )]
+    pub user_base: String,
+    /// Filter finding a user by sign-in name; `{username}` is replaced, escaped.
+    #[arg(long = "ldap-user-filter", env = "NFSPROV_LDAP_USER_FILTER", default_value = DEFAULT_LDAP_USER_FILTER)]
+    pub user_filter: String,
+    /// Where groups are searched (subtree); empty: the user base.
+    #[arg(
+        long = "ldap-group-base",
+        env = "NFSPROV_LDAP_GROUP_BASE",
+        default_value = ""
+    )]
+    pub group_base: String,
+    /// Filter finding the groups a user is in; `{dn}` is replaced by the user's DN, escaped.
+    #[arg(long = "ldap-group-filter", env = "NFSPROV_LDAP_GROUP_FILTER", default_value = DEFAULT_LDAP_GROUP_FILTER)]
+    pub group_filter: String,
+    /// Groups that give a role: `ROLE=GROUP-DN` entries separated by `;` (role admin, user or
+    /// auditor). The first entry naming one of the user's groups decides; a user in none may
+    /// not sign in.
+    #[arg(
+        long = "ldap-role-groups",
+        env = "NFSPROV_LDAP_ROLE_GROUPS",
+        default_value = ""
+    )]
+    pub role_groups: String,
+    /// Quota of a user created at their first sign-in through the directory, in GB.
+    #[arg(long = "ldap-default-quota-gb", env = "NFSPROV_LDAP_DEFAULT_QUOTA_GB", default_value = "0", value_parser = in_range::<i64>(0, MAX_GB))]
+    pub default_quota_gb: i64,
+    /// Longest time for one sign-in's conversation with the directory; then it counts as down.
+    #[arg(long = "ldap-timeout-secs", env = "NFSPROV_LDAP_TIMEOUT_SECS", default_value = "5", value_parser = Secs)]
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_LDAP_USER_FILTER: &str = "(uid={username})";
+pub const DEFAULT_LDAP_GROUP_FILTER: &str = "(member={dn})";
+
+impl Default for LdapSettings {
+    fn default() -> Self {
+        LdapSettings {
+            url: None,
+            starttls: false,
+            ca_file: None,
+            bind_dn: None,
+            bind_password_file: None,
+            user_base: String::new(),
+            user_filter: DEFAULT_LDAP_USER_FILTER.into(),
+            group_base: String::new(),
+            group_filter: DEFAULT_LDAP_GROUP_FILTER.into(),
+            role_groups: String::new(),
+            default_quota_gb: 0,
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -368,6 +456,7 @@ mod tests {
         assert_eq!(s.http, HttpLimits::default());
         assert_eq!(s.auth, AuthLimits::default());
         assert_eq!(s.requests, RequestLimits::default());
+        assert_eq!(*s.ldap, LdapSettings::default());
     }
 
     #[test]
@@ -431,6 +520,12 @@ mod tests {
             ("--max-volume-gb", "1PB", "NFSPROV_MAX_VOLUME_GB"),
             ("--max-clients", "4097", "NFSPROV_MAX_CLIENTS"),
             ("--max-clients", "-3", "NFSPROV_MAX_CLIENTS"),
+            (
+                "--ldap-default-quota-gb",
+                "-1",
+                "NFSPROV_LDAP_DEFAULT_QUOTA_GB",
+            ),
+            ("--ldap-timeout-secs", "0", "NFSPROV_LDAP_TIMEOUT_SECS"),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse(&[&arg]).expect_err(&arg);

@@ -61,12 +61,17 @@ impl Api {
     async fn start_with(limits: HttpLimits, capacity_gb: i64, quota_gb: i64) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let (app, hub) =
-            nfsprov::serve::app(&data, &limits, AuthLimits::default(), Tuning::default())
-                .await
-                .unwrap();
+        let (app, hub) = nfsprov::serve::app(
+            &data,
+            &limits,
+            AuthLimits::default(),
+            Tuning::default(),
+            None,
+        )
+        .await
+        .unwrap();
         // The first administrator comes from the CLI's path (`nfsprov user add --admin`).
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, true, 0)
+        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, nfsprov::model::Role::Admin, 0)
             .await
             .unwrap();
         let api = Api {

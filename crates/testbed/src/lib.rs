@@ -31,6 +31,7 @@
 //! that namespace (ssh sessions, `run_inside` children).
 
 pub mod harness;
+pub mod slapd;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};

@@ -52,6 +52,13 @@ enum Cmd {
         #[arg(long, default_value = "")]
         name_prefix: String,
     },
+    /// Start a real OpenLDAP slapd with the tests' directory (users, groups, a disabled
+    /// account, a test CA) on loopback, print nfsprov's LDAP settings for it, and keep it
+    /// running until Enter (or Ctrl-C).
+    Slapd {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 fn main() {
@@ -97,6 +104,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for args in tb.register_args(&name_prefix, capacity_gb) {
                 nfsprov_cli(&nfsprov, &data_dir, &args)?;
             }
+        }
+        Cmd::Slapd { dir } => {
+            use nfsprov_testbed::slapd;
+            let s = slapd::Slapd::start(&dir)?;
+            let roles = format!(
+                "admin={};user={};auditor={}",
+                slapd::group_dn("nfs-admins"),
+                slapd::group_dn("nfs-users"),
+                slapd::group_dn("nfs-auditors")
+            );
+            std::fs::write(
+                dir.join("bind-password"),
+                format!("{}\n", slapd::SERVICE_PASSWORD),
+            )?;
+            println!("NFSPROV_LDAP_URL={}", s.ldaps_url());
+            println!("NFSPROV_LDAP_CA_FILE={}", s.ca_file().display());
+            println!("NFSPROV_LDAP_BIND_DN={}", slapd::SERVICE_DN);
+            println!(
+                "NFSPROV_LDAP_BIND_PASSWORD_FILE={}",
+                std::fs::canonicalize(dir.join("bind-password"))?.display()
+            );
+            println!("NFSPROV_LDAP_USER_BASE={}", slapd::PEOPLE_DN);
+            println!("NFSPROV_LDAP_GROUP_BASE={}", slapd::GROUPS_DN);
+            println!("NFSPROV_LDAP_ROLE_GROUPS='{roles}'");
+            for u in slapd::USERS {
+                eprintln!("user {} password {}", u.uid, u.password);
+            }
+            eprintln!(
+                "slapd runs (StartTLS on {}); press Enter (or Ctrl-C) to stop it",
+                s.ldap_url()
+            );
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(s);
         }
     }
     Ok(())

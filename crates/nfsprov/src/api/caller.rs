@@ -14,20 +14,22 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::Error;
-use crate::model::User;
+use crate::model::{Role, User};
 
 /// Put in the request's extensions by the front door once the credentials check out.
 #[derive(Clone)]
 pub(super) struct Authenticated(pub(super) User);
 
-/// Any authenticated user, locked or not: enough to read.
+/// Any authenticated user, locked or not: enough to read (what each may see is the
+/// datastore's business: their own volumes, or everyone's for administrators and auditors).
 pub struct Caller(pub User);
 
-/// A user who may change things: a locked account is refused with 403 here, and again inside
-/// the transaction that records the change (`datastore`), where a lock set meanwhile is seen.
+/// A user who may change things: an auditor, and a locked account, are refused with 403 here,
+/// and again inside the transaction that records the change (`datastore`), where a lock or
+/// role set meanwhile is seen.
 pub struct Writer(pub User);
 
-/// An administrator, locked or not: enough to read what only administrators see.
+/// An administrator or an auditor, locked or not: enough to read what only they see.
 pub struct Admin(pub User);
 
 /// An administrator who may change things (not locked).
@@ -63,13 +65,32 @@ fn unlocked(user: User) -> Result<User, Error> {
 }
 
 fn admin(user: User) -> Result<User, Error> {
-    if !user.is_admin {
+    if !user.is_admin() {
         return Err(Error::Forbidden(
             "this needs an administrator account".into(),
         ));
     }
     Ok(user)
 }
+
+fn sees_everything(user: User) -> Result<User, Error> {
+    if !user.sees_everything() {
+        return Err(Error::Forbidden(
+            "this needs an administrator or auditor account".into(),
+        ));
+    }
+    Ok(user)
+}
+
+fn not_auditor(user: User) -> Result<User, Error> {
+    if user.role == Role::Auditor {
+        return Err(Error::Forbidden(AUDITOR_MESSAGE.into()));
+    }
+    Ok(user)
+}
+
+/// What an auditor is told when it tries to change anything.
+pub const AUDITOR_MESSAGE: &str = "an auditor account reads everything but changes nothing";
 
 /// Implements the extractor `$name` as `$check` applied to the authenticated user.
 macro_rules! extractor {
@@ -92,8 +113,9 @@ macro_rules! extractor {
 }
 
 extractor!(Caller, Ok);
-extractor!(Writer, unlocked);
-extractor!(Admin, admin);
+// An auditor is said before locked.
+extractor!(Writer, |user| unlocked(not_auditor(user)?));
+extractor!(Admin, sees_everything);
 // Not an administrator is said before locked.
 extractor!(AdminWriter, |user| unlocked(admin(user)?));
 
@@ -105,11 +127,15 @@ mod tests {
     use crate::model::UserId;
 
     fn user(is_admin: bool, locked: bool) -> User {
+        with_role(Role::from_is_admin(is_admin), locked)
+    }
+
+    fn with_role(role: Role, locked: bool) -> User {
         User {
             id: UserId(1),
             username: "alice".into(),
             password_hash: String::new(),
-            is_admin,
+            role,
             quota_gb: 10,
             used_gb: 0,
             locked,
@@ -218,5 +244,31 @@ mod tests {
                 .await
                 .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn an_auditor_reads_what_administrators_read_and_changes_nothing() {
+        let auditor = || Some(with_role(Role::Auditor, false));
+        assert!(
+            refusal::<Caller>("/api/v1/volumes", auditor())
+                .await
+                .is_none()
+        );
+        assert!(refusal::<Admin>("/api/v1/users", auditor()).await.is_none());
+        for r in [
+            refusal::<Writer>("/api/v1/volumes", auditor()).await,
+            refusal::<AdminWriter>("/api/v1/users", auditor()).await,
+            // A locked auditor hears that it is an auditor.
+            refusal::<Writer>("/api/v1/volumes", Some(with_role(Role::Auditor, true))).await,
+        ] {
+            let (status, _, body) = r.expect("refused");
+            assert_eq!(status, StatusCode::FORBIDDEN);
+            assert_eq!(body["error"]["code"], "forbidden");
+        }
+        let (status, _, body) = refusal::<Writer>("/api/v1.0/volumes/", auditor())
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(body["detail"], AUDITOR_MESSAGE);
     }
 }

@@ -55,6 +55,15 @@ impl AppState {
         }
     }
 
+    /// With an authenticator built by the caller (one that also asks a directory).
+    pub fn with_authenticator(hub: Hub, auth: Authenticator) -> Self {
+        AppState {
+            hub,
+            auth: Arc::new(auth),
+            list_gate: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_LISTINGS)),
+        }
+    }
+
     pub fn db(&self) -> &Datastore {
         self.hub.db()
     }

@@ -183,7 +183,7 @@ async fn create_volume(
     body: Bytes,
 ) -> NResult<Response> {
     let req: CreateVolumeIn = parse_body(&body)?;
-    if req.adopt_existing && !user.is_admin {
+    if req.adopt_existing && !user.is_admin() {
         return Err(Error::Forbidden(
             "adopt_existing: only an administrator may adopt a directory that already exists on the server".into(),
         )
@@ -454,6 +454,9 @@ struct CreateUserIn {
     quota_gb: i64,
     #[serde(default)]
     is_admin: bool,
+    /// `admin`, `user` or `auditor`; wins over `is_admin`, which says `admin` or `user`.
+    #[serde(default)]
+    role: Option<Role>,
 }
 
 async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) -> NResult<Response> {
@@ -462,7 +465,7 @@ async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) ->
         st.db(),
         &req.username,
         &req.password,
-        req.is_admin,
+        req.role.unwrap_or(Role::from_is_admin(req.is_admin)),
         req.quota_gb,
     )
     .await?;
@@ -478,6 +481,8 @@ struct PatchUserIn {
     locked: Option<bool>,
     #[serde(default)]
     is_admin: Option<bool>,
+    #[serde(default)]
+    role: Option<Role>,
     #[serde(default)]
     password: Option<String>,
 }
@@ -502,6 +507,7 @@ async fn patch_user(
                 quota_gb: req.quota_gb,
                 locked: req.locked,
                 is_admin: req.is_admin,
+                role: req.role,
                 password_hash,
             },
         )

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
-    ClientRule, DeletePolicy, RootPath, RootPathId, Server, ServerId, User, Volume, VolumeId,
+    ClientRule, DeletePolicy, Role, RootPath, RootPathId, Server, ServerId, User, Volume, VolumeId,
     VolumeState,
 };
 use crate::spec::ExportPolicyDoc;
@@ -178,6 +178,7 @@ pub struct UserBody {
     pub is_admin: bool,
     pub locked: bool,
     pub quota_gb: i64,
+    pub role: Role,
     pub used_gb: i64,
     pub username: String,
 }
@@ -185,9 +186,10 @@ pub struct UserBody {
 impl From<&User> for UserBody {
     fn from(u: &User) -> Self {
         UserBody {
-            is_admin: u.is_admin,
+            is_admin: u.is_admin(),
             locked: u.locked,
             quota_gb: u.quota_gb,
+            role: u.role,
             used_gb: u.used_gb,
             username: u.username.clone(),
         }
@@ -429,14 +431,14 @@ mod tests {
             id: crate::model::UserId(3),
             username: "alice".into(),
             password_hash: "$argon2id$secret".into(),
-            is_admin: false,
+            role: Role::Auditor,
             quota_gb: 50,
             used_gb: 5,
             locked: true,
         };
         assert_eq!(
             text(&UserBody::from(&u)),
-            r#"{"is_admin":false,"locked":true,"quota_gb":50,"used_gb":5,"username":"alice"}"#
+            r#"{"is_admin":false,"locked":true,"quota_gb":50,"role":"auditor","used_gb":5,"username":"alice"}"#
         );
     }
 

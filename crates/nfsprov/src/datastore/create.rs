@@ -673,7 +673,11 @@ mod tests {
             .execute(&db.writer)
             .await
             .unwrap();
-        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        let other = db
+            .create_user("v", "x", crate::model::Role::User, 100)
+            .await
+            .unwrap()
+            .id;
         let mut reqs = Vec::new();
         for k in 0..20 {
             // u: 20 x 3 GB against a 100 GB quota: all 20 (60 GB) are admitted.
@@ -848,7 +852,11 @@ mod tests {
     #[tokio::test]
     async fn overlap_errors_name_only_the_callers_own_volumes() {
         let (_dir, db, owner, rp) = fixture().await;
-        let other = db.create_user("v", "x", false, 100).await.unwrap().id;
+        let other = db
+            .create_user("v", "x", crate::model::Role::User, 100)
+            .await
+            .unwrap()
+            .id;
         create(&db, other, rp, "secret/project").await;
         create(&db, owner, rp, "mine").await;
         for sub in ["secret", "secret/project", "secret/project/x"] {

@@ -45,7 +45,10 @@ pub async fn fixture() -> (tempfile::TempDir, Datastore, UserId, RootPathId) {
         )
         .await
         .unwrap();
-    let u = db.create_user("u", "x", false, 100).await.unwrap();
+    let u = db
+        .create_user("u", "x", crate::model::Role::User, 100)
+        .await
+        .unwrap();
     (dir, db, u.id, rp.id)
 }
 

@@ -5,22 +5,28 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{Datastore, now};
 use crate::error::{Amount, Clash, Entity, Error, Result};
-use crate::model::User;
+use crate::model::{Role, User};
 
 #[derive(Debug, Clone, Default)]
 pub struct UserChange {
     pub quota_gb: Option<i64>,
     pub locked: Option<bool>,
+    /// The old flag: `true` makes an administrator, `false` makes an administrator a user
+    /// (and leaves other roles alone). `role`, when given, wins.
     pub is_admin: Option<bool>,
+    pub role: Option<Role>,
     pub password_hash: Option<String>,
 }
 
 fn user_from_row(row: &SqliteRow) -> Result<User> {
+    let role: String = row.try_get("role")?;
     Ok(User {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
         password_hash: row.try_get("password_hash")?,
-        is_admin: row.try_get("is_admin")?,
+        role: Role::parse(&role).ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!("stored role {role:?} is not a role"))
+        })?,
         quota_gb: row.try_get("quota_gb")?,
         used_gb: row.try_get("used_gb")?,
         locked: row.try_get("locked")?,
@@ -32,17 +38,17 @@ impl Datastore {
         &self,
         username: &str,
         password_hash: &str,
-        is_admin: bool,
+        role: Role,
         quota_gb: i64,
     ) -> Result<User> {
         crate::spec::gb_amount(quota_gb, 0).map_err(|e| Error::out_of_range(Amount::Quota, e.0))?;
         let res = sqlx::query(
-            "INSERT INTO users (username, password_hash, is_admin, quota_gb, created_at) \
+            "INSERT INTO users (username, password_hash, role, quota_gb, created_at) \
              VALUES (?, ?, ?, ?, ?)",
         )
         .bind(username)
         .bind(password_hash)
-        .bind(is_admin)
+        .bind(role.as_str())
         .bind(quota_gb)
         .bind(now())
         .execute(&self.writer)
@@ -102,12 +108,14 @@ impl Datastore {
             refuse_if_locked(&mut tx, by).await?;
         }
         let res = sqlx::query(
-            "UPDATE users SET quota_gb = COALESCE(?, quota_gb), locked = COALESCE(?, locked), \
-             is_admin = COALESCE(?, is_admin), password_hash = COALESCE(?, password_hash) \
-             WHERE username = ?",
+            "UPDATE users SET quota_gb = COALESCE(?1, quota_gb), locked = COALESCE(?2, locked), \
+             role = CASE WHEN ?3 IS NOT NULL THEN ?3 WHEN ?4 = 1 THEN 'admin' \
+                         WHEN ?4 = 0 AND role = 'admin' THEN 'user' ELSE role END, \
+             password_hash = COALESCE(?5, password_hash) WHERE username = ?6",
         )
         .bind(change.quota_gb)
         .bind(change.locked)
+        .bind(change.role.map(Role::as_str))
         .bind(change.is_admin)
         .bind(change.password_hash.as_deref())
         .bind(username)
@@ -123,14 +131,18 @@ impl Datastore {
 
 /// Refuse a change by a locked account, inside the transaction that would record it: a lock
 /// set after the request was authenticated still stops it.
+/// An auditor is refused the same way, so a role changed meanwhile is seen too.
 pub(super) async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<()> {
-    let locked: Option<bool> = sqlx::query_scalar("SELECT locked FROM users WHERE id = ?")
+    let row: Option<(bool, String)> = sqlx::query_as("SELECT locked, role FROM users WHERE id = ?")
         .bind(viewer.id)
         .fetch_optional(&mut *tx)
         .await?;
-    match locked {
-        Some(false) => Ok(()),
-        Some(true) => Err(Error::Locked(LOCKED_MESSAGE.into())),
+    match row {
+        Some((_, role)) if role == Role::Auditor.as_str() => Err(Error::Forbidden(
+            "an auditor account reads everything but changes nothing".into(),
+        )),
+        Some((false, _)) => Ok(()),
+        Some((true, _)) => Err(Error::Locked(LOCKED_MESSAGE.into())),
         None => Err(Error::Unauthenticated(
             "your account no longer exists".into(),
         )),
@@ -139,3 +151,77 @@ pub(super) async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &U
 
 /// What a locked account is told when it tries to change anything.
 pub const LOCKED_MESSAGE: &str = "your account is locked; ask an administrator to unlock it";
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use sqlx::sqlite::SqliteConnectOptions;
+
+    use super::*;
+
+    /// A database made before roles (migrations up to 0004) keeps its administrators.
+    #[tokio::test]
+    async fn migration_0005_makes_existing_administrators_admins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.unwrap();
+        let mut before = sqlx::migrate!("./migrations");
+        before.migrations = before
+            .migrations
+            .iter()
+            .filter(|m| m.version < 5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        before.run(&pool).await.unwrap();
+        for (name, is_admin) in [("root", 1), ("alice", 0)] {
+            sqlx::query(
+                "INSERT INTO users (username, password_hash, is_admin, created_at) \
+                 VALUES (?, 'x', ?, '2026-01-01T00:00:00Z')",
+            )
+            .bind(name)
+            .bind(is_admin)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+        let db = Datastore::open(&path).await.unwrap();
+        let root = db.user_by_name("root").await.unwrap();
+        let alice = db.user_by_name("alice").await.unwrap();
+        assert_eq!((root.role, alice.role), (Role::Admin, Role::User));
+        // is_admin is computed from the role from now on.
+        let change = UserChange {
+            role: Some(Role::Auditor),
+            ..UserChange::default()
+        };
+        db.update_user("root", &change).await.unwrap();
+        let flag: bool = sqlx::query_scalar("SELECT is_admin FROM users WHERE username = 'root'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert!(!flag);
+        // The old flag still works: true makes an admin, false makes an admin a user and
+        // leaves an auditor alone.
+        let flag = |v| UserChange {
+            is_admin: Some(v),
+            ..UserChange::default()
+        };
+        assert_eq!(
+            db.update_user("root", &flag(false)).await.unwrap().role,
+            Role::Auditor
+        );
+        assert_eq!(
+            db.update_user("alice", &flag(true)).await.unwrap().role,
+            Role::Admin
+        );
+        assert_eq!(
+            db.update_user("alice", &flag(false)).await.unwrap().role,
+            Role::User
+        );
+    }
+}

@@ -107,7 +107,7 @@ impl Datastore {
     /// ids do not leak.
     pub async fn volume_for(&self, id: VolumeId, viewer: &User) -> Result<Volume> {
         let v = self.volume(id).await?;
-        if v.owner_id != viewer.id && !viewer.is_admin {
+        if v.owner_id != viewer.id && !viewer.sees_everything() {
             return Err(Error::not_found(Entity::Volume, id));
         }
         Ok(v)
@@ -132,7 +132,7 @@ impl Datastore {
     ) -> Result<()> {
         use futures_util::TryStreamExt;
         let mut sql = format!("{VOLUME_SELECT} WHERE v.id > ?");
-        if !viewer.is_admin {
+        if !viewer.sees_everything() {
             sql.push_str(" AND v.owner_id = ?");
         }
         if !include_deleted {
@@ -143,7 +143,7 @@ impl Datastore {
         }
         sql.push_str(" ORDER BY v.id LIMIT ?");
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(page.after);
-        if !viewer.is_admin {
+        if !viewer.sees_everything() {
             q = q.bind(viewer.id);
         }
         // SQLite: a negative LIMIT is no limit.
@@ -178,7 +178,7 @@ impl Datastore {
         let Some(row) = row else {
             return Err(Error::not_found(Entity::Volume, id));
         };
-        if row.try_get::<UserId, _>("owner_id")? != viewer.id && !viewer.is_admin {
+        if row.try_get::<UserId, _>("owner_id")? != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
         }
         let state: String = row.try_get("state")?;
@@ -232,7 +232,7 @@ impl Datastore {
             return Err(Error::not_found(Entity::Volume, id));
         };
         let owner: UserId = row.try_get("owner_id")?;
-        if owner != viewer.id && !viewer.is_admin {
+        if owner != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
         }
         let state: String = row.try_get("state")?;

@@ -1,0 +1,370 @@
+//! The role matrix, in-process (fast tier: no root, no servers): every endpoint of both APIs,
+//! taken from the router's own table (`nfsprov::api::route_table`), driven with every role
+//! and with another tenant's ids. An endpoint this file has no expectation for fails the test,
+//! so a new one cannot be missed.
+//!
+//! Expected: administrators do anything; auditors read everything and are refused (403) every
+//! change; users are refused (403) what only administrators do, see another tenant's objects
+//! as absent (404), and never read or change them. A refused request changes nothing: the
+//! whole state the API shows is compared before and after each one.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use nfsprov::auth::AuthLimits;
+use nfsprov::model::Role;
+use nfsprov::reconcile::{Hub, Tuning};
+use nfsprov::serve::HttpLimits;
+
+type Login = (&'static str, &'static str);
+const ADMIN: Login = ("admin", "admin-pass-1");
+const ALICE: Login = ("alice", "alice-pass-1");
+const BOB: Login = ("bob", "bob-pass-01");
+const AUDREY: Login = ("audrey", "audrey-pass-1");
+
+const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyNeverCheckedByTheseTests";
+
+struct Api {
+    app: Router,
+    _hub: Hub,
+    _dir: tempfile::TempDir,
+}
+
+fn basic(login: Login) -> String {
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", login.0, login.1));
+    format!("Basic {token}")
+}
+
+impl Api {
+    /// Server srv1 (a closed port on 127.0.0.1: never reachable), root path 1, users admin,
+    /// alice and bob (role user), audrey (auditor).
+    async fn start() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let (app, hub) = nfsprov::serve::app(
+            &dir.path().join("data"),
+            &HttpLimits::default(),
+            AuthLimits::default(),
+            Tuning::default(),
+        )
+        .await
+        .unwrap();
+        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, Role::Admin, 100)
+            .await
+            .unwrap();
+        let api = Api {
+            app,
+            _hub: hub,
+            _dir: dir,
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        for (path, body) in [
+            (
+                "/api/v1/servers",
+                json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_port": port,
+                       "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY}),
+            ),
+            (
+                "/api/v1/rootpaths",
+                json!({"server": "srv1", "path": "/srv/nfsprov/pool1", "capacity_gb": 1000}),
+            ),
+            (
+                "/api/v1/users",
+                json!({"username": ALICE.0, "password": ALICE.1, "quota_gb": 100}),
+            ),
+            (
+                "/api/v1/users",
+                json!({"username": BOB.0, "password": BOB.1, "quota_gb": 100}),
+            ),
+            (
+                "/api/v1/users",
+                json!({"username": AUDREY.0, "password": AUDREY.1, "role": "auditor"}),
+            ),
+        ] {
+            let (status, body) = api.req(Method::POST, ADMIN, path, Some(body)).await;
+            assert_eq!(status, StatusCode::CREATED, "{path}: {body}");
+        }
+        api
+    }
+
+    async fn req(
+        &self,
+        method: Method,
+        login: Login,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, basic(login));
+        let body = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Body::from(v.to_string())
+            }
+            None => Body::empty(),
+        };
+        let resp = self
+            .app
+            .clone()
+            .oneshot(b.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .unwrap();
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        (status, json)
+    }
+
+    /// A volume of `login`'s (created without waiting for the server, which never answers).
+    async fn volume_of(&self, login: Login, sub: &str) -> i64 {
+        let (status, v) = self
+            .req(
+                Method::POST,
+                login,
+                "/api/v1/volumes",
+                Some(volume_body(sub)),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    /// Everything the API shows of the database, as an administrator sees it, minus what the
+    /// reconciler (failing to connect) writes on its own.
+    async fn snapshot(&self) -> Value {
+        let mut all = json!({});
+        for path in [
+            "/api/v1/volumes?include_deleted=true",
+            "/api/v1/users",
+            "/api/v1/rootpaths",
+            "/api/v1/servers",
+        ] {
+            let (status, mut v) = self.req(Method::GET, ADMIN, path, None).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {v}");
+            for row in v.as_array_mut().unwrap() {
+                let row = row.as_object_mut().unwrap();
+                for k in [
+                    "status",
+                    "status_message",
+                    "last_reconciled_at",
+                    "last_error",
+                    "updated_at",
+                ] {
+                    row.remove(k);
+                }
+            }
+            all[path] = v;
+        }
+        all
+    }
+}
+
+fn volume_body(sub: &str) -> Value {
+    json!({"root_path_id": 1, "sub_path": sub, "size_gb": 1, "clients": [{"host": "10.1.0.1"}]})
+}
+
+/// What an endpoint gives access to, by (method, path pattern) of the route table. A new
+/// endpoint lands in the panic below until it is given its place here.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Access {
+    /// Anyone, even without credentials.
+    Public,
+    /// Any signed-in user reads it.
+    Read,
+    /// A listing of volumes: a user's own, everyone's for administrators and auditors.
+    VolumeList,
+    /// One volume, read.
+    VolumeRead,
+    /// Create a volume (owned by the caller).
+    VolumeCreate,
+    /// Change or delete one volume.
+    VolumeWrite,
+    /// Read what only administrators and auditors read.
+    AdminRead,
+    /// Change what only administrators change.
+    AdminWrite,
+}
+
+fn access(method: &Method, path: &str) -> Access {
+    use Access::*;
+    let path = path.trim_end_matches('/');
+    match (method.as_str(), path) {
+        ("GET", "/api/v1/health" | "/api/v1.0/rootpaths") => Public,
+        ("GET", "/api/v1/rootpaths") => Read,
+        ("GET", "/api/v1/volumes" | "/api/v1.0/volumes") => VolumeList,
+        ("POST", "/api/v1/volumes" | "/api/v1.0/volumes") => VolumeCreate,
+        ("GET", "/api/v1/volumes/{id}" | "/api/v1.0/volumes/{pk}") => VolumeRead,
+        ("PATCH" | "DELETE", "/api/v1/volumes/{id}") | ("DELETE", "/api/v1.0/volumes/{pk}") => {
+            VolumeWrite
+        }
+        ("GET", "/api/v1/servers" | "/api/v1/users") => AdminRead,
+        ("POST", "/api/v1/servers" | "/api/v1/rootpaths" | "/api/v1/users")
+        | ("PATCH", "/api/v1/servers/{name}" | "/api/v1/users/{username}") => AdminWrite,
+        _ => panic!(
+            "{method} {path} has no expectation in the role matrix (tests/roles.rs): \
+             say which roles may use it"
+        ),
+    }
+}
+
+/// A body the endpoint accepts, unique per call (`n`), so an allowed request succeeds.
+fn body_for(method: &Method, path: &str, n: usize) -> Option<Value> {
+    let path = path.trim_end_matches('/');
+    Some(match (method.as_str(), path) {
+        ("POST", "/api/v1/volumes") => volume_body(&format!("m{n}")),
+        ("POST", "/api/v1.0/volumes") => {
+            json!({"root_path": 1, "sub_path": format!("h{n}"), "size_GB": 1, "allowed_hosts": "10.1.0.2"})
+        }
+        ("PATCH", "/api/v1/volumes/{id}") => json!({"clients": [{"host": format!("10.2.0.{n}")}]}),
+        ("POST", "/api/v1/servers") => json!({"name": format!("srv-m{n}"), "ssh_host": "127.0.0.1",
+            "ssh_port": 1, "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY}),
+        ("PATCH", "/api/v1/servers/{name}") => json!({"host_key": HOST_KEY}),
+        ("POST", "/api/v1/rootpaths") => {
+            json!({"server": "srv1", "path": format!("/srv/nfsprov/m{n}"), "capacity_gb": 10})
+        }
+        ("POST", "/api/v1/users") => {
+            json!({"username": format!("m{n}"), "password": "matrix-pass-1"})
+        }
+        ("PATCH", "/api/v1/users/{username}") => json!({"quota_gb": 100 + n}),
+        (_, _) if *method == Method::GET || *method == Method::DELETE => return None,
+        _ => panic!("{method} {path}: no request body known for it (tests/roles.rs)"),
+    })
+}
+
+/// The path with its parameters filled in: `volume` for a volume's id, bob's names for the rest.
+fn fill(path: &str, volume: i64) -> String {
+    path.replace("{id}", &volume.to_string())
+        .replace("{pk}", &volume.to_string())
+        .replace("{name}", "srv1")
+        .replace("{username}", BOB.0)
+}
+
+fn ids(list: &Value, key: &str) -> Vec<i64> {
+    let mut v: Vec<i64> = list
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .map(|x| x[key].as_i64().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn every_endpoint_with_every_role_and_another_tenants_ids() {
+    let api = Api::start().await;
+    let alices = api.volume_of(ALICE, "alice-own").await;
+    let bobs = api.volume_of(BOB, "bob-own").await;
+
+    let table = nfsprov::api::route_table();
+    let mut seen = std::collections::HashSet::new();
+    for r in &table {
+        assert!(
+            seen.insert((r.method.clone(), r.path)),
+            "{} {} twice",
+            r.method,
+            r.path
+        );
+        access(&r.method, r.path);
+    }
+    // Deletes last, so every other request finds the volumes alive.
+    let mut routes: Vec<_> = table.iter().map(|r| (r.method.clone(), r.path)).collect();
+    routes.sort_by_key(|(m, _)| *m == Method::DELETE);
+
+    let mut n = 0;
+    let mut checked = 0;
+    for (method, pattern) in &routes {
+        let acc = access(method, pattern);
+        // (who, the volume id they use, what they should get)
+        let mut cases: Vec<(Login, i64, &str)> = vec![
+            // Another tenant's volume.
+            (ALICE, bobs, "user, another tenant's ids"),
+            (AUDREY, bobs, "auditor"),
+        ];
+        if matches!(acc, Access::VolumeRead | Access::VolumeWrite) {
+            cases.push((ALICE, alices, "user, own ids"));
+        }
+        // The administrator last: what it changes is allowed, and checked by the others first.
+        cases.push((ADMIN, bobs, "admin"));
+        for (login, volume, label) in cases {
+            n += 1;
+            let path = fill(pattern, volume);
+            let before = api.snapshot().await;
+            let (status, body) = api
+                .req(method.clone(), login, &path, body_for(method, pattern, n))
+                .await;
+            let what = format!("{method} {path} as {} ({label}): {status} {body}", login.0);
+            let own = volume == alices;
+            let expect_refused = match (login, acc) {
+                (_, Access::Public | Access::Read | Access::VolumeList) => None,
+                (l, _) if l == ADMIN => None,
+                (l, Access::VolumeRead | Access::AdminRead) if l == AUDREY => None,
+                (l, _) if l == AUDREY => Some(StatusCode::FORBIDDEN),
+                (_, Access::AdminRead | Access::AdminWrite) => Some(StatusCode::FORBIDDEN),
+                (_, Access::VolumeCreate) => None,
+                (_, Access::VolumeRead | Access::VolumeWrite) if own => None,
+                (_, Access::VolumeRead | Access::VolumeWrite) => Some(StatusCode::NOT_FOUND),
+            };
+            match expect_refused {
+                Some(refusal) => {
+                    assert_eq!(status, refusal, "{what}");
+                    assert_eq!(api.snapshot().await, before, "{what} changed something");
+                }
+                None => assert!(status.is_success(), "{what}"),
+            }
+            // Listings: a user sees their own volumes only.
+            if acc == Access::VolumeList {
+                let key = if pattern.starts_with("/api/v1.0") {
+                    "pk"
+                } else {
+                    "id"
+                };
+                let listed = ids(&body, key);
+                if login == ALICE {
+                    assert!(listed.contains(&alices), "{what}");
+                    assert!(!listed.contains(&bobs), "{what}: another tenant's volume");
+                } else {
+                    assert!(listed.contains(&alices) && listed.contains(&bobs), "{what}");
+                }
+            }
+            if acc == Access::VolumeRead && status.is_success() {
+                let key = if pattern.starts_with("/api/v1.0") {
+                    "pk"
+                } else {
+                    "id"
+                };
+                assert_eq!(body[key].as_i64(), Some(volume), "{what}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 3 * table.len(),
+        "{checked} cases for {} routes",
+        table.len()
+    );
+
+    // bob's volume was changed and deleted only by the administrator; alice's own deletes
+    // went through.
+    let (_, v) = api
+        .req(Method::GET, ADMIN, &format!("/api/v1/volumes/{bobs}"), None)
+        .await;
+    assert_eq!(v["owner"], BOB.0, "{v}");
+    assert_eq!(v["state"], "deleting", "{v}");
+}

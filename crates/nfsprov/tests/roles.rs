@@ -145,6 +145,20 @@ impl Api {
         v["id"].as_i64().unwrap()
     }
 
+    /// A token of `login`'s; its id.
+    async fn token_of(&self, login: Login) -> i64 {
+        let (status, t) = self
+            .req(
+                Method::POST,
+                login,
+                "/api/v1/tokens",
+                Some(json!({"name": "own"})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{t}");
+        t["id"].as_i64().unwrap()
+    }
+
     /// Everything the API shows of the database, as an administrator sees it, minus what the
     /// reconciler (failing to connect) writes on its own.
     async fn snapshot(&self) -> Value {
@@ -199,6 +213,9 @@ enum Access {
     AdminRead,
     /// Change what only administrators change.
     AdminWrite,
+    /// Each user's own API tokens, whatever the role: listed, made and revoked by their user
+    /// only (another user's token is "not found", to administrators too).
+    OwnTokens,
 }
 
 fn access(method: &Method, path: &str) -> Access {
@@ -216,6 +233,7 @@ fn access(method: &Method, path: &str) -> Access {
         ("GET", "/api/v1/servers" | "/api/v1/users") => AdminRead,
         ("POST", "/api/v1/servers" | "/api/v1/rootpaths" | "/api/v1/users")
         | ("PATCH", "/api/v1/servers/{name}" | "/api/v1/users/{username}") => AdminWrite,
+        ("GET" | "POST", "/api/v1/tokens") | ("DELETE", "/api/v1/tokens/{id}") => OwnTokens,
         _ => panic!(
             "{method} {path} has no expectation in the role matrix (tests/roles.rs): \
              say which roles may use it"
@@ -242,20 +260,32 @@ fn body_for(method: &Method, path: &str, n: usize) -> Option<Value> {
             json!({"username": format!("m{n}"), "password": "matrix-pass-1"})
         }
         ("PATCH", "/api/v1/users/{username}") => json!({"quota_gb": 100 + n}),
+        ("POST", "/api/v1/tokens") => json!({"name": format!("matrix {n}"), "expires_in_days": 1}),
         (_, _) if *method == Method::GET || *method == Method::DELETE => return None,
         _ => panic!("{method} {path}: no request body known for it (tests/roles.rs)"),
     })
 }
 
-/// The path with its parameters filled in: `volume` for a volume's id, bob's names for the rest.
-fn fill(path: &str, volume: i64) -> String {
-    path.replace("{id}", &volume.to_string())
-        .replace("{pk}", &volume.to_string())
+/// The ids a request uses: its own, or another tenant's (bob's).
+struct Ids {
+    volume: i64,
+    token: i64,
+}
+
+/// The path with its parameters filled in from `ids`, bob's names for the rest.
+fn fill(path: &str, ids: &Ids) -> String {
+    let id = if path.starts_with("/api/v1/tokens/") {
+        ids.token
+    } else {
+        ids.volume
+    };
+    path.replace("{id}", &id.to_string())
+        .replace("{pk}", &ids.volume.to_string())
         .replace("{name}", "srv1")
         .replace("{username}", BOB.0)
 }
 
-fn ids(list: &Value, key: &str) -> Vec<i64> {
+fn id_list(list: &Value, key: &str) -> Vec<i64> {
     let mut v: Vec<i64> = list
         .as_array()
         .unwrap_or_else(|| panic!("not a list: {list}"))
@@ -271,6 +301,16 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
     let api = Api::start().await;
     let alices = api.volume_of(ALICE, "alice-own").await;
     let bobs = api.volume_of(BOB, "bob-own").await;
+    let alice_token = api.token_of(ALICE).await;
+    let bob_token = api.token_of(BOB).await;
+    let theirs = Ids {
+        volume: bobs,
+        token: bob_token,
+    };
+    let own = Ids {
+        volume: alices,
+        token: alice_token,
+    };
 
     let table = nfsprov::api::route_table();
     let mut seen = std::collections::HashSet::new();
@@ -292,27 +332,31 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
     for (method, pattern) in &routes {
         let acc = access(method, pattern);
         // (who, the volume id they use, what they should get)
-        let mut cases: Vec<(Login, i64, &str)> = vec![
-            // Another tenant's volume.
-            (ALICE, bobs, "user, another tenant's ids"),
-            (AUDREY, bobs, "auditor"),
+        let mut cases: Vec<(Login, &Ids, &str)> = vec![
+            // Another tenant's ids.
+            (ALICE, &theirs, "user, another tenant's ids"),
+            (AUDREY, &theirs, "auditor"),
         ];
-        if matches!(acc, Access::VolumeRead | Access::VolumeWrite) {
-            cases.push((ALICE, alices, "user, own ids"));
+        if pattern.contains('{') {
+            cases.push((ALICE, &own, "user, own ids"));
         }
         // The administrator last: what it changes is allowed, and checked by the others first.
-        cases.push((ADMIN, bobs, "admin"));
-        for (login, volume, label) in cases {
+        cases.push((ADMIN, &theirs, "admin"));
+        for (login, ids, label) in cases {
             n += 1;
-            let path = fill(pattern, volume);
+            let path = fill(pattern, ids);
             let before = api.snapshot().await;
             let (status, body) = api
                 .req(method.clone(), login, &path, body_for(method, pattern, n))
                 .await;
             let what = format!("{method} {path} as {} ({label}): {status} {body}", login.0);
-            let own = volume == alices;
+            let own = ids.volume == alices;
             let expect_refused = match (login, acc) {
                 (_, Access::Public | Access::Read | Access::VolumeList) => None,
+                (_, Access::OwnTokens) if *method == Method::DELETE && !own => {
+                    Some(StatusCode::NOT_FOUND)
+                }
+                (_, Access::OwnTokens) => None,
                 (l, _) if l == ADMIN => None,
                 (l, Access::VolumeRead | Access::AdminRead) if l == AUDREY => None,
                 (l, _) if l == AUDREY => Some(StatusCode::FORBIDDEN),
@@ -335,7 +379,7 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                 } else {
                     "id"
                 };
-                let listed = ids(&body, key);
+                let listed = id_list(&body, key);
                 if login == ALICE {
                     assert!(listed.contains(&alices), "{what}");
                     assert!(!listed.contains(&bobs), "{what}: another tenant's volume");
@@ -349,7 +393,13 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                 } else {
                     "id"
                 };
-                assert_eq!(body[key].as_i64(), Some(volume), "{what}");
+                assert_eq!(body[key].as_i64(), Some(ids.volume), "{what}");
+            }
+            // Tokens: everyone lists their own only.
+            if acc == Access::OwnTokens && *method == Method::GET {
+                let listed = id_list(&body, "id");
+                assert!(!listed.contains(&bob_token), "{what}: another user's token");
+                assert_eq!(listed.contains(&alice_token), login == ALICE, "{what}");
             }
             checked += 1;
         }
@@ -367,4 +417,7 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
         .await;
     assert_eq!(v["owner"], BOB.0, "{v}");
     assert_eq!(v["state"], "deleting", "{v}");
+    // bob's token was revoked by nobody else.
+    let (_, listed) = api.req(Method::GET, BOB, "/api/v1/tokens", None).await;
+    assert_eq!(id_list(&listed, "id"), vec![bob_token], "{listed}");
 }

@@ -13,6 +13,7 @@ mod error;
 mod hootie;
 mod native;
 pub mod response;
+mod tokens;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -191,6 +192,7 @@ impl Route {
 pub fn route_table() -> Vec<Route> {
     let mut all = hootie::routes();
     all.extend(native::routes());
+    all.extend(tokens::routes());
     all
 }
 
@@ -248,7 +250,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
     let st = &door.app;
     let user = match st
         .auth
-        .authenticate(st.db(), credentials, Source::of(peer))
+        .authenticate_for(st.db(), credentials, Source::of(peer), !hootie)
         .await
     {
         Ok(u) => u,

@@ -44,7 +44,7 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// Deserialize a JSON body; a type error names the field it is in.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

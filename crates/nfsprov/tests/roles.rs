@@ -30,8 +30,8 @@ const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyNeverChecked
 
 struct Api {
     app: Router,
-    _hub: Hub,
-    _dir: tempfile::TempDir,
+    hub: Hub,
+    dir: tempfile::TempDir,
 }
 
 fn basic(login: Login) -> String {
@@ -56,11 +56,7 @@ impl Api {
         nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, Role::Admin, 100)
             .await
             .unwrap();
-        let api = Api {
-            app,
-            _hub: hub,
-            _dir: dir,
-        };
+        let api = Api { app, hub, dir };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -102,10 +98,21 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.req_as(method, &basic(login), path, body).await
+    }
+
+    /// A request with `authorization` as its `Authorization` header.
+    async fn req_as(
+        &self,
+        method: Method,
+        authorization: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::AUTHORIZATION, basic(login));
+            .header(header::AUTHORIZATION, authorization);
         let body = match body {
             Some(v) => {
                 b = b.header(header::CONTENT_TYPE, "application/json");
@@ -420,4 +427,220 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
     // bob's token was revoked by nobody else.
     let (_, listed) = api.req(Method::GET, BOB, "/api/v1/tokens", None).await;
     assert_eq!(id_list(&listed, "id"), vec![bob_token], "{listed}");
+}
+
+/// A token of `login`'s, made through the API: (id, `Bearer ...` header value).
+async fn bearer_of(api: &Api, login: Login, name: &str) -> (i64, String) {
+    let (status, t) = api
+        .req(
+            Method::POST,
+            login,
+            "/api/v1/tokens",
+            Some(json!({"name": name, "expires_in_days": 7})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{t}");
+    let secret = t["secret"].as_str().unwrap();
+    assert!(
+        secret.starts_with("nfsprov_") && secret.len() == 8 + 64,
+        "{t}"
+    );
+    (t["id"].as_i64().unwrap(), format!("Bearer {secret}"))
+}
+
+#[tokio::test]
+async fn a_token_signs_in_as_its_user_with_its_role_on_the_native_api_only() {
+    let api = Api::start().await;
+    let alices = api.volume_of(ALICE, "alice-own").await;
+    let bobs = api.volume_of(BOB, "bob-own").await;
+    let (_, alice) = bearer_of(&api, ALICE, "laptop").await;
+    let (_, audrey) = bearer_of(&api, AUDREY, "siem").await;
+
+    // alice's token: her volumes, not bob's; she may change her own.
+    let (status, list) = api
+        .req_as(Method::GET, &alice, "/api/v1/volumes", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(id_list(&list, "id"), vec![alices]);
+    let (status, _) = api
+        .req_as(
+            Method::GET,
+            &alice,
+            &format!("/api/v1/volumes/{bobs}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = api
+        .req_as(
+            Method::PATCH,
+            &alice,
+            &format!("/api/v1/volumes/{alices}"),
+            Some(json!({"clients": [{"host": "10.3.0.1"}]})),
+        )
+        .await;
+    assert!(status.is_success(), "{status} {v}");
+    let (status, _) = api.req_as(Method::GET, &alice, "/api/v1/users", None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // The auditor's token: reads everything, changes nothing.
+    let (status, list) = api
+        .req_as(Method::GET, &audrey, "/api/v1/volumes", None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(id_list(&list, "id"), vec![alices, bobs]);
+    let (status, body) = api
+        .req_as(
+            Method::DELETE,
+            &audrey,
+            &format!("/api/v1/volumes/{bobs}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // hootie's API takes Basic only, as hootie did.
+    let (status, body) = api
+        .req_as(Method::GET, &alice, "/api/v1.0/volumes/", None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("Basic"), "{body}");
+
+    // A token makes no tokens: a stolen one could otherwise outlive its expiry.
+    let (status, body) = api
+        .req_as(
+            Method::POST,
+            &alice,
+            "/api/v1/tokens",
+            Some(json!({"name": "successor"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+}
+
+#[tokio::test]
+async fn revoked_expired_unknown_and_locked_users_tokens_get_401() {
+    let api = Api::start().await;
+    let (id, token) = bearer_of(&api, ALICE, "ci").await;
+    let works = |token: String| {
+        let api = &api;
+        async move {
+            api.req_as(Method::GET, &token, "/api/v1/volumes", None)
+                .await
+        }
+    };
+    assert_eq!(works(token.clone()).await.0, StatusCode::OK);
+
+    // Locked: refused; unlocked: works again.
+    for (locked, expect) in [(true, StatusCode::UNAUTHORIZED), (false, StatusCode::OK)] {
+        let (status, body) = api
+            .req(
+                Method::PATCH,
+                ADMIN,
+                "/api/v1/users/alice",
+                Some(json!({"locked": locked})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = works(token.clone()).await;
+        assert_eq!(status, expect, "locked={locked}: {body}");
+    }
+
+    // Revoked by its user: refused; a second revoke finds nothing.
+    let (status, _) = api
+        .req(Method::DELETE, ALICE, &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = works(token.clone()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(body["error"]["code"], "unauthenticated", "{body}");
+    let (status, _) = api
+        .req(Method::DELETE, ALICE, &format!("/api/v1/tokens/{id}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Unknown, and malformed.
+    for bad in ["Bearer nfsprov_00", "Bearer ", "Bearer", "bearer x y"] {
+        let (status, body) = api.req_as(Method::GET, bad, "/api/v1/volumes", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad:?}: {body}");
+    }
+
+    // Expired: one recorded with an expiry already past (the API gives at least a day).
+    let secret = nfsprov::auth::new_token();
+    let alice_user = api.hub.db().user_by_name(ALICE.0).await.unwrap();
+    api.hub
+        .db()
+        .create_token(
+            &alice_user,
+            "old",
+            &nfsprov::auth::token_hash(&secret),
+            chrono::Utc::now() - chrono::Duration::seconds(1),
+        )
+        .await
+        .unwrap();
+    let (status, body) = works(format!("Bearer {secret}")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_is_shown_once_and_stored_only_as_its_hash() {
+    let api = Api::start().await;
+    let (id, token) = bearer_of(&api, ALICE, "once").await;
+    let secret = token.strip_prefix("Bearer ").unwrap();
+    let (status, list) = api.req(Method::GET, ALICE, "/api/v1/tokens", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], id);
+    assert_eq!(list[0]["name"], "once");
+    assert!(list[0].get("secret").is_none(), "{list}");
+    assert!(!list.to_string().contains(secret));
+    // The database file (and its write-ahead log) hold the hash, never the token.
+    let mut stored = Vec::new();
+    let mut dirs = vec![api.dir.path().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                stored.extend(std::fs::read(path).unwrap());
+            }
+        }
+    }
+    let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(nfsprov::auth::token_hash(secret).as_bytes()));
+    assert!(!contains(secret.as_bytes()));
+    assert!(!contains(&secret.as_bytes()["nfsprov_".len()..]));
+
+    // Names and expiries are checked and bounded.
+    for (body, field) in [
+        (json!({"name": ""}), "name"),
+        (json!({"name": "a\nb"}), "name"),
+        (json!({"name": "x".repeat(65)}), "name"),
+        (json!({"name": "once"}), "name"),
+        (
+            json!({"name": "y", "expires_in_days": 0}),
+            "expires_in_days",
+        ),
+        (
+            json!({"name": "y", "expires_in_days": 366}),
+            "expires_in_days",
+        ),
+        (json!({"name": "y", "colour": "red"}), "body"),
+    ] {
+        let (status, reply) = api
+            .req(Method::POST, ALICE, "/api/v1/tokens", Some(body.clone()))
+            .await;
+        assert!(status.is_client_error(), "{body}: {status} {reply}");
+        if field != "body" {
+            assert_eq!(reply["error"]["field"], field, "{body}: {reply}");
+        }
+    }
 }

@@ -644,3 +644,59 @@ async fn a_token_is_shown_once_and_stored_only_as_its_hash() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_administrator_sets_roles_and_a_new_role_applies_at_once() {
+    let api = Api::start().await;
+    let bobs = api.volume_of(BOB, "bob-own").await;
+    let (status, body) = api
+        .req(
+            Method::PATCH,
+            ADMIN,
+            "/api/v1/users/bob",
+            Some(json!({"role": "root"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], "role", "{body}");
+
+    let (status, body) = api
+        .req(
+            Method::PATCH,
+            ADMIN,
+            "/api/v1/users/bob",
+            Some(json!({"role": "auditor"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (&body["role"], &body["is_admin"]),
+        (&json!("auditor"), &json!(false))
+    );
+    // bob, now an auditor, may no longer delete his own volume, and reads everyone's.
+    let (status, body) = api
+        .req(
+            Method::DELETE,
+            BOB,
+            &format!("/api/v1/volumes/{bobs}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _) = api.req(Method::GET, BOB, "/api/v1/users", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The old flag still works: is_admin true makes an admin.
+    let (_, body) = api
+        .req(
+            Method::PATCH,
+            ADMIN,
+            "/api/v1/users/bob",
+            Some(json!({"is_admin": true})),
+        )
+        .await;
+    assert_eq!(
+        (&body["role"], &body["is_admin"]),
+        (&json!("admin"), &json!(true))
+    );
+}

@@ -16,6 +16,8 @@ pub enum Entity {
     RootPath,
     User,
     Volume,
+    /// An API token.
+    Token,
     /// An HTTP route (the API's own 404).
     Route,
 }
@@ -27,6 +29,7 @@ impl fmt::Display for Entity {
             Entity::RootPath => "root path",
             Entity::User => "user",
             Entity::Volume => "volume",
+            Entity::Token => "token",
             Entity::Route => "route",
         })
     }
@@ -67,6 +70,10 @@ pub enum Clash {
     ExportIds,
     /// The volume's state (being deleted) allows no change.
     VolumeState,
+    /// The user already holds a live API token of the name.
+    TokenName,
+    /// The user holds as many live API tokens as allowed.
+    TokenCount,
 }
 
 /// Which part of a client rule a backend cannot honour.

@@ -35,6 +35,7 @@ macro_rules! typed_id {
     )*};
 }
 typed_id!(ServerId, RootPathId, UserId, VolumeId);
+typed_id!(TokenId);
 
 /// Lifecycle of a volume. `creating`/`updating`/`deleting` mean the database holds a change the
 /// server has not yet confirmed.

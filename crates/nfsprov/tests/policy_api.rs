@@ -49,10 +49,11 @@ impl Api {
             &HttpLimits::default(),
             AuthLimits::default(),
             Tuning::default(),
+            None,
         )
         .await
         .unwrap();
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, true, 100)
+        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, nfsprov::model::Role::Admin, 100)
             .await
             .unwrap();
         let api = Api {

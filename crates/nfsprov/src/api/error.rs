@@ -86,6 +86,8 @@ fn field(e: &Error, api: Api) -> Option<String> {
             Clash::IdempotencyKey => "Idempotency-Key",
             Clash::ExportIds => "root_path",
             Clash::VolumeState => return None,
+            Clash::TokenName => "name",
+            Clash::TokenCount => return None,
         }
         .into(),
         Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => "size_gb".into(),

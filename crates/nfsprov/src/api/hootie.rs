@@ -5,16 +5,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Map, Value};
 
 use super::response::{HootieCreated, HootieRootPath, HootieVolume};
-use super::{AppState, Caller, HootieError, Writer};
+use super::{AppState, Caller, HootieError, Route, Writer};
 use crate::datastore::{Created, NewVolume};
 use crate::error::{Entity, Error};
 use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
@@ -26,14 +25,20 @@ type HResult<T> = Result<T, HootieError>;
 const CREATE_WAIT: Duration = Duration::from_secs(5);
 const DEFAULT_OPTIONS: &str = "rw,sync";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1.0/rootpaths/", get(rootpaths))
-        .route("/api/v1.0/rootpaths", get(rootpaths))
-        .route("/api/v1.0/volumes/", get(list).post(create))
-        .route("/api/v1.0/volumes", get(list).post(create))
-        .route("/api/v1.0/volumes/{pk}/", get(show).delete(remove))
-        .route("/api/v1.0/volumes/{pk}", get(show).delete(remove))
+/// hootie's endpoints, each with and without the trailing slash (Django answered both).
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v1.0/rootpaths/", rootpaths),
+        Route::get("/api/v1.0/rootpaths", rootpaths),
+        Route::get("/api/v1.0/volumes/", list),
+        Route::post("/api/v1.0/volumes/", create),
+        Route::get("/api/v1.0/volumes", list),
+        Route::post("/api/v1.0/volumes", create),
+        Route::get("/api/v1.0/volumes/{pk}/", show),
+        Route::delete("/api/v1.0/volumes/{pk}/", remove),
+        Route::get("/api/v1.0/volumes/{pk}", show),
+        Route::delete("/api/v1.0/volumes/{pk}", remove),
+    ]
 }
 
 /// Public: no extractor asks for the caller.

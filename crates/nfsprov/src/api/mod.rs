@@ -13,6 +13,7 @@ mod error;
 mod hootie;
 mod native;
 pub mod response;
+mod tokens;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -20,9 +21,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
@@ -149,9 +152,11 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
     };
-    Router::new()
-        .merge(hootie::routes())
-        .merge(native::routes())
+    let mut routes = Router::new();
+    for r in route_table() {
+        routes = routes.route(r.path, r.handler);
+    }
+    routes
         .layer(middleware::from_fn_with_state(door, front_door))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
@@ -164,6 +169,40 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             errors_as_json,
         ))
         .with_state(state)
+}
+
+/// One endpoint: a method, a path pattern and its handler. The router is built from
+/// `route_table` and nothing else, so the table is every endpoint there is: the role matrix
+/// test (`tests/roles.rs`) drives each with every role and fails on one it has no
+/// expectation for.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+macro_rules! route_constructors {
+    ($($name:ident => $method:ident),*) => {$(
+        pub(crate) fn $name<H: Handler<T, AppState>, T: 'static>(path: &'static str, h: H) -> Route {
+            Route {
+                method: Method::$method,
+                path,
+                handler: axum::routing::$name(h),
+            }
+        }
+    )*};
+}
+
+impl Route {
+    route_constructors!(get => GET, post => POST, patch => PATCH, delete => DELETE);
+}
+
+/// Every endpoint of both APIs (hootie's, then the native one).
+pub fn route_table() -> Vec<Route> {
+    let mut all = hootie::routes();
+    all.extend(native::routes());
+    all.extend(tokens::routes());
+    all
 }
 
 /// Request bodies of the largest size held in memory at once; more wait for room.
@@ -220,7 +259,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
     let st = &door.app;
     let user = match st
         .auth
-        .authenticate(st.db(), credentials, Source::of(peer))
+        .authenticate_for(st.db(), credentials, Source::of(peer), !hootie)
         .await
     {
         Ok(u) => u,

@@ -3,19 +3,18 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::response::{Health, RootPathBody, ServerBody, UserBody, VolumeBody};
-use super::{Admin, AdminWriter, AppState, Caller, NativeError, Writer};
+use super::{Admin, AdminWriter, AppState, Caller, NativeError, Route, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
 use crate::error::{Entity, Error};
 use crate::model::*;
@@ -25,30 +24,28 @@ type NResult<T> = Result<T, NativeError>;
 
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/volumes", get(list_volumes).post(create_volume))
-        .route(
-            "/api/v1/volumes/{id}",
-            get(show_volume).patch(patch_volume).delete(delete_volume),
-        )
-        .route(
-            "/api/v1/rootpaths",
-            get(list_root_paths).post(create_root_path),
-        )
-        .route("/api/v1/rootpaths/{id}", patch(patch_root_path))
-        .route("/api/v1/servers", get(list_servers).post(create_server))
-        .route("/api/v1/servers/{name}", patch(patch_server))
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/users/{username}", patch(patch_user))
-        .route(
-            "/api/v1/health",
-            get(|| async { Json(Health { status: "ok" }) }),
-        )
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/api/v1/volumes", list_volumes),
+        Route::post("/api/v1/volumes", create_volume),
+        Route::get("/api/v1/volumes/{id}", show_volume),
+        Route::patch("/api/v1/volumes/{id}", patch_volume),
+        Route::delete("/api/v1/volumes/{id}", delete_volume),
+        Route::get("/api/v1/rootpaths", list_root_paths),
+        Route::post("/api/v1/rootpaths", create_root_path),
+        Route::patch("/api/v1/rootpaths/{id}", patch_root_path),
+        Route::get("/api/v1/servers", list_servers),
+        Route::post("/api/v1/servers", create_server),
+        Route::patch("/api/v1/servers/{name}", patch_server),
+        Route::get("/api/v1/users", list_users),
+        Route::post("/api/v1/users", create_user),
+        Route::patch("/api/v1/users/{username}", patch_user),
+        Route::get("/api/v1/health", || async { Json(Health { status: "ok" }) }),
+    ]
 }
 
 /// Deserialize a JSON body; a type error names the field it is in.
-fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();

@@ -32,11 +32,13 @@ mod servers;
 mod sqlite;
 #[cfg(test)]
 mod test_fixture;
+mod tokens;
 mod users;
 mod volumes;
 
 pub use create::BatchCounts;
 pub use servers::NewServer;
+pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
 pub use users::{LOCKED_MESSAGE, UserChange};
 pub use volumes::{Created, NewVolume, Page};
 

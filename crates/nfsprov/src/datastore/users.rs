@@ -18,7 +18,7 @@ pub struct UserChange {
     pub password_hash: Option<String>,
 }
 
-fn user_from_row(row: &SqliteRow) -> Result<User> {
+pub(super) fn user_from_row(row: &SqliteRow) -> Result<User> {
     let role: String = row.try_get("role")?;
     Ok(User {
         id: row.try_get("id")?,
@@ -131,18 +131,42 @@ impl Datastore {
 
 /// Refuse a change by a locked account, inside the transaction that would record it: a lock
 /// set after the request was authenticated still stops it.
-/// An auditor is refused the same way, so a role changed meanwhile is seen too.
+/// An auditor is refused the same way (before being told it is locked), so a role changed
+/// meanwhile is seen too.
 pub(super) async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<()> {
+    let (locked, role) = account(tx, viewer).await?;
+    if role == Role::Auditor {
+        return Err(Error::Forbidden(
+            "an auditor account reads everything but changes nothing".into(),
+        ));
+    }
+    refuse_locked(locked)
+}
+
+/// Refuse a locked account whatever its role: for changes to its own credentials, which an
+/// auditor may make.
+pub(super) async fn refuse_if_locked_any_role(
+    tx: &mut sqlx::SqliteConnection,
+    viewer: &User,
+) -> Result<()> {
+    refuse_locked(account(tx, viewer).await?.0)
+}
+
+fn refuse_locked(locked: bool) -> Result<()> {
+    if locked {
+        return Err(Error::Locked(LOCKED_MESSAGE.into()));
+    }
+    Ok(())
+}
+
+/// The account's lock and role as they are now.
+async fn account(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<(bool, Role)> {
     let row: Option<(bool, String)> = sqlx::query_as("SELECT locked, role FROM users WHERE id = ?")
         .bind(viewer.id)
         .fetch_optional(&mut *tx)
         .await?;
     match row {
-        Some((_, role)) if role == Role::Auditor.as_str() => Err(Error::Forbidden(
-            "an auditor account reads everything but changes nothing".into(),
-        )),
-        Some((false, _)) => Ok(()),
-        Some((true, _)) => Err(Error::Locked(LOCKED_MESSAGE.into())),
+        Some((locked, role)) => Ok((locked, Role::parse(&role).unwrap_or_default())),
         None => Err(Error::Unauthenticated(
             "your account no longer exists".into(),
         )),

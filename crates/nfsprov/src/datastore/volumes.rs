@@ -191,7 +191,7 @@ impl Datastore {
         check_backend_options(&row.try_get::<String, _>("backend")?, clients)?;
         // Read in this transaction: see `create::record`.
         let policy = stored_policy(&row.try_get::<String, _>("export_policy")?)?;
-        let clients = &apply_policy(&policy, viewer.is_admin, clients, None)?;
+        let clients = &apply_policy(&policy, viewer.is_admin(), clients, None)?;
         sqlx::query(
             "UPDATE volumes SET clients = ?, generation = generation + 1, last_error = NULL, \
              state = CASE WHEN applied_clients IS NULL THEN 'creating' ELSE 'updating' END, \

@@ -272,7 +272,8 @@ mod tests {
             h["ratelimit-policy"],
             "\"user\";q=3;w=3, \"ip\";q=1000;w=1"
         );
-        assert_eq!(h["ratelimit"], "\"user\";r=2;t=1, \"ip\";r=995;t=1");
+        // Four counted from the address: alice's refused change was not.
+        assert_eq!(h["ratelimit"], "\"user\";r=2;t=1, \"ip\";r=996;t=1");
     }
 
     #[test]

@@ -360,3 +360,27 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_allowed() {
+        let plain = TlsSettings::default();
+        let allowed = TlsSettings {
+            allow_plain_http: true,
+            ..TlsSettings::default()
+        };
+        for loopback in ["127.0.0.1:8080", "127.9.9.9:1", "[::1]:8080"] {
+            let a = loopback.parse().unwrap();
+            assert!(tls_acceptor(&plain, a).unwrap().is_none(), "{loopback}");
+        }
+        for open in ["0.0.0.0:8080", "192.0.2.7:8080", "[::]:8080", "[2001:db8::1]:80"] {
+            let a = open.parse().unwrap();
+            let e = tls_acceptor(&plain, a).unwrap_err().to_string();
+            assert!(e.contains(open), "{open}: {e}");
+            assert!(tls_acceptor(&allowed, a).unwrap().is_none(), "{open}");
+        }
+    }
+}

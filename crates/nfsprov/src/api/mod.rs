@@ -24,6 +24,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
@@ -157,6 +158,11 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             ErrorShape { max_body },
             errors_as_json,
         ))
+        // Credentials print as `Sensitive` in any Debug of the request's headers.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
         .with_state(state)
 }
 

@@ -1221,7 +1221,12 @@ async fn ratelimit_section(md: &mut String, runs: usize, quiet_n: usize) {
     );
     table(
         md,
-        &["bob's create p99", "alone", "during alice's burst", "ratio (median of runs)"],
+        &[
+            "bob's create p99",
+            "alone",
+            "during alice's burst",
+            "ratio (median of runs)",
+        ],
         std::iter::once(vec![
             "median (range)".into(),
             alone.ms(),
@@ -1251,7 +1256,10 @@ fn replace_section(path: &Path, section: &str) {
                 .map_or(old.len(), |i| start + heading.len() + i + 1);
             format!("{}{section}{}", &old[..start], &old[end..])
         }
-        None => format!("{}\n{section}", old.trim_end_matches('\n').to_string() + "\n"),
+        None => format!(
+            "{}\n{section}",
+            old.trim_end_matches('\n').to_string() + "\n"
+        ),
     };
     std::fs::write(path, new).unwrap();
 }

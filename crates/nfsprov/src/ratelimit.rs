@@ -33,8 +33,7 @@ use crate::error::Error;
 use crate::model::UserId;
 use crate::settings::RateLimits;
 
-type Keyed<K> =
-    RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInformationMiddleware>;
 
 /// Source addresses tracked at most (about 100 bytes each).
 const MAX_SOURCES: usize = 100_000;
@@ -116,7 +115,10 @@ impl Limiter {
         let user_state = match self.users.check_key(&user) {
             Ok(s) => {
                 let r = s.remaining_burst_capacity();
-                user_policy(r, refill_secs(l.burst_per_user - r.min(l.burst_per_user), l.per_user))
+                user_policy(
+                    r,
+                    refill_secs(l.burst_per_user - r.min(l.burst_per_user), l.per_user),
+                )
             }
             Err(not_until) => {
                 let wait = ceil_secs(not_until.wait_time_from(self.users.clock().now())).max(1);
@@ -268,10 +270,7 @@ mod tests {
         let ok = l.check(UserId(2), "bob", src("10.0.0.1")).unwrap();
         let mut h = HeaderMap::new();
         ok.set_headers(&mut h);
-        assert_eq!(
-            h["ratelimit-policy"],
-            "\"user\";q=3;w=3, \"ip\";q=1000;w=1"
-        );
+        assert_eq!(h["ratelimit-policy"], "\"user\";q=3;w=3, \"ip\";q=1000;w=1");
         // Four counted from the address: alice's refused change was not.
         assert_eq!(h["ratelimit"], "\"user\";r=2;t=1, \"ip\";r=996;t=1");
     }
@@ -288,7 +287,11 @@ mod tests {
         l.check(UserId(2), "bob", src("2001:db8::2")).unwrap();
         // Same /64: same source.
         let e = l.check(UserId(3), "carol", src("2001:db8::3")).unwrap_err();
-        assert!(e.error.to_string().contains("from this address"), "{}", e.error);
+        assert!(
+            e.error.to_string().contains("from this address"),
+            "{}",
+            e.error
+        );
         l.check(UserId(3), "carol", src("2001:db8:0:1::3")).unwrap();
     }
 
@@ -309,6 +312,10 @@ mod tests {
             );
             l.check(UserId(1), "alice", Source::of(ip.into())).unwrap();
         }
-        assert!(l.tracked_sources() <= MAX_SOURCES, "{}", l.tracked_sources());
+        assert!(
+            l.tracked_sources() <= MAX_SOURCES,
+            "{}",
+            l.tracked_sources()
+        );
     }
 }

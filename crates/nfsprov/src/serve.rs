@@ -208,14 +208,23 @@ pub fn tls_acceptor(
     use tokio_rustls::rustls;
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading the TLS certificate {} (NFSPROV_TLS_CERT)", cert.display()))?;
+        .with_context(|| {
+            format!(
+                "reading the TLS certificate {} (NFSPROV_TLS_CERT)",
+                cert.display()
+            )
+        })?;
     anyhow::ensure!(
         !certs.is_empty(),
         "the TLS certificate file {} (NFSPROV_TLS_CERT) holds no PEM CERTIFICATE block",
         cert.display()
     );
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("reading the TLS private key {} (NFSPROV_TLS_KEY)", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "reading the TLS private key {} (NFSPROV_TLS_KEY)",
+            key.display()
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -376,7 +385,12 @@ mod tests {
             let a = loopback.parse().unwrap();
             assert!(tls_acceptor(&plain, a).unwrap().is_none(), "{loopback}");
         }
-        for open in ["0.0.0.0:8080", "192.0.2.7:8080", "[::]:8080", "[2001:db8::1]:80"] {
+        for open in [
+            "0.0.0.0:8080",
+            "192.0.2.7:8080",
+            "[::]:8080",
+            "[2001:db8::1]:80",
+        ] {
             let a = open.parse().unwrap();
             let Err(e) = tls_acceptor(&plain, a).map(|_| ()) else {
                 panic!("{open}: plain HTTP was not refused");

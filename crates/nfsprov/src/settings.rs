@@ -485,9 +485,17 @@ mod tests {
             ("--max-clients", "4097", "NFSPROV_MAX_CLIENTS"),
             ("--max-clients", "-3", "NFSPROV_MAX_CLIENTS"),
             ("--rate-per-user", "0", "NFSPROV_RATE_PER_USER"),
-            ("--rate-burst-per-user", "1.5", "NFSPROV_RATE_BURST_PER_USER"),
+            (
+                "--rate-burst-per-user",
+                "1.5",
+                "NFSPROV_RATE_BURST_PER_USER",
+            ),
             ("--rate-per-ip", "-1", "NFSPROV_RATE_PER_IP"),
-            ("--rate-burst-per-ip", "4294967296", "NFSPROV_RATE_BURST_PER_IP"),
+            (
+                "--rate-burst-per-ip",
+                "4294967296",
+                "NFSPROV_RATE_BURST_PER_IP",
+            ),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse(&[&arg]).expect_err(&arg);

@@ -1530,8 +1530,15 @@ async fn a_bursting_user_is_rate_limited_and_a_quiet_one_is_not() {
             bob_statuses.push(r.status);
         }
     }
-    assert_eq!(bob_statuses, vec![StatusCode::ACCEPTED; 3], "bob was slowed");
-    assert!(alice_ok >= 5, "alice's burst of 5 was not served: {alice_ok}");
+    assert_eq!(
+        bob_statuses,
+        vec![StatusCode::ACCEPTED; 3],
+        "bob was slowed"
+    );
+    assert!(
+        alice_ok >= 5,
+        "alice's burst of 5 was not served: {alice_ok}"
+    );
     assert!(
         alice_limited.len() >= 10,
         "alice was limited only {} times of 30",
@@ -1572,7 +1579,9 @@ async fn a_bursting_user_is_rate_limited_and_a_quiet_one_is_not() {
     assert!(r.json["detail"].as_str().unwrap().contains("user alice"));
     assert!(r.headers.contains_key(header::RETRY_AFTER));
     // Reads are not limited.
-    let r = api.req(Method::GET, Some(ALICE), "/api/v1/volumes", None).await;
+    let r = api
+        .req(Method::GET, Some(ALICE), "/api/v1/volumes", None)
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert!(!r.headers.contains_key("ratelimit"));
 }

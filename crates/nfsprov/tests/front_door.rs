@@ -720,15 +720,19 @@ async fn passwords_and_authorization_values_are_never_logged() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = env.req(Method::GET, Some(wrong), "/api/v1/volumes", None).await;
+    let (s, _) = env
+        .req(Method::GET, Some(wrong), "/api/v1/volumes", None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, v) = env
         .req(
             Method::POST,
             Some(carol),
             "/api/v1/volumes?wait=true",
-            Some(json!({"root_path_id": 1, "sub_path": "secret-log", "size_gb": 1,
-                        "clients": [{"host": "10.0.0.1", "options": "rw"}]})),
+            Some(
+                json!({"root_path_id": 1, "sub_path": "secret-log", "size_gb": 1,
+                        "clients": [{"host": "10.0.0.1", "options": "rw"}]}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -747,8 +751,7 @@ async fn passwords_and_authorization_values_are_never_logged() {
     assert!(log.contains(" DEBUG "), "the log is not verbose: {log}");
     use base64::Engine as _;
     for (user, password) in [ADMIN, ALICE, carol, wrong] {
-        let token =
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         for secret in [password.to_string(), token] {
             assert!(
                 !log.contains(&secret),

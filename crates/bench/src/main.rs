@@ -4,7 +4,8 @@
 //!
 //!   cargo xtask bench              # full run, rewrites BENCHMARKS.md + crates/bench/plot.svg
 //!   cargo xtask bench --short      # CI form: small sizes, fails only on a ratio regression
-//!   cargo xtask bench --only storm # one part alone (storm | accept | memory), prints only
+//!   cargo xtask bench --only storm # one part alone (storm | accept | memory | ratelimit),
+//!                                  # prints only (ratelimit with --out: its section of that file)
 //!
 //! Runs that machine noise can swing are repeated (`--runs`, 5 by default, 3 with --short) and
 //! reported as median and range; goals are judged on medians. The storm's per-pass profile
@@ -60,6 +61,23 @@ enum Only {
     Accept,
     /// The reconcile pass costs and the memory of `nfsprov serve`.
     Memory,
+    /// A quiet user's create latency while another user bursts far over its rate limit.
+    Ratelimit,
+}
+
+/// `envs` and rate limits far above anything the bench sends: the storm and the accept
+/// measurements are about throughput, not the limits (`--only ratelimit` measures those).
+fn with_no_rate_limits<'a>(envs: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut all = envs.to_vec();
+    for k in [
+        "NFSPROV_RATE_PER_USER",
+        "NFSPROV_RATE_BURST_PER_USER",
+        "NFSPROV_RATE_PER_IP",
+        "NFSPROV_RATE_BURST_PER_IP",
+    ] {
+        all.push((k, "1000000"));
+    }
+    all
 }
 
 /// The median and the range of a measurement repeated over runs.
@@ -380,8 +398,11 @@ async fn wait_profile(
 async fn storm(n: usize, servers: usize) -> StormRun {
     let mut env = Env::start(servers, 1_000_000, 1_000_000).await;
     let from = env.log().len();
-    env.restart_with(&[("NFSPROV_LOG", "info,nfsprov::profile=debug")])
-        .await;
+    env.restart_with(&with_no_rate_limits(&[(
+        "NFSPROV_LOG",
+        "info,nfsprov::profile=debug",
+    )]))
+    .await;
     wait_profile(&env, from, servers, |_| true).await;
     let from = env.log().len();
     let started = Instant::now();
@@ -1028,7 +1049,8 @@ async fn accept_runs(
     let mut by_level: Vec<Vec<Accept>> = ACCEPT_LEVELS.iter().map(|_| Vec::new()).collect();
     let mut single = None;
     for r in 0..runs {
-        let env = Env::start(2, 1_000_000, 1_000_000).await;
+        let mut env = Env::start(2, 1_000_000, 1_000_000).await;
+        env.restart_with(&with_no_rate_limits(&[])).await;
         if single.is_none() {
             single_create(&env, 3, "warm").await;
             single = Some(single_create(&env, single_rounds, "one").await);
@@ -1062,6 +1084,189 @@ async fn accept_runs(
         })
         .collect();
     (levels, single.expect("at least one run"))
+}
+
+/// The rate-limit scenario: each user may make `RL_PER_USER` changes per second (bursts of as
+/// many); the address limit is out of the way (both users send from 127.0.0.1).
+const RL_PER_USER: &str = "20";
+/// bob, the quiet user: creates per second on a fixed schedule (open loop), and how many.
+const QUIET_RATE: f64 = 10.0;
+/// alice, the burster: clients sending creates back to back (closed loop).
+const BURSTERS: usize = 32;
+
+struct RateRun {
+    alone_p99: Duration,
+    burst_p99: Duration,
+    quiet_refused: usize,
+    burst_accepted: usize,
+    burst_refused: usize,
+}
+
+/// bob's `n` creates at `QUIET_RATE`, latency counted from each one's scheduled time; and how
+/// many were not accepted.
+async fn quiet_creates(env: &Env, n: usize, tag: &str) -> (Vec<Duration>, usize) {
+    let url = format!("{}/api/v1/volumes", env.base());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..n {
+        let (http, url) = (env.http.clone(), url.clone());
+        let sub = format!("{tag}-{k}");
+        tasks.push(tokio::spawn(async move {
+            let at = started + Duration::from_secs_f64(k as f64 / QUIET_RATE);
+            tokio::time::sleep_until(at.into()).await;
+            let r = http
+                .post(url)
+                .basic_auth(BOB.0, Some(BOB.1))
+                .json(&json!({"root_path_id": 1, "sub_path": sub, "size_gb": 1,
+                              "clients": [{"host": "10.0.0.0/8", "options": "rw"}]}))
+                .send()
+                .await
+                .unwrap();
+            (at.elapsed(), r.status() == StatusCode::ACCEPTED)
+        }));
+    }
+    let (mut lat, mut refused) = (Vec::new(), 0);
+    for t in tasks {
+        let (d, ok) = t.await.unwrap();
+        lat.push(d);
+        refused += usize::from(!ok);
+    }
+    lat.sort();
+    (lat, refused)
+}
+
+/// One run on a fresh service and server: bob alone, then bob while alice bursts.
+async fn ratelimit_run(quiet_n: usize) -> RateRun {
+    let mut env = Env::start(1, 1_000_000, 1_000_000).await;
+    env.restart_with(&[
+        ("NFSPROV_RATE_PER_USER", RL_PER_USER),
+        ("NFSPROV_RATE_BURST_PER_USER", RL_PER_USER),
+        ("NFSPROV_RATE_PER_IP", "1000000"),
+        ("NFSPROV_RATE_BURST_PER_IP", "1000000"),
+    ])
+    .await;
+    quiet_creates(&env, 3, "warm").await;
+    let (alone, refused_alone) = quiet_creates(&env, quiet_n, "alone").await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = format!("{}/api/v1/volumes", env.base());
+    let mut bursters = Vec::new();
+    for c in 0..BURSTERS {
+        let (http, url, stop) = (env.http.clone(), url.clone(), stop.clone());
+        bursters.push(tokio::spawn(async move {
+            let (mut accepted, mut refused) = (0, 0);
+            // Bounded: far more than a run sends at this machine's speed.
+            for i in 0..1_000_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let r = http
+                    .post(&url)
+                    .basic_auth(ALICE.0, Some(ALICE.1))
+                    .json(&json!({"root_path_id": 1, "sub_path": format!("burst-{c}-{i}"),
+                                  "size_gb": 1, "clients": [{"host": "10.0.0.0/8", "options": "rw"}]}))
+                    .send()
+                    .await
+                    .unwrap();
+                match r.status() {
+                    StatusCode::ACCEPTED => accepted += 1,
+                    StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                    s => panic!("the burster got {s}"),
+                }
+            }
+            (accepted, refused)
+        }));
+    }
+    let (burst, refused_burst) = quiet_creates(&env, quiet_n, "burst").await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut burst_accepted, mut burst_refused) = (0, 0);
+    for b in bursters {
+        let (a, r) = b.await.unwrap();
+        burst_accepted += a;
+        burst_refused += r;
+    }
+    RateRun {
+        alone_p99: percentile(&alone, 0.99),
+        burst_p99: percentile(&burst, 0.99),
+        quiet_refused: refused_alone + refused_burst,
+        burst_accepted,
+        burst_refused,
+    }
+}
+
+/// The rate-limit section of the report, from `runs` runs of `quiet_n` quiet creates each.
+async fn ratelimit_section(md: &mut String, runs: usize, quiet_n: usize) {
+    let mut all = Vec::new();
+    for r in 0..runs {
+        let run = ratelimit_run(quiet_n).await;
+        eprintln!(
+            "  run {}/{runs}: bob's p99 alone {}, during alice's burst {}; alice {} accepted, {} refused (429); bob refused {}",
+            r + 1,
+            ms(run.alone_p99),
+            ms(run.burst_p99),
+            run.burst_accepted,
+            run.burst_refused,
+            run.quiet_refused
+        );
+        all.push(run);
+    }
+    let mut ratios: Vec<f64> = all
+        .iter()
+        .map(|r| r.burst_p99.as_secs_f64() / r.alone_p99.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let ratio = (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0;
+    let alone = Spread::of(&all.iter().map(|r| r.alone_p99).collect::<Vec<_>>());
+    let burst = Spread::of(&all.iter().map(|r| r.burst_p99).collect::<Vec<_>>());
+    let secs = quiet_n as f64 / QUIET_RATE;
+    let _ = writeln!(
+        md,
+        "## Rate limits: a quiet user while another bursts\n\n\
+         Each user may make {RL_PER_USER} changes per second (bursts of {RL_PER_USER}). bob creates {QUIET_RATE:.0} volumes per second for {secs:.0} s on a fixed schedule (open loop, latency from the scheduled send), first alone, then while alice sends creates back to back from {BURSTERS} clients; both from 127.0.0.1 (the address limit set out of the way). {runs} runs, each on a fresh service and server.\n"
+    );
+    table(
+        md,
+        &[
+            "bob's create p99",
+            "alone",
+            "during alice's burst",
+            "ratio (median of runs)",
+        ],
+        std::iter::once(vec![
+            "median (range)".into(),
+            alone.ms(),
+            burst.ms(),
+            format!("{ratio:.2}x ({:.2}-{:.2}x)", ratios[0], ratios[n - 1]),
+        ]),
+    );
+    let _ = writeln!(
+        md,
+        "\nalice: {} creates accepted and {} refused with 429 in all runs; bob: {} refused.\n",
+        all.iter().map(|r| r.burst_accepted).sum::<usize>(),
+        all.iter().map(|r| r.burst_refused).sum::<usize>(),
+        all.iter().map(|r| r.quiet_refused).sum::<usize>(),
+    );
+}
+
+/// `section` (a `## ` heading and what follows) in place of the same heading's section of the
+/// report at `path`, or at its end.
+fn replace_section(path: &Path, section: &str) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let heading = section.lines().next().unwrap_or_default();
+    let new = match old.find(heading) {
+        Some(start) => {
+            let rest = &old[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(old.len(), |i| start + heading.len() + i + 1);
+            format!("{}{section}{}", &old[..start], &old[end..])
+        }
+        None => format!(
+            "{}\n{section}",
+            old.trim_end_matches('\n').to_string() + "\n"
+        ),
+    };
+    std::fs::write(path, new).unwrap();
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -1103,6 +1308,17 @@ async fn main() {
         );
         return;
     }
+    if matches!(o.only, Some(Only::Ratelimit)) {
+        // Prints the section; with --out, puts it in that report in place of its old one.
+        let mut md = String::new();
+        ratelimit_section(&mut md, runs, if o.short { 50 } else { 100 }).await;
+        println!("{md}");
+        if let Some(out) = Opts::parse().out {
+            replace_section(&out, &md);
+            eprintln!("wrote the rate limit section of {}", out.display());
+        }
+        return;
+    }
     if matches!(o.only, Some(Only::Storm)) {
         // Quick look at the storm against the floor alone (no baseline; prints, writes nothing).
         let (s, f) = storms(storm_n, servers, runs).await;
@@ -1126,8 +1342,11 @@ async fn main() {
         // Quick look at accept latency alone, with the CPU time each process used and what
         // the reconcilers did meanwhile.
         let mut env = Env::start(2, 1_000_000, 1_000_000).await;
-        env.restart_with(&[("NFSPROV_LOG", "info,nfsprov::profile=debug")])
-            .await;
+        env.restart_with(&with_no_rate_limits(&[(
+            "NFSPROV_LOG",
+            "info,nfsprov::profile=debug",
+        )]))
+        .await;
         if std::env::var("BENCH_SERVERS_DOWN").is_ok() {
             for s in &env.tb.servers {
                 s.stop().unwrap();
@@ -1335,6 +1554,8 @@ async fn main() {
         largest.volumes,
         ms(largest.unchanged_pass)
     );
+    eprintln!("rate limits: a quiet user while another bursts, {runs} runs");
+    ratelimit_section(&mut md, runs, if o.short { 50 } else { 100 }).await;
     let _ = writeln!(md, "## Memory of `nfsprov serve`\n");
     let _ = writeln!(
         md,

@@ -15,6 +15,7 @@ pub mod model;
 pub mod plan;
 pub mod precheck;
 pub mod profile;
+pub mod ratelimit;
 pub mod reconcile;
 pub mod remote;
 pub mod serve;

@@ -5,6 +5,12 @@
 //! between requests on a kept-alive one; hyper's header read timeout covers both), headers are
 //! bounded in count and size, and connections are capped in all and per client address. The
 //! body, request and authentication limits are tower layers in `api`.
+//!
+//! With a certificate and key (`TlsSettings`) every connection is TLS (rustls, TLS 1.2 and
+//! 1.3), its handshake done in the connection's own task within `header_timeout`, after the
+//! connection caps, so a slow handshake holds neither the accept loop nor more than its slot.
+//! Without them the API speaks plain HTTP, and `serve` refuses to start on an address that is
+//! not loopback unless plain HTTP is allowed explicitly.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -22,7 +28,7 @@ use crate::api::{AppState, router};
 use crate::auth::Source;
 use crate::datastore::Datastore;
 use crate::reconcile::Hub;
-use crate::settings::{AuthLimits, ServeSettings, Tuning};
+use crate::settings::{AuthLimits, ServeSettings, TlsSettings, Tuning};
 
 /// The database file inside a data directory.
 pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
@@ -142,7 +148,10 @@ pub async fn serve(
         auth: auth_limits,
         requests,
         ldap,
+        tls,
     } = settings;
+    // Before anything is created or opened: a refusal leaves no trace.
+    let acceptor = tls_acceptor(&tls, listen)?;
     // Read and checked before anything starts: a mistake stops the service here.
     let directory = crate::ldap::Directory::from_settings(&ldap)?;
     if !crate::spec::install_limits(requests.into()) {
@@ -173,11 +182,63 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!("nfsprov listening on http://{}", listener.local_addr()?);
-    serve_http(listener, app, &limits, shutdown_signal()).await;
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
+    tracing::info!("nfsprov listening on {scheme}://{}", listener.local_addr()?);
+    serve_http(listener, app, &limits, acceptor, shutdown_signal()).await;
     scan.abort();
     hub.shutdown().await;
     Ok(())
+}
+
+/// The TLS acceptor `tls` asks for, or `None` for plain HTTP, which is refused on an address
+/// other than loopback unless `tls.allow_plain_http`.
+pub fn tls_acceptor(
+    tls: &TlsSettings,
+    listen: SocketAddr,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+        if !listen.ip().is_loopback() && !tls.allow_plain_http {
+            anyhow::bail!(
+                "refusing to serve plain HTTP on {listen}, which is not a loopback address: \
+                 passwords and tokens would cross the network in clear text. Give a certificate \
+                 and its key (NFSPROV_TLS_CERT and NFSPROV_TLS_KEY, or --tls-cert and --tls-key), \
+                 listen on a loopback address such as 127.0.0.1:8080, or, behind a proxy that \
+                 terminates TLS, set NFSPROV_ALLOW_PLAIN_HTTP=true (or --allow-plain-http)"
+            );
+        }
+        return Ok(None);
+    };
+    use rustls_pki_types::pem::PemObject as _;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!(
+                "reading the TLS certificate {} (NFSPROV_TLS_CERT)",
+                cert.display()
+            )
+        })?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the TLS certificate file {} (NFSPROV_TLS_CERT) holds no PEM CERTIFICATE block",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "reading the TLS private key {} (NFSPROV_TLS_KEY)",
+            key.display()
+        )
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("setting up TLS")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS key (NFSPROV_TLS_KEY) does not fit the certificate (NFSPROV_TLS_CERT)")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
 }
 
 /// Connections open per client address (an IPv6 client: per /64, as `auth::Source` groups).
@@ -218,6 +279,7 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: &HttpLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -258,10 +320,34 @@ async fn serve_http(
             req.extensions_mut().insert(ConnectInfo(peer));
             app.clone().oneshot(req)
         });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let (http, watcher, tls) = (http.clone(), graceful.watcher(), tls.clone());
+        let handshake_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
+                Some(tls) => {
+                    match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake with {peer}: {e}");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!("TLS handshake with {peer}: timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!("connection from {peer}: {e}");
             }
             drop(permit);
@@ -287,4 +373,36 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_is_for_loopback_unless_allowed() {
+        let plain = TlsSettings::default();
+        let allowed = TlsSettings {
+            allow_plain_http: true,
+            ..TlsSettings::default()
+        };
+        for loopback in ["127.0.0.1:8080", "127.9.9.9:1", "[::1]:8080"] {
+            let a = loopback.parse().unwrap();
+            assert!(tls_acceptor(&plain, a).unwrap().is_none(), "{loopback}");
+        }
+        for open in [
+            "0.0.0.0:8080",
+            "192.0.2.7:8080",
+            "[::]:8080",
+            "[2001:db8::1]:80",
+        ] {
+            let a = open.parse().unwrap();
+            let Err(e) = tls_acceptor(&plain, a).map(|_| ()) else {
+                panic!("{open}: plain HTTP was not refused");
+            };
+            let e = e.to_string();
+            assert!(e.contains(open), "{open}: {e}");
+            assert!(tls_acceptor(&allowed, a).unwrap().is_none(), "{open}");
+        }
+    }
 }

@@ -33,6 +33,25 @@ pub struct ServeSettings {
     /// Boxed: it is most of the settings' size, and `nfsprov`'s command enum holds them.
     #[command(flatten)]
     pub ldap: Box<LdapSettings>,
+    #[command(flatten)]
+    pub tls: TlsSettings,
+}
+
+/// HTTPS for the API. Without a certificate the API speaks plain HTTP, and then only on a
+/// loopback address unless `allow_plain_http` says otherwise: passwords and tokens must not
+/// cross a network in clear text by accident.
+#[derive(Args, Clone, Debug, Default, PartialEq)]
+#[command(next_help_heading = "TLS")]
+pub struct TlsSettings {
+    /// The server's certificate chain (PEM), leaf first. Needs --tls-key.
+    #[arg(long = "tls-cert", env = "NFSPROV_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
+    #[arg(long = "tls-key", env = "NFSPROV_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Serve plain HTTP on a non-loopback address (behind a TLS-terminating proxy, say).
+    #[arg(long = "allow-plain-http", env = "NFSPROV_ALLOW_PLAIN_HTTP", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_plain_http: bool,
 }
 
 /// Timing of the reconcilers.
@@ -107,6 +126,8 @@ pub struct HttpLimits {
     pub max_headers: usize,
     #[arg(skip = 16 * 1024usize)]
     pub max_header_bytes: usize,
+    #[command(flatten)]
+    pub rate: RateLimits,
 }
 
 impl Default for HttpLimits {
@@ -120,6 +141,37 @@ impl Default for HttpLimits {
             max_body_bytes: 1 << 20,
             max_headers: 64,
             max_header_bytes: 16 * 1024,
+            rate: RateLimits::default(),
+        }
+    }
+}
+
+/// Rate limits on changes (POST, PUT, PATCH and DELETE of both APIs), per user and per source
+/// address (`ratelimit`). A bucket holds `burst` requests and refills at `per_second`.
+#[derive(Args, Clone, Copy, Debug, PartialEq)]
+#[command(next_help_heading = "Rate limits")]
+pub struct RateLimits {
+    /// Changes one user may make per second, sustained.
+    #[arg(long = "rate-per-user", env = "NFSPROV_RATE_PER_USER", default_value = "50", value_parser = at_least_one::<u32>())]
+    pub per_user: u32,
+    /// Changes one user may make at once, above the sustained rate.
+    #[arg(long = "rate-burst-per-user", env = "NFSPROV_RATE_BURST_PER_USER", default_value = "1000", value_parser = at_least_one::<u32>())]
+    pub burst_per_user: u32,
+    /// Changes one source address (an IPv6 client: its /64) may make per second, sustained.
+    #[arg(long = "rate-per-ip", env = "NFSPROV_RATE_PER_IP", default_value = "200", value_parser = at_least_one::<u32>())]
+    pub per_source: u32,
+    /// Changes one source address may make at once, above the sustained rate.
+    #[arg(long = "rate-burst-per-ip", env = "NFSPROV_RATE_BURST_PER_IP", default_value = "5000", value_parser = at_least_one::<u32>())]
+    pub burst_per_source: u32,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_user: 50,
+            burst_per_user: 1000,
+            per_source: 200,
+            burst_per_source: 5000,
         }
     }
 }
@@ -457,6 +509,7 @@ mod tests {
         assert_eq!(s.auth, AuthLimits::default());
         assert_eq!(s.requests, RequestLimits::default());
         assert_eq!(*s.ldap, LdapSettings::default());
+        assert_eq!(s.tls, TlsSettings::default());
     }
 
     #[test]
@@ -526,6 +579,18 @@ mod tests {
                 "NFSPROV_LDAP_DEFAULT_QUOTA_GB",
             ),
             ("--ldap-timeout-secs", "0", "NFSPROV_LDAP_TIMEOUT_SECS"),
+            ("--rate-per-user", "0", "NFSPROV_RATE_PER_USER"),
+            (
+                "--rate-burst-per-user",
+                "1.5",
+                "NFSPROV_RATE_BURST_PER_USER",
+            ),
+            ("--rate-per-ip", "-1", "NFSPROV_RATE_PER_IP"),
+            (
+                "--rate-burst-per-ip",
+                "4294967296",
+                "NFSPROV_RATE_BURST_PER_IP",
+            ),
         ] {
             let arg = format!("{flag}={value}");
             let err = parse(&[&arg]).expect_err(&arg);

@@ -1488,3 +1488,106 @@ async fn listings_are_paged_with_a_link_to_the_next_page() {
     );
     assert_eq!(r.json[2]["state"], "deleting", "{}", r.json);
 }
+
+/// Rate limits on changes: a user bursting past its limit gets 429 with `Retry-After` and the
+/// RateLimit headers in both APIs' error shapes, while another user changing things at the same
+/// time, from the same address, is never refused; reads are not limited.
+#[tokio::test]
+async fn a_bursting_user_is_rate_limited_and_a_quiet_one_is_not() {
+    let limits = HttpLimits {
+        rate: nfsprov::settings::RateLimits {
+            per_user: 1,
+            burst_per_user: 5,
+            ..Default::default()
+        },
+        ..HttpLimits::default()
+    };
+    // The setup's four changes by admin fit admin's own burst.
+    let api = Api::start_with(limits, 1000, 100).await;
+    let (mut alice_ok, mut alice_limited, mut bob_statuses) = (0, Vec::new(), Vec::new());
+    for i in 0..30 {
+        let r = api
+            .req(
+                Method::POST,
+                Some(ALICE),
+                "/api/v1/volumes",
+                Some(native_body(&format!("a{i}"), 1)),
+            )
+            .await;
+        match r.status {
+            StatusCode::ACCEPTED => alice_ok += 1,
+            StatusCode::TOO_MANY_REQUESTS => alice_limited.push(r),
+            s => panic!("alice: {s}: {}", r.json),
+        }
+        if i % 10 == 9 {
+            let r = api
+                .req(
+                    Method::POST,
+                    Some(BOB),
+                    "/api/v1/volumes",
+                    Some(native_body(&format!("b{i}"), 1)),
+                )
+                .await;
+            assert!(
+                r.headers.contains_key("ratelimit"),
+                "an accepted change says where the caller stands: {:?}",
+                r.headers
+            );
+            bob_statuses.push(r.status);
+        }
+    }
+    assert_eq!(
+        bob_statuses,
+        vec![StatusCode::ACCEPTED; 3],
+        "bob was slowed"
+    );
+    assert!(
+        alice_ok >= 5,
+        "alice's burst of 5 was not served: {alice_ok}"
+    );
+    assert!(
+        alice_limited.len() >= 10,
+        "alice was limited only {} times of 30",
+        alice_limited.len()
+    );
+    let r = &alice_limited[0];
+    assert!(is_native_error(r), "{}", r.json);
+    assert_eq!(r.json["error"]["code"], "rate_limited", "{}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("user alice"),
+        "{}",
+        r.json
+    );
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry), "Retry-After {retry}");
+    assert_eq!(r.headers["ratelimit-policy"], "\"user\";q=5;w=5");
+    assert_eq!(
+        r.headers["ratelimit"].to_str().unwrap(),
+        format!("\"user\";r=0;t={retry}")
+    );
+    // hootie's API counts the same changes and answers in its own shape.
+    let r = api
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1.0/volumes/",
+            Some(json!({"root_path": "/srv/nfsprov/pool1", "sub_path": "h1", "size": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.json);
+    assert!(r.json["detail"].as_str().unwrap().contains("user alice"));
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    // Reads are not limited.
+    let r = api
+        .req(Method::GET, Some(ALICE), "/api/v1/volumes", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(!r.headers.contains_key("ratelimit"));
+}

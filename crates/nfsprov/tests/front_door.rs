@@ -697,3 +697,74 @@ async fn oversized_headers_and_framework_errors_are_bounded_and_json() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+/// Secrets never reach the log, at any level: with `nfsprov serve` logging everything
+/// (`NFSPROV_LOG=trace`, and `RUST_LOG=trace` too), sign-ins, a wrong password, a new user's
+/// password in a request body and creates through both APIs leave neither a password nor an
+/// `Authorization` value in its output. (It passed before the rate limits and TLS came too: it
+/// guards the log, it fixed nothing.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_and_authorization_values_are_never_logged() {
+    let mut env = Env::start(1, 100, 50).await;
+    env.restart_with(&[("NFSPROV_LOG", "trace"), ("RUST_LOG", "trace")])
+        .await;
+    let from = env.log().len();
+    let carol = ("carol", "carol-Secret-9Zq");
+    let wrong = ("alice", "wrong-Secret-7Xy");
+    let (s, v) = env
+        .req(
+            Method::POST,
+            Some(ADMIN),
+            "/api/v1/users",
+            Some(json!({"username": carol.0, "password": carol.1, "quota_gb": 5})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = env
+        .req(Method::GET, Some(wrong), "/api/v1/volumes", None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = env
+        .req(
+            Method::POST,
+            Some(carol),
+            "/api/v1/volumes?wait=true",
+            Some(
+                json!({"root_path_id": 1, "sub_path": "secret-log", "size_gb": 1,
+                        "clients": [{"host": "10.0.0.1", "options": "rw"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1.0/volumes/",
+            Some(json!({"root_path": 1, "sub_path": "secret-log-h", "size_GB": 1})),
+        )
+        .await;
+    assert!(s.is_success(), "{s}: {v}");
+    let log = env.log()[from..].to_string();
+    // Nothing nfsprov links logs at TRACE on these paths today; DEBUG lines prove the filter
+    // let everything through.
+    assert!(log.contains(" DEBUG "), "the log is not verbose: {log}");
+    use base64::Engine as _;
+    for (user, password) in [ADMIN, ALICE, carol, wrong] {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        for secret in [password.to_string(), token] {
+            assert!(
+                !log.contains(&secret),
+                "{secret:?} ({user}'s) is in the log:\n{}",
+                log.lines()
+                    .filter(|l| l.contains(&secret))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    assert!(
+        !log.to_ascii_lowercase().contains("authorization: basic"),
+        "an Authorization header is in the log"
+    );
+}

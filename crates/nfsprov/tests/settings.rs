@@ -60,6 +60,8 @@ fn serve_refuses_a_bad_setting_naming_the_variable() {
         ("NFSPROV_AUTH_FAILURES_PER_IP", "many"),
         ("NFSPROV_MAX_VOLUME_GB", "0"),
         ("NFSPROV_MAX_CLIENTS", "5000"),
+        ("NFSPROV_RATE_PER_USER", "0"),
+        ("NFSPROV_RATE_BURST_PER_IP", "lots"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

@@ -6,7 +6,8 @@
 //! body's content type, before the body is read, so an unauthenticated client cannot make the
 //! server wait for or hold its body; the front door then reads it within its size limit and a
 //! memory budget. Body pauses and whole requests are bounded by tower-http layers; errors the
-//! framework itself answers are rewritten as JSON.
+//! framework itself answers are rewritten as JSON. Changes (POST, PUT, PATCH, DELETE) are
+//! rate-limited per user and per source right after authentication (`ratelimit`).
 
 mod caller;
 mod error;
@@ -26,12 +27,14 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
 use crate::datastore::Datastore;
 use crate::error::{Entity, Error, Result};
 use crate::model::{User, Volume, VolumeId};
+use crate::ratelimit::Limiter;
 use crate::reconcile::Hub;
 use crate::settings::HttpLimits;
 
@@ -145,6 +148,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let max_body = limits.max_body_bytes;
     let door = FrontDoor {
         app: state.clone(),
+        rate: Arc::new(Limiter::new(limits.rate)),
         max_body,
         body_budget: Arc::new(tokio::sync::Semaphore::new(
             max_body
@@ -168,6 +172,11 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             ErrorShape { max_body },
             errors_as_json,
         ))
+        // Credentials print as `Sensitive` in any Debug of the request's headers.
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
         .with_state(state)
 }
 
@@ -211,6 +220,8 @@ const BODIES_IN_MEMORY: usize = 64;
 #[derive(Clone)]
 struct FrontDoor {
     app: AppState,
+    /// Rate limits on changes, per user and per source (`ratelimit`).
+    rate: Arc<Limiter>,
     max_body: usize,
     /// Bytes of request bodies being read or held: each request reserves its declared length
     /// (the limit if it does not declare one) before reading.
@@ -265,6 +276,19 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         Ok(u) => u,
         Err(e) => return error_response(hootie, e),
     };
+    // Changes are counted once the caller is known, before the body is read.
+    let verdict = if is_change(req.method()) {
+        match door.rate.check(user.id, &user.username, Source::of(peer)) {
+            Ok(v) => Some(v),
+            Err(refusal) => {
+                let mut resp = error_response(hootie, refusal.error);
+                refusal.verdict.set_headers(resp.headers_mut());
+                return resp;
+            }
+        }
+    } else {
+        None
+    };
     if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
         return error_response(hootie, e);
     }
@@ -277,7 +301,19 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         req
     };
     req.extensions_mut().insert(caller::Authenticated(user));
-    next.run(req).await
+    let mut resp = next.run(req).await;
+    if let Some(v) = verdict {
+        v.set_headers(resp.headers_mut());
+    }
+    resp
+}
+
+/// The methods the rate limits count: every one that changes something.
+fn is_change(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 fn has_body(method: &Method) -> bool {

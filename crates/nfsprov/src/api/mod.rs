@@ -10,7 +10,7 @@
 
 mod caller;
 mod error;
-mod hootie;
+pub mod hootie;
 mod native;
 pub mod response;
 

@@ -5,7 +5,8 @@
 #
 # Idempotent: installs only the Debian packages that are missing (with a policy-rc.d in place
 # so no service is started), creates /etc/exports.d and /run/sshd, and checks that a Rust
-# toolchain (cargo) is installed. It never downloads a toolchain itself.
+# toolchain (cargo) is installed. It never downloads a toolchain itself; it installs
+# cargo-fuzz from crates.io (scripts/fuzz.sh) when missing.
 set -euo pipefail
 
 PACKAGES=(
@@ -91,4 +92,14 @@ EOF
     exit 1
 fi
 step "rust: $("$cargo_path" --version) ($cargo_path)"
+
+# --- cargo-fuzz (scripts/fuzz.sh) ------------------------------------------------------------
+# Built from source: about 1.5 minutes of CPU (16 minutes on a 2-core machine shared by other
+# builds). It works with a stable toolchain: scripts/fuzz.sh sets RUSTC_BOOTSTRAP=1.
+if "$cargo_path" fuzz --version >/dev/null 2>&1; then
+    step "cargo-fuzz: $("$cargo_path" fuzz --version)"
+else
+    step "cargo-fuzz: cargo install cargo-fuzz --locked"
+    "$cargo_path" install cargo-fuzz --locked
+fi
 step "setup done"

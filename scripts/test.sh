@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything CI checks: formatting, clippy, both test tiers and the benchmarks' short form.
+# Everything CI checks: formatting, clippy, both test tiers, a bounded fuzzing run and the
+# benchmarks' short form.
 # The fast tier (`cargo test`: no root, no servers) runs inside the end-to-end tier's command,
 # which starts real sshd, exportfs and ganesha servers in namespaces, so this needs root.
 #
@@ -47,6 +48,13 @@ for f in "${MATRIX_SUMMARIES[@]}"; do
         echo "(not run with the filter '$*': $f)"
     fi
 done
+
+step "fuzzing: every target in fuzz/ for ${FUZZ_SECS:-25} s (scripts/fuzz.sh)"
+if [ "$#" -eq 0 ]; then
+    bash "$REPO/scripts/fuzz.sh"
+else
+    echo "(not run with the filter '$*')"
+fi
 
 step "cargo xtask bench --short   (fails only if nfsprov's speed ratios regress)"
 cargo xtask bench --short

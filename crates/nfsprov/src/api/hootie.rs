@@ -17,7 +17,7 @@ use super::{AppState, Caller, HootieError, Route, Writer};
 use crate::datastore::{Created, NewVolume};
 use crate::error::{Entity, Error};
 use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
-use crate::spec::{self, DirMode, ExportOptions, SubPath};
+use crate::spec::{self, ClientSpec, DirMode, ExportOptions, SubPath};
 
 type HResult<T> = Result<T, HootieError>;
 
@@ -94,11 +94,7 @@ async fn remove(
 }
 
 /// The request body as a JSON object; DRF also accepts form posts, so do we.
-fn body_fields(headers: &HeaderMap, body: &Bytes) -> Result<Map<String, Value>, Error> {
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+fn body_fields(ctype: &str, body: &[u8]) -> Result<Map<String, Value>, Error> {
     if ctype.starts_with("application/x-www-form-urlencoded") {
         let form: HashMap<String, String> = serde_urlencoded::from_bytes(body)
             .map_err(|e| Error::invalid("detail", format!("form parse error - {e}")))?;
@@ -142,13 +138,21 @@ fn field_err(name: &str) -> impl Fn(spec::SpecError) -> Error + '_ {
     move |e| Error::invalid(name, e.0)
 }
 
-async fn create(
-    State(st): State<AppState>,
-    Writer(user): Writer,
-    headers: HeaderMap,
-    body: Bytes,
-) -> HResult<Response> {
-    let m = body_fields(&headers, &body)?;
+/// A hootie create request as its body gave it, every field parsed into its `spec` type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateBody {
+    pub root_path: i64,
+    pub sub_path: SubPath,
+    pub size_gb: i64,
+    pub options: ExportOptions,
+    pub allowed_hosts: Vec<ClientSpec>,
+}
+
+/// Parses a create body, JSON or (by `content_type`) a form; pure, so it is fuzzed
+/// (`fuzz/fuzz_targets/hootie_body.rs`). Every refusal is an [`Error::Invalid`] naming the
+/// field (hootie's 400), whatever the bytes.
+pub fn parse_create_body(content_type: &str, body: &[u8]) -> Result<CreateBody, Error> {
+    let m = body_fields(content_type, body)?;
     let root_path = required(int_field(&m, "root_path")?, "root_path")?;
     let sub_path = SubPath::parse(required(str_field(&m, "sub_path")?, "sub_path")?)
         .map_err(field_err("sub_path"))?;
@@ -157,17 +161,38 @@ async fn create(
     let options = str_field(&m, "options")?.unwrap_or(DEFAULT_OPTIONS);
     let options = ExportOptions::parse(options).map_err(field_err("options"))?;
     let hosts = str_field(&m, "allowed_hosts")?.unwrap_or("*");
-    let hosts = spec::parse_client_list(hosts).map_err(field_err("allowed_hosts"))?;
-    let nv = NewVolume {
-        owner: user.id,
-        root_path: crate::model::RootPathId(root_path),
+    let allowed_hosts = spec::parse_client_list(hosts).map_err(field_err("allowed_hosts"))?;
+    Ok(CreateBody {
+        root_path,
         sub_path,
         size_gb,
-        clients: hosts
+        options,
+        allowed_hosts,
+    })
+}
+
+async fn create(
+    State(st): State<AppState>,
+    Writer(user): Writer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HResult<Response> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let req = parse_create_body(ctype, &body)?;
+    let nv = NewVolume {
+        owner: user.id,
+        root_path: crate::model::RootPathId(req.root_path),
+        sub_path: req.sub_path,
+        size_gb: req.size_gb,
+        clients: req
+            .allowed_hosts
             .into_iter()
             .map(|host| ClientRule {
                 host,
-                options: options.clone(),
+                options: req.options.clone(),
             })
             .collect(),
         mode: DirMode::default(),

@@ -11,7 +11,7 @@
 
 mod caller;
 mod error;
-mod hootie;
+pub mod hootie;
 mod native;
 pub mod response;
 mod tokens;

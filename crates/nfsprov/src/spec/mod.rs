@@ -53,6 +53,9 @@ pub(crate) fn describe_char(c: char) -> String {
         format!("a control character (0x{:02x})", c as u32)
     } else if !c.is_ascii() && c.is_whitespace() {
         format!("whitespace (U+{:04X})", c as u32)
+    } else if c.is_control() {
+        // C1 controls (U+0080-U+009F) are as invisible as ASCII ones (found by fuzzing).
+        format!("a control character (U+{:04X})", c as u32)
     } else if !c.is_ascii() {
         format!("the non-ASCII character '{c}'")
     } else if c == '\'' {
@@ -198,6 +201,23 @@ mod tests {
         assert_eq!(describe_char('é'), "the non-ASCII character 'é'");
         assert_eq!(describe_char('\''), "\"'\"");
         assert_eq!(describe_char(';'), "';'");
+        assert_eq!(describe_char('\u{98}'), "a control character (U+0098)");
+    }
+
+    /// Found by `fuzz/` (sub_path, client_spec, export_options): a C1 control character was
+    /// quoted raw into the refusal, where it prints as nothing.
+    #[test]
+    fn refusals_spell_out_c1_controls() {
+        let messages = [
+            SubPath::parse("\u{98}").unwrap_err(),
+            ClientSpec::parse("ba\u{93}").unwrap_err(),
+            parse_client_list("ba \u{93},aA").unwrap_err(),
+            ExportOptions::parse("ro\u{9c}<3").unwrap_err(),
+        ];
+        for e in messages {
+            assert!(!e.0.chars().any(char::is_control), "{:?}", e.0);
+            assert!(e.0.contains("a control character (U+00"), "{:?}", e.0);
+        }
     }
 
     #[test]

@@ -5,22 +5,16 @@
 //! APIs), on create and on PATCH, and nothing is recorded; an admin is not bound. An admin
 //! changes the policy with `PATCH /api/v1/rootpaths/{id}`; the listing shows it.
 
+mod inproc;
+
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use base64::Engine as _;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-use nfsprov::auth::AuthLimits;
-use nfsprov::reconcile::{Hub, Tuning};
-use nfsprov::serve::HttpLimits;
+use inproc::{ADMIN, HOST_KEY, Login, basic};
+use nfsprov::reconcile::Hub;
 
-type Login = (&'static str, &'static str);
-const ADMIN: Login = ("admin", "admin-pass-1");
 const ALICE: Login = ("alice", "alice-pass-1");
-
-const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyNeverCheckedByTheseTests";
 
 struct Api {
     app: Router,
@@ -33,39 +27,17 @@ struct Reply {
     json: Value,
 }
 
-fn basic(login: Login) -> String {
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", login.0, login.1));
-    format!("Basic {token}")
-}
-
 impl Api {
     /// Servers `srv1` (knfsd) and `gsrv` (ganesha), both never reachable (a closed port);
     /// root path 1 on srv1 with the default policy; admin and alice (quota 100 GB).
     async fn start() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, hub) = nfsprov::serve::app(
-            &dir.path().join("data"),
-            &HttpLimits::default(),
-            AuthLimits::default(),
-            Tuning::default(),
-            None,
-        )
-        .await
-        .unwrap();
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, nfsprov::model::Role::Admin, 100)
-            .await
-            .unwrap();
+        let (app, hub, dir) = inproc::start().await;
         let api = Api {
             app,
             _hub: hub,
             _dir: dir,
         };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = inproc::closed_port();
         for (path, body) in [
             (
                 "/api/v1/servers",
@@ -94,32 +66,7 @@ impl Api {
     }
 
     async fn req(&self, method: Method, login: Login, path: &str, body: Option<Value>) -> Reply {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, basic(login));
-        let body = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .app
-            .clone()
-            .oneshot(b.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 24)
-            .await
-            .unwrap();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
+        let (status, json) = inproc::send(&self.app, method, &basic(login), path, body).await;
         Reply { status, json }
     }
 

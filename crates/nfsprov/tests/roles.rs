@@ -8,25 +8,18 @@
 //! as absent (404), and never read or change them. A refused request changes nothing: the
 //! whole state the API shows is compared before and after each one.
 
+mod inproc;
+
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
-use base64::Engine as _;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-use nfsprov::auth::AuthLimits;
-use nfsprov::model::Role;
-use nfsprov::reconcile::{Hub, Tuning};
-use nfsprov::serve::HttpLimits;
+use inproc::{ADMIN, HOST_KEY, Login, basic};
+use nfsprov::reconcile::Hub;
 
-type Login = (&'static str, &'static str);
-const ADMIN: Login = ("admin", "admin-pass-1");
 const ALICE: Login = ("alice", "alice-pass-1");
 const BOB: Login = ("bob", "bob-pass-01");
 const AUDREY: Login = ("audrey", "audrey-pass-1");
-
-const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyNeverCheckedByTheseTests";
 
 struct Api {
     app: Router,
@@ -34,35 +27,13 @@ struct Api {
     dir: tempfile::TempDir,
 }
 
-fn basic(login: Login) -> String {
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", login.0, login.1));
-    format!("Basic {token}")
-}
-
 impl Api {
     /// Server srv1 (a closed port on 127.0.0.1: never reachable), root path 1, users admin,
     /// alice and bob (role user), audrey (auditor).
     async fn start() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, hub) = nfsprov::serve::app(
-            &dir.path().join("data"),
-            &HttpLimits::default(),
-            AuthLimits::default(),
-            Tuning::default(),
-            None,
-        )
-        .await
-        .unwrap();
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, Role::Admin, 100)
-            .await
-            .unwrap();
+        let (app, hub, dir) = inproc::start().await;
         let api = Api { app, hub, dir };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = inproc::closed_port();
         for (path, body) in [
             (
                 "/api/v1/servers",
@@ -110,33 +81,7 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut b = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, authorization);
-        let body = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let resp = self
-            .app
-            .clone()
-            .oneshot(b.body(body).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap()
-        };
-        (status, json)
+        inproc::send(&self.app, method, authorization, path, body).await
     }
 
     /// A volume of `login`'s (created without waiting for the server, which never answers).

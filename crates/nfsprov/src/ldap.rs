@@ -373,6 +373,22 @@ mod tests {
         assert!(e.contains("NFSPROV_LDAP_USER_BASE"), "{e}");
     }
 
+    #[test]
+    fn the_service_password_never_shows_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "service-Secret-5Rt\n").unwrap();
+        let s = LdapSettings {
+            bind_dn: Some("cn=svc,dc=x".into()),
+            bind_password_file: Some(file),
+            ..settings()
+        };
+        let d = Directory::from_settings(&s).unwrap().unwrap();
+        assert_eq!(d.service.as_ref().unwrap().1, "service-Secret-5Rt");
+        let shown = format!("{d:?} {s:?}");
+        assert!(!shown.contains("service-Secret-5Rt"), "{shown}");
+    }
+
     #[tokio::test]
     async fn an_empty_password_is_refused_without_asking_the_directory() {
         // Port 1 refuses connections: asking would be `Down`, not `Refused`.

@@ -5,55 +5,11 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt as _;
-
+use common::ldap::{DEFAULT_QUOTA_GB, ldap_env};
 use common::*;
 use nfsprov_testbed::slapd::{self, Slapd};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const DEFAULT_QUOTA_GB: i64 = 7;
-
-fn role_groups(users_role: &str) -> String {
-    format!(
-        "admin={};{users_role}={};auditor={}",
-        slapd::group_dn("nfs-admins"),
-        slapd::group_dn("nfs-users"),
-        slapd::group_dn("nfs-auditors")
-    )
-}
-
-/// The settings of a service that signs in through `slapd` at `url`.
-fn ldap_env(
-    dir: &std::path::Path,
-    url: &str,
-    ca: &std::path::Path,
-    users_role: &str,
-) -> Vec<(String, String)> {
-    let pw_file = dir.join("ldap-bind-password");
-    std::fs::write(&pw_file, format!("{}\n", slapd::SERVICE_PASSWORD)).unwrap();
-    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    [
-        ("NFSPROV_LDAP_URL", url.to_string()),
-        ("NFSPROV_LDAP_CA_FILE", ca.display().to_string()),
-        ("NFSPROV_LDAP_BIND_DN", slapd::SERVICE_DN.to_string()),
-        (
-            "NFSPROV_LDAP_BIND_PASSWORD_FILE",
-            pw_file.display().to_string(),
-        ),
-        ("NFSPROV_LDAP_USER_BASE", slapd::PEOPLE_DN.to_string()),
-        ("NFSPROV_LDAP_GROUP_BASE", slapd::GROUPS_DN.to_string()),
-        ("NFSPROV_LDAP_ROLE_GROUPS", role_groups(users_role)),
-        (
-            "NFSPROV_LDAP_DEFAULT_QUOTA_GB",
-            DEFAULT_QUOTA_GB.to_string(),
-        ),
-        ("NFSPROV_LDAP_TIMEOUT_SECS", "3".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
 
 async fn restart(env: &mut Env, vars: &[(String, String)]) {
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

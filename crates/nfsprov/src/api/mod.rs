@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::trace::{DefaultMakeSpan, DefaultOnRequest, DefaultOnResponse, TraceLayer};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
 use crate::datastore::Datastore;
@@ -172,9 +173,24 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             ErrorShape { max_body },
             errors_as_json,
         ))
-        // Credentials print as `Sensitive` in any Debug of the request's headers.
+        // At DEBUG (`NFSPROV_LOG=tower_http=debug`), each request is a span that records its
+        // method, URI and headers, for operators.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(
+                    DefaultMakeSpan::new()
+                        .level(tracing::Level::DEBUG)
+                        .include_headers(true),
+                )
+                .on_request(DefaultOnRequest::new().level(tracing::Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+        )
+        // Outside the trace layer, so credentials are marked before the span records the
+        // headers: they print as `Sensitive` there and in any Debug of the request's headers.
+        // `tests/front_door.rs` (secrets never logged) fails without this.
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
             header::COOKIE,
         ]))
         .with_state(state)

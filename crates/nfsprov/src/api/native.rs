@@ -54,7 +54,14 @@ pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> 
         } else {
             path
         };
-        Error::invalid(field, e.inner().to_string())
+        // serde repeats a wrongly typed value (`invalid type: integer `123`...`): never a
+        // password's.
+        let message = if field == "password" {
+            "expected a string".to_string()
+        } else {
+            e.inner().to_string()
+        };
+        Error::invalid(field, message)
     })
 }
 
@@ -510,4 +517,22 @@ async fn patch_user(
         )
         .await?;
     Ok(Json(UserBody::from(&u)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrongly_typed_password_is_not_repeated_in_the_error() {
+        let body = Bytes::from(r#"{"username": "carol", "password": 31415926535}"#);
+        let e = parse_body::<CreateUserIn>(&body).err().unwrap();
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("password"), "{shown}");
+        assert!(!shown.contains("31415926535"), "{shown}");
+        // Other fields still say what they got.
+        let body = Bytes::from(r#"{"username": "carol", "password": "x", "quota_gb": "lots"}"#);
+        let e = parse_body::<CreateUserIn>(&body).err().unwrap();
+        assert!(format!("{e}").contains("lots"), "{e}");
+    }
 }

@@ -255,6 +255,16 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// The hash a local sign-in checks the password against: the user's, or for an unknown name
+/// and for a directory user (whose row holds no hash: it would fail at once) the dummy, so all
+/// three take one argon2 verification.
+fn hash_to_check(user: Option<&User>) -> &str {
+    match user {
+        Some(u) if u.password_hash != DIRECTORY_PASSWORD => &u.password_hash,
+        _ => dummy_hash(),
+    }
+}
+
 /// The credentials of an `Authorization: Basic` header value, if well formed.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
     let encoded = header
@@ -594,10 +604,7 @@ impl Authenticator {
             .acquire_owned()
             .await
             .expect("the hashing gates are never closed");
-        let hash = match &user {
-            Some(u) => u.password_hash.clone(),
-            None => dummy_hash().to_string(),
-        };
+        let hash = hash_to_check(user.as_ref()).to_string();
         // The slot and the permit are given back when the hash is done, not when the request
         // is: a client that hangs up mid-check cannot start more checks than the limits allow.
         let ok = tokio::task::spawn_blocking(move || {
@@ -674,6 +681,28 @@ async fn directory_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_local_sign_in_verifies_one_argon2_hash() {
+        let user = |hash: &str| User {
+            id: crate::model::UserId(1),
+            username: "u".into(),
+            password_hash: hash.into(),
+            role: crate::model::Role::User,
+            quota_gb: 1,
+            used_gb: 0,
+            locked: false,
+        };
+        let real = hash_password("s3cret-pass").unwrap();
+        assert_eq!(hash_to_check(Some(&user(&real))), real);
+        for who in [None, Some(user(DIRECTORY_PASSWORD))] {
+            let h = hash_to_check(who.as_ref());
+            assert_eq!(h, dummy_hash());
+            assert!(h.starts_with("$argon2id$"), "{h}");
+            // The same work as a real user's hash: argon2's parameters are in the string.
+            assert_eq!(h.split('$').nth(3), real.split('$').nth(3));
+        }
+    }
 
     #[test]
     fn hash_and_verify() {

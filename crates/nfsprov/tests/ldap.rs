@@ -252,3 +252,100 @@ fn plain_ldap_without_starttls_and_a_missing_password_file_stop_the_service_at_s
         assert!(err.contains(expect), "{var}: {err}");
     }
 }
+
+/// What slapd's `stats` log (`-d 256`) shows of the one connection whose user search names
+/// `uid`: each operation's verb, a bind's DN (its first RDN) and result code. `None` until
+/// that connection's operations have all been answered and it unbound.
+fn conversation(log: &str, uid: &str) -> Option<Vec<String>> {
+    let search = format!("filter=\"(uid={uid})\"");
+    let conn = log.lines().find(|l| l.contains(&search))?;
+    let conn = conn.split_whitespace().find(|w| w.starts_with("conn="))?;
+    let ops: Vec<Vec<&str>> = log
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == conn))
+        .map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != conn)
+                .skip(1)
+                .collect()
+        })
+        .filter(|w: &Vec<&str>| w.first().is_some_and(|op| op.starts_with("op=")))
+        .collect();
+    let mut out = Vec::new();
+    for w in &ops {
+        match w.get(1).copied() {
+            // slapd logs a bind twice: as asked (`method=`), then as done (`mech=`).
+            Some("BIND") if w.iter().any(|x| x.starts_with("method=")) => {
+                let dn = w.iter().find_map(|x| x.strip_prefix("dn=\"")).unwrap_or("");
+                out.push(format!("BIND {}", dn.split(',').next().unwrap_or("")));
+            }
+            Some("RESULT") if out.last().is_some_and(|o| o.starts_with("BIND")) => {
+                let err = w.iter().find(|x| x.starts_with("err="))?;
+                out.last_mut().unwrap().push_str(&format!(" {err}"));
+            }
+            Some(verb @ ("SRCH" | "UNBIND")) if w.get(2).is_none_or(|x| !x.starts_with("attr")) => {
+                out.push(verb.to_string())
+            }
+            _ => {}
+        }
+    }
+    out.last().is_some_and(|o| o == "UNBIND").then_some(out)
+}
+
+/// Wait (bounded) until slapd's log shows the whole conversation for `uid`.
+async fn wait_conversation(dir: &Slapd, uid: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(dir.log_path()).unwrap();
+        if let Some(c) = conversation(&log, uid) {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished conversation about {uid} in slapd's log:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// An unknown name costs the directory the same conversation as a known name with a wrong
+/// password (service bind, user search, group search, a bind with the given password,
+/// unbind), as slapd itself records it: neither the answer nor the time it takes tells
+/// whether a name is in the directory. The unknown name's bind is as a DN that names nobody.
+#[tokio::test]
+async fn an_unknown_name_costs_the_directory_what_a_wrong_password_does() {
+    let mut env = Env::start(1, 100, 100).await;
+    let dir = start_slapd(&env);
+    let vars = ldap_env(env.dir.path(), &dir.ldaps_url(), &dir.ca_file(), "user");
+    restart(&mut env, &vars).await;
+
+    let (s, _, body) = get(&env, ("erin", "erin-wrong-pass"), "/api/v1/volumes").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    let (s, _, body) = get(&env, ("zed", "zed-some-pass"), "/api/v1/volumes").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+
+    let wrong_password = wait_conversation(&dir, "erin").await;
+    let unknown_name = wait_conversation(&dir, "zed").await;
+    assert_eq!(
+        wrong_password,
+        [
+            "BIND cn=nfsprov err=0",
+            "SRCH",
+            "SRCH",
+            "BIND uid=erin err=49",
+            "UNBIND"
+        ],
+        "a wrong password"
+    );
+    assert_eq!(
+        unknown_name,
+        [
+            "BIND cn=nfsprov err=0",
+            "SRCH",
+            "SRCH",
+            &format!("BIND {} err=49", nfsprov::ldap::NOBODY_RDN),
+            "UNBIND"
+        ],
+        "an unknown name"
+    );
+}

@@ -29,7 +29,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
-use tower_http::trace::{DefaultMakeSpan, DefaultOnRequest, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{
+    DefaultMakeSpan, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, TraceLayer,
+};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
 use crate::datastore::Datastore;
@@ -174,7 +176,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             errors_as_json,
         ))
         // At DEBUG (`NFSPROV_LOG=tower_http=debug`), each request is a span that records its
-        // method, URI and headers, for operators.
+        // method, URI and headers, for operators; nothing at the default level.
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(
@@ -183,7 +185,10 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                         .include_headers(true),
                 )
                 .on_request(DefaultOnRequest::new().level(tracing::Level::DEBUG))
-                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG)),
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+                // A 5xx is already logged where it happens (`api::error`); tower-http's own line
+                // would add an ERROR at the default level.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
         )
         // Outside the trace layer, so credentials are marked before the span records the
         // headers: they print as `Sensitive` there and in any Debug of the request's headers.

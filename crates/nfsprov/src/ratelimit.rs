@@ -56,6 +56,9 @@ const RECENT_TTL: Duration = Duration::from_secs(60);
 /// Verified headers remembered at most (each took a full sign-in to add).
 const MAX_RECENT: usize = 10_000;
 
+/// A user an `Authorization` header verified as, its name, and when.
+type Verified = (UserId, Arc<str>, Instant);
+
 /// One policy's state after a check.
 #[derive(Clone, Copy, Debug)]
 struct Standing {
@@ -78,7 +81,7 @@ pub struct Limiter {
     sources: Mutex<Arc<Keyed<Source>>>,
     checks: AtomicU64,
     /// Keyed digests of `Authorization` headers verified recently: the user, its name, when.
-    recent: Mutex<HashMap<[u8; 32], (UserId, Arc<str>, Instant)>>,
+    recent: Mutex<HashMap<[u8; 32], Verified>>,
     /// The per-process key of those digests.
     recent_key: [u8; 32],
 }

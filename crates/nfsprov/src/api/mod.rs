@@ -288,27 +288,40 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let source = Source::of(peer);
+    // A change with credentials verified recently is counted first: a caller over its limit
+    // is refused here, before the database, the credential cache or its body (`ratelimit`).
+    let change = is_change(req.method());
+    let known = if change {
+        door.rate.check_known(credentials, source)
+    } else {
+        None
+    };
+    let known = match known {
+        Some((_, Err(refusal))) => return refusal_response(hootie, refusal),
+        Some((id, Ok(v))) => Some((id, v)),
+        None => None,
+    };
     let st = &door.app;
     let user = match st
         .auth
-        .authenticate_for(st.db(), credentials, Source::of(peer), !hootie)
+        .authenticate_for(st.db(), credentials, source, !hootie)
         .await
     {
         Ok(u) => u,
         Err(e) => return error_response(hootie, e),
     };
-    // Changes are counted once the caller is known, before the body is read.
-    let verdict = if is_change(req.method()) {
-        match door.rate.check(user.id, &user.username, Source::of(peer)) {
-            Ok(v) => Some(v),
-            Err(refusal) => {
-                let mut resp = error_response(hootie, refusal.error);
-                refusal.verdict.set_headers(resp.headers_mut());
-                return resp;
+    // Other changes are counted once the caller is known, before the body is read.
+    let verdict = match known {
+        Some((id, v)) if id == user.id => Some(v),
+        _ if change => {
+            door.rate.remember(credentials, user.id, &user.username);
+            match door.rate.check(user.id, &user.username, source) {
+                Ok(v) => Some(v),
+                Err(refusal) => return refusal_response(hootie, refusal),
             }
         }
-    } else {
-        None
+        _ => None,
     };
     if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
         return error_response(hootie, e);
@@ -326,6 +339,13 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
     if let Some(v) = verdict {
         v.set_headers(resp.headers_mut());
     }
+    resp
+}
+
+/// A rate limit's 429, with the headers saying where the caller stands.
+fn refusal_response(hootie: bool, refusal: crate::ratelimit::Refusal) -> Response {
+    let mut resp = error_response(hootie, refusal.error);
+    refusal.verdict.set_headers(resp.headers_mut());
     resp
 }
 
@@ -461,7 +481,7 @@ struct ErrorShape {
 /// string, body too large, timeout, ...) come as plain text: give them the API's JSON shape.
 async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Next) -> Response {
     let hootie = is_hootie(req.uri().path());
-    let route = format!("{} {}", req.method(), req.uri().path());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp
@@ -491,7 +511,9 @@ async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Nex
     };
     let e = match status {
         StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(message),
-        StatusCode::NOT_FOUND => Error::not_found(Entity::Route, route),
+        StatusCode::NOT_FOUND => {
+            Error::not_found(Entity::Route, format!("{method} {}", uri.path()))
+        }
         StatusCode::BAD_REQUEST => Error::invalid(query_field(&message), message.clone()),
         _ => {
             let mut resp = if hootie {

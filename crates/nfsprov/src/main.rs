@@ -36,7 +36,7 @@ enum Cmd {
         #[arg(long, env = "NFSPROV_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[command(flatten)]
-        settings: ServeSettings,
+        settings: Box<ServeSettings>,
     },
     /// Register and list NFS servers.
     #[command(subcommand)]
@@ -213,7 +213,7 @@ fn read_password(username: &str) -> anyhow::Result<String> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Serve { listen, settings } => serve::serve(&cli.data_dir, listen, settings).await,
+        Cmd::Serve { listen, settings } => serve::serve(&cli.data_dir, listen, *settings).await,
         Cmd::Server(cmd) => {
             let db = serve::open(&cli.data_dir).await?;
             match cmd {

@@ -201,6 +201,7 @@ impl Limiter {
                     verdict: Verdict {
                         standings: vec![user_policy(0, wait)],
                     },
+                    hold: l.refusal_hold,
                 });
             }
         };
@@ -226,6 +227,7 @@ impl Limiter {
                     verdict: Verdict {
                         standings: vec![user_state, source_policy(0, wait)],
                     },
+                    hold: l.refusal_hold,
                 });
             }
         };
@@ -266,11 +268,15 @@ fn refill_secs(used: u32, per_second: u32) -> u64 {
     u64::from(used).div_ceil(u64::from(per_second.max(1)))
 }
 
-/// A refused change: the 429 and the state to put in its headers.
+/// A refused change: the 429, the state to put in its headers, and how long to hold it.
 #[derive(Debug)]
 pub struct Refusal {
     pub error: Error,
     pub verdict: Verdict,
+    /// `RateLimits::refusal_hold`: the front door sends the 429 only after this time, holding
+    /// nothing but the connection (no database, body or lock), so one connection gets at most
+    /// one refusal per hold and a burster cannot turn refusals into load on other users.
+    pub hold: Duration,
 }
 
 impl Verdict {
@@ -306,6 +312,7 @@ mod tests {
             burst_per_user: burst,
             per_source: 1000,
             burst_per_source: 1000,
+            refusal_hold: Duration::ZERO,
         }
     }
 
@@ -373,6 +380,7 @@ mod tests {
             burst_per_user: 100,
             per_source: 1,
             burst_per_source: 2,
+            refusal_hold: Duration::ZERO,
         });
         l.check(UserId(1), "alice", src("2001:db8::1")).unwrap();
         l.check(UserId(2), "bob", src("2001:db8::2")).unwrap();

@@ -163,6 +163,11 @@ pub struct RateLimits {
     /// Changes one source address may make at once, above the sustained rate.
     #[arg(long = "rate-burst-per-ip", env = "NFSPROV_RATE_BURST_PER_IP", default_value = "5000", value_parser = at_least_one::<u32>())]
     pub burst_per_source: u32,
+    /// How long a refused change's 429 is held before it is sent (0: at once). A client that
+    /// keeps sending past its limit gets one refusal per connection per this time, so its
+    /// refusals cannot take the service's CPU from other users (`ratelimit`).
+    #[arg(long = "rate-refusal-hold-ms", env = "NFSPROV_RATE_REFUSAL_HOLD_MS", default_value = "1000", value_parser = Millis)]
+    pub refusal_hold: Duration,
 }
 
 impl Default for RateLimits {
@@ -172,6 +177,7 @@ impl Default for RateLimits {
             burst_per_user: 1000,
             per_source: 200,
             burst_per_source: 5000,
+            refusal_hold: Duration::from_secs(1),
         }
     }
 }

@@ -1382,6 +1382,8 @@ async fn a_bursting_user_is_rate_limited_and_a_quiet_one_is_not() {
         rate: nfsprov::settings::RateLimits {
             per_user: 1,
             burst_per_user: 5,
+            // Refusals at once: this test counts them, the hold is tests/ratelimit.rs's.
+            refusal_hold: std::time::Duration::ZERO,
             ..Default::default()
         },
         ..HttpLimits::default()

@@ -298,7 +298,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         None
     };
     let known = match known {
-        Some((_, Err(refusal))) => return refusal_response(hootie, refusal),
+        Some((_, Err(refusal))) => return refusal_response(hootie, refusal).await,
         Some((id, Ok(v))) => Some((id, v)),
         None => None,
     };
@@ -318,7 +318,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
             door.rate.remember(credentials, user.id, &user.username);
             match door.rate.check(user.id, &user.username, source) {
                 Ok(v) => Some(v),
-                Err(refusal) => return refusal_response(hootie, refusal),
+                Err(refusal) => return refusal_response(hootie, refusal).await,
             }
         }
         _ => None,
@@ -342,8 +342,12 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
     resp
 }
 
-/// A rate limit's 429, with the headers saying where the caller stands.
-fn refusal_response(hootie: bool, refusal: crate::ratelimit::Refusal) -> Response {
+/// A rate limit's 429, with the headers saying where the caller stands, sent after the
+/// refusal's hold (the task holds only its connection meanwhile).
+async fn refusal_response(hootie: bool, refusal: crate::ratelimit::Refusal) -> Response {
+    if !refusal.hold.is_zero() {
+        tokio::time::sleep(refusal.hold).await;
+    }
     let mut resp = error_response(hootie, refusal.error);
     refusal.verdict.set_headers(resp.headers_mut());
     resp

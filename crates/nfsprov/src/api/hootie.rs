@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value};
 
 use super::response::{HootieCreated, HootieRootPath, HootieVolume};
-use super::{AppState, Caller, HootieError, Writer};
+use super::{AppState, Audited, Caller, HootieError, Writer};
 use crate::datastore::{Created, NewVolume};
 use crate::error::{Entity, Error};
 use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
@@ -81,9 +81,10 @@ async fn show(
 async fn remove(
     State(st): State<AppState>,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(pk): Path<String>,
 ) -> HResult<StatusCode> {
-    let v = st.db().delete_volume(parse_pk(&pk)?, &user).await?;
+    let v = st.db().delete_volume(parse_pk(&pk)?, &user, &ctx).await?;
     st.hub.poke(v.server_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -140,6 +141,7 @@ fn field_err(name: &str) -> impl Fn(spec::SpecError) -> Error + '_ {
 async fn create(
     State(st): State<AppState>,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     headers: HeaderMap,
     body: Bytes,
 ) -> HResult<Response> {
@@ -172,7 +174,7 @@ async fn create(
         idempotency_key: None,
         request_hash: None,
     };
-    let v = match st.db().create_volume(&nv).await? {
+    let v = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) | Created::Replayed(v) => v,
     };
     st.hub.poke(v.server_id);
@@ -186,7 +188,7 @@ async fn create(
             // leaves nothing behind (listing, quota, capacity, its empty directory).
             let message = v.last_error.clone().unwrap_or_default();
             // Deleted meanwhile by its owner: then there is nothing left to roll back.
-            let gone = match st.db().roll_back_create(v.id, &user).await {
+            let gone = match st.db().roll_back_create(v.id, &user, &ctx).await {
                 Ok(gone) => {
                     st.hub.poke(gone.server_id);
                     st.wait_settled(v.id, CREATE_WAIT).await?

@@ -8,6 +8,7 @@
 //! memory budget. Body pauses and whole requests are bounded by tower-http layers; errors the
 //! framework itself answers are rewritten as JSON.
 
+mod audit;
 mod caller;
 mod error;
 mod hootie;
@@ -32,7 +33,8 @@ use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
 use crate::settings::HttpLimits;
 
-pub use caller::{Admin, AdminWriter, Caller, Refused, Writer};
+pub use audit::{Audited, DeniedLimits};
+pub use caller::{Admin, AdminWriter, AuditReader, Caller, Refused, Writer};
 pub use error::{HootieError, NativeError};
 
 #[derive(Clone)]
@@ -140,9 +142,11 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
     };
-    Router::new()
+    let db = state.db().clone();
+    let app = Router::new()
         .merge(hootie::routes())
         .merge(native::routes())
+        .merge(audit::routes())
         .layer(middleware::from_fn_with_state(door, front_door))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
@@ -154,7 +158,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             ErrorShape { max_body },
             errors_as_json,
         ))
-        .with_state(state)
+        .with_state(state);
+    // Request ids and the audit of denied attempts, outside everything else.
+    audit::around(app, db, DeniedLimits::default())
 }
 
 /// Request bodies of the largest size held in memory at once; more wait for room.
@@ -217,6 +223,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         Ok(u) => u,
         Err(e) => return error_response(hootie, e),
     };
+    audit::note_actor(&req, &user);
     if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
         return error_response(hootie, e);
     }

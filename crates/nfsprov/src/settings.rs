@@ -104,6 +104,9 @@ pub struct HttpLimits {
     pub max_headers: usize,
     #[arg(skip = 16 * 1024usize)]
     pub max_header_bytes: usize,
+    /// The audit of denied attempts (issue 11, audit).
+    #[command(flatten)]
+    pub audit: AuditLimits,
 }
 
 impl Default for HttpLimits {
@@ -117,6 +120,29 @@ impl Default for HttpLimits {
             max_body_bytes: 1 << 20,
             max_headers: 64,
             max_header_bytes: 16 * 1024,
+            audit: AuditLimits::default(),
+        }
+    }
+}
+
+/// The bound on audit records of denied attempts, per minute: refused requests cannot fill
+/// the disk (at the defaults, at most 120 records, about 60 KB, a minute).
+#[derive(Args, Clone, Copy, Debug, PartialEq)]
+#[command(next_help_heading = "Audit")]
+pub struct AuditLimits {
+    /// Denied attempts recorded per source address and minute; more are only counted.
+    #[arg(long = "audit-denied-per-source", env = "NFSPROV_AUDIT_DENIED_PER_SOURCE", default_value = "20", value_parser = at_least_one::<u32>())]
+    pub denied_per_source: u32,
+    /// Denied attempts recorded per minute from all sources; more are only counted.
+    #[arg(long = "audit-denied-total", env = "NFSPROV_AUDIT_DENIED_TOTAL", default_value = "120", value_parser = at_least_one::<u32>())]
+    pub denied_total: u32,
+}
+
+impl Default for AuditLimits {
+    fn default() -> Self {
+        AuditLimits {
+            denied_per_source: 20,
+            denied_total: 120,
         }
     }
 }

@@ -31,27 +31,12 @@ use crate::audit::{Admit, Context, DeniedGate, Entry, Record};
 use crate::datastore::Datastore;
 use crate::error::{Entity, Error};
 use crate::model::{User, VolumeId};
+use crate::settings::AuditLimits;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Most records in one page of a history or of the whole trail.
 const MAX_PAGE: usize = 1000;
-
-/// The bound on records of denied attempts (see the module's doc).
-#[derive(Debug, Clone, Copy)]
-pub struct DeniedLimits {
-    pub per_source: u32,
-    pub total: u32,
-}
-
-impl Default for DeniedLimits {
-    fn default() -> Self {
-        DeniedLimits {
-            per_source: 20,
-            total: 120,
-        }
-    }
-}
 
 /// The request's context, put in its extensions by `record_requests`; the actor is filled in
 /// by the front door once the credentials check out (`note_actor`).
@@ -124,12 +109,12 @@ struct Recorder {
 
 /// `app` with request ids and `record_requests` around it (outermost, so that every answer,
 /// the front door's and the framework's included, is seen).
-pub(super) fn around(app: Router, db: Datastore, limits: DeniedLimits) -> Router {
+pub(super) fn around(app: Router, db: Datastore, limits: AuditLimits) -> Router {
     let recorder = Recorder {
         db,
         gate: Arc::new(DeniedGate::new(
-            limits.per_source,
-            limits.total,
+            limits.denied_per_source,
+            limits.denied_total,
             std::time::Duration::from_secs(60),
         )),
     };

@@ -33,7 +33,7 @@ use crate::model::{User, Volume, VolumeId};
 use crate::reconcile::Hub;
 use crate::settings::HttpLimits;
 
-pub use audit::{Audited, DeniedLimits};
+pub use audit::Audited;
 pub use caller::{Admin, AdminWriter, AuditReader, Caller, Refused, Writer};
 pub use error::{HootieError, NativeError};
 
@@ -160,7 +160,7 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
         ))
         .with_state(state);
     // Request ids and the audit of denied attempts, outside everything else.
-    audit::around(app, db, DeniedLimits::default())
+    audit::around(app, db, limits.audit)
 }
 
 /// Request bodies of the largest size held in memory at once; more wait for room.

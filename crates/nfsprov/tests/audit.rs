@@ -466,3 +466,38 @@ async fn audit_verify_names_the_first_record_changed_behind_its_back() {
         "{changed}: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_host_key_re_pinned_from_the_cli_is_recorded() {
+    let api = Api::start().await;
+    let data = api.dir.path().join("data");
+    let pinned = nfsprov(
+        &data,
+        &["server", "pin", "srv1", "--host-key", NEW_HOST_KEY],
+    );
+    assert!(
+        pinned.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pinned.stderr)
+    );
+    let trail = api.trail().await;
+    let r = trail.last().unwrap();
+    assert_eq!(
+        (&r["action"], &r["method"], &r["path"], &r["source"]),
+        (
+            &json!("server.host_key"),
+            &json!("CLI"),
+            &json!("server pin srv1"),
+            &json!("local")
+        )
+    );
+    assert!(r["actor"].as_str().unwrap().starts_with("cli:"), "{r}");
+    assert_eq!(
+        r["after"]["host_key"],
+        "SHA256:+DiY3wvvV6TuJJhbpZisF/zLDA0zPMSvHdkr4UvCOqU"
+    );
+    assert!(
+        nfsprov(&data, &["audit", "verify"]).status.success(),
+        "the CLI's record continues the chain"
+    );
+}

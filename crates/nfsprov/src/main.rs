@@ -47,6 +47,21 @@ enum Cmd {
     /// Add, change and list users.
     #[command(subcommand)]
     User(UserCmd),
+    /// Check and export the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the hash chain; name the first bad record and exit with status 1 if any.
+    Verify,
+    /// Write the records as JSON lines (one object per record) for a SIEM.
+    Export {
+        /// Only records with an id above this one.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -247,7 +262,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ServerCmd::Pin { name, host_key } => {
                     let s = admin::find_server(&db, &name).await?;
                     let key = admin::normalize_host_key(&host_key)?;
-                    db.set_server_host_key(s.id, &key).await?;
+                    let ctx = nfsprov::audit::Context::cli(&format!("server pin {}", s.name));
+                    db.set_server_host_key(s.id, &key, &ctx).await?;
                     println!("server {}: host key pinned to {key}", s.name);
                 }
                 ServerCmd::List => {
@@ -318,6 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Audit(cmd) => audit(&cli.data_dir, cmd).await,
         Cmd::User(cmd) => {
             let db = serve::open(&cli.data_dir).await?;
             match cmd {
@@ -383,6 +400,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+    }
+}
+
+async fn audit(data_dir: &std::path::Path, cmd: AuditCmd) -> anyhow::Result<()> {
+    let db = serve::open(data_dir).await?;
+    match cmd {
+        AuditCmd::Verify => match db.verify_audit().await? {
+            Ok(v) => {
+                println!(
+                    "audit trail intact: {} records, newest hash {}",
+                    v.records, v.head
+                );
+                Ok(())
+            }
+            Err(broken) => {
+                eprintln!("error: {broken}");
+                std::process::exit(1);
+            }
+        },
+        AuditCmd::Export { since } => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            db.each_audit_record(since, |r| {
+                serde_json::to_writer(&mut out, &r).map_err(anyhow::Error::from)?;
+                out.write_all(b"\n").map_err(anyhow::Error::from)?;
+                Ok(())
+            })
+            .await?;
+            out.flush().context("writing the export")?;
             Ok(())
         }
     }

@@ -9,6 +9,7 @@
 //! framework itself answers are rewritten as JSON. Changes (POST, PUT, PATCH, DELETE) are
 //! rate-limited per user and per source right after authentication (`ratelimit`).
 
+mod audit;
 mod caller;
 mod error;
 pub mod hootie;
@@ -38,7 +39,8 @@ use crate::ratelimit::Limiter;
 use crate::reconcile::Hub;
 use crate::settings::HttpLimits;
 
-pub use caller::{Admin, AdminWriter, Caller, Refused, Writer};
+pub use audit::Audited;
+pub use caller::{Admin, AdminWriter, AuditReader, Caller, Refused, Writer};
 pub use error::{HootieError, NativeError};
 
 #[derive(Clone)]
@@ -156,11 +158,12 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
     };
+    let db = state.db().clone();
     let mut routes = Router::new();
     for r in route_table() {
         routes = routes.route(r.path, r.handler);
     }
-    routes
+    let app = routes
         .layer(middleware::from_fn_with_state(door, front_door))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
@@ -177,7 +180,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
-        .with_state(state)
+        .with_state(state);
+    // Request ids and the audit of denied attempts, outside everything else.
+    audit::around(app, db, limits.audit)
 }
 
 /// One endpoint: a method, a path pattern and its handler. The router is built from
@@ -211,6 +216,7 @@ pub fn route_table() -> Vec<Route> {
     let mut all = hootie::routes();
     all.extend(native::routes());
     all.extend(tokens::routes());
+    all.extend(audit::routes());
     all
 }
 
@@ -276,6 +282,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         Ok(u) => u,
         Err(e) => return error_response(hootie, e),
     };
+    audit::note_actor(&req, &user);
     // Changes are counted once the caller is known, before the body is read.
     let verdict = if is_change(req.method()) {
         match door.rate.check(user.id, &user.username, Source::of(peer)) {

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::response::{Health, RootPathBody, ServerBody, UserBody, VolumeBody};
-use super::{Admin, AdminWriter, AppState, Caller, NativeError, Route, Writer};
+use super::{Admin, AdminWriter, AppState, Audited, Caller, NativeError, Route, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
 use crate::error::{Entity, Error};
 use crate::model::*;
@@ -176,6 +176,7 @@ async fn create_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
@@ -222,7 +223,7 @@ async fn create_volume(
         idempotency_key: key,
         request_hash,
     };
-    let (v, replayed) = match st.db().create_volume(&nv).await? {
+    let (v, replayed) = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) => (v, false),
         Created::Replayed(v) => (v, true),
     };
@@ -314,13 +315,17 @@ async fn patch_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
     body: Bytes,
 ) -> NResult<Response> {
     let id = parse_id(&id)?;
     let req: PatchVolumeIn = parse_body(&body)?;
     let clients = parse_clients(&req.clients)?;
-    let v = st.db().update_volume_clients(id, &user, &clients).await?;
+    let v = st
+        .db()
+        .update_volume_clients(id, &user, &clients, &ctx)
+        .await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
 }
@@ -329,9 +334,10 @@ async fn delete_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
 ) -> NResult<Response> {
-    let v = st.db().delete_volume(parse_id(&id)?, &user).await?;
+    let v = st.db().delete_volume(parse_id(&id)?, &user, &ctx).await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
 }
@@ -426,13 +432,14 @@ struct PatchServerIn {
 async fn patch_server(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     Path(name): Path<String>,
     body: Bytes,
 ) -> NResult<Json<ServerBody>> {
     let req: PatchServerIn = parse_body(&body)?;
     let s = crate::admin::find_server(st.db(), &name).await?;
     let key = crate::admin::normalize_host_key(&req.host_key)?;
-    st.db().set_server_host_key(s.id, &key).await?;
+    st.db().set_server_host_key(s.id, &key, &ctx).await?;
     st.hub.poke(s.id);
     Ok(Json(ServerBody::from(&st.db().server(s.id).await?)))
 }

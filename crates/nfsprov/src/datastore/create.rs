@@ -40,6 +40,8 @@ const MAX_BATCH: usize = 256;
 
 pub(super) struct Job {
     nv: NewVolume,
+    /// Who asked: the create's audit record is written in the batch's transaction.
+    ctx: crate::audit::Context,
     reply: oneshot::Sender<Result<Outcome>>,
 }
 
@@ -98,12 +100,17 @@ pub(super) fn spawn(writer: SqlitePool, stats: Arc<Stats>) -> std::io::Result<mp
 
 /// Queue `nv` and wait for its outcome. Dropping the future before its batch is taken (the
 /// caller went away) withdraws the request: it is not recorded.
-pub(super) async fn submit(queue: &mpsc::Sender<Job>, nv: &NewVolume) -> Result<Outcome> {
+pub(super) async fn submit(
+    queue: &mpsc::Sender<Job>,
+    nv: &NewVolume,
+    ctx: &crate::audit::Context,
+) -> Result<Outcome> {
     let (reply, outcome) = oneshot::channel();
     let stopped = || anyhow::anyhow!("the create queue has stopped (is the server shutting down?)");
     queue
         .send(Job {
             nv: nv.clone(),
+            ctx: ctx.clone(),
             reply,
         })
         .await
@@ -195,7 +202,7 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
     let mut pending = Pending::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        outcomes.push(record(db, &job.nv, &mut pending)?);
+        outcomes.push(record(db, job, &mut pending)?);
         // After a first insert, inside the transaction: a panic here must leave nothing.
         fault::panic_once("create-batch-panic-once");
     }
@@ -271,11 +278,8 @@ struct Lookup {
 }
 
 /// Check and insert one create inside the batch's transaction.
-fn record(
-    db: &rusqlite::Connection,
-    nv: &NewVolume,
-    pending: &mut Pending,
-) -> Result<Result<Outcome>> {
+fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result<Result<Outcome>> {
+    let nv = &job.nv;
     let sub = nv.sub_path.as_str();
     let ancestors: Vec<String> = {
         let parts: Vec<&str> = sub.split('/').collect();
@@ -444,7 +448,7 @@ fn record(
     reserve(pending.allocated.entry(nv.root_path).or_default())?;
 
     // Everything is known: no need to read the row back.
-    Ok(Ok(Outcome::New(Box::new(Volume {
+    let v = Volume {
         id,
         owner_id: nv.owner,
         owner: row.username,
@@ -469,7 +473,22 @@ fn record(
         last_error: None,
         created_at: parse_time(&ts),
         updated_at: parse_time(&ts),
-    }))))
+    };
+    // In the batch's transaction: a create is never recorded without its audit record.
+    super::audit::append_raw(
+        db,
+        &job.ctx,
+        &crate::audit::Entry {
+            action: "volume.create".into(),
+            object: Some(format!("volume/{id}")),
+            volume_id: Some(id.0),
+            before: None,
+            after: Some(super::audit::volume_fields(&v)),
+            status: None,
+            outcome: "recorded".into(),
+        },
+    )?;
+    Ok(Ok(Outcome::New(Box::new(v))))
 }
 
 /// Why a create clashes with the live volume `clash` ("state:owner_id:sub_path" from the
@@ -556,7 +575,9 @@ mod tests {
         assert_eq!(read.root_path.as_str(), "/srv/p");
         // Ids are not reused after a delete while they are below the limit.
         let viewer = db.user_by_name("u").await.unwrap();
-        db.delete_volume(b.id, &viewer).await.unwrap();
+        db.delete_volume(b.id, &viewer, &crate::audit::Context::internal())
+            .await
+            .unwrap();
         assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);
         // At the top of ganesha's range, the lowest id no live volume holds is taken.
         sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")

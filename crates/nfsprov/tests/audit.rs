@@ -53,10 +53,15 @@ fn basic(login: Login) -> String {
 impl Api {
     /// Server `srv1` (a closed port: never reached), root path 1, users admin, alice, bob.
     async fn start() -> Api {
+        Api::start_with(&HttpLimits::default()).await
+    }
+
+    /// As [`Api::start`], with `limits`.
+    async fn start_with(limits: &HttpLimits) -> Api {
         let dir = tempfile::tempdir().unwrap();
         let (app, hub) = nfsprov::serve::app(
             &dir.path().join("data"),
-            &HttpLimits::default(),
+            limits,
             AuthLimits::default(),
             Tuning::default(),
             None,
@@ -501,5 +506,203 @@ async fn a_host_key_re_pinned_from_the_cli_is_recorded() {
     assert!(
         nfsprov(&data, &["audit", "verify"]).status.success(),
         "the CLI's record continues the chain"
+    );
+}
+
+/// Every record of `action` in `trail`.
+fn with_action<'a>(trail: &'a [Value], action: &str) -> Vec<&'a Value> {
+    trail.iter().filter(|r| r["action"] == action).collect()
+}
+
+#[tokio::test]
+async fn admin_changes_and_tokens_are_recorded_with_before_and_after_never_a_secret() {
+    let api = Api::start().await;
+    let trail = api.trail().await;
+    // The set-up's creates (a server, a root path, two users), as the administrator.
+    let r = with_action(&trail, "server.create")[0];
+    assert_eq!(
+        (&r["object"], &r["actor"]),
+        (&json!("server/srv1"), &json!("admin"))
+    );
+    assert!(
+        r["after"]["host_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("SHA256:"),
+        "{r}"
+    );
+    let r = with_action(&trail, "rootpath.create")[0];
+    assert_eq!(
+        (&r["object"], &r["after"]["capacity_gb"]),
+        (&json!("rootpath/1"), &json!(100))
+    );
+    let users: Vec<&Value> = with_action(&trail, "user.create")
+        .into_iter()
+        .map(|r| &r["object"])
+        .collect();
+    assert_eq!(users, [&json!("user/alice"), &json!("user/bob")]);
+
+    let role = api
+        .req(
+            Method::PATCH,
+            Some(ADMIN),
+            "/api/v1/users/bob",
+            Some(json!({"role": "auditor", "quota_gb": 5, "locked": true, "password": "new-pass-123"})),
+        )
+        .await;
+    assert_eq!(role.status, StatusCode::OK, "{}", role.json);
+    let policy = api
+        .req(
+            Method::PATCH,
+            Some(ADMIN),
+            "/api/v1/rootpaths/1",
+            Some(json!({"export_policy": {"allowed_options": ["insecure"]}})),
+        )
+        .await;
+    assert_eq!(policy.status, StatusCode::OK, "{}", policy.json);
+    let made = api
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1/tokens",
+            Some(json!({"name": "laptop"})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.json);
+    let (token_id, secret) = (
+        made.json["id"].as_i64().unwrap(),
+        made.json["secret"].as_str().unwrap().to_string(),
+    );
+    let revoked = api
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1/tokens/{token_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+
+    let trail = api.trail().await;
+    let r = find(&trail, &request_id(&role));
+    assert_eq!(
+        (&r["action"], &r["object"]),
+        (&json!("user.update"), &json!("user/bob"))
+    );
+    assert_eq!(
+        (
+            &r["before"]["role"],
+            &r["before"]["quota_gb"],
+            &r["before"]["locked"]
+        ),
+        (&json!("user"), &json!(10), &json!(false))
+    );
+    assert_eq!(
+        (
+            &r["after"]["role"],
+            &r["after"]["quota_gb"],
+            &r["after"]["locked"]
+        ),
+        (&json!("auditor"), &json!(5), &json!(true))
+    );
+    assert_eq!(r["after"]["password"], "changed");
+
+    let r = find(&trail, &request_id(&policy));
+    assert_eq!(
+        (&r["action"], &r["object"]),
+        (&json!("rootpath.export_policy"), &json!("rootpath/1"))
+    );
+    assert_eq!(r["before"]["allowed_options"], json!([]));
+    assert_eq!(r["after"]["allowed_options"], json!(["insecure"]));
+
+    let r = find(&trail, &request_id(&made));
+    assert_eq!(
+        (&r["action"], &r["object"], &r["actor"], &r["after"]["name"]),
+        (
+            &json!("token.create"),
+            &json!(format!("token/{token_id}")),
+            &json!("alice"),
+            &json!("laptop")
+        )
+    );
+    let r = find(&trail, &request_id(&revoked));
+    assert_eq!(
+        (&r["action"], &r["before"]["name"], &r["after"]),
+        (&json!("token.revoke"), &json!("laptop"), &Value::Null)
+    );
+
+    // Neither the token, nor its stored hash, nor a password, anywhere in the trail.
+    let all = Value::from(trail).to_string();
+    let hash = nfsprov::auth::token_hash(&secret);
+    for secret in [
+        secret.as_str(),
+        hash.as_str(),
+        "new-pass-123",
+        ALICE.1,
+        BOB.1,
+    ] {
+        assert!(!all.contains(secret), "{secret:?} is in the trail");
+    }
+    let verified = nfsprov(&api.dir.path().join("data"), &["audit", "verify"]);
+    assert!(verified.status.success(), "{verified:?}");
+}
+
+#[tokio::test]
+async fn export_policy_refusals_and_rate_limits_are_recorded_as_denied() {
+    let mut limits = HttpLimits::default();
+    limits.rate.per_user = 1;
+    // Enough for the set-up's four changes by the administrator.
+    limits.rate.burst_per_user = 5;
+    let api = Api::start_with(&limits).await;
+    // The default policy: no root squash off for ordinary users.
+    let refused = api
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1/volumes",
+            Some(json!({"root_path_id": 1, "sub_path": "a", "size_gb": 1,
+                        "clients": [{"host": "10.0.0.1", "options": "rw,no_root_squash"}]})),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.json);
+    // alice's burst runs out within ten changes.
+    let mut over = None;
+    for n in 0..10 {
+        let r = api
+            .req(
+                Method::POST,
+                Some(ALICE),
+                "/api/v1/tokens",
+                Some(json!({"name": format!("t{n}")})),
+            )
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            over = Some(r);
+            break;
+        }
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
+    let over = over.expect("a change over alice's rate limit");
+
+    let trail = api.trail().await;
+    let r = find(&trail, &request_id(&refused));
+    assert_eq!(
+        (&r["action"], &r["actor"], &r["status"], &r["path"]),
+        (
+            &json!("denied"),
+            &json!("alice"),
+            &json!(403),
+            &json!("/api/v1/volumes")
+        )
+    );
+    let r = find(&trail, &request_id(&over));
+    assert_eq!(
+        (&r["action"], &r["actor"], &r["status"], &r["method"]),
+        (
+            &json!("denied"),
+            &json!("alice"),
+            &json!(429),
+            &json!("POST")
+        )
     );
 }

@@ -126,6 +126,36 @@ pub(super) fn around(app: Router, db: Datastore, limits: AuditLimits) -> Router 
         }))
 }
 
+/// Record a change that no datastore call recorded in its own transaction (administrators'
+/// changes to servers, root paths and users; API tokens), right after it committed, with its
+/// object and before -> after. Never fails the request: the change is made; if the record
+/// cannot be written, `record_requests` tries its generic one and the log says why.
+pub(super) async fn record_change(
+    st: &AppState,
+    ctx: &Context,
+    action: &str,
+    object: String,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) {
+    let entry = Entry {
+        action: action.into(),
+        object: Some(object),
+        before,
+        after,
+        outcome: "recorded".into(),
+        ..Entry::default()
+    };
+    if let Err(err) = st.db().record_audit(ctx, &entry).await {
+        tracing::warn!(request_id = ?ctx.request_id, "writing an audit record of {action}: {err:#}");
+    }
+}
+
+/// A value as an audit record shows it (`serde_json`), `null` if it cannot be.
+pub(super) fn fields(v: &impl serde::Serialize) -> Option<serde_json::Value> {
+    serde_json::to_value(v).ok()
+}
+
 /// Record a denied attempt (any 4xx), within the gate's bound, and a change (a 2xx to a
 /// method that changes things) that no datastore call recorded in its own transaction.
 async fn record_requests(State(rec): State<Recorder>, mut req: Request, next: Next) -> Response {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use super::audit::{fields, record_change};
 use super::response::{Health, RootPathBody, ServerBody, UserBody, VolumeBody};
 use super::{Admin, AdminWriter, AppState, Audited, Caller, NativeError, Route, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
@@ -368,6 +369,7 @@ struct CreateRootPathIn {
 async fn create_root_path(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     body: Bytes,
 ) -> NResult<Response> {
     let req: CreateRootPathIn = parse_body(&body)?;
@@ -381,7 +383,10 @@ async fn create_root_path(
     )
     .await?;
     st.hub.poke(rp.server_id);
-    Ok((StatusCode::CREATED, Json(RootPathBody::from(&rp))).into_response())
+    let body = RootPathBody::from(&rp);
+    let object = format!("rootpath/{}", rp.id.0);
+    record_change(&st, &ctx, "rootpath.create", object, None, fields(&body)).await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -394,6 +399,7 @@ struct PatchRootPathIn {
 async fn patch_root_path(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
     body: Bytes,
 ) -> NResult<Json<RootPathBody>> {
@@ -402,7 +408,11 @@ async fn patch_root_path(
         .map(RootPathId)
         .map_err(|_| Error::not_found(Entity::RootPath, format!("{id:?}")))?;
     let req: PatchRootPathIn = parse_body(&body)?;
+    let before = st.db().root_path(id).await?;
     let rp = crate::admin::set_export_policy(st.db(), id, &req.export_policy).await?;
+    let policy = |rp: &RootPath| fields(&RootPathBody::from(rp).export_policy);
+    let (object, before, after) = (format!("rootpath/{}", id.0), policy(&before), policy(&rp));
+    record_change(&st, &ctx, "rootpath.export_policy", object, before, after).await;
     Ok(Json(RootPathBody::from(&rp)))
 }
 
@@ -414,12 +424,28 @@ async fn list_servers(State(st): State<AppState>, _: Admin) -> NResult<Json<Vec<
 async fn create_server(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     body: Bytes,
 ) -> NResult<Response> {
     let req: NewServer = parse_body(&body)?;
     let s = crate::admin::add_server(st.db(), req).await?;
     st.hub.ensure(s.id);
-    Ok((StatusCode::CREATED, Json(ServerBody::from(&s))).into_response())
+    let body = ServerBody::from(&s);
+    // The host key as its fingerprint, as in the re-pinning's record.
+    let mut after = fields(&body);
+    if let Some(a) = after.as_mut() {
+        a["host_key"] = crate::audit::host_key_fingerprint(&s.host_key).into();
+    }
+    record_change(
+        &st,
+        &ctx,
+        "server.create",
+        format!("server/{}", s.name),
+        None,
+        after,
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -463,7 +489,12 @@ struct CreateUserIn {
     role: Option<Role>,
 }
 
-async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) -> NResult<Response> {
+async fn create_user(
+    State(st): State<AppState>,
+    _: AdminWriter,
+    Audited(ctx): Audited,
+    body: Bytes,
+) -> NResult<Response> {
     let req: CreateUserIn = parse_body(&body)?;
     let u = crate::admin::add_user(
         st.db(),
@@ -473,7 +504,10 @@ async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) ->
         req.quota_gb,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(UserBody::from(&u))).into_response())
+    let body = UserBody::from(&u);
+    let object = format!("user/{}", u.username);
+    record_change(&st, &ctx, "user.create", object, None, fields(&body)).await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -494,10 +528,12 @@ struct PatchUserIn {
 async fn patch_user(
     State(st): State<AppState>,
     AdminWriter(by): AdminWriter,
+    Audited(ctx): Audited,
     Path(username): Path<String>,
     body: Bytes,
 ) -> NResult<Json<UserBody>> {
     let req: PatchUserIn = parse_body(&body)?;
+    let before = st.db().user_by_name(&username).await?;
     let password_hash = match &req.password {
         Some(p) => Some(crate::admin::checked_password_hash(p)?),
         None => None,
@@ -516,5 +552,17 @@ async fn patch_user(
             },
         )
         .await?;
+    // Role, quota, lock; a new password only as "changed" (never the password or its hash).
+    let shown = |u: &User, password: Option<&str>| {
+        let mut v = fields(&UserBody::from(u));
+        if let (Some(v), Some(p)) = (v.as_mut(), password) {
+            v["password"] = p.into();
+        }
+        v
+    };
+    let changed = req.password.as_ref().map(|_| "changed");
+    let (before, after) = (shown(&before, None), shown(&u, changed));
+    let object = format!("user/{}", u.username);
+    record_change(&st, &ctx, "user.update", object, before, after).await;
     Ok(Json(UserBody::from(&u)))
 }

@@ -25,32 +25,60 @@ const INSERT: &str = "INSERT INTO audit (id, at, actor, actor_id, source, reques
 const SELECT: &str = "SELECT id, at, actor, actor_id, source, request_id, method, path, action, \
      object, volume_id, before, after, status, outcome, prev_hash, hash FROM audit";
 
-/// Append a record inside the caller's open transaction, through rusqlite (the create thread).
-pub(super) fn append_raw(db: &rusqlite::Connection, ctx: &Context, e: &Entry) -> Result<()> {
-    let (id, prev): (i64, Option<String>) = db
-        .prepare_cached(HEAD)?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let r = Record::seal(id, now(), prev.unwrap_or_else(|| GENESIS.into()), ctx, e);
-    db.prepare_cached(INSERT)?.execute(rusqlite::params![
-        r.id,
-        r.at,
-        r.actor,
-        r.actor_id,
-        r.source,
-        r.request_id,
-        r.method,
-        r.path,
-        r.action,
-        r.object,
-        r.volume_id,
-        r.before,
-        r.after,
-        r.status,
-        r.outcome,
-        r.prev_hash,
-        r.hash,
-    ])?;
-    ctx.mark_recorded();
+/// The head of the chain inside one open transaction of the create thread (rusqlite): read
+/// once, then advanced in memory for every record the batch seals, so a batch of creates
+/// costs one read of the head however many records it writes (`insert_raw` writes them).
+pub(super) struct Chain {
+    next_id: i64,
+    prev_hash: String,
+}
+
+impl Chain {
+    /// The head as the open transaction sees it; it holds the write lock, so no one else
+    /// appends until it ends.
+    pub(super) fn read_raw(db: &rusqlite::Connection) -> Result<Chain> {
+        let (next_id, prev): (i64, Option<String>) = db
+            .prepare_cached(HEAD)?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(Chain {
+            next_id,
+            prev_hash: prev.unwrap_or_else(|| GENESIS.into()),
+        })
+    }
+
+    /// The next record of the chain, sealed (not yet written).
+    pub(super) fn seal(&mut self, ctx: &Context, e: &Entry) -> Record {
+        let r = Record::seal(self.next_id, now(), self.prev_hash.clone(), ctx, e);
+        self.next_id += 1;
+        self.prev_hash.clone_from(&r.hash);
+        r
+    }
+}
+
+/// Write records sealed by one [`Chain`], in order, inside the same transaction.
+pub(super) fn insert_raw(db: &rusqlite::Connection, records: &[Record]) -> Result<()> {
+    let mut insert = db.prepare_cached(INSERT)?;
+    for r in records {
+        insert.execute(rusqlite::params![
+            r.id,
+            r.at,
+            r.actor,
+            r.actor_id,
+            r.source,
+            r.request_id,
+            r.method,
+            r.path,
+            r.action,
+            r.object,
+            r.volume_id,
+            r.before,
+            r.after,
+            r.status,
+            r.outcome,
+            r.prev_hash,
+            r.hash,
+        ])?;
+    }
     Ok(())
 }
 

@@ -25,11 +25,13 @@ use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::audit::{Chain, insert_raw};
 use super::root_paths::{apply_policy, stored_policy};
 use super::sqlite::with_raw_connection;
 use super::volumes::check_backend_options;
 use super::{MAX_EXPORT_ID, NewVolume};
 use super::{now, parse_time};
+use crate::audit::Record;
 use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::fault;
 use crate::model::*;
@@ -179,11 +181,14 @@ fn record_batch(
     }
 }
 
-/// Reservations made by the batch so far, written before the commit.
+/// Reservations and audit records made by the batch so far, written before the commit.
 #[derive(Default)]
 struct Pending {
     used: HashMap<UserId, i64>,
     allocated: HashMap<RootPathId, i64>,
+    /// The audit chain's head, read at the batch's first record.
+    chain: Option<Chain>,
+    audit: Vec<Record>,
 }
 
 /// Record `jobs` in one transaction. `Err` means nothing was recorded; each inner `Err` is one
@@ -226,6 +231,13 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
             return Err(
                 anyhow::anyhow!("capacity of root path {rp} changed during a create").into(),
             );
+        }
+    }
+    // In the batch's transaction: a create is never recorded without its audit record.
+    insert_raw(db, &pending.audit)?;
+    for (job, outcome) in jobs.iter().zip(&outcomes) {
+        if let Ok(Outcome::New(_)) = outcome {
+            job.ctx.mark_recorded();
         }
     }
     Ok(outcomes)
@@ -474,20 +486,21 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         created_at: parse_time(&ts),
         updated_at: parse_time(&ts),
     };
-    // In the batch's transaction: a create is never recorded without its audit record.
-    super::audit::append_raw(
-        db,
-        &job.ctx,
-        &crate::audit::Entry {
-            action: "volume.create".into(),
-            object: Some(format!("volume/{id}")),
-            volume_id: Some(id.0),
-            before: None,
-            after: Some(super::audit::volume_fields(&v)),
-            status: None,
-            outcome: "recorded".into(),
-        },
-    )?;
+    // Sealed now, written with the batch's reservations (`record_all`).
+    let chain = match &mut pending.chain {
+        Some(chain) => chain,
+        None => pending.chain.insert(Chain::read_raw(db)?),
+    };
+    let entry = crate::audit::Entry {
+        action: "volume.create".into(),
+        object: Some(format!("volume/{id}")),
+        volume_id: Some(id.0),
+        before: None,
+        after: Some(super::audit::volume_fields(&v)),
+        status: None,
+        outcome: "recorded".into(),
+    };
+    pending.audit.push(chain.seal(&job.ctx, &entry));
     Ok(Ok(Outcome::New(Box::new(v))))
 }
 

@@ -706,3 +706,50 @@ async fn export_policy_refusals_and_rate_limits_are_recorded_as_denied() {
         )
     );
 }
+
+#[tokio::test]
+async fn administrators_changes_from_the_cli_are_recorded() {
+    let api = Api::start().await;
+    let data = api.dir.path().join("data");
+    for args in [
+        &["user", "set", "bob", "--quota-gb", "3", "--locked", "true"][..],
+        &["rootpath", "policy", "1", r#"{"max_volume_gb": 2}"#],
+    ] {
+        let out = nfsprov(&data, args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let trail = api.trail().await;
+    let r = with_action(&trail, "user.update")[0];
+    assert_eq!(
+        (&r["method"], &r["path"], &r["object"], &r["source"]),
+        (
+            &json!("CLI"),
+            &json!("user set bob"),
+            &json!("user/bob"),
+            &json!("local")
+        )
+    );
+    assert!(r["actor"].as_str().unwrap().starts_with("cli:"), "{r}");
+    assert_eq!(
+        (&r["before"]["quota_gb"], &r["before"]["locked"]),
+        (&json!(10), &json!(false))
+    );
+    assert_eq!(
+        (&r["after"]["quota_gb"], &r["after"]["locked"]),
+        (&json!(3), &json!(true))
+    );
+    let r = with_action(&trail, "rootpath.export_policy")[0];
+    assert_eq!(
+        (
+            &r["path"],
+            &r["before"]["max_volume_gb"],
+            &r["after"]["max_volume_gb"]
+        ),
+        (&json!("rootpath policy 1"), &Value::Null, &json!(2))
+    );
+    assert!(nfsprov(&data, &["audit", "verify"]).status.success());
+}

@@ -4,8 +4,9 @@
 //! tamper with directly.
 //!
 //! Shown: a create, a patch, a delete and a host-key re-pinning each leave a record (who, from
-//! where, request id, before -> after), denied attempts too (with the user they claimed),
-//! within their bound; a volume's history is its owner's, the whole trail the admins'; and
+//! where, request id, before -> after), so do administrators' changes through the API and the
+//! CLI and API tokens made and revoked (never a secret); denied attempts too (with the user
+//! they claimed; export-policy 403s and rate-limit 429s included), within their bound; a volume's history is its owner's, the whole trail the admins'; and
 //! `nfsprov audit verify` names the first record changed behind its back.
 
 use std::net::SocketAddr;

@@ -559,7 +559,7 @@ impl Authenticator {
         };
         match dir.login(username, &password).await {
             Ok(found) => {
-                let u = directory_row(db, dir, username, &found).await?;
+                let u = directory_row(db, dir, username, &found, source).await?;
                 self.remember(username, d, source);
                 Ok(u)
             }
@@ -634,7 +634,27 @@ async fn directory_row(
     dir: &Directory,
     username: &str,
     found: &DirectoryUser,
+    source: Source,
 ) -> Result<User> {
+    // Audited like an administrator's change, the directory (by the user's DN) as the actor.
+    let audit = |action: &str, u: &User, before: Option<serde_json::Value>| {
+        let mut ctx = crate::audit::Context::new("SIGN-IN", "directory");
+        ctx.actor = Some(format!("ldap:{}", found.dn));
+        ctx.source = Some(source.0.to_string());
+        let entry = crate::audit::Entry {
+            action: action.into(),
+            object: Some(format!("user/{}", u.username)),
+            before,
+            after: Some(serde_json::json!({"role": u.role, "quota_gb": u.quota_gb})),
+            outcome: "recorded".into(),
+            ..crate::audit::Entry::default()
+        };
+        async move {
+            if let Err(e) = db.record_audit(&ctx, &entry).await {
+                tracing::warn!("writing the audit record of {username:?}'s sign-in: {e:#}");
+            }
+        }
+    };
     let user = match db.user_by_name(username).await {
         Ok(u) => u,
         Err(Error::NotFound { .. }) => {
@@ -653,6 +673,7 @@ async fn directory_row(
                         found.dn,
                         found.role
                     );
+                    audit("user.create", &u, None).await;
                     u
                 }
                 // Created by a concurrent sign-in, or by an administrator: looked at below.
@@ -668,14 +689,18 @@ async fn directory_row(
     if user.role == found.role {
         return Ok(user);
     }
-    db.update_user(
-        username,
-        &UserChange {
-            role: Some(found.role),
-            ..UserChange::default()
-        },
-    )
-    .await
+    let changed = db
+        .update_user(
+            username,
+            &UserChange {
+                role: Some(found.role),
+                ..UserChange::default()
+            },
+        )
+        .await?;
+    let before = serde_json::json!({"role": user.role, "quota_gb": user.quota_gb});
+    audit("user.update", &changed, Some(before)).await;
+    Ok(changed)
 }
 
 #[cfg(test)]

@@ -123,7 +123,7 @@ impl Limiter {
         &self,
         authorization: Option<&str>,
         source: Source,
-    ) -> Option<(UserId, Result<Verdict, Refusal>)> {
+    ) -> Option<(UserId, Arc<str>, Result<Verdict, Refusal>)> {
         let d = self.header_digest(authorization?);
         let (user, name) = {
             let map = self.recent.lock().expect("rate limit lock");
@@ -133,7 +133,8 @@ impl Limiter {
             }
             (*user, name.clone())
         };
-        Some((user, self.check(user, &name, source)))
+        let verdict = self.check(user, &name, source);
+        Some((user, name, verdict))
     }
 
     /// Remember that `authorization` verified as `user` (see `check_known`).
@@ -357,11 +358,11 @@ mod tests {
         assert!(l.check_known(alice, src("10.0.0.1")).is_none());
         l.remember(alice, UserId(1), "alice");
         for _ in 0..2 {
-            let (user, v) = l.check_known(alice, src("10.0.0.1")).unwrap();
+            let (user, _, v) = l.check_known(alice, src("10.0.0.1")).unwrap();
             assert_eq!(user, UserId(1));
             v.unwrap();
         }
-        let (_, refused) = l.check_known(alice, src("10.0.0.1")).unwrap();
+        let (_, _, refused) = l.check_known(alice, src("10.0.0.1")).unwrap();
         let refused = refused.unwrap_err();
         assert!(
             refused.error.to_string().contains("user alice"),

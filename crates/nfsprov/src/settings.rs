@@ -128,6 +128,9 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     #[command(flatten)]
     pub rate: RateLimits,
+    /// The audit of denied attempts (issue 11, audit).
+    #[command(flatten)]
+    pub audit: AuditLimits,
 }
 
 impl Default for HttpLimits {
@@ -142,6 +145,7 @@ impl Default for HttpLimits {
             max_headers: 64,
             max_header_bytes: 16 * 1024,
             rate: RateLimits::default(),
+            audit: AuditLimits::default(),
         }
     }
 }
@@ -178,6 +182,28 @@ impl Default for RateLimits {
             per_source: 200,
             burst_per_source: 5000,
             refusal_hold: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The bound on audit records of denied attempts, per minute: refused requests cannot fill
+/// the disk (at the defaults, at most 120 records, about 60 KB, a minute).
+#[derive(Args, Clone, Copy, Debug, PartialEq)]
+#[command(next_help_heading = "Audit")]
+pub struct AuditLimits {
+    /// Denied attempts recorded per source address and minute; more are only counted.
+    #[arg(long = "audit-denied-per-source", env = "NFSPROV_AUDIT_DENIED_PER_SOURCE", default_value = "20", value_parser = at_least_one::<u32>())]
+    pub denied_per_source: u32,
+    /// Denied attempts recorded per minute from all sources; more are only counted.
+    #[arg(long = "audit-denied-total", env = "NFSPROV_AUDIT_DENIED_TOTAL", default_value = "120", value_parser = at_least_one::<u32>())]
+    pub denied_total: u32,
+}
+
+impl Default for AuditLimits {
+    fn default() -> Self {
+        AuditLimits {
+            denied_per_source: 20,
+            denied_total: 120,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Sign-in through a real OpenLDAP `slapd` (`nfsprov_testbed::slapd`): its users, its groups
 //! mapped to roles, a wrong password, a disabled account, the directory down (503 for its
 //! users while local accounts sign in), users created at their first sign-in with the default
-//! quota, and TLS (LDAPS and StartTLS) verified against the test bed's CA.
+//! quota (each in the audit trail), and TLS (LDAPS and StartTLS) verified against the test bed's CA.
 
 mod common;
 
@@ -59,6 +59,21 @@ async fn directory_users_sign_in_with_their_groups_roles_and_the_directory_down_
         let row = env.user_row(uid).await;
         assert_eq!(row["role"], role, "{row}");
         assert_eq!(row["quota_gb"], DEFAULT_QUOTA_GB, "{row}");
+    }
+    // Each creation is in the audit trail, the directory entry as its actor.
+    let (s, _, trail) = get(&env, ADMIN, "/api/v1/audit").await;
+    assert_eq!(s, StatusCode::OK, "{trail}");
+    for (uid, role) in [("dora", "admin"), ("erin", "user"), ("fred", "auditor")] {
+        let r = trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == "user.create" && r["object"] == format!("user/{uid}"))
+            .unwrap_or_else(|| panic!("no record of {uid}'s creation: {trail:#}"));
+        assert_eq!(r["method"], "SIGN-IN", "{r}");
+        assert!(r["actor"].as_str().unwrap().starts_with("ldap:"), "{r}");
+        assert_eq!(r["after"]["role"], role, "{r}");
+        assert!(!r.to_string().contains(slapd::password(uid)), "{r}");
     }
     let (s, _, body) = get(&env, dir_user("erin"), "/api/v1/users").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a user is no admin: {body}");

@@ -111,6 +111,8 @@ enum Access {
     VolumeList,
     /// One volume, read.
     VolumeRead,
+    /// One volume's audit records: whoever may read the volume.
+    VolumeHistory,
     /// Create a volume (owned by the caller).
     VolumeCreate,
     /// Change or delete one volume.
@@ -133,10 +135,11 @@ fn access(method: &Method, path: &str) -> Access {
         ("GET", "/api/v1/volumes" | "/api/v1.0/volumes") => VolumeList,
         ("POST", "/api/v1/volumes" | "/api/v1.0/volumes") => VolumeCreate,
         ("GET", "/api/v1/volumes/{id}" | "/api/v1.0/volumes/{pk}") => VolumeRead,
+        ("GET", "/api/v1/volumes/{id}/history") => VolumeHistory,
         ("PATCH" | "DELETE", "/api/v1/volumes/{id}") | ("DELETE", "/api/v1.0/volumes/{pk}") => {
             VolumeWrite
         }
-        ("GET", "/api/v1/servers" | "/api/v1/users") => AdminRead,
+        ("GET", "/api/v1/servers" | "/api/v1/users" | "/api/v1/audit") => AdminRead,
         ("POST", "/api/v1/servers" | "/api/v1/rootpaths" | "/api/v1/users")
         | (
             "PATCH",
@@ -273,12 +276,20 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                 }
                 (_, Access::OwnTokens) => None,
                 (l, _) if l == ADMIN => None,
-                (l, Access::VolumeRead | Access::AdminRead) if l == AUDREY => None,
+                (l, Access::VolumeRead | Access::VolumeHistory | Access::AdminRead)
+                    if l == AUDREY =>
+                {
+                    None
+                }
                 (l, _) if l == AUDREY => Some(StatusCode::FORBIDDEN),
                 (_, Access::AdminRead | Access::AdminWrite) => Some(StatusCode::FORBIDDEN),
                 (_, Access::VolumeCreate) => None,
-                (_, Access::VolumeRead | Access::VolumeWrite) if own => None,
-                (_, Access::VolumeRead | Access::VolumeWrite) => Some(StatusCode::NOT_FOUND),
+                (_, Access::VolumeRead | Access::VolumeHistory | Access::VolumeWrite) if own => {
+                    None
+                }
+                (_, Access::VolumeRead | Access::VolumeHistory | Access::VolumeWrite) => {
+                    Some(StatusCode::NOT_FOUND)
+                }
             };
             match expect_refused {
                 Some(refusal) => {
@@ -309,6 +320,26 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                     "id"
                 };
                 assert_eq!(body[key].as_i64(), Some(ids.volume), "{what}");
+            }
+            // A history holds the volume's records (its create at least), no other volume's.
+            if acc == Access::VolumeHistory && status.is_success() {
+                let records = body.as_array().unwrap_or_else(|| panic!("{what}"));
+                assert!(!records.is_empty(), "{what}");
+                for r in records {
+                    assert_eq!(r["volume_id"].as_i64(), Some(ids.volume), "{what}");
+                }
+            }
+            // The whole trail holds both tenants' volumes' records.
+            if *pattern == "/api/v1/audit" && status.is_success() {
+                for vol in [alices, bobs] {
+                    assert!(
+                        body.as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|r| r["volume_id"].as_i64() == Some(vol)),
+                        "{what}: no record of volume {vol}"
+                    );
+                }
             }
             // Tokens: everyone lists their own only.
             if acc == Access::OwnTokens && *method == Method::GET {

@@ -9,6 +9,7 @@
 //! framework itself answers are rewritten as JSON. Changes (POST, PUT, PATCH, DELETE) are
 //! rate-limited per user and per source right after authentication (`ratelimit`).
 
+mod audit;
 mod caller;
 mod error;
 pub mod hootie;
@@ -41,7 +42,8 @@ use crate::ratelimit::Limiter;
 use crate::reconcile::Hub;
 use crate::settings::HttpLimits;
 
-pub use caller::{Admin, AdminWriter, Caller, Refused, Writer};
+pub use audit::Audited;
+pub use caller::{Admin, AdminWriter, AuditReader, Caller, Refused, Writer};
 pub use error::{HootieError, NativeError};
 
 #[derive(Clone)]
@@ -159,11 +161,12 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
     };
+    let db = state.db().clone();
     let mut routes = Router::new();
     for r in route_table() {
         routes = routes.route(r.path, r.handler);
     }
-    routes
+    let app = routes
         .layer(middleware::from_fn_with_state(door, front_door))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
@@ -198,7 +201,9 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             header::PROXY_AUTHORIZATION,
             header::COOKIE,
         ]))
-        .with_state(state)
+        .with_state(state);
+    // Request ids and the audit of denied attempts, outside everything else.
+    audit::around(app, db, limits.audit)
 }
 
 /// One endpoint: a method, a path pattern and its handler. The router is built from
@@ -232,6 +237,7 @@ pub fn route_table() -> Vec<Route> {
     let mut all = hootie::routes();
     all.extend(native::routes());
     all.extend(tokens::routes());
+    all.extend(audit::routes());
     all
 }
 
@@ -298,8 +304,11 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         None
     };
     let known = match known {
-        Some((_, Err(refusal))) => return refusal_response(hootie, refusal).await,
-        Some((id, Ok(v))) => Some((id, v)),
+        Some((id, name, Err(refusal))) => {
+            audit::note_actor(&req, id, &name);
+            return refusal_response(hootie, refusal).await;
+        }
+        Some((id, _, Ok(v))) => Some((id, v)),
         None => None,
     };
     let st = &door.app;
@@ -311,6 +320,7 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         Ok(u) => u,
         Err(e) => return error_response(hootie, e),
     };
+    audit::note_actor(&req, user.id, &user.username);
     // Other changes are counted once the caller is known, before the body is read.
     let verdict = match known {
         Some((id, v)) if id == user.id => Some(v),

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
+use super::audit::{fields, record_change};
 use super::response::{Health, RootPathBody, ServerBody, UserBody, VolumeBody};
-use super::{Admin, AdminWriter, AppState, Caller, NativeError, Route, Writer};
+use super::{Admin, AdminWriter, AppState, Audited, Caller, NativeError, Route, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
 use crate::error::{Entity, Error};
 use crate::model::*;
@@ -183,6 +184,7 @@ async fn create_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
@@ -229,7 +231,7 @@ async fn create_volume(
         idempotency_key: key,
         request_hash,
     };
-    let (v, replayed) = match st.db().create_volume(&nv).await? {
+    let (v, replayed) = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) => (v, false),
         Created::Replayed(v) => (v, true),
     };
@@ -321,13 +323,17 @@ async fn patch_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
     body: Bytes,
 ) -> NResult<Response> {
     let id = parse_id(&id)?;
     let req: PatchVolumeIn = parse_body(&body)?;
     let clients = parse_clients(&req.clients)?;
-    let v = st.db().update_volume_clients(id, &user, &clients).await?;
+    let v = st
+        .db()
+        .update_volume_clients(id, &user, &clients, &ctx)
+        .await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
 }
@@ -336,9 +342,10 @@ async fn delete_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
 ) -> NResult<Response> {
-    let v = st.db().delete_volume(parse_id(&id)?, &user).await?;
+    let v = st.db().delete_volume(parse_id(&id)?, &user, &ctx).await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
 }
@@ -369,6 +376,7 @@ struct CreateRootPathIn {
 async fn create_root_path(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     body: Bytes,
 ) -> NResult<Response> {
     let req: CreateRootPathIn = parse_body(&body)?;
@@ -382,7 +390,10 @@ async fn create_root_path(
     )
     .await?;
     st.hub.poke(rp.server_id);
-    Ok((StatusCode::CREATED, Json(RootPathBody::from(&rp))).into_response())
+    let body = RootPathBody::from(&rp);
+    let object = format!("rootpath/{}", rp.id.0);
+    record_change(&st, &ctx, "rootpath.create", object, None, fields(&body)).await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -395,6 +406,7 @@ struct PatchRootPathIn {
 async fn patch_root_path(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
     body: Bytes,
 ) -> NResult<Json<RootPathBody>> {
@@ -403,7 +415,11 @@ async fn patch_root_path(
         .map(RootPathId)
         .map_err(|_| Error::not_found(Entity::RootPath, format!("{id:?}")))?;
     let req: PatchRootPathIn = parse_body(&body)?;
+    let before = st.db().root_path(id).await?;
     let rp = crate::admin::set_export_policy(st.db(), id, &req.export_policy).await?;
+    let policy = |rp: &RootPath| fields(&RootPathBody::from(rp).export_policy);
+    let (object, before, after) = (format!("rootpath/{}", id.0), policy(&before), policy(&rp));
+    record_change(&st, &ctx, "rootpath.export_policy", object, before, after).await;
     Ok(Json(RootPathBody::from(&rp)))
 }
 
@@ -415,12 +431,28 @@ async fn list_servers(State(st): State<AppState>, _: Admin) -> NResult<Json<Vec<
 async fn create_server(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     body: Bytes,
 ) -> NResult<Response> {
     let req: NewServer = parse_body(&body)?;
     let s = crate::admin::add_server(st.db(), req).await?;
     st.hub.ensure(s.id);
-    Ok((StatusCode::CREATED, Json(ServerBody::from(&s))).into_response())
+    let body = ServerBody::from(&s);
+    // The host key as its fingerprint, as in the re-pinning's record.
+    let mut after = fields(&body);
+    if let Some(a) = after.as_mut() {
+        a["host_key"] = crate::audit::host_key_fingerprint(&s.host_key).into();
+    }
+    record_change(
+        &st,
+        &ctx,
+        "server.create",
+        format!("server/{}", s.name),
+        None,
+        after,
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -433,13 +465,14 @@ struct PatchServerIn {
 async fn patch_server(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     Path(name): Path<String>,
     body: Bytes,
 ) -> NResult<Json<ServerBody>> {
     let req: PatchServerIn = parse_body(&body)?;
     let s = crate::admin::find_server(st.db(), &name).await?;
     let key = crate::admin::normalize_host_key(&req.host_key)?;
-    st.db().set_server_host_key(s.id, &key).await?;
+    st.db().set_server_host_key(s.id, &key, &ctx).await?;
     st.hub.poke(s.id);
     Ok(Json(ServerBody::from(&st.db().server(s.id).await?)))
 }
@@ -463,7 +496,12 @@ struct CreateUserIn {
     role: Option<Role>,
 }
 
-async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) -> NResult<Response> {
+async fn create_user(
+    State(st): State<AppState>,
+    _: AdminWriter,
+    Audited(ctx): Audited,
+    body: Bytes,
+) -> NResult<Response> {
     let req: CreateUserIn = parse_body(&body)?;
     let u = crate::admin::add_user(
         st.db(),
@@ -473,7 +511,10 @@ async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) ->
         req.quota_gb,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(UserBody::from(&u))).into_response())
+    let body = UserBody::from(&u);
+    let object = format!("user/{}", u.username);
+    record_change(&st, &ctx, "user.create", object, None, fields(&body)).await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -494,10 +535,12 @@ struct PatchUserIn {
 async fn patch_user(
     State(st): State<AppState>,
     AdminWriter(by): AdminWriter,
+    Audited(ctx): Audited,
     Path(username): Path<String>,
     body: Bytes,
 ) -> NResult<Json<UserBody>> {
     let req: PatchUserIn = parse_body(&body)?;
+    let before = st.db().user_by_name(&username).await?;
     let password_hash = match &req.password {
         Some(p) => Some(crate::admin::checked_password_hash(p)?),
         None => None,
@@ -516,6 +559,18 @@ async fn patch_user(
             },
         )
         .await?;
+    // Role, quota, lock; a new password only as "changed" (never the password or its hash).
+    let shown = |u: &User, password: Option<&str>| {
+        let mut v = fields(&UserBody::from(u));
+        if let (Some(v), Some(p)) = (v.as_mut(), password) {
+            v["password"] = p.into();
+        }
+        v
+    };
+    let changed = req.password.as_ref().map(|_| "changed");
+    let (before, after) = (shown(&before, None), shown(&u, changed));
+    let object = format!("user/{}", u.username);
+    record_change(&st, &ctx, "user.update", object, before, after).await;
     Ok(Json(UserBody::from(&u)))
 }
 

@@ -25,6 +25,7 @@ use sqlx::sqlite::{
 use crate::error::Result;
 use sqlite::{checkpoints, fresh_transaction_state};
 
+mod audit;
 mod create;
 mod outcomes;
 mod root_paths;

@@ -1257,7 +1257,7 @@ async fn ratelimit_section(md: &mut String, runs: usize, quiet_n: usize) {
     let _ = writeln!(
         md,
         "## Rate limits: a quiet user while another bursts\n\n\
-         Each user may make {RL_PER_USER} changes per second (bursts of {RL_PER_USER}). bob creates {QUIET_RATE:.0} volumes per second for {secs:.0} s on a fixed schedule (open loop, latency from the scheduled send), first alone, then while alice sends creates back to back from {BURSTERS} clients; both from 127.0.0.1 (the address limit set out of the way). {runs} runs, each on a fresh service and server. {generator}\n"
+         Each user may make {RL_PER_USER} changes per second (bursts of {RL_PER_USER}). bob creates {QUIET_RATE:.0} volumes per second for {secs:.0} s on a fixed schedule (open loop, latency from the scheduled send), first alone, then while alice sends creates back to back from {BURSTERS} clients; both from 127.0.0.1 (the address limit set out of the way). The service runs with its default refusal hold (`NFSPROV_RATE_REFUSAL_HOLD_MS`, 1 s: a 429 is sent a second after the refused change, holding only its connection). {runs} runs, each on a fresh service and server. {generator}\n"
     );
     table(
         md,

@@ -239,6 +239,50 @@ pub struct RootPath {
     pub delete_policy: DeletePolicy,
     /// What ordinary users may ask for here (`spec::policy`).
     pub export_policy: ExportPolicy,
+    /// How the root path holds its volumes (migration 0008).
+    pub layout: Layout,
+}
+
+/// How a root path holds its volumes, and so whether a volume's size is enforced on the server.
+/// Stored, and shown by the API, as [`Layout::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    /// A plain directory per volume: the size is reserved in the books, not enforced.
+    #[default]
+    Directory,
+    /// A btrfs subvolume per volume with a qgroup limit of its size (the root path must be on
+    /// btrfs with quotas enabled).
+    Btrfs,
+    /// XFS project quota per volume: known to the model, refused when a root path is added
+    /// (not built yet).
+    XfsProject,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 3] = [Layout::Directory, Layout::Btrfs, Layout::XfsProject];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Layout::Directory => "directory",
+            Layout::Btrfs => "btrfs",
+            Layout::XfsProject => "xfs-project",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Layout> {
+        Layout::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// Whether the server holds a volume to its size.
+    pub const fn enforces_size(self) -> bool {
+        matches!(self, Layout::Btrfs | Layout::XfsProject)
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +357,8 @@ pub struct Volume {
     pub root_path_id: RootPathId,
     pub root_path: RootDir,
     pub delete_policy: DeletePolicy,
+    /// Its root path's layout.
+    pub layout: Layout,
     pub server_id: ServerId,
     pub nfs_address: String,
     pub sub_path: SubPath,

@@ -11,14 +11,16 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tracing::Instrument as _;
 
-use crate::backend::KindExt as _;
+use crate::backend::{self, KindExt as _};
 use crate::datastore::Datastore;
+use crate::error::Error;
 use crate::fault;
-use crate::model::{Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
+use crate::model::{Layout, Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
 use crate::plan::Plan;
 use crate::precheck;
 use crate::profile::{PassProfile, Phase};
 use crate::remote::{RemoteError, Session, Target};
+use crate::spec::RootDir;
 
 mod policy;
 mod supervisor;
@@ -26,6 +28,9 @@ mod supervisor;
 pub use crate::settings::Tuning;
 pub use policy::{Requeue, RetryPolicy, RetryState};
 use supervisor::Supervisor;
+
+/// Time limit of the script that checks a root path being added for its layout.
+const LAYOUT_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
@@ -136,6 +141,38 @@ impl Hub {
 
     pub fn db(&self) -> &Datastore {
         &self.inner.db
+    }
+
+    /// Ask `server` whether `root` can hold `layout` (a root path being added): one script on
+    /// a connection of its own (`backend::layout::probe_script`). A plain directory needs no
+    /// question. The server's answer is a 400 naming `layout`; no answer is a 502.
+    pub async fn check_layout(
+        &self,
+        server: &Server,
+        root: &RootDir,
+        layout: Layout,
+    ) -> Result<(), Error> {
+        if layout == Layout::Directory {
+            return Ok(());
+        }
+        let unreachable = |e: RemoteError| {
+            Error::ServerUnreachable(format!(
+                "cannot check root path {root} on server {} for the {layout} layout: {e}",
+                server.name
+            ))
+        };
+        let mut session = Session::connect(&target(server), &self.inner.state_dir)
+            .await
+            .map_err(unreachable)?;
+        let script = backend::layout::probe_script(root.as_str(), layout);
+        let out = session
+            .run(&script, LAYOUT_CHECK_LIMIT)
+            .await
+            .map_err(unreachable)?;
+        match backend::layout::probe_problem(&server.name, root.as_str(), layout, &out) {
+            Some(problem) => Err(Error::invalid("layout", problem)),
+            None => Ok(()),
+        }
     }
 
     /// The body of a server's reconciler task: pass after pass, each followed by the wait it

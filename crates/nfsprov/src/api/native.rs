@@ -357,6 +357,9 @@ struct CreateRootPathIn {
     /// What ordinary users may ask for there (left out: the safe defaults).
     #[serde(default)]
     export_policy: Option<spec::ExportPolicyDoc>,
+    /// How it holds its volumes: `directory` (left out) or `btrfs`, checked on the server.
+    #[serde(default)]
+    layout: Option<String>,
 }
 
 async fn create_root_path(
@@ -365,13 +368,19 @@ async fn create_root_path(
     body: Bytes,
 ) -> NResult<Response> {
     let req: CreateRootPathIn = parse_body(&body)?;
-    let rp = crate::admin::add_root_path_with(
+    let layout = crate::admin::checked_layout(req.layout.as_deref())?;
+    let rp = crate::admin::add_root_path_checked(
         st.db(),
         &req.server,
         &req.path,
         req.capacity_gb,
         req.delete_policy.unwrap_or_default(),
         req.export_policy.as_ref(),
+        layout,
+        |server, path, layout| {
+            let hub = st.hub.clone();
+            async move { hub.check_layout(&server, &path, layout).await }
+        },
     )
     .await?;
     st.hub.poke(rp.server_id);

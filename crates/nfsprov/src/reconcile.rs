@@ -143,36 +143,15 @@ impl Hub {
         &self.inner.db
     }
 
-    /// Ask `server` whether `root` can hold `layout` (a root path being added): one script on
-    /// a connection of its own (`backend::layout::probe_script`). A plain directory needs no
-    /// question. The server's answer is a 400 naming `layout`; no answer is a 502.
+    /// Ask `server` whether `root` can hold `layout` (a root path being added): see
+    /// [`check_layout`].
     pub async fn check_layout(
         &self,
         server: &Server,
         root: &RootDir,
         layout: Layout,
     ) -> Result<(), Error> {
-        if layout == Layout::Directory {
-            return Ok(());
-        }
-        let unreachable = |e: RemoteError| {
-            Error::ServerUnreachable(format!(
-                "cannot check root path {root} on server {} for the {layout} layout: {e}",
-                server.name
-            ))
-        };
-        let mut session = Session::connect(&target(server), &self.inner.state_dir)
-            .await
-            .map_err(unreachable)?;
-        let script = backend::layout::probe_script(root.as_str(), layout);
-        let out = session
-            .run(&script, LAYOUT_CHECK_LIMIT)
-            .await
-            .map_err(unreachable)?;
-        match backend::layout::probe_problem(&server.name, root.as_str(), layout, &out) {
-            Some(problem) => Err(Error::invalid("layout", problem)),
-            None => Ok(()),
-        }
+        check_layout(&self.inner.state_dir, server, root, layout).await
     }
 
     /// The body of a server's reconciler task: pass after pass, each followed by the wait it
@@ -670,6 +649,39 @@ fn pending_all(volumes: &[crate::model::Volume], msg: &str) -> Vec<Outcome> {
             message: msg.to_string(),
         })
         .collect()
+}
+
+/// Ask `server` whether `root` can hold `layout` (a root path being added, from the API or the
+/// CLI): one script on a connection of its own (`backend::layout::probe_script`); `state_dir`
+/// holds the known_hosts files. A plain directory needs no question. The server's answer is a
+/// 400 naming `layout`; no answer is a 502.
+pub async fn check_layout(
+    state_dir: &std::path::Path,
+    server: &Server,
+    root: &RootDir,
+    layout: Layout,
+) -> Result<(), Error> {
+    if layout == Layout::Directory {
+        return Ok(());
+    }
+    let unreachable = |e: RemoteError| {
+        Error::ServerUnreachable(format!(
+            "cannot check root path {root} on server {} for the {layout} layout: {e}",
+            server.name
+        ))
+    };
+    let mut session = Session::connect(&target(server), state_dir)
+        .await
+        .map_err(unreachable)?;
+    let script = backend::layout::probe_script(root.as_str(), layout);
+    let out = session
+        .run(&script, LAYOUT_CHECK_LIMIT)
+        .await
+        .map_err(unreachable)?;
+    match backend::layout::probe_problem(&server.name, root.as_str(), layout, &out) {
+        Some(problem) => Err(Error::invalid("layout", problem)),
+        None => Ok(()),
+    }
 }
 
 pub fn target(server: &Server) -> Target {

@@ -70,6 +70,23 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
     refused_for_layout(s, &v, "not supported yet");
     let (s, v) = add_root_path(&env, BTRFS_ROOT, "zfs").await;
     refused_for_layout(s, &v, "unknown layout");
+    // The CLI asks the server the same question.
+    let out = env.cli(&[
+        "rootpath",
+        "add",
+        "--server",
+        "srv1",
+        "/srv/nfsprov/pool2",
+        "--capacity-gb",
+        "3",
+        "--layout",
+        "btrfs",
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("not btrfs"),
+        "{said}"
+    );
     let (_, rps) = env
         .req(Method::GET, Some(ADMIN), "/api/v1/rootpaths", None)
         .await;

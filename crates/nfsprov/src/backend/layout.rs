@@ -88,7 +88,10 @@ mod tests {
     use super::*;
 
     /// The probe as the server's `sh` prints it: marker lines carry the script's nonce.
-    fn output(script: &Script, lines: &[(&str, &str, i32)]) -> Output {
+    /// A marker's tag, the text printed before it and the status it carries.
+    type Line = (&'static str, &'static str, i32);
+
+    fn output(script: &Script, lines: &[Line]) -> Output {
         let mut text = String::new();
         for (tag, before, rc) in lines {
             if !before.is_empty() {
@@ -121,7 +124,7 @@ mod tests {
     #[test]
     fn each_problem_is_named() {
         let s = probe_script("/srv/b", Layout::Btrfs);
-        let cases: &[(&[(&str, &str, i32)], &str)] = &[
+        let cases: &[(&[Line], &str)] = &[
             (&[("dir", "", 1)], "not a directory"),
             (
                 &[("dir", "", 0), ("fstype", "ext2/ext3", 0)],

@@ -324,3 +324,32 @@ mod tests {
         assert_eq!(field(checked_password_hash(&"x".repeat(1025))), "password");
     }
 }
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn layouts_by_name() {
+        assert_eq!(checked_layout(None).unwrap(), Layout::Directory);
+        assert_eq!(
+            checked_layout(Some("directory")).unwrap(),
+            Layout::Directory
+        );
+        assert_eq!(checked_layout(Some("btrfs")).unwrap(), Layout::Btrfs);
+        for (name, says) in [
+            ("xfs-project", "not supported yet"),
+            ("zfs", "unknown layout"),
+            ("", "unknown layout"),
+            ("BTRFS", "unknown layout"),
+        ] {
+            match checked_layout(Some(name)) {
+                Err(Error::Invalid { field, message }) => {
+                    assert_eq!(field, "layout");
+                    assert!(message.contains(says), "{name:?}: {message}");
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
+    }
+}

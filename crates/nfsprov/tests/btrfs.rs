@@ -186,6 +186,33 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
         "{t}"
     );
 
+    // Nor is a symbolic link at a volume's path followed.
+    inside(srv, &format!("ln -s /srv/nfsprov/pool1 {BTRFS_ROOT}/link"));
+    let (_, l) = env
+        .create(
+            ALICE,
+            rp_id,
+            "link",
+            1,
+            json!([{"host": "127.0.0.1", "options": "rw"}]),
+        )
+        .await;
+    let l = env
+        .wait_volume(
+            l["id"].as_i64().expect("a volume id"),
+            Duration::from_secs(20),
+            |l| l["state"] == "error",
+        )
+        .await;
+    assert!(
+        l["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("symbolic link"),
+        "{l}"
+    );
+    assert!(!srv.host_path("/srv/nfsprov/pool1/link").exists());
+
     // Delete (purge): the subvolume goes.
     let (s, v) = env.delete_wait(ALICE, id).await;
     assert_eq!(s, StatusCode::OK, "{v}");

@@ -13,6 +13,7 @@
 pub mod ganesha;
 pub mod knfsd;
 pub mod layout;
+pub mod usage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

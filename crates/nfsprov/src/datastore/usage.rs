@@ -345,3 +345,157 @@ fn sample_from_row(row: &SqliteRow) -> Result<UsageSample> {
             .map(|n| n.max(0) as u64),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_fixture::{create, fixture};
+    use super::*;
+    use crate::model::Role;
+
+    async fn counters(db: &Datastore, user: &str, rp: RootPathId) -> (i64, i64) {
+        let u = db.user_by_name(user).await.unwrap();
+        (u.used_gb, db.root_path(rp).await.unwrap().allocated_gb)
+    }
+
+    #[tokio::test]
+    async fn a_resize_reserves_the_difference_or_changes_nothing() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let u = db.user_by_name("u").await.unwrap();
+        let v = create(&db, owner, rp, "a").await;
+        let v = db.resize_volume(v.id, &u, 50).await.unwrap();
+        assert_eq!(v.size_gb, 50);
+        assert_eq!(counters(&db, "u", rp).await, (50, 50));
+        // Quota 100: 51 more is 1 GB over.
+        match db.resize_volume(v.id, &u, 101).await {
+            Err(Error::QuotaExceeded { message }) => {
+                assert!(message.contains("quota by 1 GB"), "{message}")
+            }
+            other => panic!("{:?}", other.map(|v| v.size_gb)),
+        }
+        assert_eq!(counters(&db, "u", rp).await, (50, 50));
+        // Capacity 100: a user with room in their quota still cannot take more than is left.
+        let big = db.create_user("big", "x", Role::User, 1000).await.unwrap();
+        let w = create(&db, big.id, rp, "b").await;
+        match db.resize_volume(w.id, &big, 51).await {
+            Err(Error::CapacityExceeded { message }) => {
+                assert!(
+                    message.contains("capacity of root path 1 by 1 GB"),
+                    "{message}"
+                )
+            }
+            other => panic!("{:?}", other.map(|v| v.size_gb)),
+        }
+        assert_eq!(counters(&db, "big", rp).await, (1, 51));
+        // Shrinking gives back.
+        db.resize_volume(v.id, &u, 10).await.unwrap();
+        assert_eq!(counters(&db, "u", rp).await, (10, 11));
+        // Another user's volume is not found; a deleted one cannot change.
+        assert!(matches!(
+            db.resize_volume(w.id, &u, 2).await,
+            Err(Error::NotFound { .. })
+        ));
+        db.delete_volume(v.id, &u).await.unwrap();
+        assert!(matches!(
+            db.resize_volume(v.id, &u, 2).await,
+            Err(Error::Conflict { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_shrink_below_the_latest_sample_is_refused_with_the_usage() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let u = db.user_by_name("u").await.unwrap();
+        let v = create(&db, owner, rp, "a").await;
+        db.resize_volume(v.id, &u, 10).await.unwrap();
+        let sample = |n| VolumeUsage {
+            id: v.id,
+            used_bytes: n,
+            exclusive_bytes: None,
+        };
+        db.record_usage(&[sample(9_000_000_000)], &[])
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        db.record_usage(&[sample(5_000_000_000)], &[])
+            .await
+            .unwrap();
+        match db.resize_volume(v.id, &u, 4).await {
+            Err(Error::OutOfRange { amount, message }) => {
+                assert_eq!(amount, Amount::Size);
+                assert!(
+                    message.contains("5000000000 bytes (5.0 GB)"),
+                    "the latest sample: {message}"
+                )
+            }
+            other => panic!("{:?}", other.map(|v| v.size_gb)),
+        }
+        assert_eq!(counters(&db, "u", rp).await, (10, 10));
+        assert_eq!(db.resize_volume(v.id, &u, 5).await.unwrap().size_gb, 5);
+        let s = db.size_state(v.id).await.unwrap();
+        assert_eq!(
+            s.applied_size_gb,
+            Some(1),
+            "the server still holds the size it was created with"
+        );
+        assert_eq!(s.latest.unwrap().used_bytes, 5_000_000_000);
+    }
+
+    /// Resizes racing each other and a quota admit exactly what fits: the counters never
+    /// overcommit and equal the sum of the sizes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_resizes_never_overcommit() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let u = db.user_by_name("u").await.unwrap();
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            ids.push(create(&db, owner, rp, &format!("v{i}")).await.id);
+        }
+        let tasks: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                let (db, u) = (db.clone(), u.clone());
+                tokio::spawn(async move { db.resize_volume(id, &u, 10).await.is_ok() })
+            })
+            .collect();
+        let mut grown = 0;
+        for t in tasks {
+            grown += usize::from(t.await.unwrap());
+        }
+        // 20 x 1 GB, quota 100: 8 grow by 9 GB each (92), a ninth would need 101.
+        assert_eq!(grown, 8);
+        assert_eq!(counters(&db, "u", rp).await, (92, 92));
+    }
+
+    #[tokio::test]
+    async fn samples_are_bounded_per_volume() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let u = db.user_by_name("u").await.unwrap();
+        let v = create(&db, owner, rp, "a").await;
+        for n in 0..(KEEP_SAMPLES as u64 + 5) {
+            let s = VolumeUsage {
+                id: v.id,
+                used_bytes: n,
+                exclusive_bytes: Some(n),
+            };
+            let root = RootUsage {
+                id: rp,
+                size_bytes: 100,
+                used_bytes: n,
+                free_bytes: 100 - n.min(100),
+            };
+            db.record_usage(&[s], &[root]).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        let kept = db.volume_usage_for(v.id, &u).await.unwrap();
+        assert_eq!(kept.len() as i64, KEEP_SAMPLES);
+        assert_eq!(kept.last().unwrap().used_bytes, KEEP_SAMPLES as u64 + 4);
+        assert_eq!(kept[0].used_bytes, 5, "the oldest went");
+        let roots = db.latest_root_usage().await.unwrap();
+        assert_eq!(roots[&rp].used_bytes, KEEP_SAMPLES as u64 + 4);
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM root_path_usage")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, KEEP_SAMPLES);
+    }
+}

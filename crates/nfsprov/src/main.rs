@@ -29,6 +29,9 @@ struct Cli {
     cmd: Cmd,
 }
 
+// One value, parsed once at start: the size of its largest variant (serve's settings) costs
+// nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the API and the reconcilers.

@@ -542,19 +542,23 @@ impl Hub {
         }
         db.record_usage(&report.volumes, &report.roots).await?;
         for (z, r) in &report.resized {
-            let result = match r {
-                Resized::Applied => Ok(()),
-                Resized::Refused { used_bytes } => Err(format!(
-                    "not resized to {} GB: the server refused, the volume holds {used_bytes} bytes ({}); the size stays at its previous limit until space is freed",
-                    z.size_gb,
-                    crate::datastore::gb_text(*used_bytes)
-                )),
-                Resized::Failed(why) => Err(format!("not resized to {} GB: {why}", z.size_gb)),
-            };
-            if let Err(why) = &result {
-                tracing::warn!(volume = %z.id, "{why}");
+            match r {
+                Resized::Applied => db.record_resize(z.id, z.size_gb, Ok(())).await?,
+                Resized::Refused { used_bytes } => {
+                    let why = format!(
+                        "not resized to {} GB: the server refused, the volume holds {used_bytes} bytes ({}); its size stays as it was",
+                        z.size_gb,
+                        crate::datastore::gb_text(*used_bytes)
+                    );
+                    tracing::warn!(volume = %z.id, "{why}");
+                    db.refuse_resize(z.id, z.size_gb, &why).await?;
+                }
+                Resized::Failed(why) => {
+                    let why = format!("not resized to {} GB: {why}", z.size_gb);
+                    tracing::warn!(volume = %z.id, "{why}");
+                    db.record_resize(z.id, z.size_gb, Err(why)).await?;
+                }
             }
-            db.record_resize(z.id, z.size_gb, result).await?;
         }
         if due {
             task.sampled = Some(Instant::now());

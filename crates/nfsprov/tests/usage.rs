@@ -3,7 +3,8 @@
 //! the API shows it without asking the server; PATCH `size_gb` moves the qgroup limit (read
 //! back on the server), reserves the quota and capacity difference or refuses with nothing
 //! changed, and a shrink below what the volume holds is refused by the API (from the latest
-//! sample) and, when the sample is stale, by the server.
+//! sample) and, when the sample is stale, by the server (the size goes back to what the server
+//! holds).
 
 mod common;
 
@@ -262,11 +263,14 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
         "{v}"
     );
     assert_eq!(v["size_on_server_gb"], 2, "{v}");
+    assert_eq!(v["size_gb"], 2, "back to the size the server holds: {v}");
     assert_eq!(
         v["usage"]["sampled_at"], after["usage"]["sampled_at"],
         "{v}"
     );
     assert_eq!(qgroup_limit(srv, &vol), "2000000000");
+    assert_eq!(used_gb(&env, "alice").await, 2);
+    assert_eq!(root_path(&env, rp_id).await["allocated_gb"], 2);
     drop(fs);
 }
 

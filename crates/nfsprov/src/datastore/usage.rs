@@ -6,7 +6,7 @@
 //! A resize reserves the quota and capacity difference in the transaction that records it, by
 //! conditional `UPDATE`s (as `create` does: no read-then-write), so concurrent resizes and
 //! creates never overcommit. The server's limit follows in the reconciler's next pass
-//! (`pending_resizes`, `record_resize`).
+//! (`pending_resizes`, `record_resize`, `refuse_resize`).
 
 use std::collections::HashMap;
 
@@ -282,12 +282,12 @@ impl Datastore {
     }
 
     /// The btrfs volumes of `server` whose limit is not their size: those the server has
-    /// (exported at least once, not being deleted). A refused resize is tried again only when
-    /// `retry_refused` (a full pass), not on every pass.
+    /// (exported at least once, not being deleted). A resize that failed is tried again only
+    /// when `retry_failed` (a full pass), not on every pass.
     pub async fn pending_resizes(
         &self,
         server: ServerId,
-        retry_refused: bool,
+        retry_failed: bool,
     ) -> Result<Vec<PendingResize>> {
         let rows = sqlx::query(
             "SELECT v.id, v.size_gb FROM volumes v JOIN root_paths rp ON rp.id = v.root_path_id \
@@ -296,7 +296,7 @@ impl Datastore {
              AND v.state NOT IN ('deleting', 'deleted') AND (? OR v.size_error IS NULL)",
         )
         .bind(server)
-        .bind(retry_refused)
+        .bind(retry_failed)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -332,6 +332,44 @@ impl Datastore {
             }
         };
         q.execute(&self.writer).await?;
+        Ok(())
+    }
+
+    /// The server refused to shrink volume `id` to `size_gb` (it holds more): the size goes
+    /// back to the one the server holds, with the difference charged back to the owner's quota
+    /// and the root path's capacity (the books follow the server, even past a quota used up
+    /// meanwhile), and `why` is kept. Ignored if the size changed again meanwhile.
+    pub async fn refuse_resize(&self, id: VolumeId, size_gb: i64, why: &str) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "UPDATE volumes SET size_gb = applied_size_gb, size_error = ?, updated_at = ? \
+             WHERE id = ? AND size_gb = ? AND applied_size_gb IS NOT NULL \
+             RETURNING owner_id, root_path_id, size_gb",
+        )
+        .bind(why)
+        .bind(now())
+        .bind(id)
+        .bind(size_gb)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = row {
+            let back = row.try_get::<i64, _>("size_gb")? - size_gb;
+            let owner: UserId = row.try_get("owner_id")?;
+            let rp: RootPathId = row.try_get("root_path_id")?;
+            sqlx::query("UPDATE users SET used_gb = MAX(used_gb + ?, 0) WHERE id = ?")
+                .bind(back)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE root_paths SET allocated_gb = MAX(allocated_gb + ?, 0) WHERE id = ?",
+            )
+            .bind(back)
+            .bind(rp)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -438,6 +476,22 @@ mod tests {
             "the server still holds the size it was created with"
         );
         assert_eq!(s.latest.unwrap().used_bytes, 5_000_000_000);
+
+        // The server refuses the shrink (its qgroup holds more): back to the size it holds,
+        // the difference charged back.
+        db.refuse_resize(v.id, 5, "holds more").await.unwrap();
+        let back = db.volume(v.id).await.unwrap();
+        assert_eq!(back.size_gb, 1);
+        assert_eq!(counters(&db, "u", rp).await, (1, 1));
+        assert_eq!(
+            db.size_state(v.id).await.unwrap().size_error.as_deref(),
+            Some("holds more")
+        );
+        // A refusal of a size since replaced changes nothing.
+        db.resize_volume(v.id, &u, 7).await.unwrap();
+        db.refuse_resize(v.id, 5, "stale").await.unwrap();
+        assert_eq!(db.volume(v.id).await.unwrap().size_gb, 7);
+        assert_eq!(counters(&db, "u", rp).await, (7, 7));
     }
 
     /// Resizes racing each other and a quota admit exactly what fits: the counters never

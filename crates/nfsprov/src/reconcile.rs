@@ -32,6 +32,9 @@ use supervisor::Supervisor;
 /// Time limit of the script that checks a root path being added for its layout.
 const LAYOUT_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Time limit of the script that applies resizes and samples usage after a pass (`Hub::sizes`).
+const SIZES_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
 
@@ -528,8 +531,10 @@ impl Hub {
             task.sampled = Some(Instant::now());
             return Ok(());
         }
-        let script = usage::script(&work, tuning.pass_timeout / 2);
-        let out = match sess.run(&script, tuning.pass_timeout).await {
+        // The next pass waits for this script: bounded well below a pass's own limit.
+        let limit = tuning.pass_timeout.min(SIZES_LIMIT);
+        let script = usage::script(&work, limit / 2);
+        let out = match sess.run(&script, limit).await {
             Ok(out) => out,
             Err(e) => {
                 task.session = None;

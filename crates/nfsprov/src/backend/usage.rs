@@ -122,7 +122,7 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-/// The script for `work`; `du_limit` bounds each `du` shell.
+/// The script for `work`; `du_limit` bounds all its `du` shells together.
 pub fn script(work: &Work, du_limit: Duration) -> Script {
     let mut s = Script::new();
     if !work.resizes.is_empty() {
@@ -163,7 +163,9 @@ pub fn script(work: &Work, du_limit: Duration) -> Script {
         .iter()
         .filter(|v| v.layout == Layout::Directory)
         .collect();
-    let secs = du_limit.as_secs().max(1).to_string();
+    // The time is shared among the chunks, so all of them together stay within `du_limit`.
+    let chunks = dirs.len().div_ceil(DU_CHUNK).max(1) as u64;
+    let secs = (du_limit.as_secs() / chunks).max(1).to_string();
     for chunk in dirs.chunks(DU_CHUNK) {
         let mut words = vec![
             Lit("timeout"),
@@ -482,6 +484,28 @@ Qgroupid    Referenced    Exclusive   Path
             r.problems[0].contains("df failed: df: /d: gone"),
             "{:?}",
             r.problems
+        );
+    }
+
+    #[test]
+    fn du_runs_in_chunks_that_share_the_time_limit() {
+        let work = Work {
+            volumes: (0..450)
+                .map(|i| VolumeAt {
+                    id: VolumeId(i),
+                    root_path: RootPathId(1),
+                    path: format!("/d/v{i}"),
+                    layout: Layout::Directory,
+                })
+                .collect(),
+            ..Work::default()
+        };
+        let s = script(&work, Duration::from_secs(30));
+        let du_lines: Vec<&str> = s.body().lines().filter(|l| l.contains("du -s")).collect();
+        assert_eq!(du_lines.len(), 3, "200 volumes per sh");
+        assert!(
+            du_lines.iter().all(|l| l.starts_with("timeout '10' ")),
+            "{du_lines:?}"
         );
     }
 

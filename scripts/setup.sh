@@ -14,6 +14,7 @@ PACKAGES=(
     ca-certificates build-essential pkg-config
     nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind dbus
     slapd ldap-utils openssl
+    btrfs-progs
 )
 POLICY_RC=/usr/sbin/policy-rc.d
 

@@ -3,7 +3,7 @@
 use crate::auth;
 use crate::datastore::{Datastore, NewServer};
 use crate::error::{Error, Result};
-use crate::model::{DeletePolicy, RootPath, RootPathId, Server, ServerId, User};
+use crate::model::{DeletePolicy, Layout, RootPath, RootPathId, Server, ServerId, User};
 use crate::spec::{ClientSpec, ExportPolicy, ExportPolicyDoc, RootDir};
 
 /// A host name or IP address that is safe to pass to ssh as a host argument.
@@ -136,7 +136,7 @@ pub async fn add_root_path(
     add_root_path_with(db, server, path, capacity_gb, policy, None).await
 }
 
-/// A root path with an export policy (`None`: the safe defaults).
+/// A root path with an export policy (`None`: the safe defaults), as a plain directory layout.
 pub async fn add_root_path_with(
     db: &Datastore,
     server: &str,
@@ -145,14 +145,73 @@ pub async fn add_root_path_with(
     policy: DeletePolicy,
     export_policy: Option<&ExportPolicyDoc>,
 ) -> Result<RootPath> {
+    let no_check = |_: Server, _: RootDir, _: Layout| async { Ok(()) };
+    add_root_path_checked(
+        db,
+        server,
+        path,
+        capacity_gb,
+        policy,
+        export_policy,
+        Layout::Directory,
+        no_check,
+    )
+    .await
+}
+
+/// A layout by name, or a 400 naming `layout`. `xfs-project` is known but not built yet.
+pub fn checked_layout(name: Option<&str>) -> Result<Layout> {
+    let Some(name) = name else {
+        return Ok(Layout::Directory);
+    };
+    match Layout::parse(name) {
+        Some(Layout::XfsProject) => Err(Error::invalid(
+            "layout",
+            "the xfs-project layout is not supported yet; use directory or btrfs",
+        )),
+        Some(layout) => Ok(layout),
+        None => Err(Error::invalid(
+            "layout",
+            format!("unknown layout {name:?}: directory or btrfs"),
+        )),
+    }
+}
+
+/// A root path of `layout`. `check` asks the server whether the path can hold the layout
+/// (after every field is valid, before anything is recorded); its refusal is the answer.
+#[allow(clippy::too_many_arguments)]
+pub async fn add_root_path_checked<F, Fut>(
+    db: &Datastore,
+    server: &str,
+    path: &str,
+    capacity_gb: i64,
+    policy: DeletePolicy,
+    export_policy: Option<&ExportPolicyDoc>,
+    layout: Layout,
+    check: F,
+) -> Result<RootPath>
+where
+    F: FnOnce(Server, RootDir, Layout) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
     let server = find_server(db, server).await?;
     let path = RootDir::parse(path).map_err(|e| Error::invalid("path", e.0))?;
     let export_policy = match export_policy {
         Some(doc) => checked_export_policy(doc)?,
         None => ExportPolicy::default(),
     };
-    db.create_root_path_with(server.id, &path, capacity_gb, policy, &export_policy)
-        .await
+    crate::spec::gb_amount(capacity_gb, 1)
+        .map_err(|e| Error::out_of_range(crate::error::Amount::Capacity, e.0))?;
+    check(server.clone(), path.clone(), layout).await?;
+    db.create_root_path_with(
+        server.id,
+        &path,
+        capacity_gb,
+        policy,
+        &export_policy,
+        layout,
+    )
+    .await
 }
 
 /// A policy document checked, or a 400 naming its field (`export_policy.allowed_clients[1]`).
@@ -263,5 +322,34 @@ mod tests {
     fn passwords_are_bounded() {
         assert_eq!(field(checked_password_hash("short")), "password");
         assert_eq!(field(checked_password_hash(&"x".repeat(1025))), "password");
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    #[test]
+    fn layouts_by_name() {
+        assert_eq!(checked_layout(None).unwrap(), Layout::Directory);
+        assert_eq!(
+            checked_layout(Some("directory")).unwrap(),
+            Layout::Directory
+        );
+        assert_eq!(checked_layout(Some("btrfs")).unwrap(), Layout::Btrfs);
+        for (name, says) in [
+            ("xfs-project", "not supported yet"),
+            ("zfs", "unknown layout"),
+            ("", "unknown layout"),
+            ("BTRFS", "unknown layout"),
+        ] {
+            match checked_layout(Some(name)) {
+                Err(Error::Invalid { field, message }) => {
+                    assert_eq!(field, "layout");
+                    assert!(message.contains(says), "{name:?}: {message}");
+                }
+                other => panic!("{name:?}: {other:?}"),
+            }
+        }
     }
 }

@@ -151,6 +151,10 @@ pub enum Error {
     /// A request body over the configured limit.
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A server nfsprov had to ask (to check a root path) could not be reached or did not
+    /// answer; nothing was recorded.
+    #[error("{0}")]
+    ServerUnreachable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }

@@ -30,6 +30,9 @@ struct Cli {
     cmd: Cmd,
 }
 
+// One value, parsed once at start: the size of its largest variant (serve's settings) costs
+// nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the API and the reconcilers.
@@ -114,6 +117,10 @@ enum RootpathCmd {
         /// "subtree_check": true}' (see README); left out: the safe defaults.
         #[arg(long)]
         export_policy: Option<String>,
+        /// How it holds its volumes: directory (size not enforced) or btrfs (a subvolume and
+        /// qgroup limit per volume; the server is asked first).
+        #[arg(long, default_value = "directory")]
+        layout: String,
     },
     /// Replace a root path's export policy (JSON; fields left out get their safe default).
     Policy {
@@ -329,17 +336,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     capacity_gb,
                     delete_policy,
                     export_policy,
+                    layout,
                 } => {
                     let policy = DeletePolicy::parse(&delete_policy)
                         .context("--delete-policy must be retain or purge")?;
                     let doc = export_policy.as_deref().map(policy_arg).transpose()?;
-                    let rp = admin::add_root_path_with(
+                    let layout = admin::checked_layout(Some(&layout))?;
+                    let state_dir = cli.data_dir.join("ssh");
+                    serve::private_dir(&state_dir)?;
+                    let rp = admin::add_root_path_checked(
                         &db,
                         &server,
                         &path,
                         capacity_gb,
                         policy,
                         doc.as_ref(),
+                        layout,
+                        |server, path, layout| async move {
+                            nfsprov::reconcile::check_layout(&state_dir, &server, &path, layout)
+                                .await
+                        },
                     )
                     .await?;
                     let after = Some(fields(&RootPathBody::from(&rp)));

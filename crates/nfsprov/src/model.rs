@@ -239,6 +239,50 @@ pub struct RootPath {
     pub delete_policy: DeletePolicy,
     /// What ordinary users may ask for here (`spec::policy`).
     pub export_policy: ExportPolicy,
+    /// How the root path holds its volumes (migration 0008).
+    pub layout: Layout,
+}
+
+/// How a root path holds its volumes, and so whether a volume's size is enforced on the server.
+/// Stored, and shown by the API, as [`Layout::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    /// A plain directory per volume: the size is reserved in the books, not enforced.
+    #[default]
+    Directory,
+    /// A btrfs subvolume per volume with a qgroup limit of its size (the root path must be on
+    /// btrfs with quotas enabled).
+    Btrfs,
+    /// XFS project quota per volume: known to the model, refused when a root path is added
+    /// (not built yet).
+    XfsProject,
+}
+
+impl Layout {
+    pub const ALL: [Layout; 3] = [Layout::Directory, Layout::Btrfs, Layout::XfsProject];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Layout::Directory => "directory",
+            Layout::Btrfs => "btrfs",
+            Layout::XfsProject => "xfs-project",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Layout> {
+        Layout::ALL.into_iter().find(|l| l.as_str() == s)
+    }
+
+    /// Whether the server holds a volume to its size.
+    pub const fn enforces_size(self) -> bool {
+        matches!(self, Layout::Btrfs | Layout::XfsProject)
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -313,6 +357,8 @@ pub struct Volume {
     pub root_path_id: RootPathId,
     pub root_path: RootDir,
     pub delete_policy: DeletePolicy,
+    /// Its root path's layout.
+    pub layout: Layout,
     pub server_id: ServerId,
     pub nfs_address: String,
     pub sub_path: SubPath,
@@ -452,4 +498,63 @@ mod tests {
         assert_eq!(Role::from_is_admin(true), Role::Admin);
         assert_eq!(Role::from_is_admin(false), Role::User);
     }
+}
+
+// ---- usage (issue 12) ----------------------------------------------------------------------
+
+/// What a volume held when the reconciler sampled it (`backend::usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeUsage {
+    pub id: VolumeId,
+    /// btrfs: the qgroup's referenced bytes; directory: `du -s`.
+    pub used_bytes: u64,
+    /// btrfs only: the qgroup's exclusive bytes.
+    pub exclusive_bytes: Option<u64>,
+}
+
+/// A root path's file system as `df` saw it when the reconciler sampled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootUsage {
+    pub id: RootPathId,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// One stored sample of a volume's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageSample {
+    pub sampled_at: DateTime<Utc>,
+    pub used_bytes: u64,
+    pub exclusive_bytes: Option<u64>,
+}
+
+/// One stored sample of a root path's file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootUsageSample {
+    pub sampled_at: DateTime<Utc>,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// A volume's size as the server holds it: the last size applied (`None`: as created, not
+/// resized since), why the server refused the last resize, and the latest usage sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SizeState {
+    pub applied_size_gb: Option<i64>,
+    pub size_error: Option<String>,
+    pub latest: Option<UsageSample>,
+}
+
+/// A btrfs volume whose qgroup limit is not yet its size (a resize the reconciler applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingResize {
+    pub id: VolumeId,
+    pub size_gb: i64,
+}
+
+/// Bytes of `size_gb` (the API's GB are 10^9 bytes).
+pub fn gb_bytes(size_gb: i64) -> u64 {
+    (size_gb.max(0) as u64).saturating_mul(1_000_000_000)
 }

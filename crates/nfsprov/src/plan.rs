@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::model::{ClientRule, DeletePolicy, Volume, VolumeId, VolumeState};
+use crate::model::{ClientRule, DeletePolicy, Layout, Volume, VolumeId, VolumeState};
 
 /// One export the server should have.
 #[derive(Debug, Clone)]
@@ -39,6 +39,9 @@ pub struct Dir {
     /// An admin asked to adopt a directory that already exists there (`adopt_existing`).
     pub adopt: bool,
     pub generation: i64,
+    /// Its root path's layout: a plain directory, or a btrfs subvolume limited to `size_gb`.
+    pub layout: Layout,
+    pub size_gb: i64,
 }
 
 /// A volume whose export must go and whose data must be retained or purged.
@@ -123,6 +126,8 @@ impl Plan {
                         gid: v.gid,
                         adopt: v.adopt_existing,
                         generation: v.generation,
+                        layout: v.layout,
+                        size_gb: v.size_gb,
                     };
                     if v.applied_clients.is_none() && !rejected {
                         plan.create.push(dir);

@@ -11,14 +11,16 @@ use std::time::Instant;
 use tokio::sync::Notify;
 use tracing::Instrument as _;
 
-use crate::backend::KindExt as _;
+use crate::backend::{self, KindExt as _};
 use crate::datastore::Datastore;
+use crate::error::Error;
 use crate::fault;
-use crate::model::{Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
+use crate::model::{Layout, Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
 use crate::plan::Plan;
 use crate::precheck;
 use crate::profile::{PassProfile, Phase};
 use crate::remote::{RemoteError, Session, Target};
+use crate::spec::RootDir;
 
 mod policy;
 mod supervisor;
@@ -26,6 +28,12 @@ mod supervisor;
 pub use crate::settings::Tuning;
 pub use policy::{Requeue, RetryPolicy, RetryState};
 use supervisor::Supervisor;
+
+/// Time limit of the script that checks a root path being added for its layout.
+const LAYOUT_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Time limit of the script that applies resizes and samples usage after a pass (`Hub::sizes`).
+const SIZES_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
@@ -40,6 +48,8 @@ struct TaskState {
     retry: RetryState,
     /// Passes this task ran.
     generation: u64,
+    /// When this task last sampled its server's usage (`Hub::sizes`).
+    sampled: Option<Instant>,
 }
 
 /// Wakes reconcilers and the requests waiting for them.
@@ -138,6 +148,17 @@ impl Hub {
         &self.inner.db
     }
 
+    /// Ask `server` whether `root` can hold `layout` (a root path being added): see
+    /// [`check_layout`].
+    pub async fn check_layout(
+        &self,
+        server: &Server,
+        root: &RootDir,
+        layout: Layout,
+    ) -> Result<(), Error> {
+        check_layout(&self.inner.state_dir, server, root, layout).await
+    }
+
     /// The body of a server's reconciler task: pass after pass, each followed by the wait it
     /// asks for. Runs until the supervisor stops it.
     async fn run(self, server_id: ServerId) {
@@ -156,6 +177,7 @@ impl Hub {
             policy: RetryPolicy::new(&self.inner.tuning),
             retry: RetryState::new(Instant::now()),
             generation: 0,
+            sampled: None,
         };
         // Start-up and periodic resyncs verify everything; a pass woken by a request checks
         // what it changes (and the whole export table).
@@ -220,6 +242,10 @@ impl Hub {
             )
             .instrument(span.clone())
             .await;
+        let result = match result {
+            Ok(()) => self.sizes(task, full).instrument(span.clone()).await,
+            failed => failed,
+        };
         let next = match &result {
             Ok(()) => task
                 .policy
@@ -442,6 +468,110 @@ impl Hub {
         Ok(())
     }
 
+    /// After a pass that went well, on the same connection: apply the btrfs limits of resized
+    /// volumes (read back; a shrink below what the volume holds is refused on the server and
+    /// recorded as the volume's `size_error`), and every `usage_interval` sample what the
+    /// server's volumes and root paths hold (`backend::usage`). One script, only when there is
+    /// something to do.
+    async fn sizes(&self, task: &mut TaskState, full: bool) -> anyhow::Result<()> {
+        use backend::usage::{self, Resize, Resized, RootAt, VolumeAt, Work};
+        let db = &self.inner.db;
+        let tuning = self.inner.tuning;
+        let due = task
+            .sampled
+            .is_none_or(|t| t.elapsed() >= tuning.usage_interval);
+        let pending = db.pending_resizes(task.server, full).await?;
+        if pending.is_empty() && !due {
+            return Ok(());
+        }
+        let volumes = db.server_volumes(task.server).await?;
+        let by_id: HashMap<VolumeId, &crate::model::Volume> =
+            volumes.iter().map(|v| (v.id, v)).collect();
+        let mut work = Work::default();
+        for p in &pending {
+            if let Some(v) = by_id.get(&p.id) {
+                work.resizes.push(Resize {
+                    id: p.id,
+                    path: v.full_path(),
+                    size_gb: p.size_gb,
+                    bytes: crate::model::gb_bytes(p.size_gb),
+                });
+            }
+        }
+        if due {
+            work.volumes = volumes
+                .iter()
+                .filter(|v| {
+                    v.applied_clients.is_some()
+                        && !matches!(v.state, VolumeState::Deleting | VolumeState::Deleted)
+                })
+                .map(|v| VolumeAt {
+                    id: v.id,
+                    root_path: v.root_path_id,
+                    path: v.full_path(),
+                    layout: v.layout,
+                })
+                .collect();
+            work.roots = db
+                .root_paths()
+                .await?
+                .into_iter()
+                .filter(|r| r.server_id == task.server)
+                .map(|r| RootAt {
+                    id: r.id,
+                    path: r.path.as_str().to_string(),
+                    layout: r.layout,
+                })
+                .collect();
+        }
+        let Some(sess) = task.session.as_mut() else {
+            return Ok(());
+        };
+        if work.is_empty() {
+            task.sampled = Some(Instant::now());
+            return Ok(());
+        }
+        // The next pass waits for this script: bounded well below a pass's own limit.
+        let limit = tuning.pass_timeout.min(SIZES_LIMIT);
+        let script = usage::script(&work, limit / 2);
+        let out = match sess.run(&script, limit).await {
+            Ok(out) => out,
+            Err(e) => {
+                task.session = None;
+                return Err(anyhow::anyhow!("sampling usage and applying sizes: {e}"));
+            }
+        };
+        let report = usage::report(&work, &out);
+        for p in &report.problems {
+            tracing::warn!("usage: {p}");
+        }
+        db.record_usage(&report.volumes, &report.roots).await?;
+        for (z, r) in &report.resized {
+            match r {
+                Resized::Applied => db.record_resize(z.id, z.size_gb, Ok(())).await?,
+                Resized::Refused { used_bytes } => {
+                    let why = format!(
+                        "not resized to {} GB: the server refused, the volume holds {used_bytes} bytes ({}); its size stays as it was",
+                        z.size_gb,
+                        crate::datastore::gb_text(*used_bytes)
+                    );
+                    tracing::warn!(volume = %z.id, "{why}");
+                    db.refuse_resize(z.id, z.size_gb, &why).await?;
+                }
+                Resized::Failed(why) => {
+                    let why = format!("not resized to {} GB: {why}", z.size_gb);
+                    tracing::warn!(volume = %z.id, "{why}");
+                    db.record_resize(z.id, z.size_gb, Err(why)).await?;
+                }
+            }
+        }
+        if due {
+            task.sampled = Some(Instant::now());
+        }
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
     /// Run one step of a pass; while it takes longer than `slow_after`, say so (server status
     /// `slow`, and the reason on every volume waiting for this server), every `slow_after`,
     /// without stopping it. The second value tells whether anything was reported.
@@ -633,6 +763,39 @@ fn pending_all(volumes: &[crate::model::Volume], msg: &str) -> Vec<Outcome> {
             message: msg.to_string(),
         })
         .collect()
+}
+
+/// Ask `server` whether `root` can hold `layout` (a root path being added, from the API or the
+/// CLI): one script on a connection of its own (`backend::layout::probe_script`); `state_dir`
+/// holds the known_hosts files. A plain directory needs no question. The server's answer is a
+/// 400 naming `layout`; no answer is a 502.
+pub async fn check_layout(
+    state_dir: &std::path::Path,
+    server: &Server,
+    root: &RootDir,
+    layout: Layout,
+) -> Result<(), Error> {
+    if layout == Layout::Directory {
+        return Ok(());
+    }
+    let unreachable = |e: RemoteError| {
+        Error::ServerUnreachable(format!(
+            "cannot check root path {root} on server {} for the {layout} layout: {e}",
+            server.name
+        ))
+    };
+    let mut session = Session::connect(&target(server), state_dir)
+        .await
+        .map_err(unreachable)?;
+    let script = backend::layout::probe_script(root.as_str(), layout);
+    let out = session
+        .run(&script, LAYOUT_CHECK_LIMIT)
+        .await
+        .map_err(unreachable)?;
+    match backend::layout::probe_problem(&server.name, root.as_str(), layout, &out) {
+        Some(problem) => Err(Error::invalid("layout", problem)),
+        None => Ok(()),
+    }
 }
 
 pub fn target(server: &Server) -> Target {

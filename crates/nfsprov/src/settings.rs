@@ -84,6 +84,10 @@ pub struct Tuning {
     /// while it goes on; and again every this often.
     #[arg(long = "slow-pass-secs", env = "NFSPROV_SLOW_PASS_SECS", default_value = "5", value_parser = Secs)]
     pub slow_after: Duration,
+    /// How often a reconciler samples what its server's volumes and root paths hold (after a
+    /// pass; `du` of directory volumes can be slow, so not on every pass).
+    #[arg(long = "usage-interval-secs", env = "NFSPROV_USAGE_INTERVAL_SECS", default_value = "900", value_parser = Secs)]
+    pub usage_interval: Duration,
 }
 
 impl Default for Tuning {
@@ -96,6 +100,7 @@ impl Default for Tuning {
             pass_timeout: Duration::from_secs(120),
             resolve_timeout: Duration::from_secs(5),
             slow_after: Duration::from_secs(5),
+            usage_interval: Duration::from_secs(900),
         }
     }
 }

@@ -146,6 +146,8 @@ fn access(method: &Method, path: &str) -> Access {
             "/api/v1/servers/{name}" | "/api/v1/users/{username}" | "/api/v1/rootpaths/{id}",
         ) => AdminWrite,
         ("GET" | "POST", "/api/v1/tokens") | ("DELETE", "/api/v1/tokens/{id}") => OwnTokens,
+        // Usage samples of one volume (issue 12): read like the volume.
+        ("GET", "/api/v1/volumes/{id}/usage") => VolumeRead,
         _ => panic!(
             "{method} {path} has no expectation in the role matrix (tests/roles.rs): \
              say which roles may use it"

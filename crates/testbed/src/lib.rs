@@ -30,6 +30,7 @@
 //! is recorded in `<dir>/sshd.ns`; `stop()` kills the listener and every process that lives in
 //! that namespace (ssh sessions, `run_inside` children).
 
+pub mod btrfs;
 pub mod harness;
 pub mod slapd;
 

@@ -26,6 +26,7 @@ fn status(e: &Error) -> StatusCode {
         Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::ServerUnreachable(_) => StatusCode::BAD_GATEWAY,
     }
 }
 
@@ -48,6 +49,7 @@ fn code(e: &Error) -> &'static str {
         Error::UnsupportedMediaType(_) => "unsupported_media_type",
         Error::PayloadTooLarge(_) => "payload_too_large",
         Error::Internal(_) => "internal",
+        Error::ServerUnreachable(_) => "server_unreachable",
     }
 }
 

@@ -14,7 +14,10 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::audit::{fields, record_change};
-use super::response::{Health, RootPathBody, ServerBody, UserBody, VolumeBody};
+use super::response::{
+    Health, RootPathBody, RootUsageBody, ServerBody, UsageBody, UserBody, VolumeBody,
+    VolumeDetailBody, VolumeUsageBody,
+};
 use super::{Admin, AdminWriter, AppState, Audited, Caller, NativeError, Route, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
 use crate::error::{Entity, Error};
@@ -42,6 +45,7 @@ pub fn routes() -> Vec<Route> {
         Route::post("/api/v1/users", create_user),
         Route::patch("/api/v1/users/{username}", patch_user),
         Route::get("/api/v1/health", || async { Json(Health { status: "ok" }) }),
+        Route::get("/api/v1/volumes/{id}/usage", volume_usage),
     ]
 }
 
@@ -308,15 +312,20 @@ async fn show_volume(
     State(st): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-) -> NResult<Json<VolumeBody>> {
+) -> NResult<Json<VolumeDetailBody>> {
     let v = st.db().volume_for(parse_id(&id)?, &user).await?;
-    Ok(Json(VolumeBody::from(&v)))
+    let sizes = st.db().size_state(v.id).await?;
+    Ok(Json(VolumeDetailBody::new(&v, &sizes)))
 }
 
+/// A PATCH changes the clients or the size (`resize_volume`), one of them per request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchVolumeIn {
-    clients: Vec<ClientIn>,
+    #[serde(default)]
+    clients: Option<Vec<ClientIn>>,
+    #[serde(default)]
+    size_gb: Option<i64>,
 }
 
 async fn patch_volume(
@@ -329,7 +338,21 @@ async fn patch_volume(
 ) -> NResult<Response> {
     let id = parse_id(&id)?;
     let req: PatchVolumeIn = parse_body(&body)?;
-    let clients = parse_clients(&req.clients)?;
+    let clients = match (req.clients, req.size_gb) {
+        (Some(clients), None) => clients,
+        (None, Some(size_gb)) => return resize_volume(&st, &q, &user, id, size_gb, &ctx).await,
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "size_gb",
+                "change the size and the clients in separate requests",
+            )
+            .into());
+        }
+        (None, None) => {
+            return Err(Error::invalid("body", "missing field `clients` (or `size_gb`)").into());
+        }
+    };
+    let clients = parse_clients(&clients)?;
     let v = st
         .db()
         .update_volume_clients(id, &user, &clients, &ctx)
@@ -357,7 +380,15 @@ async fn list_root_paths(
     _: Caller,
 ) -> NResult<Json<Vec<RootPathBody>>> {
     let rps = st.db().root_paths().await?;
-    Ok(Json(rps.iter().map(RootPathBody::from).collect()))
+    let usage = st.db().latest_root_usage().await?;
+    Ok(Json(
+        rps.iter()
+            .map(|rp| RootPathBody {
+                usage: usage.get(&rp.id).map(RootUsageBody::from),
+                ..RootPathBody::from(rp)
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -371,6 +402,9 @@ struct CreateRootPathIn {
     /// What ordinary users may ask for there (left out: the safe defaults).
     #[serde(default)]
     export_policy: Option<spec::ExportPolicyDoc>,
+    /// How it holds its volumes: `directory` (left out) or `btrfs`, checked on the server.
+    #[serde(default)]
+    layout: Option<String>,
 }
 
 async fn create_root_path(
@@ -380,13 +414,19 @@ async fn create_root_path(
     body: Bytes,
 ) -> NResult<Response> {
     let req: CreateRootPathIn = parse_body(&body)?;
-    let rp = crate::admin::add_root_path_with(
+    let layout = crate::admin::checked_layout(req.layout.as_deref())?;
+    let rp = crate::admin::add_root_path_checked(
         st.db(),
         &req.server,
         &req.path,
         req.capacity_gb,
         req.delete_policy.unwrap_or_default(),
         req.export_policy.as_ref(),
+        layout,
+        |server, path, layout| {
+            let hub = st.hub.clone();
+            async move { hub.check_layout(&server, &path, layout).await }
+        },
     )
     .await?;
     st.hub.poke(rp.server_id);
@@ -572,6 +612,67 @@ async fn patch_user(
     let object = format!("user/{}", u.username);
     record_change(&st, &ctx, "user.update", object, before, after).await;
     Ok(Json(UserBody::from(&u)))
+}
+
+// ---- usage and resize (issue 12) -----------------------------------------------------------
+
+/// `GET /api/v1/volumes/{id}/usage`: the samples the reconciler kept, oldest first (read from
+/// the database; the server is not asked).
+async fn volume_usage(
+    State(st): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> NResult<Json<VolumeUsageBody>> {
+    let id = parse_id(&id)?;
+    let samples = st.db().volume_usage_for(id, &user).await?;
+    let v = st.db().volume_for(id, &user).await?;
+    Ok(Json(VolumeUsageBody {
+        id,
+        samples: samples.iter().map(UsageBody::from).collect(),
+        size_gb: v.size_gb,
+    }))
+}
+
+/// PATCH `size_gb`: recorded with its quota and capacity difference at once; a btrfs volume's
+/// new limit follows in the reconciler's next pass. 200 when the server holds the new size (or
+/// the size is bookkeeping only), 202 while it is being applied, 502 with `size_error` when the
+/// server refused it; `?wait=true` waits for the server's answer.
+async fn resize_volume(
+    st: &AppState,
+    q: &WaitQuery,
+    user: &User,
+    id: VolumeId,
+    size_gb: i64,
+    ctx: &crate::audit::Context,
+) -> NResult<Response> {
+    let size_gb = spec::volume_size(size_gb).map_err(field_err("size_gb"))?;
+    let v = st.db().resize_volume(id, user, size_gb, ctx).await?;
+    st.hub.poke(v.server_id);
+    let applying = |v: &Volume, s: &SizeState| {
+        v.layout.enforces_size()
+            && s.size_error.is_none()
+            && s.applied_size_gb.is_some_and(|a| a != v.size_gb)
+    };
+    let deadline = tokio::time::Instant::now() + q.timeout();
+    let (v, sizes) = loop {
+        let changed = st.hub.changed();
+        let v = st.db().volume(id).await?;
+        let sizes = st.db().size_state(id).await?;
+        if !q.wait.unwrap_or(false) || !applying(&v, &sizes) {
+            break (v, sizes);
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            break (v, sizes);
+        }
+    };
+    let status = if sizes.size_error.is_some() {
+        StatusCode::BAD_GATEWAY
+    } else if applying(&v, &sizes) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(VolumeDetailBody::new(&v, &sizes))).into_response())
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
-    ClientRule, DeletePolicy, Role, RootPath, RootPathId, Server, ServerId, User, Volume, VolumeId,
-    VolumeState,
+    ClientRule, DeletePolicy, Layout, Role, RootPath, RootPathId, RootUsageSample, Server,
+    ServerId, SizeState, UsageSample, User, Volume, VolumeId, VolumeState,
 };
 use crate::spec::ExportPolicyDoc;
 
@@ -49,6 +49,8 @@ pub struct VolumeBody {
     pub gid: u32,
     pub id: VolumeId,
     pub last_error: Option<String>,
+    /// Its root path's layout (`directory`, `btrfs`).
+    pub layout: &'static str,
     /// Octal, as `"0755"`.
     pub mode: String,
     pub nfs_address: String,
@@ -57,6 +59,8 @@ pub struct VolumeBody {
     pub path: String,
     pub root_path_id: RootPathId,
     pub server_id: ServerId,
+    /// Whether the server holds the volume to `size_gb`, in words (`SIZE_*`).
+    pub size_enforcement: &'static str,
     pub size_gb: i64,
     pub state: VolumeState,
     pub sub_path: String,
@@ -72,12 +76,14 @@ impl From<&Volume> for VolumeBody {
             gid: v.gid,
             id: v.id,
             last_error: v.last_error.clone(),
+            layout: v.layout.as_str(),
             mode: v.mode.as_octal_string(),
             nfs_address: v.nfs_address.clone(),
             owner: v.owner.clone(),
             path: v.full_path(),
             root_path_id: v.root_path_id,
             server_id: v.server_id,
+            size_enforcement: size_enforcement(v.layout),
             size_gb: v.size_gb,
             state: v.state,
             sub_path: v.sub_path.as_str().to_string(),
@@ -99,11 +105,32 @@ pub struct RootPathBody {
     pub id: RootPathId,
     /// What the root path's subtree choice means for isolation between its volumes.
     pub isolation: &'static str,
+    /// How it holds its volumes: `directory`, `btrfs`.
+    pub layout: &'static str,
     pub nfs_address: String,
     pub path: String,
     /// The server's name.
     pub server: String,
     pub server_id: ServerId,
+    /// The root path's file system at the latest usage sample (`null`: not sampled yet).
+    pub usage: Option<RootUsageBody>,
+}
+
+/// `size_enforcement` of a volume on a plain-directory root path.
+pub const SIZE_NOT_ENFORCED: &str = "size reserved, not enforced: the volume is a plain directory, \
+     so it can fill its root path's file system";
+/// `size_enforcement` of a volume on a btrfs root path.
+pub const SIZE_BTRFS: &str =
+    "enforced: a btrfs subvolume whose qgroup limit is the size; writes past it fail with EDQUOT";
+/// `size_enforcement` of a volume on an XFS project quota root path (not built yet).
+pub const SIZE_XFS_PROJECT: &str = "enforced: an XFS project quota of the size";
+
+pub fn size_enforcement(layout: Layout) -> &'static str {
+    match layout {
+        Layout::Directory => SIZE_NOT_ENFORCED,
+        Layout::Btrfs => SIZE_BTRFS,
+        Layout::XfsProject => SIZE_XFS_PROJECT,
+    }
 }
 
 /// `isolation` of a root path without forced `subtree_check`.
@@ -129,10 +156,12 @@ impl From<&RootPath> for RootPathBody {
             } else {
                 SUBTREE_UNCHECKED
             },
+            layout: rp.layout.as_str(),
             nfs_address: rp.nfs_address.clone(),
             path: rp.path.as_str().to_string(),
             server: rp.server_name.clone(),
             server_id: rp.server_id,
+            usage: None,
         }
     }
 }
@@ -321,6 +350,86 @@ impl HootieFieldErrors {
     }
 }
 
+// ---- usage and resize (issue 12) -----------------------------------------------------------
+
+/// A root path's file system at a usage sample (`df` of the root path, bytes).
+#[derive(Debug, Serialize)]
+pub struct RootUsageBody {
+    pub free_bytes: u64,
+    pub sampled_at: DateTime<Utc>,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+}
+
+impl From<&RootUsageSample> for RootUsageBody {
+    fn from(u: &RootUsageSample) -> Self {
+        RootUsageBody {
+            free_bytes: u.free_bytes,
+            sampled_at: u.sampled_at,
+            size_bytes: u.size_bytes,
+            used_bytes: u.used_bytes,
+        }
+    }
+}
+
+/// One sample of what a volume holds (bytes; `exclusive_bytes` on btrfs only).
+#[derive(Debug, Serialize)]
+pub struct UsageBody {
+    pub exclusive_bytes: Option<u64>,
+    pub sampled_at: DateTime<Utc>,
+    pub used_bytes: u64,
+}
+
+impl From<&UsageSample> for UsageBody {
+    fn from(u: &UsageSample) -> Self {
+        UsageBody {
+            exclusive_bytes: u.exclusive_bytes,
+            sampled_at: u.sampled_at,
+            used_bytes: u.used_bytes,
+        }
+    }
+}
+
+/// One volume as `GET /api/v1/volumes/{id}` and a resize show it: the volume, its latest usage
+/// (from the database: the server is not asked) and the size the server holds it to.
+#[derive(Debug, Serialize)]
+pub struct VolumeDetailBody {
+    #[serde(flatten)]
+    pub volume: VolumeBody,
+    /// Why the server refused the last resize (`null`: it did not).
+    pub size_error: Option<String>,
+    /// btrfs: the size (GB) whose qgroup limit the server holds, read back; it differs from
+    /// `size_gb` while a resize is being applied or was refused. `null` where the size is not
+    /// enforced (a plain directory: a resize changes the books only, as `size_enforcement`
+    /// says).
+    pub size_on_server_gb: Option<i64>,
+    /// The latest usage sample (`null`: not sampled yet).
+    pub usage: Option<UsageBody>,
+}
+
+impl VolumeDetailBody {
+    pub fn new(v: &Volume, s: &SizeState) -> Self {
+        VolumeDetailBody {
+            volume: VolumeBody::from(v),
+            size_error: s.size_error.clone(),
+            size_on_server_gb: v
+                .layout
+                .enforces_size()
+                .then(|| s.applied_size_gb.unwrap_or(v.size_gb)),
+            usage: s.latest.as_ref().map(UsageBody::from),
+        }
+    }
+}
+
+/// `GET /api/v1/volumes/{id}/usage`: the kept samples, oldest first.
+#[derive(Debug, Serialize)]
+pub struct VolumeUsageBody {
+    /// The volume's id.
+    pub id: VolumeId,
+    pub samples: Vec<UsageBody>,
+    pub size_gb: i64,
+}
+
 #[cfg(test)]
 mod tests {
     //! Each shape against the JSON text clients receive: these bodies are the API's contract
@@ -348,6 +457,7 @@ mod tests {
             root_path_id: RootPathId(2),
             root_path: RootDir::parse("/srv/nfs").unwrap(),
             delete_policy: DeletePolicy::Retain,
+            layout: Layout::Directory,
             server_id: ServerId(1),
             nfs_address: "192.0.2.10".into(),
             sub_path: SubPath::parse("team/data").unwrap(),
@@ -376,9 +486,11 @@ mod tests {
             concat!(
                 r#"{"clients":[{"host":"10.0.0.0/24","options":"rw,sync"},"#,
                 r#"{"host":"host1","options":"ro"}],"created_at":"2026-01-02T03:04:05Z","#,
-                r#""gid":100,"id":7,"last_error":null,"mode":"0750","#,
+                r#""gid":100,"id":7,"last_error":null,"layout":"directory","mode":"0750","#,
                 r#""nfs_address":"192.0.2.10","owner":"alice","path":"/srv/nfs/team/data","#,
-                r#""root_path_id":2,"server_id":1,"size_gb":5,"state":"available","#,
+                r#""root_path_id":2,"server_id":1,"#,
+                r#""size_enforcement":"size reserved, not enforced: the volume is a plain directory, so it can fill its root path's file system","#,
+                r#""size_gb":5,"state":"available","#,
                 r#""sub_path":"team/data","uid":1000,"updated_at":"2026-01-02T03:04:05Z"}"#
             )
         );
@@ -408,6 +520,7 @@ mod tests {
             allocated_gb: 30,
             delete_policy: DeletePolicy::Purge,
             export_policy: crate::spec::ExportPolicy::default(),
+            layout: Layout::Btrfs,
         };
         let json: serde_json::Value =
             serde_json::from_str(&text(&RootPathBody::from(&rp))).unwrap();
@@ -416,8 +529,9 @@ mod tests {
             serde_json::json!({"allocated_gb": 30, "capacity_gb": 100, "delete_policy": "purge",
                 "export_policy": {"allowed_clients": [], "allowed_options": [],
                     "world_writable": false, "max_volume_gb": null, "subtree_check": false},
-                "free_gb": 70, "id": 2, "isolation": SUBTREE_UNCHECKED,
-                "nfs_address": "192.0.2.10", "path": "/srv/nfs", "server": "nfs1", "server_id": 1})
+                "free_gb": 70, "id": 2, "isolation": SUBTREE_UNCHECKED, "layout": "btrfs",
+                "nfs_address": "192.0.2.10", "path": "/srv/nfs", "server": "nfs1", "server_id": 1,
+                "usage": null})
         );
         assert_eq!(
             text(&HootieRootPath::from(&rp)),

@@ -203,6 +203,7 @@ mod tests {
             root_path_id: RootPathId(1),
             root_path: RootDir::parse("/srv/pool").unwrap(),
             delete_policy: DeletePolicy::Retain,
+            layout: crate::model::Layout::Directory,
             server_id: ServerId(1),
             nfs_address: "nfs1".into(),
             sub_path: SubPath::parse(sub).unwrap(),

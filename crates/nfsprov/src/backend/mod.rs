@@ -12,10 +12,12 @@
 
 pub mod ganesha;
 pub mod knfsd;
+pub mod layout;
+pub mod usage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::model::{BackendKind, DeletePolicy, Outcome, VolumeId, clients_to_json};
+use crate::model::{BackendKind, DeletePolicy, Layout, Outcome, VolumeId, clients_to_json};
 use crate::plan::{Export, Plan};
 use crate::remote::{Arg, Lit, Output, Script, Word};
 
@@ -190,7 +192,24 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     // creates costs a few process starts per group, not three per volume.
     let mut groups: BTreeMap<(&str, &str, u32, u32, &str), Vec<&crate::plan::Dir>> =
         BTreeMap::new();
+    let mk_mark = marker(&s, "mk");
     for d in &plan.create {
+        if d.layout == Layout::Btrfs {
+            // A subvolume each: created, limited and verified one by one (`nfsprov_mksv`).
+            let (parent, name) = split_sub(&d.sub);
+            s.line(&[
+                Lit("nfsprov_mksv"),
+                Arg(&mk_mark),
+                Arg(&d.root),
+                Arg(parent),
+                Arg(&format!("{}:{}", d.uid, d.gid)),
+                Arg(&d.mode),
+                Arg(&d.volume.to_string()),
+                Arg(name),
+                Arg(&layout::qgroup_bytes(d.size_gb).to_string()),
+            ]);
+            continue;
+        }
         groups
             .entry((
                 d.root.as_str(),
@@ -202,7 +221,6 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
             .or_default()
             .push(d);
     }
-    let mk_mark = marker(&s, "mk");
     for ((root, parent, uid, gid, mode), dirs) in &groups {
         let owner = format!("{uid}:{gid}");
         // At most 200 per call: the shell rebuilds its argument list per name (quadratic).

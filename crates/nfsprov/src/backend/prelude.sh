@@ -179,10 +179,10 @@ nfsprov_rm() {
   elif [ "$8" != 1 ] && ! nfsprov_ours "$5" "$2"; then
     nfsprov_say "$1" "$2" 3
   elif [ "$9" = 1 ] && [ -d "$5" ] && [ -z "$(ls -A -- "$5" | grep -v -x -F ".nfsprov-volume-$2")" ]; then
-    rm -f -- "$5/.nfsprov-volume-$2" && rmdir -- "$5"
+    rm -f -- "$5/.nfsprov-volume-$2" && nfsprov_del "$5"
     nfsprov_say "$1" "$2" $?
   elif [ "$6" = purge ]; then
-    nfsprov_out=$(rm -rf -- "$5" 2>&1)
+    nfsprov_out=$(nfsprov_del "$5" r 2>&1)
     nfsprov_say "$1" "$2" $? "$nfsprov_out"
   elif ! nfsprov_in "$3" .nfsprov-trash mk || ! [ -O . ]; then
     nfsprov_say "$1" "$2" 1 "not moving $3/$4${4:+/}$5 to the trash: ${nfsprov_why:-$3/.nfsprov-trash is not root's own}"
@@ -198,9 +198,76 @@ nfsprov_rm() {
   fi
   cd /
 }
+# nfsprov_del NAME [r]: remove NAME in the current directory: a btrfs subvolume (a volume of a
+# btrfs root path) with `btrfs subvolume delete`, whatever it holds (the kernel drops its qgroup
+# once the subvolume is cleaned up), anything else with rmdir, or rm -rf given r.
+nfsprov_del() {
+  if [ ! -L "$1" ] && (cd -P -- "$1" 2>/dev/null && nfsprov_issv); then
+    btrfs subvolume delete -- "$1" >/dev/null
+  elif [ "$2" = r ]; then
+    rm -rf -- "$1"
+  else
+    rmdir -- "$1"
+  fi
+}
 # nfsprov_chk MARK ID ROOT SUB: an export path must not lead through a symbolic link.
 nfsprov_chk() {
   nfsprov_in "$3" "$4"
   if [ $? = 2 ]; then nfsprov_fail "$1" "$2" "not exporting $3/$4: $nfsprov_why"; fi
+  cd /
+}
+# nfsprov_issv: the current directory is the root of a btrfs subvolume (inode 256 on btrfs).
+nfsprov_issv() {
+  [ "$(stat -f -c %T . 2>/dev/null)" = btrfs ] && [ "$(stat -c %i . 2>/dev/null)" = 256 ]
+}
+# nfsprov_mksv MARK ROOT PARENT OWNER MODE ID NAME BYTES: a volume of a btrfs root path: a
+# subvolume limited to BYTES by its qgroup. Like nfsprov_mkg: `btrfs subvolume create` fails on
+# anything already there (check and create are one step), a name that exists beforehand is
+# accepted only if it is a subvolume carrying nfsprov's mark for ID (a pass cut short), nothing
+# is done through a symbolic link, and the mark is written from inside, root-only, with
+# noclobber. The limit is set from inside the subvolume and read back: the volume is reported
+# done only if its qgroup's max_referenced is BYTES.
+nfsprov_mksv() {
+  nfsprov_at=$2${3:+/$3}
+  if ! nfsprov_in "$2" "$3" mk; then
+    nfsprov_fail "$1" "$6" "creating $nfsprov_at/$7 failed: $nfsprov_why"
+    cd /
+    return 0
+  fi
+  nfsprov_dir=$PWD nfsprov_err= nfsprov_k=
+  if [ -L "$7" ]; then
+    nfsprov_err="$nfsprov_at/$7 is a symbolic link; nfsprov never follows symbolic links below a root path"
+  elif [ ! -e "$7" ]; then
+    nfsprov_out=$(btrfs subvolume create -- "$7" 2>&1) || nfsprov_err="creating btrfs subvolume $nfsprov_at/$7 failed: $nfsprov_out"
+    nfsprov_k=n
+  elif [ -d "$7" ] && nfsprov_ours "$7" "$6"; then
+    nfsprov_k=e
+  else
+    nfsprov_err="$nfsprov_at/$7 already exists on the server and was not created by nfsprov"
+  fi
+  if [ -z "$nfsprov_err" ]; then
+    if [ -L "$7" ] || ! cd -P -- "$7" 2>/dev/null || [ "$PWD" != "$nfsprov_dir/$7" ]; then
+      nfsprov_err="$nfsprov_at/$7 was replaced while creating it"
+    elif ! nfsprov_issv; then
+      nfsprov_err="$nfsprov_at/$7 is not a btrfs subvolume"
+    elif [ "$nfsprov_k" = n ] && ! { [ -O . ] && chmod 0700 . ; }; then
+      nfsprov_err="$nfsprov_at/$7 already exists on the server and was not created by nfsprov"
+    elif [ "$nfsprov_k" = n ] && ! (set -C; printf 'created by nfsprov for volume %s\n' "$6" 2>/dev/null > ".nfsprov-volume-$6"); then
+      nfsprov_err="creating $nfsprov_at/$7 failed: cannot write its ownership mark"
+    elif ! nfsprov_out=$(btrfs qgroup limit -- "$8" . 2>&1); then
+      nfsprov_err="limiting btrfs subvolume $nfsprov_at/$7 to $8 bytes failed: $nfsprov_out"
+    else
+      nfsprov_sv=$(btrfs inspect-internal rootid . 2>/dev/null)
+      nfsprov_max=$(btrfs qgroup show -r --raw -f . 2>/dev/null | while read -r nfsprov_q _ _ nfsprov_m _; do
+        if [ "$nfsprov_q" = "0/$nfsprov_sv" ]; then printf '%s' "$nfsprov_m"; fi
+      done)
+      if [ -z "$nfsprov_sv" ] || [ "$nfsprov_max" != "$8" ]; then
+        nfsprov_err="btrfs subvolume $nfsprov_at/$7: its qgroup limit reads ${nfsprov_max:-nothing}, not $8 bytes"
+      elif ! nfsprov_out=$( { chown -- "$4" . && chmod -- "$5" . ; } 2>&1 ); then
+        nfsprov_err="$nfsprov_out"
+      fi
+    fi
+  fi
+  if [ -n "$nfsprov_err" ]; then nfsprov_fail "$1" "$6" "$nfsprov_err"; else nfsprov_say "$1" "$6" 0; fi
   cd /
 }

@@ -263,7 +263,7 @@ pub(super) fn lookup_sql(ancestors: usize) -> String {
             AND state != 'deleted' AND sub_path IN ({placeholders}) \
           UNION ALL SELECT state || ':' || owner_id || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
             AND state != 'deleted' AND sub_path >= ?4 AND sub_path < ?5 LIMIT 1) AS clash, \
-         u.is_admin, rp.export_policy \
+         u.is_admin, rp.export_policy, rp.layout \
          FROM users u LEFT JOIN root_paths rp ON rp.id = ?2 \
          LEFT JOIN servers s ON s.id = rp.server_id WHERE u.id = ?1"
     )
@@ -287,6 +287,7 @@ struct Lookup {
     clash: Option<String>,
     is_admin: bool,
     export_policy: Option<String>,
+    layout: Option<String>,
 }
 
 /// Check and insert one create inside the batch's transaction.
@@ -326,6 +327,7 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
                 clash: r.get(13)?,
                 is_admin: r.get(14)?,
                 export_policy: r.get(15)?,
+                layout: r.get(16)?,
             })
         })
         .optional()?;
@@ -468,6 +470,7 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         root_path: RootDir::parse(rp_path).map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
         delete_policy: DeletePolicy::parse(row.delete_policy.as_deref().unwrap_or_default())
             .unwrap_or_default(),
+        layout: super::root_paths::stored_layout(row.layout.as_deref().unwrap_or_default())?,
         server_id,
         nfs_address: row.nfs_address.unwrap_or_default(),
         sub_path: nv.sub_path.clone(),

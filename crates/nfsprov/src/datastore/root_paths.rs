@@ -6,12 +6,12 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::{Datastore, now};
 use crate::error::{Amount, Clash, ClientPart, Entity, Error, PolicyPart, Result};
-use crate::model::{BackendKind, ClientRule, DeletePolicy, RootPath, RootPathId, ServerId};
+use crate::model::{BackendKind, ClientRule, DeletePolicy, Layout, RootPath, RootPathId, ServerId};
 use crate::spec::policy::{Culprit, Violation};
 use crate::spec::{ExportPolicy, RootDir};
 
 const ROOT_PATH_SELECT: &str = "SELECT rp.id, rp.server_id, s.name, s.nfs_address, rp.path, \
-     rp.capacity_gb, rp.allocated_gb, rp.delete_policy, rp.export_policy FROM root_paths rp \
+     rp.capacity_gb, rp.allocated_gb, rp.delete_policy, rp.export_policy, rp.layout FROM root_paths rp \
      JOIN servers s ON s.id = rp.server_id";
 
 fn root_path_from_row(row: &SqliteRow) -> Result<RootPath> {
@@ -27,7 +27,14 @@ fn root_path_from_row(row: &SqliteRow) -> Result<RootPath> {
         allocated_gb: row.try_get("allocated_gb")?,
         delete_policy: DeletePolicy::parse(&policy).unwrap_or_default(),
         export_policy: stored_policy(&row.try_get::<String, _>("export_policy")?)?,
+        layout: stored_layout(&row.try_get::<String, _>("layout")?)?,
     })
+}
+
+/// A layout as stored (the column's CHECK allows only known names).
+pub(super) fn stored_layout(name: &str) -> Result<Layout> {
+    Layout::parse(name)
+        .ok_or_else(|| anyhow::anyhow!("stored root path layout {name:?} is unknown").into())
 }
 
 /// A policy as stored. It was validated before being stored, so a failure means the database
@@ -99,8 +106,15 @@ impl Datastore {
         capacity_gb: i64,
         policy: DeletePolicy,
     ) -> Result<RootPath> {
-        self.create_root_path_with(server, path, capacity_gb, policy, &ExportPolicy::default())
-            .await
+        self.create_root_path_with(
+            server,
+            path,
+            capacity_gb,
+            policy,
+            &ExportPolicy::default(),
+            Layout::Directory,
+        )
+        .await
     }
 
     pub async fn create_root_path_with(
@@ -110,6 +124,7 @@ impl Datastore {
         capacity_gb: i64,
         policy: DeletePolicy,
         export_policy: &ExportPolicy,
+        layout: Layout,
     ) -> Result<RootPath> {
         crate::spec::gb_amount(capacity_gb, 1)
             .map_err(|e| Error::out_of_range(Amount::Capacity, e.0))?;
@@ -139,7 +154,7 @@ impl Datastore {
         }
         let row = sqlx::query(
             "INSERT INTO root_paths (server_id, path, capacity_gb, delete_policy, export_policy, \
-             created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+             created_at, layout) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(server)
         .bind(path.as_str())
@@ -147,6 +162,7 @@ impl Datastore {
         .bind(policy.as_str())
         .bind(export_policy.to_json())
         .bind(now())
+        .bind(layout.as_str())
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -3,7 +3,7 @@
 use sqlx::{AssertSqlSafe, Row};
 
 use super::audit::append;
-use super::root_paths::{apply_policy, stored_policy};
+use super::root_paths::{apply_policy, stored_layout, stored_policy};
 use super::users::refuse_if_locked;
 use super::{Columns, Datastore, create, now, parse_time};
 use crate::audit::{Context, Entry};
@@ -45,7 +45,7 @@ pub struct Page {
 }
 
 pub(super) const VOLUME_SELECT: &str = "SELECT v.id, v.owner_id, u.username, v.root_path_id, rp.path AS rp_path, \
-     rp.delete_policy, v.server_id, s.nfs_address, v.sub_path, v.size_gb, v.clients, \
+     rp.delete_policy, rp.layout, v.server_id, s.nfs_address, v.sub_path, v.size_gb, v.clients, \
      v.applied_clients, v.mode, v.uid, v.gid, v.adopt_existing, v.state, v.export_id, v.generation, v.failed_generation, \
      v.last_error, v.created_at, v.updated_at \
      FROM volumes v JOIN users u ON u.id = v.owner_id \
@@ -62,6 +62,7 @@ pub(super) fn volume_from_row(row: &impl Columns) -> Result<Volume> {
         root_path: RootDir::parse(&row.text("rp_path")?)
             .map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
         delete_policy: DeletePolicy::parse(&row.text("delete_policy")?).unwrap_or_default(),
+        layout: stored_layout(&row.text("layout")?)?,
         server_id: row.id("server_id")?,
         nfs_address: row.text("nfs_address")?,
         sub_path: SubPath::parse(&row.text("sub_path")?)

@@ -61,6 +61,7 @@ pub fn vol(
         root_path_id: RootPathId(1),
         root_path: RootDir::parse(ROOT).unwrap(),
         delete_policy: DeletePolicy::default(),
+        layout: nfsprov::model::Layout::Directory,
         server_id: ServerId(1),
         nfs_address: "127.0.0.1".into(),
         sub_path: SubPath::parse(sub).unwrap(),

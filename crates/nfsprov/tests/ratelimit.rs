@@ -80,29 +80,16 @@ fn sql(data: &std::path::Path, sql: &str) {
 async fn a_caller_over_its_limit_is_refused_without_the_database() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let limits = HttpLimits {
-        rate: nfsprov::settings::RateLimits {
+    let app = start(
+        dir.path(),
+        nfsprov::settings::RateLimits {
             per_user: 1,
             burst_per_user: 3,
             refusal_hold: std::time::Duration::ZERO,
             ..Default::default()
         },
-        ..HttpLimits::default()
-    };
-    let (app, hub) = nfsprov::serve::app(
-        &data,
-        &limits,
-        AuthLimits::default(),
-        Tuning::default(),
-        None,
     )
-    .await
-    .unwrap();
-    for (name, password) in [ALICE, BOB] {
-        nfsprov::admin::add_user(hub.db(), name, password, Role::User, 10)
-            .await
-            .unwrap();
-    }
+    .await;
     for _ in 0..3 {
         let (status, _, json) = delete_nothing(&app, ALICE).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{json}");

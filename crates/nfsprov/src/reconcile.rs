@@ -302,6 +302,12 @@ impl Hub {
             counts.volumes = volumes.len();
             let mut plan = off_worker(|| Plan::build_excluding(&volumes, &excluded));
             plan.full = full;
+            if plan.create.iter().any(|d| d.layout == Layout::Btrfs) {
+                let mut sources = db.restore_sources(server_id).await?;
+                for d in &mut plan.create {
+                    d.restore = sources.remove(&d.volume);
+                }
+            }
             plan.repair = std::mem::take(&mut repair);
             prof.lap(Phase::Plan);
             if session.is_none() {
@@ -453,8 +459,40 @@ impl Hub {
                 excluded.extend(report.blamed.iter().copied());
                 continue;
             }
+            let sess = session.as_mut().expect("connected above");
+            let r = self.snapshot_step(&server, sess, full).await;
+            if r.is_err() {
+                *session = None;
+            }
+            return r;
+        }
+        Ok(())
+    }
+
+    /// Snapshots (btrfs): after the volumes' pass, on the same connection, one script for the
+    /// snapshots that wait for the server (`backend::snapshot`); outcomes recorded per
+    /// snapshot. A failure to reach the server leaves them waiting for the next pass.
+    async fn snapshot_step(
+        &self,
+        server: &Server,
+        sess: &mut Session,
+        full: bool,
+    ) -> anyhow::Result<()> {
+        let db = &self.inner.db;
+        let tasks = db.server_snapshot_tasks(server.id, full).await?;
+        if tasks.is_empty() {
             return Ok(());
         }
+        let script = backend::snapshot::script(&tasks);
+        let out = sess.run(&script, self.inner.tuning.pass_timeout).await?;
+        let outcomes = backend::snapshot::judge(&tasks, &out);
+        for o in &outcomes {
+            if let crate::model::SnapshotOutcome::Failed { id, message } = o {
+                tracing::warn!(server = %server.name, snapshot = %id, "snapshot step failed: {message}");
+            }
+        }
+        db.record_snapshot_outcomes(&outcomes).await?;
+        self.inner.changed.notify_waiters();
         Ok(())
     }
 

@@ -88,7 +88,7 @@ async fn remove(
     Writer(user): Writer,
     Path(pk): Path<String>,
 ) -> HResult<StatusCode> {
-    let v = st.db().delete_volume(parse_pk(&pk)?, &user).await?;
+    let v = st.db().delete_volume(parse_pk(&pk)?, &user, false).await?;
     st.hub.poke(v.server_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -201,6 +201,7 @@ async fn create(
         adopt_existing: false,
         idempotency_key: None,
         request_hash: None,
+        restore_from: None,
     };
     let v = match st.db().create_volume(&nv).await? {
         Created::New(v) | Created::Replayed(v) => v,

@@ -419,6 +419,12 @@ fn record(
         ],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    if let Some(sid) = nv.restore_from {
+        db.execute(
+            "INSERT INTO restores (volume_id, snapshot_id) VALUES (?1, ?2)",
+            params![id, sid],
+        )?;
+    }
     if export_id > MAX_EXPORT_ID {
         // Ids ran past ganesha's range: take the lowest one free (rare).
         export_id = match lowest_free_export_id(db, server_id)? {
@@ -559,7 +565,7 @@ mod tests {
         assert_eq!(read.root_path.as_str(), "/srv/p");
         // Ids are not reused after a delete while they are below the limit.
         let viewer = db.user_by_name("u").await.unwrap();
-        db.delete_volume(b.id, &viewer).await.unwrap();
+        db.delete_volume(b.id, &viewer, false).await.unwrap();
         assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);
         // At the top of ganesha's range, the lowest id no live volume holds is taken.
         sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")

@@ -25,6 +25,8 @@ pub struct NewVolume {
     pub idempotency_key: Option<String>,
     /// Fingerprint of the request body, to tell a retry from a different request reusing a key.
     pub request_hash: Option<String>,
+    /// Restore into this new volume: its subvolume is a writable snapshot of this snapshot.
+    pub restore_from: Option<SnapshotId>,
 }
 
 pub enum Created {
@@ -208,18 +210,30 @@ impl Datastore {
     }
 
     /// Mark a volume for deletion and release its quota and capacity at once.
-    pub async fn delete_volume(&self, id: VolumeId, viewer: &User) -> Result<Volume> {
-        self.mark_deleting(id, viewer, true).await
+    /// Refused while it has snapshots, unless `with_snapshots`: then they go too.
+    pub async fn delete_volume(
+        &self,
+        id: VolumeId,
+        viewer: &User,
+        with_snapshots: bool,
+    ) -> Result<Volume> {
+        self.mark_deleting(id, viewer, true, with_snapshots).await
     }
 
     /// Undo a create the server refused (hootie's API answers such a create with an error, so
     /// its caller must not be left holding it): delete it even if the owner was locked since.
     /// A volume never exported has its directory removed only if empty (`plan`).
     pub async fn roll_back_create(&self, id: VolumeId, owner: &User) -> Result<Volume> {
-        self.mark_deleting(id, owner, false).await
+        self.mark_deleting(id, owner, false, true).await
     }
 
-    async fn mark_deleting(&self, id: VolumeId, viewer: &User, check_lock: bool) -> Result<Volume> {
+    async fn mark_deleting(
+        &self,
+        id: VolumeId,
+        viewer: &User,
+        check_lock: bool,
+        with_snapshots: bool,
+    ) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if check_lock {
             refuse_if_locked(&mut tx, viewer).await?;
@@ -241,6 +255,24 @@ impl Datastore {
             return Err(Error::not_found(Entity::Volume, id));
         }
         if state != "deleting" {
+            let snapshots = super::snapshots::live_snapshot_names(&mut tx, id).await?;
+            if !snapshots.is_empty() && !with_snapshots {
+                return Err(Error::conflict(
+                    Clash::Snapshots,
+                    format!(
+                        "volume {id} has snapshots ({}): delete them first, or delete the volume with ?with_snapshots=true",
+                        snapshots.join(", ")
+                    ),
+                ));
+            }
+            sqlx::query(
+                "UPDATE snapshots SET state = 'deleting', last_error = NULL, updated_at = ? \
+                 WHERE volume_id = ? AND state NOT IN ('deleted', 'deleting')",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             let size: i64 = row.try_get("size_gb")?;
             let rp: RootPathId = row.try_get("root_path_id")?;
             sqlx::query(
@@ -321,7 +353,7 @@ mod tests {
             Err(Error::Locked(_))
         ));
         assert!(matches!(
-            db.delete_volume(v.id, &viewer).await,
+            db.delete_volume(v.id, &viewer, false).await,
             Err(Error::Locked(_))
         ));
         assert!(matches!(

@@ -1,0 +1,204 @@
+//! Snapshots of btrfs volumes (issue 12) on a real btrfs file system (a loop device in the
+//! test bed server's mount namespace): a snapshot is read-only and keeps the data of the moment
+//! it was taken, lives outside the volume (`<root>/.nfsprov-snapshots/<volume>/<name>`), is
+//! restored into a new exported volume with that data, and keeps its volume from being deleted
+//! unless the delete asks for the snapshots to go too. A volume of a plain-directory root path
+//! has no snapshots.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const BTRFS_ROOT: &str = "/srv/nfsprov/btrfs";
+
+fn inside(srv: &TestbedServer, script: &str) -> String {
+    let out = srv.run_inside(script).unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run `script` inside the server expecting it to fail: what it printed (stdout and stderr).
+fn inside_fails(srv: &TestbedServer, script: &str) -> String {
+    let out = srv.run_inside(&format!("{{ {script}; }} 2>&1")).unwrap();
+    assert!(!out.status.success(), "{script} should fail: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn snapshot(env: &Env, vol: i64, name: &str) -> (StatusCode, Value) {
+    env.req(
+        Method::POST,
+        Some(ALICE),
+        &format!("/api/v1/volumes/{vol}/snapshots?wait=true"),
+        Some(json!({ "name": name })),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_keeps_old_data_read_only_restores_and_guards_delete() {
+    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let env = Env::start(1, 100, 50).await;
+    let srv = env.server("srv1");
+    let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
+    let (s, rp) = env
+        .req(
+            Method::POST,
+            Some(ADMIN),
+            "/api/v1/rootpaths",
+            Some(json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
+                        "delete_policy": "purge", "layout": "btrfs"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rp}");
+    let rp_id = rp["id"].as_i64().unwrap();
+    let clients = json!([{"host": "127.0.0.1", "options": "rw"}]);
+    let (s, v) = env.create(ALICE, rp_id, "data", 1, clients.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    let vol = format!("{BTRFS_ROOT}/data");
+
+    // A file, a snapshot, a change: the snapshot holds the old content.
+    inside(srv, &format!("printf 'before\\n' > {vol}/file"));
+    let (s, snap) = snapshot(&env, id, "daily.1").await;
+    assert_eq!(s, StatusCode::CREATED, "{snap}");
+    assert_eq!(snap["state"], "available", "{snap}");
+    assert_eq!(snap["name"], "daily.1");
+    assert!(snap["exclusive_bytes"].is_i64(), "size read: {snap}");
+    let sid = snap["id"].as_i64().unwrap();
+    inside(srv, &format!("printf 'after\\n' > {vol}/file"));
+    let at = format!("{BTRFS_ROOT}/.nfsprov-snapshots/{id}/daily.1");
+    assert_eq!(inside(srv, &format!("cat {at}/file")), "before\n");
+    assert_eq!(inside(srv, &format!("cat {vol}/file")), "after\n");
+    // Read-only: even root cannot write into it.
+    let said = inside_fails(srv, &format!("printf x > {at}/file"));
+    assert!(said.contains("Read-only file system"), "{said}");
+    assert_eq!(
+        inside(srv, &format!("btrfs property get -ts {at} ro")).trim(),
+        "ro=true"
+    );
+    // Outside the exported volume, root's own.
+    assert_eq!(
+        inside(srv, &format!("stat -c '%a %u' {BTRFS_ROOT}/.nfsprov-snapshots")).trim(),
+        "700 0"
+    );
+
+    // Listed; a second of the same name is refused naming the field.
+    let (s, list) = env
+        .req(
+            Method::GET,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}/snapshots"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["id"], sid, "{list}");
+    let (s, dup) = snapshot(&env, id, "daily.1").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{dup}");
+    assert_eq!(dup["error"]["field"], "name", "{dup}");
+    let (s, bad) = snapshot(&env, id, "../escape").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    assert_eq!(bad["error"]["field"], "name", "{bad}");
+
+    // Restore into a new volume: the old content, writable, exported.
+    let (s, r) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}/snapshots/{sid}/restore?wait=true"),
+            Some(json!({"sub_path": "restored", "clients": clients})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["state"], "available", "{r}");
+    let rid = r["id"].as_i64().unwrap();
+    let restored = format!("{BTRFS_ROOT}/restored");
+    assert_eq!(inside(srv, &format!("cat {restored}/file")), "before\n");
+    inside(srv, &format!("printf 'new\\n' > {restored}/file"));
+    assert_eq!(inside(srv, &format!("cat {at}/file")), "before\n");
+    assert!(
+        !etab_entries(&srv.etab().unwrap(), &restored).is_empty(),
+        "restored volume exported"
+    );
+    // Its own subvolume, with its own mark only, limited to the volume's size.
+    assert_eq!(inside(srv, &format!("stat -c %i {restored}")).trim(), "256");
+    let marks = inside(srv, &format!("ls -A {restored}"));
+    let has = |m: String| marks.lines().any(|l| l == m);
+    assert!(
+        has(format!(".nfsprov-volume-{rid}")) && !has(format!(".nfsprov-volume-{id}")),
+        "{marks}"
+    );
+    let qgroups = inside(srv, &format!("btrfs qgroup show -r --raw -f {restored}"));
+    assert!(
+        qgroups
+            .lines()
+            .any(|l| l.split_whitespace().nth(3) == Some("1000000000")),
+        "{qgroups}"
+    );
+
+    // Deleting the volume is refused while it has snapshots, naming them...
+    let (s, refused) = env
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{refused}");
+    let msg = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("daily.1") && msg.contains("with_snapshots=true"),
+        "{msg}"
+    );
+    assert_eq!(env.volume(id).await["state"], "available");
+    // ...and allowed with them: the snapshot goes too.
+    let (s, gone) = env
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}?with_snapshots=true&wait=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{gone}");
+    assert_eq!(gone["state"], "deleted", "{gone}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, sn) = env
+            .req(
+                Method::GET,
+                Some(ADMIN),
+                &format!("/api/v1/volumes/{rid}"),
+                None,
+            )
+            .await;
+        assert_eq!(sn["state"], "available", "the restored volume stays: {sn}");
+        let list = inside(srv, &format!("btrfs subvolume list -o {BTRFS_ROOT}"));
+        if !list.contains("daily.1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "snapshot still there: {list}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(inside(srv, &format!("cat {restored}/file")), "new\n");
+
+    // A volume of a plain-directory root path has no snapshots: 400 naming the layout.
+    let (s, d) = env.create(ALICE, 1, "plain", 1, clients.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let (s, refused) = snapshot(&env, d["id"].as_i64().unwrap(), "x").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{refused}");
+    assert_eq!(refused["error"]["field"], "layout", "{refused}");
+    let msg = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("directory layout"), "{msg}");
+    drop(fs);
+}

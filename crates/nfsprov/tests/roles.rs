@@ -200,7 +200,10 @@ fn access(method: &Method, path: &str) -> Access {
         ("GET", "/api/v1/volumes/{id}/snapshots" | "/api/v1/volumes/{id}/snapshots/{sid}") => {
             SnapshotRead
         }
-        ("POST", "/api/v1/volumes/{id}/snapshots" | "/api/v1/volumes/{id}/snapshots/{sid}/restore")
+        (
+            "POST",
+            "/api/v1/volumes/{id}/snapshots" | "/api/v1/volumes/{id}/snapshots/{sid}/restore",
+        )
         | ("DELETE", "/api/v1/volumes/{id}/snapshots/{sid}") => SnapshotWrite,
         _ => panic!(
             "{method} {path} has no expectation in the role matrix (tests/roles.rs): \

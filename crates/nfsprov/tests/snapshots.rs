@@ -50,8 +50,10 @@ async fn snapshot_keeps_old_data_read_only_restores_and_guards_delete() {
             Method::POST,
             Some(ADMIN),
             "/api/v1/rootpaths",
-            Some(json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
-                        "delete_policy": "purge", "layout": "btrfs"})),
+            Some(
+                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
+                        "delete_policy": "purge", "layout": "btrfs"}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");
@@ -83,7 +85,11 @@ async fn snapshot_keeps_old_data_read_only_restores_and_guards_delete() {
     );
     // Outside the exported volume, root's own.
     assert_eq!(
-        inside(srv, &format!("stat -c '%a %u' {BTRFS_ROOT}/.nfsprov-snapshots")).trim(),
+        inside(
+            srv,
+            &format!("stat -c '%a %u' {BTRFS_ROOT}/.nfsprov-snapshots")
+        )
+        .trim(),
         "700 0"
     );
 

@@ -355,9 +355,9 @@ async fn delete_volume(
 // ---- snapshots (issue 12) ------------------------------------------------------------------
 
 fn parse_snapshot_id(volume: VolumeId, sid: &str) -> Result<SnapshotId, Error> {
-    sid.parse::<i64>().map(SnapshotId).map_err(|_| {
-        Error::not_found(Entity::Snapshot, format!("{sid:?} of volume {volume}"))
-    })
+    sid.parse::<i64>()
+        .map(SnapshotId)
+        .map_err(|_| Error::not_found(Entity::Snapshot, format!("{sid:?} of volume {volume}")))
 }
 
 #[derive(Deserialize)]
@@ -380,8 +380,7 @@ async fn respond_snapshot(
         while !s.state.is_settled() {
             let changed = st.hub.changed();
             s = st.db().snapshot(s.id).await?;
-            if s.state.is_settled() || tokio::time::timeout_at(deadline, changed).await.is_err()
-            {
+            if s.state.is_settled() || tokio::time::timeout_at(deadline, changed).await.is_err() {
                 break;
             }
         }

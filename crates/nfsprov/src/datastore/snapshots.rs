@@ -191,9 +191,9 @@ impl Datastore {
 
     pub async fn snapshot(&self, sid: SnapshotId) -> Result<Snapshot> {
         let row = sqlx::query(concat!(snapshot_select!(), " WHERE s.id = ?"))
-        .bind(sid)
-        .fetch_one(&self.pool)
-        .await?;
+            .bind(sid)
+            .fetch_one(&self.pool)
+            .await?;
         snapshot_from_row(&row)
     }
 
@@ -201,7 +201,10 @@ impl Datastore {
     pub async fn snapshots_for(&self, id: VolumeId, viewer: &User) -> Result<Vec<Snapshot>> {
         let mut conn = self.pool.acquire().await?;
         visible_volume(&mut conn, id, viewer).await?;
-        let rows = sqlx::query(concat!(snapshot_select!(), " WHERE s.volume_id = ? AND s.state != 'deleted' ORDER BY s.id"))
+        let rows = sqlx::query(concat!(
+            snapshot_select!(),
+            " WHERE s.volume_id = ? AND s.state != 'deleted' ORDER BY s.id"
+        ))
         .bind(id)
         .fetch_all(&mut *conn)
         .await?;
@@ -216,7 +219,10 @@ impl Datastore {
     ) -> Result<Snapshot> {
         let mut conn = self.pool.acquire().await?;
         visible_volume(&mut conn, id, viewer).await?;
-        let row = sqlx::query(concat!(snapshot_select!(), " WHERE s.id = ? AND s.volume_id = ? AND s.state != 'deleted'"))
+        let row = sqlx::query(concat!(
+            snapshot_select!(),
+            " WHERE s.id = ? AND s.volume_id = ? AND s.state != 'deleted'"
+        ))
         .bind(sid)
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -261,7 +267,9 @@ impl Datastore {
         if let Some(v) = restoring {
             return Err(Error::conflict(
                 Clash::VolumeState,
-                format!("volume {v} is being restored from snapshot {sid}; try again when it is available"),
+                format!(
+                    "volume {v} is being restored from snapshot {sid}; try again when it is available"
+                ),
             ));
         }
         sqlx::query(

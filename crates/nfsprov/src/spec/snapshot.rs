@@ -54,7 +54,12 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "daily-2026.11.26", "A_1", &"x".repeat(MAX_SNAPSHOT_NAME)] {
+        for ok in [
+            "a",
+            "daily-2026.11.26",
+            "A_1",
+            &"x".repeat(MAX_SNAPSHOT_NAME),
+        ] {
             assert_eq!(SnapshotName::parse(ok).unwrap().as_str(), ok);
         }
         for (bad, why) in [

@@ -208,3 +208,103 @@ async fn snapshot_keeps_old_data_read_only_restores_and_guards_delete() {
     assert!(msg.contains("directory layout"), "{msg}");
     drop(fs);
 }
+
+/// alice's `used_gb` once it reads `want` (the reconciler records sizes after its passes).
+async fn wait_used_gb(env: &Env, want: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let u = env.user_row(ALICE.0).await;
+        if u["used_gb"] == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "used_gb should become {want}: {u}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_count_against_quota_by_exclusive_size_and_their_number_is_limited() {
+    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let mut env = Env::start(1, 100, 50).await;
+    env.restart_with(&[("NFSPROV_MAX_SNAPSHOTS", "1"), ("NFSPROV_RESYNC_SECS", "1")])
+        .await;
+    let srv = env.server("srv1");
+    let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
+    let (s, rp) = env
+        .req(
+            Method::POST,
+            Some(ADMIN),
+            "/api/v1/rootpaths",
+            Some(
+                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
+                        "delete_policy": "purge", "layout": "btrfs"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rp}");
+    let clients = json!([{"host": "127.0.0.1", "options": "rw"}]);
+    let (s, v) = env
+        .create(ALICE, rp["id"].as_i64().unwrap(), "big", 2, clients)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    wait_used_gb(&env, 2).await;
+    let vol = format!("{BTRFS_ROOT}/big");
+    inside(
+        srv,
+        &format!("dd if=/dev/zero of={vol}/data bs=1M count=1200 conv=fsync 2>/dev/null"),
+    );
+
+    // A fresh snapshot shares everything with its volume: a few KB exclusive, charged as
+    // 1 GB (whole GB, rounded up).
+    let (s, snap) = snapshot(&env, id, "one").await;
+    assert_eq!(s, StatusCode::CREATED, "{snap}");
+    assert!(
+        snap["exclusive_bytes"].as_i64().unwrap() < 1_000_000,
+        "{snap}"
+    );
+    wait_used_gb(&env, 3).await;
+    // The limit per volume (NFSPROV_MAX_SNAPSHOTS=1).
+    let (s, two) = snapshot(&env, id, "two").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{two}");
+    let msg = two["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("the most allowed (1)"), "{msg}");
+
+    // The volume's data removed: the snapshot alone holds the 1.2 GB, read again on a full
+    // pass: charged 2 GB.
+    inside(srv, &format!("rm {vol}/data && sync"));
+    wait_used_gb(&env, 4).await;
+    let (_, list) = env
+        .req(
+            Method::GET,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}/snapshots"),
+            None,
+        )
+        .await;
+    let excl = list[0]["exclusive_bytes"].as_i64().unwrap();
+    assert!(excl > 1_200_000_000, "{list}");
+
+    // Deleting the snapshot gives it back.
+    let sid = snap["id"].as_i64().unwrap();
+    let (s, d) = env
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}/snapshots/{sid}?wait=true"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["state"], "deleted", "{d}");
+    wait_used_gb(&env, 2).await;
+    let list = inside(srv, &format!("btrfs subvolume list -o {BTRFS_ROOT}"));
+    assert!(!list.contains("one"), "{list}");
+    drop(fs);
+}

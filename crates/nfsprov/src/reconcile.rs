@@ -485,6 +485,9 @@ impl Hub {
         }
         let script = backend::snapshot::script(&tasks);
         let out = sess.run(&script, self.inner.tuning.pass_timeout).await?;
+        if tasks.iter().any(|t| !t.state.is_settled()) {
+            fault::abort_at("after-snapshot");
+        }
         let outcomes = backend::snapshot::judge(&tasks, &out);
         for o in &outcomes {
             if let crate::model::SnapshotOutcome::Failed { id, message } = o {

@@ -308,3 +308,140 @@ async fn snapshots_count_against_quota_by_exclusive_size_and_their_number_is_lim
     assert!(!list.contains("one"), "{list}");
     drop(fs);
 }
+
+/// The snapshot row of `sid` once `done` holds for it.
+async fn wait_snapshot(env: &Env, vol: i64, sid: i64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, s) = env
+            .req(
+                Method::GET,
+                Some(ADMIN),
+                &format!("/api/v1/volumes/{vol}/snapshots/{sid}"),
+                None,
+            )
+            .await;
+        if done(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_snapshot_and_things_in_the_way_are_handled() {
+    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let mut env = Env::start(1, 100, 50).await;
+    let srv = env.server("srv1").clone();
+    let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
+    let (s, rp) = env
+        .req(
+            Method::POST,
+            Some(ADMIN),
+            "/api/v1/rootpaths",
+            Some(
+                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
+                        "delete_policy": "purge", "layout": "btrfs"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{rp}");
+    let rp_id = rp["id"].as_i64().unwrap();
+    let clients = json!([{"host": "127.0.0.1", "options": "rw"}]);
+    let (s, v) = env.create(ALICE, rp_id, "v", 1, clients.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_i64().unwrap();
+    inside(&srv, &format!("printf 'kept\\n' > {BTRFS_ROOT}/v/file"));
+    let dir = format!("{BTRFS_ROOT}/.nfsprov-snapshots/{id}");
+
+    // kill -9 right after the server made the snapshot, before the database heard: the next
+    // process finds it made (read-only, the volume's mark) and takes it as done.
+    env.restart_with(&[("NFSPROV_FAULT", "after-snapshot")])
+        .await;
+    let (s, snap) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}/snapshots"),
+            Some(json!({"name": "crash"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{snap}");
+    let sid = snap["id"].as_i64().unwrap();
+    let mut child = env.serve.take().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fault point never fired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    assert!(env.log().contains("NFSPROV_FAULT=after-snapshot"));
+    assert_eq!(inside(&srv, &format!("cat {dir}/crash/file")), "kept\n");
+    env.start_serve().await;
+    let s = wait_snapshot(&env, id, sid, |s| s["state"] != "creating").await;
+    assert_eq!(s["state"], "available", "{s}");
+    assert_eq!(inside(&srv, &format!("cat {dir}/crash/file")), "kept\n");
+
+    // Something nfsprov did not make at the name is not taken over, nor touched.
+    inside(
+        &srv,
+        &format!("btrfs subvolume create {dir}/foreign >/dev/null && touch {dir}/foreign/theirs"),
+    );
+    let (s, f) = snapshot(&env, id, "foreign").await;
+    assert_eq!(s, StatusCode::BAD_GATEWAY, "{f}");
+    assert_eq!(f["state"], "error", "{f}");
+    let msg = f["last_error"].as_str().unwrap_or_default();
+    assert!(msg.contains("not a snapshot nfsprov made"), "{msg}");
+    inside(&srv, &format!("test -f {dir}/foreign/theirs"));
+    // Deleting that record leaves the foreign subvolume in place.
+    let fid = f["id"].as_i64().unwrap();
+    let (s, d) = env
+        .req(
+            Method::DELETE,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}/snapshots/{fid}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{d}");
+    let d = wait_snapshot(&env, id, fid, |s| !s["last_error"].is_null()).await;
+    assert_eq!(d["state"], "deleting", "{d}");
+    assert!(
+        d["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("left in place"),
+        "{d}"
+    );
+    inside(&srv, &format!("test -f {dir}/foreign/theirs"));
+
+    // A snapshot removed by hand is reported on the next full pass, never made again from the
+    // volume's current data.
+    inside(&srv, &format!("printf 'changed\\n' > {BTRFS_ROOT}/v/file"));
+    inside(
+        &srv,
+        &format!("btrfs subvolume delete {dir}/crash >/dev/null"),
+    );
+    env.restart_with(&[]).await;
+    let s = wait_snapshot(&env, id, sid, |s| !s["last_error"].is_null()).await;
+    assert_eq!(s["state"], "available", "{s}");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("missing on the server"),
+        "{s}"
+    );
+    inside(&srv, &format!("test ! -e {dir}/crash"));
+    drop(fs);
+}

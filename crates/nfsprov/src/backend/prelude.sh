@@ -314,11 +314,12 @@ nfsprov_snapdir() {
 nfsprov_isro() {
   [ "$(btrfs property get -ts -- "$1" ro 2>/dev/null)" = ro=true ]
 }
-# nfsprov_snap MARK SID ROOT SUB VID NAME: a read-only snapshot of volume VID (ROOT/SUB, a
+# nfsprov_snap MARK SID ROOT SUB VID NAME new|old: a read-only snapshot of volume VID (ROOT/SUB, a
 # subvolume carrying nfsprov's mark) at ROOT/.nfsprov-snapshots/VID/NAME. A NAME already
 # there is accepted only as a read-only subvolume carrying the volume's mark (a snapshot this
 # step made before, as the mark is copied with the volume); nothing else is taken over. The
-# snapshot's exclusive bytes are printed (`excl N`) from its qgroup.
+# snapshot's exclusive bytes are printed (`excl N`) from its qgroup. With old (a snapshot
+# recorded as made) a missing one is reported, never made again.
 nfsprov_snap() {
   nfsprov_err=
   if ! nfsprov_snapdir "$3" "$5"; then
@@ -331,6 +332,8 @@ nfsprov_snap() {
     if ! (cd -P -- "$6" 2>/dev/null && nfsprov_issv) || ! nfsprov_ours "$6" "$5" || ! nfsprov_isro "$6"; then
       nfsprov_err="$nfsprov_at already exists on the server and is not a snapshot nfsprov made of volume $5"
     fi
+  elif [ "$7" = old ]; then
+    nfsprov_err="$nfsprov_at is missing on the server (removed by hand?); it is not made again from the volume's current data"
   elif ! nfsprov_in "$3" "$4"; then
     nfsprov_err="cannot snapshot volume $5: $nfsprov_why"
   elif ! nfsprov_issv || ! nfsprov_ours . "$5"; then

@@ -451,6 +451,91 @@ pub(super) async fn live_snapshot_names(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datastore::test_fixture::*;
+
+    async fn used_gb(db: &Datastore, user: UserId) -> i64 {
+        sqlx::query_scalar("SELECT used_gb FROM users WHERE id = ?")
+            .bind(user)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn checks_charges_and_the_volume_delete_guard() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let v = create(&db, owner, rp, "a").await;
+        let viewer = db.user_by_name("u").await.unwrap();
+        let name = SnapshotName::parse("s1").unwrap();
+        // A directory layout root path: 400 naming layout.
+        match db.create_snapshot(v.id, &viewer, &name, 2).await {
+            Err(Error::Invalid { field, message }) => {
+                assert_eq!(field, "layout");
+                assert!(message.contains("directory layout"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        sqlx::query("UPDATE root_paths SET layout = 'btrfs'")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        // Not available yet.
+        assert!(matches!(
+            db.create_snapshot(v.id, &viewer, &name, 2).await,
+            Err(Error::Conflict {
+                with: Clash::VolumeState,
+                ..
+            })
+        ));
+        sqlx::query("UPDATE volumes SET state = 'available'")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let s = db.create_snapshot(v.id, &viewer, &name, 2).await.unwrap();
+        assert_eq!(s.state, SnapshotState::Creating);
+        assert!(matches!(
+            db.create_snapshot(v.id, &viewer, &name, 2).await,
+            Err(Error::Conflict {
+                with: Clash::SnapshotName,
+                ..
+            })
+        ));
+        let s2 = SnapshotName::parse("s2").unwrap();
+        assert!(matches!(
+            db.create_snapshot(v.id, &viewer, &s2, 1).await,
+            Err(Error::Conflict {
+                with: Clash::SnapshotCount,
+                ..
+            })
+        ));
+        // Charged by exclusive bytes, rounded up to GB, on top of the volume's 1 GB.
+        assert_eq!(used_gb(&db, owner).await, 1);
+        db.record_snapshot_outcomes(&[SnapshotOutcome::Available {
+            id: s.id,
+            exclusive_bytes: Some(1_500_000_000),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(used_gb(&db, owner).await, 3);
+        // The volume is kept while it has snapshots, unless they go too.
+        match db.delete_volume(v.id, &viewer, false).await {
+            Err(Error::Conflict {
+                with: Clash::Snapshots,
+                message,
+            }) => assert!(message.contains("s1"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        db.delete_volume(v.id, &viewer, true).await.unwrap();
+        assert_eq!(
+            db.snapshot(s.id).await.unwrap().state,
+            SnapshotState::Deleting
+        );
+        assert_eq!(used_gb(&db, owner).await, 2);
+        db.record_snapshot_outcomes(&[SnapshotOutcome::Deleted { id: s.id }])
+            .await
+            .unwrap();
+        assert_eq!(used_gb(&db, owner).await, 0);
+    }
 
     #[test]
     fn charged_in_whole_gb_rounded_up() {

@@ -348,7 +348,10 @@ nfsprov_snap() {
   fi
   if [ -n "$nfsprov_err" ]; then nfsprov_say "$1" "$2" 1 "$nfsprov_err"; cd /; return 0; fi
   nfsprov_sv=$(cd -P -- "$6" && btrfs inspect-internal rootid . 2>/dev/null)
-  btrfs qgroup show --raw --sync -f -- "$6" 2>/dev/null | while read -r nfsprov_q _ nfsprov_x _; do
+  # A new snapshot's size is read after a sync (one per made snapshot); a full pass's check of
+  # old ones reads what the last commit shows (btrfs commits every 30 s by default).
+  if [ "$7" = new ]; then nfsprov_sy=--sync; else nfsprov_sy=; fi
+  btrfs qgroup show --raw $nfsprov_sy -f -- "$6" 2>/dev/null | while read -r nfsprov_q _ nfsprov_x _; do
     if [ "$nfsprov_q" = "0/$nfsprov_sv" ]; then printf 'excl %s\n' "$nfsprov_x"; fi
   done
   nfsprov_say "$1" "$2" 0

@@ -1094,6 +1094,17 @@ const RL_PER_USER: &str = "20";
 const QUIET_RATE: f64 = 10.0;
 /// alice, the burster: clients sending creates back to back (closed loop).
 const BURSTERS: usize = 32;
+/// Threads of alice's own runtime: as many as the whole generator had when bob shared it.
+const BURST_THREADS: usize = 2;
+
+/// Whether alice's and bob's clients share one runtime and one connection pool, as in the
+/// first measurements (`NFSPROV_BENCH_SHARED_GENERATOR=1`). By default each user is its own
+/// client, as two users on two machines are: alice on a runtime of her own, so bob's latency
+/// is the service's and not the time his own process took to get round to his request
+/// behind alice's 32 busy clients. alice keeps every thread she had, and sends as fast.
+fn shared_generator() -> bool {
+    std::env::var_os("NFSPROV_BENCH_SHARED_GENERATOR").is_some_and(|v| v == "1")
+}
 
 struct RateRun {
     alone_p99: Duration,
@@ -1150,10 +1161,24 @@ async fn ratelimit_run(quiet_n: usize) -> RateRun {
     let (alone, refused_alone) = quiet_creates(&env, quiet_n, "alone").await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let url = format!("{}/api/v1/volumes", env.base());
+    let (alice_rt, alice_http) = if shared_generator() {
+        (None, env.http.clone())
+    } else {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(BURST_THREADS)
+            .thread_name("alice")
+            .enable_all()
+            .build()
+            .unwrap();
+        (Some(rt), reqwest::Client::new())
+    };
+    let spawn_on = alice_rt
+        .as_ref()
+        .map_or_else(tokio::runtime::Handle::current, |rt| rt.handle().clone());
     let mut bursters = Vec::new();
     for c in 0..BURSTERS {
-        let (http, url, stop) = (env.http.clone(), url.clone(), stop.clone());
-        bursters.push(tokio::spawn(async move {
+        let (http, url, stop) = (alice_http.clone(), url.clone(), stop.clone());
+        bursters.push(spawn_on.spawn(async move {
             let (mut accepted, mut refused) = (0, 0);
             // Bounded: far more than a run sends at this machine's speed.
             for i in 0..1_000_000 {
@@ -1184,6 +1209,9 @@ async fn ratelimit_run(quiet_n: usize) -> RateRun {
         let (a, r) = b.await.unwrap();
         burst_accepted += a;
         burst_refused += r;
+    }
+    if let Some(rt) = alice_rt {
+        rt.shutdown_background();
     }
     RateRun {
         alone_p99: percentile(&alone, 0.99),
@@ -1220,10 +1248,17 @@ async fn ratelimit_section(md: &mut String, runs: usize, quiet_n: usize) {
     let alone = Spread::of(&all.iter().map(|r| r.alone_p99).collect::<Vec<_>>());
     let burst = Spread::of(&all.iter().map(|r| r.burst_p99).collect::<Vec<_>>());
     let secs = quiet_n as f64 / QUIET_RATE;
+    let generator = if shared_generator() {
+        "alice and bob are one client: one runtime of 2 threads and one connection pool (`NFSPROV_BENCH_SHARED_GENERATOR=1`).".to_string()
+    } else {
+        format!(
+            "alice and bob are two clients, as two users on two machines: alice on a runtime of {BURST_THREADS} threads and a connection pool of her own, bob on the benchmark's main runtime (2 threads); all share the machine's cores with the service."
+        )
+    };
     let _ = writeln!(
         md,
         "## Rate limits: a quiet user while another bursts\n\n\
-         Each user may make {RL_PER_USER} changes per second (bursts of {RL_PER_USER}). bob creates {QUIET_RATE:.0} volumes per second for {secs:.0} s on a fixed schedule (open loop, latency from the scheduled send), first alone, then while alice sends creates back to back from {BURSTERS} clients; both from 127.0.0.1 (the address limit set out of the way). {runs} runs, each on a fresh service and server.\n"
+         Each user may make {RL_PER_USER} changes per second (bursts of {RL_PER_USER}). bob creates {QUIET_RATE:.0} volumes per second for {secs:.0} s on a fixed schedule (open loop, latency from the scheduled send), first alone, then while alice sends creates back to back from {BURSTERS} clients; both from 127.0.0.1 (the address limit set out of the way). The service runs with its default refusal hold (`NFSPROV_RATE_REFUSAL_HOLD_MS`, 1 s: a 429 is sent a second after the refused change, holding only its connection). {runs} runs, each on a fresh service and server. {generator}\n"
     );
     table(
         md,
@@ -1247,6 +1282,32 @@ async fn ratelimit_section(md: &mut String, runs: usize, quiet_n: usize) {
         all.iter().map(|r| r.burst_refused).sum::<usize>(),
         all.iter().map(|r| r.quiet_refused).sum::<usize>(),
     );
+    let _ = writeln!(md, "Each run:\n");
+    table(
+        md,
+        &[
+            "run",
+            "bob's p99 alone",
+            "during the burst",
+            "ratio",
+            "alice accepted",
+            "alice refused (per s)",
+        ],
+        all.iter().enumerate().map(|(i, r)| {
+            vec![
+                format!("{}", i + 1),
+                ms(r.alone_p99),
+                ms(r.burst_p99),
+                format!(
+                    "{:.2}x",
+                    r.burst_p99.as_secs_f64() / r.alone_p99.as_secs_f64()
+                ),
+                r.burst_accepted.to_string(),
+                format!("{} ({:.0})", r.burst_refused, r.burst_refused as f64 / secs),
+            ]
+        }),
+    );
+    md.push('\n');
 }
 
 /// `section` (a `## ` heading and what follows) in place of the same heading's section of the

@@ -255,6 +255,16 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+/// The hash a local sign-in checks the password against: the user's, or for an unknown name
+/// and for a directory user (whose row holds no hash: it would fail at once) the dummy, so all
+/// three take one argon2 verification.
+fn hash_to_check(user: Option<&User>) -> &str {
+    match user {
+        Some(u) if u.password_hash != DIRECTORY_PASSWORD => &u.password_hash,
+        _ => dummy_hash(),
+    }
+}
+
 /// The credentials of an `Authorization: Basic` header value, if well formed.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
     let encoded = header
@@ -549,7 +559,7 @@ impl Authenticator {
         };
         match dir.login(username, &password).await {
             Ok(found) => {
-                let u = directory_row(db, dir, username, &found).await?;
+                let u = directory_row(db, dir, username, &found, source).await?;
                 self.remember(username, d, source);
                 Ok(u)
             }
@@ -594,10 +604,7 @@ impl Authenticator {
             .acquire_owned()
             .await
             .expect("the hashing gates are never closed");
-        let hash = match &user {
-            Some(u) => u.password_hash.clone(),
-            None => dummy_hash().to_string(),
-        };
+        let hash = hash_to_check(user.as_ref()).to_string();
         // The slot and the permit are given back when the hash is done, not when the request
         // is: a client that hangs up mid-check cannot start more checks than the limits allow.
         let ok = tokio::task::spawn_blocking(move || {
@@ -627,7 +634,27 @@ async fn directory_row(
     dir: &Directory,
     username: &str,
     found: &DirectoryUser,
+    source: Source,
 ) -> Result<User> {
+    // Audited like an administrator's change, the directory (by the user's DN) as the actor.
+    let audit = |action: &str, u: &User, before: Option<serde_json::Value>| {
+        let mut ctx = crate::audit::Context::new("SIGN-IN", "directory");
+        ctx.actor = Some(format!("ldap:{}", found.dn));
+        ctx.source = Some(source.0.to_string());
+        let entry = crate::audit::Entry {
+            action: action.into(),
+            object: Some(format!("user/{}", u.username)),
+            before,
+            after: Some(serde_json::json!({"role": u.role, "quota_gb": u.quota_gb})),
+            outcome: "recorded".into(),
+            ..crate::audit::Entry::default()
+        };
+        async move {
+            if let Err(e) = db.record_audit(&ctx, &entry).await {
+                tracing::warn!("writing the audit record of {username:?}'s sign-in: {e:#}");
+            }
+        }
+    };
     let user = match db.user_by_name(username).await {
         Ok(u) => u,
         Err(Error::NotFound { .. }) => {
@@ -646,6 +673,7 @@ async fn directory_row(
                         found.dn,
                         found.role
                     );
+                    audit("user.create", &u, None).await;
                     u
                 }
                 // Created by a concurrent sign-in, or by an administrator: looked at below.
@@ -661,19 +689,45 @@ async fn directory_row(
     if user.role == found.role {
         return Ok(user);
     }
-    db.update_user(
-        username,
-        &UserChange {
-            role: Some(found.role),
-            ..UserChange::default()
-        },
-    )
-    .await
+    let changed = db
+        .update_user(
+            username,
+            &UserChange {
+                role: Some(found.role),
+                ..UserChange::default()
+            },
+        )
+        .await?;
+    let before = serde_json::json!({"role": user.role, "quota_gb": user.quota_gb});
+    audit("user.update", &changed, Some(before)).await;
+    Ok(changed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_local_sign_in_verifies_one_argon2_hash() {
+        let user = |hash: &str| User {
+            id: crate::model::UserId(1),
+            username: "u".into(),
+            password_hash: hash.into(),
+            role: crate::model::Role::User,
+            quota_gb: 1,
+            used_gb: 0,
+            locked: false,
+        };
+        let real = hash_password("s3cret-pass").unwrap();
+        assert_eq!(hash_to_check(Some(&user(&real))), real);
+        for who in [None, Some(user(DIRECTORY_PASSWORD))] {
+            let h = hash_to_check(who.as_ref());
+            assert_eq!(h, dummy_hash());
+            assert!(h.starts_with("$argon2id$"), "{h}");
+            // The same work as a real user's hash: argon2's parameters are in the string.
+            assert_eq!(h.split('$').nth(3), real.split('$').nth(3));
+        }
+    }
 
     #[test]
     fn hash_and_verify() {

@@ -13,6 +13,10 @@
 //! not counted, never remembered). An empty password is refused before the directory is
 //! asked: to LDAP, a simple bind with a DN and no password is an anonymous bind, which succeeds.
 //!
+//! An unknown name takes the same steps as a wrong password (both searches and a bind, as a
+//! DN that names nobody), so that neither the answer nor its timing tells whether a name exists
+//! in the directory.
+//!
 //! Nothing here touches the database: `auth` creates or updates the local row of a directory
 //! user after a successful sign-in.
 
@@ -29,6 +33,9 @@ use crate::settings::LdapSettings;
 /// The LDAP result code of a bind with wrong credentials (also a disabled or locked account,
 /// in OpenLDAP's ppolicy and in AD).
 const INVALID_CREDENTIALS: u32 = 49;
+
+/// The first RDN of the DN bound, under the user base, when the name matches no one entry.
+pub const NOBODY_RDN: &str = "cn=nfsprov-no-such-user";
 
 /// A configured directory, checked when the service starts.
 pub struct Directory {
@@ -264,10 +271,13 @@ impl Directory {
             .await
             .and_then(|r| r.success())
             .map_err(|e| down("searching for the user", e))?;
-        let dn = match entries.as_slice() {
-            [one] => SearchEntry::construct(one.clone()).dn,
-            // Nobody, or a filter that is ambiguous for this name: nobody to sign in as.
-            _ => return Err(LoginError::Refused),
+        // Nobody, or a filter that is ambiguous for this name: nobody to sign in as. The
+        // conversation goes on as for a real user, with a DN that names nobody, so that an
+        // unknown name and a wrong password look and take alike from outside (an unknown name
+        // that never binds answers sooner).
+        let (dn, found) = match entries.as_slice() {
+            [one] => (SearchEntry::construct(one.clone()).dn, true),
+            _ => (format!("{NOBODY_RDN},{}", self.user_base), false),
         };
         let filter = self.group_filter.replace("{dn}", &ldap_escape(dn.as_str()));
         let (groups, _) = ldap
@@ -284,6 +294,9 @@ impl Directory {
             .await
             .map_err(|e| down("binding as the user", e))?;
         let _ = ldap.unbind().await;
+        if !found {
+            return Err(LoginError::Refused);
+        }
         match bind.rc {
             0 => {}
             INVALID_CREDENTIALS => return Err(LoginError::Refused),
@@ -371,6 +384,22 @@ mod tests {
         };
         let e = Directory::from_settings(&no_base).unwrap_err().to_string();
         assert!(e.contains("NFSPROV_LDAP_USER_BASE"), "{e}");
+    }
+
+    #[test]
+    fn the_service_password_never_shows_in_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "service-Secret-5Rt\n").unwrap();
+        let s = LdapSettings {
+            bind_dn: Some("cn=svc,dc=x".into()),
+            bind_password_file: Some(file),
+            ..settings()
+        };
+        let d = Directory::from_settings(&s).unwrap().unwrap();
+        assert_eq!(d.service.as_ref().unwrap().1, "service-Secret-5Rt");
+        let shown = format!("{d:?} {s:?}");
+        assert!(!shown.contains("service-Secret-5Rt"), "{shown}");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use nfsprov::api::response::{RootPathBody, ServerBody, UserBody};
 use nfsprov::datastore::{NewServer, UserChange};
 use nfsprov::model::{DeletePolicy, Role};
 use nfsprov::settings::ServeSettings;
@@ -29,6 +30,9 @@ struct Cli {
     cmd: Cmd,
 }
 
+// One value, parsed once at start: the size of its largest variant (serve's settings) costs
+// nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the API and the reconcilers.
@@ -36,7 +40,7 @@ enum Cmd {
         #[arg(long, env = "NFSPROV_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[command(flatten)]
-        settings: ServeSettings,
+        settings: Box<ServeSettings>,
     },
     /// Register and list NFS servers.
     #[command(subcommand)]
@@ -47,6 +51,21 @@ enum Cmd {
     /// Add, change and list users.
     #[command(subcommand)]
     User(UserCmd),
+    /// Check and export the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Walk the hash chain; name the first bad record and exit with status 1 if any.
+    Verify,
+    /// Write the records as JSON lines (one object per record) for a SIEM.
+    Export {
+        /// Only records with an id above this one.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -112,6 +131,37 @@ enum RootpathCmd {
 }
 
 /// An export policy given as JSON on the command line.
+/// A change made from the command line, for its audit record: action, object, before, after.
+type CliChange = (
+    &'static str,
+    String,
+    Option<serde_json::Value>,
+    Option<serde_json::Value>,
+);
+
+/// Record a change made from the command line (the local user as the actor, as `server pin`
+/// does); the change is made, so a record that cannot be written is a warning, not a failure.
+async fn record_cli(db: &nfsprov::datastore::Datastore, command: &str, change: CliChange) {
+    let (action, object, before, after) = change;
+    let entry = nfsprov::audit::Entry {
+        action: action.into(),
+        object: Some(object),
+        before,
+        after,
+        outcome: "recorded".into(),
+        ..nfsprov::audit::Entry::default()
+    };
+    let ctx = nfsprov::audit::Context::cli(command);
+    if let Err(e) = db.record_audit(&ctx, &entry).await {
+        eprintln!("warning: the change is made, but its audit record could not be written: {e:#}");
+    }
+}
+
+/// A value as an audit record shows it.
+fn fields(v: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
 fn policy_arg(json: &str) -> anyhow::Result<nfsprov::spec::ExportPolicyDoc> {
     serde_json::from_str(json).context("the export policy is not a valid policy document")
 }
@@ -217,7 +267,7 @@ fn read_password(username: &str) -> anyhow::Result<String> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Serve { listen, settings } => serve::serve(&cli.data_dir, listen, settings).await,
+        Cmd::Serve { listen, settings } => serve::serve(&cli.data_dir, listen, *settings).await,
         Cmd::Server(cmd) => {
             let db = serve::open(&cli.data_dir).await?;
             match cmd {
@@ -246,12 +296,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         },
                     )
                     .await?;
+                    let mut after = fields(&ServerBody::from(&s));
+                    after["host_key"] = nfsprov::audit::host_key_fingerprint(&s.host_key).into();
+                    let object = format!("server/{}", s.name);
+                    let change = ("server.create", object, None, Some(after));
+                    record_cli(&db, &format!("server add {}", s.name), change).await;
                     println!("server {} added (id {})", s.name, s.id);
                 }
                 ServerCmd::Pin { name, host_key } => {
                     let s = admin::find_server(&db, &name).await?;
                     let key = admin::normalize_host_key(&host_key)?;
-                    db.set_server_host_key(s.id, &key).await?;
+                    let ctx = nfsprov::audit::Context::cli(&format!("server pin {}", s.name));
+                    db.set_server_host_key(s.id, &key, &ctx).await?;
                     println!("server {}: host key pinned to {key}", s.name);
                 }
                 ServerCmd::List => {
@@ -302,12 +358,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         },
                     )
                     .await?;
+                    let after = Some(fields(&RootPathBody::from(&rp)));
+                    let change = (
+                        "rootpath.create",
+                        format!("rootpath/{}", rp.id),
+                        None,
+                        after,
+                    );
+                    record_cli(&db, "rootpath add", change).await;
                     println!("root path {} added: {}:{}", rp.id, rp.server_name, rp.path);
                 }
                 RootpathCmd::Policy { id, export_policy } => {
                     let doc = policy_arg(&export_policy)?;
-                    let rp =
-                        admin::set_export_policy(&db, nfsprov::model::RootPathId(id), &doc).await?;
+                    let id = nfsprov::model::RootPathId(id);
+                    let before = db.root_path(id).await?;
+                    let rp = admin::set_export_policy(&db, id, &doc).await?;
+                    let policy = |rp| Some(fields(&RootPathBody::from(rp).export_policy));
+                    let object = format!("rootpath/{}", rp.id);
+                    let change = (
+                        "rootpath.export_policy",
+                        object,
+                        policy(&before),
+                        policy(&rp),
+                    );
+                    record_cli(&db, &format!("rootpath policy {}", rp.id), change).await;
                     println!(
                         "root path {}: export policy {}",
                         rp.id,
@@ -331,6 +405,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Audit(cmd) => audit(&cli.data_dir, cmd).await,
         Cmd::User(cmd) => {
             let db = serve::open(&cli.data_dir).await?;
             match cmd {
@@ -343,6 +418,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let password = read_password(&username)?;
                     let role = role.unwrap_or(Role::from_is_admin(admin));
                     let u = admin::add_user(&db, &username, &password, role, quota_gb).await?;
+                    let after = Some(fields(&UserBody::from(&u)));
+                    let change = ("user.create", format!("user/{}", u.username), None, after);
+                    record_cli(&db, &format!("user add {}", u.username), change).await;
                     println!(
                         "user {} added (role {}, quota {} GB)",
                         u.username, u.role, u.quota_gb
@@ -356,6 +434,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     role,
                     password,
                 } => {
+                    let before = db.user_by_name(&username).await?;
                     let password_hash = if password {
                         Some(admin::checked_password_hash(&read_password(&username)?)?)
                     } else {
@@ -373,6 +452,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             },
                         )
                         .await?;
+                    // A new password only as "changed", never it or its hash.
+                    let mut after = fields(&UserBody::from(&u));
+                    if password {
+                        after["password"] = "changed".into();
+                    }
+                    let before = Some(fields(&UserBody::from(&before)));
+                    let change = (
+                        "user.update",
+                        format!("user/{}", u.username),
+                        before,
+                        Some(after),
+                    );
+                    record_cli(&db, &format!("user set {}", u.username), change).await;
                     println!(
                         "user {}: quota {} GB, used {} GB, locked {}, admin {}, role {}",
                         u.username,
@@ -396,6 +488,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+    }
+}
+
+async fn audit(data_dir: &std::path::Path, cmd: AuditCmd) -> anyhow::Result<()> {
+    let db = serve::open(data_dir).await?;
+    match cmd {
+        AuditCmd::Verify => match db.verify_audit().await? {
+            Ok(v) => {
+                println!(
+                    "audit trail intact: {} records, newest hash {}",
+                    v.records, v.head
+                );
+                Ok(())
+            }
+            Err(broken) => {
+                eprintln!("error: {broken}");
+                std::process::exit(1);
+            }
+        },
+        AuditCmd::Export { since } => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            db.each_audit_record(since, |r| {
+                serde_json::to_writer(&mut out, &r).map_err(anyhow::Error::from)?;
+                out.write_all(b"\n").map_err(anyhow::Error::from)?;
+                Ok(())
+            })
+            .await?;
+            out.flush().context("writing the export")?;
             Ok(())
         }
     }

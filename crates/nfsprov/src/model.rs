@@ -592,3 +592,62 @@ mod tests {
         assert_eq!(Role::from_is_admin(false), Role::User);
     }
 }
+
+// ---- usage (issue 12) ----------------------------------------------------------------------
+
+/// What a volume held when the reconciler sampled it (`backend::usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VolumeUsage {
+    pub id: VolumeId,
+    /// btrfs: the qgroup's referenced bytes; directory: `du -s`.
+    pub used_bytes: u64,
+    /// btrfs only: the qgroup's exclusive bytes.
+    pub exclusive_bytes: Option<u64>,
+}
+
+/// A root path's file system as `df` saw it when the reconciler sampled it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootUsage {
+    pub id: RootPathId,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// One stored sample of a volume's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageSample {
+    pub sampled_at: DateTime<Utc>,
+    pub used_bytes: u64,
+    pub exclusive_bytes: Option<u64>,
+}
+
+/// One stored sample of a root path's file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RootUsageSample {
+    pub sampled_at: DateTime<Utc>,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// A volume's size as the server holds it: the last size applied (`None`: as created, not
+/// resized since), why the server refused the last resize, and the latest usage sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SizeState {
+    pub applied_size_gb: Option<i64>,
+    pub size_error: Option<String>,
+    pub latest: Option<UsageSample>,
+}
+
+/// A btrfs volume whose qgroup limit is not yet its size (a resize the reconciler applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingResize {
+    pub id: VolumeId,
+    pub size_gb: i64,
+}
+
+/// Bytes of `size_gb` (the API's GB are 10^9 bytes).
+pub fn gb_bytes(size_gb: i64) -> u64 {
+    (size_gb.max(0) as u64).saturating_mul(1_000_000_000)
+}

@@ -16,17 +16,29 @@
 //! the state of each as `"name";r=<remaining quota>;t=<seconds until it is full again>`.
 //! nfsprov names its two policies `user` and `ip`; the window is the time an empty bucket takes
 //! to refill.
+//!
+//! Refusals are cheap (issue 11: a burst from one user must not slow others): a change whose
+//! `Authorization` header was verified recently is checked here *before* authentication, from
+//! `Limiter::check_known`, so a burster over its limit is answered 429 without a database
+//! lookup, a credential digest or its body being read. The header is remembered only as a keyed
+//! SHA-256 digest (the key is random per process, so the map holds nothing a password can be
+//! guessed from offline) mapped to the user it verified as, for `RECENT_TTL`. It only ever
+//! refuses: a request it lets through is still authenticated in full, so a password changed or
+//! an account locked since then makes the next change fail as before (only a caller still over
+//! its limit hears 429 first).
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
 use governor::clock::{Clock as _, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use sha2::{Digest as _, Sha256};
 
 use crate::auth::Source;
 use crate::error::Error;
@@ -39,6 +51,13 @@ type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock, StateInf
 const MAX_SOURCES: usize = 100_000;
 /// Idle keys are swept once every this many checks.
 const SWEEP_EVERY: u64 = 4096;
+/// How long a verified `Authorization` header is known to belong to its user here.
+const RECENT_TTL: Duration = Duration::from_secs(60);
+/// Verified headers remembered at most (each took a full sign-in to add).
+const MAX_RECENT: usize = 10_000;
+
+/// A user an `Authorization` header verified as, its name, and when.
+type Verified = (UserId, Arc<str>, Instant);
 
 /// One policy's state after a check.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +80,10 @@ pub struct Limiter {
     users: Keyed<UserId>,
     sources: Mutex<Arc<Keyed<Source>>>,
     checks: AtomicU64,
+    /// Keyed digests of `Authorization` headers verified recently: the user, its name, when.
+    recent: Mutex<HashMap<[u8; 32], Verified>>,
+    /// The per-process key of those digests.
+    recent_key: [u8; 32],
 }
 
 fn quota(per_second: u32, burst: u32) -> Quota {
@@ -81,7 +104,53 @@ impl Limiter {
                 .with_middleware::<StateInformationMiddleware>(),
             sources: Mutex::new(Arc::new(Self::source_limiter(limits))),
             checks: AtomicU64::new(0),
+            recent: Mutex::default(),
+            recent_key: rand::random(),
         }
+    }
+
+    fn header_digest(&self, authorization: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.recent_key);
+        h.update(authorization.as_bytes());
+        h.finalize().into()
+    }
+
+    /// Before authentication: if `authorization` verified recently as some user, count the
+    /// change against that user now (`Some`, a refusal or the verdict to keep); `None` if the
+    /// header is not known here, so the caller authenticates and then calls `check`.
+    pub fn check_known(
+        &self,
+        authorization: Option<&str>,
+        source: Source,
+    ) -> Option<(UserId, Arc<str>, Result<Verdict, Refusal>)> {
+        let d = self.header_digest(authorization?);
+        let (user, name) = {
+            let map = self.recent.lock().expect("rate limit lock");
+            let (user, name, at) = map.get(&d)?;
+            if at.elapsed() >= RECENT_TTL {
+                return None;
+            }
+            (*user, name.clone())
+        };
+        let verdict = self.check(user, &name, source);
+        Some((user, name, verdict))
+    }
+
+    /// Remember that `authorization` verified as `user` (see `check_known`).
+    pub fn remember(&self, authorization: Option<&str>, user: UserId, username: &str) {
+        let Some(header) = authorization else {
+            return;
+        };
+        let d = self.header_digest(header);
+        let mut map = self.recent.lock().expect("rate limit lock");
+        if map.len() >= MAX_RECENT {
+            map.retain(|_, (_, _, at)| at.elapsed() < RECENT_TTL);
+            if map.len() >= MAX_RECENT {
+                map.clear();
+            }
+        }
+        map.insert(d, (user, username.into(), Instant::now()));
     }
 
     fn source_limiter(limits: RateLimits) -> Keyed<Source> {
@@ -133,6 +202,7 @@ impl Limiter {
                     verdict: Verdict {
                         standings: vec![user_policy(0, wait)],
                     },
+                    hold: l.refusal_hold,
                 });
             }
         };
@@ -158,6 +228,7 @@ impl Limiter {
                     verdict: Verdict {
                         standings: vec![user_state, source_policy(0, wait)],
                     },
+                    hold: l.refusal_hold,
                 });
             }
         };
@@ -198,11 +269,15 @@ fn refill_secs(used: u32, per_second: u32) -> u64 {
     u64::from(used).div_ceil(u64::from(per_second.max(1)))
 }
 
-/// A refused change: the 429 and the state to put in its headers.
+/// A refused change: the 429, the state to put in its headers, and how long to hold it.
 #[derive(Debug)]
 pub struct Refusal {
     pub error: Error,
     pub verdict: Verdict,
+    /// `RateLimits::refusal_hold`: the front door sends the 429 only after this time, holding
+    /// nothing but the connection (no database, body or lock), so one connection gets at most
+    /// one refusal per hold and a burster cannot turn refusals into load on other users.
+    pub hold: Duration,
 }
 
 impl Verdict {
@@ -238,6 +313,7 @@ mod tests {
             burst_per_user: burst,
             per_source: 1000,
             burst_per_source: 1000,
+            refusal_hold: Duration::ZERO,
         }
     }
 
@@ -276,12 +352,36 @@ mod tests {
     }
 
     #[test]
+    fn only_a_header_verified_before_is_counted_before_authentication() {
+        let l = Limiter::new(limits(1, 2));
+        let (alice, other) = (Some("Basic YWxpY2U6cHc="), Some("Basic YWxpY2U6cHcy"));
+        assert!(l.check_known(alice, src("10.0.0.1")).is_none());
+        l.remember(alice, UserId(1), "alice");
+        for _ in 0..2 {
+            let (user, _, v) = l.check_known(alice, src("10.0.0.1")).unwrap();
+            assert_eq!(user, UserId(1));
+            v.unwrap();
+        }
+        let (_, _, refused) = l.check_known(alice, src("10.0.0.1")).unwrap();
+        let refused = refused.unwrap_err();
+        assert!(
+            refused.error.to_string().contains("user alice"),
+            "{}",
+            refused.error
+        );
+        // Another password for the same name is not known here: it goes through sign-in.
+        assert!(l.check_known(other, src("10.0.0.1")).is_none());
+        assert!(l.check_known(None, src("10.0.0.1")).is_none());
+    }
+
+    #[test]
     fn a_source_over_its_burst_is_refused_for_every_user() {
         let l = Limiter::new(RateLimits {
             per_user: 100,
             burst_per_user: 100,
             per_source: 1,
             burst_per_source: 2,
+            refusal_hold: Duration::ZERO,
         });
         l.check(UserId(1), "alice", src("2001:db8::1")).unwrap();
         l.check(UserId(2), "bob", src("2001:db8::2")).unwrap();

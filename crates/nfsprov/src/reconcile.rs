@@ -32,6 +32,9 @@ use supervisor::Supervisor;
 /// Time limit of the script that checks a root path being added for its layout.
 const LAYOUT_CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// Time limit of the script that applies resizes and samples usage after a pass (`Hub::sizes`).
+const SIZES_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Passes in a row without waiting, when a pass asks for another (rejections, forced re-export).
 const MAX_QUICK_PASSES: usize = 4;
 
@@ -45,6 +48,8 @@ struct TaskState {
     retry: RetryState,
     /// Passes this task ran.
     generation: u64,
+    /// When this task last sampled its server's usage (`Hub::sizes`).
+    sampled: Option<Instant>,
 }
 
 /// Wakes reconcilers and the requests waiting for them.
@@ -172,6 +177,7 @@ impl Hub {
             policy: RetryPolicy::new(&self.inner.tuning),
             retry: RetryState::new(Instant::now()),
             generation: 0,
+            sampled: None,
         };
         // Start-up and periodic resyncs verify everything; a pass woken by a request checks
         // what it changes (and the whole export table).
@@ -236,6 +242,10 @@ impl Hub {
             )
             .instrument(span.clone())
             .await;
+        let result = match result {
+            Ok(()) => self.sizes(task, full).instrument(span.clone()).await,
+            failed => failed,
+        };
         let next = match &result {
             Ok(()) => task
                 .policy
@@ -495,6 +505,110 @@ impl Hub {
             }
         }
         db.record_snapshot_outcomes(&outcomes).await?;
+        self.inner.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// After a pass that went well, on the same connection: apply the btrfs limits of resized
+    /// volumes (read back; a shrink below what the volume holds is refused on the server and
+    /// recorded as the volume's `size_error`), and every `usage_interval` sample what the
+    /// server's volumes and root paths hold (`backend::usage`). One script, only when there is
+    /// something to do.
+    async fn sizes(&self, task: &mut TaskState, full: bool) -> anyhow::Result<()> {
+        use backend::usage::{self, Resize, Resized, RootAt, VolumeAt, Work};
+        let db = &self.inner.db;
+        let tuning = self.inner.tuning;
+        let due = task
+            .sampled
+            .is_none_or(|t| t.elapsed() >= tuning.usage_interval);
+        let pending = db.pending_resizes(task.server, full).await?;
+        if pending.is_empty() && !due {
+            return Ok(());
+        }
+        let volumes = db.server_volumes(task.server).await?;
+        let by_id: HashMap<VolumeId, &crate::model::Volume> =
+            volumes.iter().map(|v| (v.id, v)).collect();
+        let mut work = Work::default();
+        for p in &pending {
+            if let Some(v) = by_id.get(&p.id) {
+                work.resizes.push(Resize {
+                    id: p.id,
+                    path: v.full_path(),
+                    size_gb: p.size_gb,
+                    bytes: crate::model::gb_bytes(p.size_gb),
+                });
+            }
+        }
+        if due {
+            work.volumes = volumes
+                .iter()
+                .filter(|v| {
+                    v.applied_clients.is_some()
+                        && !matches!(v.state, VolumeState::Deleting | VolumeState::Deleted)
+                })
+                .map(|v| VolumeAt {
+                    id: v.id,
+                    root_path: v.root_path_id,
+                    path: v.full_path(),
+                    layout: v.layout,
+                })
+                .collect();
+            work.roots = db
+                .root_paths()
+                .await?
+                .into_iter()
+                .filter(|r| r.server_id == task.server)
+                .map(|r| RootAt {
+                    id: r.id,
+                    path: r.path.as_str().to_string(),
+                    layout: r.layout,
+                })
+                .collect();
+        }
+        let Some(sess) = task.session.as_mut() else {
+            return Ok(());
+        };
+        if work.is_empty() {
+            task.sampled = Some(Instant::now());
+            return Ok(());
+        }
+        // The next pass waits for this script: bounded well below a pass's own limit.
+        let limit = tuning.pass_timeout.min(SIZES_LIMIT);
+        let script = usage::script(&work, limit / 2);
+        let out = match sess.run(&script, limit).await {
+            Ok(out) => out,
+            Err(e) => {
+                task.session = None;
+                return Err(anyhow::anyhow!("sampling usage and applying sizes: {e}"));
+            }
+        };
+        let report = usage::report(&work, &out);
+        for p in &report.problems {
+            tracing::warn!("usage: {p}");
+        }
+        db.record_usage(&report.volumes, &report.roots).await?;
+        for (z, r) in &report.resized {
+            match r {
+                Resized::Applied => db.record_resize(z.id, z.size_gb, Ok(())).await?,
+                Resized::Refused { used_bytes } => {
+                    let why = format!(
+                        "not resized to {} GB: the server refused, the volume holds {used_bytes} bytes ({}); its size stays as it was",
+                        z.size_gb,
+                        crate::datastore::gb_text(*used_bytes)
+                    );
+                    tracing::warn!(volume = %z.id, "{why}");
+                    db.refuse_resize(z.id, z.size_gb, &why).await?;
+                }
+                Resized::Failed(why) => {
+                    let why = format!("not resized to {} GB: {why}", z.size_gb);
+                    tracing::warn!(volume = %z.id, "{why}");
+                    db.record_resize(z.id, z.size_gb, Err(why)).await?;
+                }
+            }
+        }
+        if due {
+            task.sampled = Some(Instant::now());
+        }
         self.inner.changed.notify_waiters();
         Ok(())
     }

@@ -85,6 +85,10 @@ pub struct Tuning {
     /// while it goes on; and again every this often.
     #[arg(long = "slow-pass-secs", env = "NFSPROV_SLOW_PASS_SECS", default_value = "5", value_parser = Secs)]
     pub slow_after: Duration,
+    /// How often a reconciler samples what its server's volumes and root paths hold (after a
+    /// pass; `du` of directory volumes can be slow, so not on every pass).
+    #[arg(long = "usage-interval-secs", env = "NFSPROV_USAGE_INTERVAL_SECS", default_value = "900", value_parser = Secs)]
+    pub usage_interval: Duration,
 }
 
 impl Default for Tuning {
@@ -97,6 +101,7 @@ impl Default for Tuning {
             pass_timeout: Duration::from_secs(120),
             resolve_timeout: Duration::from_secs(5),
             slow_after: Duration::from_secs(5),
+            usage_interval: Duration::from_secs(900),
         }
     }
 }
@@ -129,6 +134,9 @@ pub struct HttpLimits {
     pub max_header_bytes: usize,
     #[command(flatten)]
     pub rate: RateLimits,
+    /// The audit of denied attempts (issue 11, audit).
+    #[command(flatten)]
+    pub audit: AuditLimits,
 }
 
 impl Default for HttpLimits {
@@ -143,6 +151,7 @@ impl Default for HttpLimits {
             max_headers: 64,
             max_header_bytes: 16 * 1024,
             rate: RateLimits::default(),
+            audit: AuditLimits::default(),
         }
     }
 }
@@ -164,6 +173,11 @@ pub struct RateLimits {
     /// Changes one source address may make at once, above the sustained rate.
     #[arg(long = "rate-burst-per-ip", env = "NFSPROV_RATE_BURST_PER_IP", default_value = "5000", value_parser = at_least_one::<u32>())]
     pub burst_per_source: u32,
+    /// How long a refused change's 429 is held before it is sent (0: at once). A client that
+    /// keeps sending past its limit gets one refusal per connection per this time, so its
+    /// refusals cannot take the service's CPU from other users (`ratelimit`).
+    #[arg(long = "rate-refusal-hold-ms", env = "NFSPROV_RATE_REFUSAL_HOLD_MS", default_value = "1000", value_parser = Millis)]
+    pub refusal_hold: Duration,
 }
 
 impl Default for RateLimits {
@@ -173,6 +187,29 @@ impl Default for RateLimits {
             burst_per_user: 1000,
             per_source: 200,
             burst_per_source: 5000,
+            refusal_hold: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The bound on audit records of denied attempts, per minute: refused requests cannot fill
+/// the disk (at the defaults, at most 120 records, about 60 KB, a minute).
+#[derive(Args, Clone, Copy, Debug, PartialEq)]
+#[command(next_help_heading = "Audit")]
+pub struct AuditLimits {
+    /// Denied attempts recorded per source address and minute; more are only counted.
+    #[arg(long = "audit-denied-per-source", env = "NFSPROV_AUDIT_DENIED_PER_SOURCE", default_value = "20", value_parser = at_least_one::<u32>())]
+    pub denied_per_source: u32,
+    /// Denied attempts recorded per minute from all sources; more are only counted.
+    #[arg(long = "audit-denied-total", env = "NFSPROV_AUDIT_DENIED_TOTAL", default_value = "120", value_parser = at_least_one::<u32>())]
+    pub denied_total: u32,
+}
+
+impl Default for AuditLimits {
+    fn default() -> Self {
+        AuditLimits {
+            denied_per_source: 20,
+            denied_total: 120,
         }
     }
 }

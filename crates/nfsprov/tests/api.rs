@@ -8,47 +8,22 @@
 //! lists before and after. The registered server is a closed port on 127.0.0.1, so a
 //! reconciler poked by an accepted create only fails to connect; nothing here waits for one.
 
+mod inproc;
+
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-use nfsprov::auth::AuthLimits;
-use nfsprov::reconcile::{Hub, Tuning};
+use inproc::{ADMIN, ALICE, BOB, HOST_KEY, Login, Reply, basic};
+use nfsprov::reconcile::Hub;
 use nfsprov::serve::HttpLimits;
-
-type Login = (&'static str, &'static str);
-const ADMIN: Login = ("admin", "admin-pass-1");
-const ALICE: Login = ("alice", "alice-pass-1");
-const BOB: Login = ("bob", "bob-pass-01");
-
-/// A host key of the right form; no server is ever asked for it.
-const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyNeverCheckedByTheseTests";
 
 struct Api {
     app: Router,
     _hub: Hub,
     _dir: tempfile::TempDir,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    json: Value,
-}
-
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
-fn basic(login: Login) -> String {
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", login.0, login.1));
-    format!("Basic {token}")
 }
 
 impl Api {
@@ -59,74 +34,20 @@ impl Api {
     }
 
     async fn start_with(limits: HttpLimits, capacity_gb: i64, quota_gb: i64) -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        let (app, hub) = nfsprov::serve::app(
-            &data,
-            &limits,
-            AuthLimits::default(),
-            Tuning::default(),
-            None,
-        )
-        .await
-        .unwrap();
-        // The first administrator comes from the CLI's path (`nfsprov user add --admin`).
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, nfsprov::model::Role::Admin, 0)
-            .await
-            .unwrap();
-        let api = Api {
+        let (app, hub, dir) = inproc::start_with(&limits, 0).await;
+        inproc::add_srv1_pool1(&app, capacity_gb).await;
+        for login in [ALICE, BOB] {
+            inproc::add_user(&app, login, json!({"quota_gb": quota_gb})).await;
+        }
+        Api {
             app,
             _hub: hub,
             _dir: dir,
-        };
-        let port = closed_port();
-        for (path, body) in [
-            (
-                "/api/v1/servers",
-                json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_port": port,
-                       "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY}),
-            ),
-            (
-                "/api/v1/rootpaths",
-                json!({"server": "srv1", "path": "/srv/nfsprov/pool1", "capacity_gb": capacity_gb}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": ALICE.0, "password": ALICE.1, "quota_gb": quota_gb}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": BOB.0, "password": BOB.1, "quota_gb": quota_gb}),
-            ),
-        ] {
-            let r = api.req(Method::POST, Some(ADMIN), path, Some(body)).await;
-            assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.json);
         }
-        api
     }
 
     async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!(
-                    "{status}: not JSON ({e}): {}",
-                    String::from_utf8_lossy(&bytes)
-                )
-            })
-        };
-        Reply {
-            status,
-            headers,
-            json,
-        }
+        inproc::call(&self.app, req).await
     }
 
     /// A request with a JSON body (if any) and Basic credentials (if any).
@@ -137,18 +58,8 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Reply {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(l) = login {
-            b = b.header(header::AUTHORIZATION, basic(l));
-        }
-        let body = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        self.send(b.body(body).unwrap()).await
+        let authorization = login.map(basic);
+        inproc::request(&self.app, method, authorization.as_deref(), path, &[], body).await
     }
 
     /// A POST as `login` with the raw `body` and the given extra headers.
@@ -169,35 +80,8 @@ impl Api {
         self.send(b.body(body.into()).unwrap()).await
     }
 
-    /// Everything the API shows of the database: every volume (deleted ones too), users with
-    /// their usage, root paths with their allocation, servers.
     async fn snapshot(&self) -> Value {
-        let mut all = json!({});
-        for path in [
-            "/api/v1/volumes?include_deleted=true",
-            "/api/v1/users",
-            "/api/v1/rootpaths",
-            "/api/v1/servers",
-        ] {
-            let r = self.req(Method::GET, Some(ADMIN), path, None).await;
-            assert_eq!(r.status, StatusCode::OK, "{path}: {}", r.json);
-            // What a reconciler records when it fails to connect (the server's status, a
-            // waiting volume's last_error) is left out: no request changes it.
-            let mut v = r.json;
-            let theirs: &[&str] = match path {
-                "/api/v1/servers" => &["status", "status_message", "last_reconciled_at"],
-                "/api/v1/users" | "/api/v1/rootpaths" => &[],
-                _ => &["last_error", "updated_at"],
-            };
-            for row in v.as_array_mut().unwrap() {
-                let row = row.as_object_mut().unwrap();
-                for k in theirs {
-                    row.remove(*k);
-                }
-            }
-            all[path] = v;
-        }
-        all
+        inproc::snapshot(&self.app).await
     }
 
     async fn user(&self, name: &str) -> Value {
@@ -1498,6 +1382,8 @@ async fn a_bursting_user_is_rate_limited_and_a_quiet_one_is_not() {
         rate: nfsprov::settings::RateLimits {
             per_user: 1,
             burst_per_user: 5,
+            // Refusals at once: this test counts them, the hold is tests/ratelimit.rs's.
+            refusal_hold: std::time::Duration::ZERO,
             ..Default::default()
         },
         ..HttpLimits::default()

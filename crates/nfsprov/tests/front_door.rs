@@ -699,18 +699,30 @@ async fn oversized_headers_and_framework_errors_are_bounded_and_json() {
 }
 
 /// Secrets never reach the log, at any level: with `nfsprov serve` logging everything
-/// (`NFSPROV_LOG=trace`, and `RUST_LOG=trace` too), sign-ins, a wrong password, a new user's
-/// password in a request body and creates through both APIs leave neither a password nor an
-/// `Authorization` value in its output. (It passed before the rate limits and TLS came too: it
-/// guards the log, it fixed nothing.)
+/// (`NFSPROV_LOG=trace`: ldap3, hyper, sqlx and tower-http's request spans, which record every
+/// request header), sign-ins through the directory (`slapd`) and with local passwords, wrong
+/// passwords, an unknown name, a new user's password in a request body, a token's creation and
+/// use, and creates through both APIs leave neither a password, nor an `Authorization` value,
+/// nor the token, nor the directory's service password in its output. The log does show the
+/// headers (a probe header is found), so the credentials are hidden by being marked sensitive,
+/// not by nothing being logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_and_authorization_values_are_never_logged() {
     let mut env = Env::start(1, 100, 50).await;
-    env.restart_with(&[("NFSPROV_LOG", "trace"), ("RUST_LOG", "trace")])
-        .await;
+    let slapd = nfsprov_testbed::slapd::Slapd::start(&env.dir.path().join("slapd")).unwrap();
+    let mut vars =
+        common::ldap::ldap_env(env.dir.path(), &slapd.ldaps_url(), &slapd.ca_file(), "user");
+    vars.push(("NFSPROV_LOG".into(), "trace".into()));
+    vars.push(("RUST_LOG".into(), "trace".into()));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.restart_with(&vars).await;
     let from = env.log().len();
     let carol = ("carol", "carol-Secret-9Zq");
     let wrong = ("alice", "wrong-Secret-7Xy");
+    let erin = ("erin", nfsprov_testbed::slapd::password("erin"));
+    let erin_wrong = ("erin", "erin-wrong-Secret-4Kp");
+    let nobody = ("nobody-here", "nobody-Secret-2Wm");
+    let probe = "probe-4711";
     let (s, v) = env
         .req(
             Method::POST,
@@ -720,10 +732,22 @@ async fn passwords_and_authorization_values_are_never_logged() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = env
-        .req(Method::GET, Some(wrong), "/api/v1/volumes", None)
-        .await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    for who in [wrong, erin_wrong, nobody] {
+        let (s, _) = env
+            .req(Method::GET, Some(who), "/api/v1/volumes", None)
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{}", who.0);
+    }
+    // A directory user signs in (created at first sign-in), with a header to find in the log.
+    let r = env
+        .http
+        .get(format!("{}/api/v1/volumes", env.base()))
+        .basic_auth(erin.0, Some(erin.1))
+        .header("X-Probe", probe)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     let (s, v) = env
         .req(
             Method::POST,
@@ -745,26 +769,63 @@ async fn passwords_and_authorization_values_are_never_logged() {
         )
         .await;
     assert!(s.is_success(), "{s}: {v}");
+    // A token is made (shown once) and used.
+    let (s, t) = env
+        .req(
+            Method::POST,
+            Some(ALICE),
+            "/api/v1/tokens",
+            Some(json!({"name": "log-test", "expires_in_days": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let token = t["secret"].as_str().unwrap().to_string();
+    let r = env
+        .http
+        .get(format!("{}/api/v1/volumes", env.base()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+
     let log = env.log()[from..].to_string();
-    // Nothing nfsprov links logs at TRACE on these paths today; DEBUG lines prove the filter
-    // let everything through.
-    assert!(log.contains(" DEBUG "), "the log is not verbose: {log}");
+    assert!(log.contains(" TRACE "), "the log is not verbose: {log}");
     use base64::Engine as _;
-    for (user, password) in [ADMIN, ALICE, carol, wrong] {
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-        for secret in [password.to_string(), token] {
-            assert!(
-                !log.contains(&secret),
-                "{secret:?} ({user}'s) is in the log:\n{}",
-                log.lines()
-                    .filter(|l| l.contains(&secret))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
+    let mut secrets = vec![
+        (token.clone(), "alice's token".to_string()),
+        (
+            nfsprov_testbed::slapd::SERVICE_PASSWORD.to_string(),
+            "the directory's service password".to_string(),
+        ),
+    ];
+    for (user, password) in [ADMIN, ALICE, carol, wrong, erin, erin_wrong, nobody] {
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        secrets.push((password.to_string(), format!("{user}'s password")));
+        secrets.push((basic, format!("{user}'s Basic credentials")));
+    }
+    for (secret, what) in secrets {
+        assert!(
+            !log.contains(&secret),
+            "{what} ({secret:?}) is in the log:\n{}",
+            log.lines()
+                .filter(|l| l.contains(&secret))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
     assert!(
         !log.to_ascii_lowercase().contains("authorization: basic"),
         "an Authorization header is in the log"
+    );
+    // The request spans do record the headers: the probe is there, the credentials are
+    // marked.
+    let probed: Vec<&str> = log.lines().filter(|l| l.contains(probe)).collect();
+    assert!(
+        !probed.is_empty()
+            && probed
+                .iter()
+                .all(|l| l.contains(r#""authorization": Sensitive"#)),
+        "the request headers are not in the log as expected: {probed:#?}"
     );
 }

@@ -1,59 +1,15 @@
 //! Sign-in through a real OpenLDAP `slapd` (`nfsprov_testbed::slapd`): its users, its groups
 //! mapped to roles, a wrong password, a disabled account, the directory down (503 for its
 //! users while local accounts sign in), users created at their first sign-in with the default
-//! quota, and TLS (LDAPS and StartTLS) verified against the test bed's CA.
+//! quota (each in the audit trail), and TLS (LDAPS and StartTLS) verified against the test bed's CA.
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt as _;
-
+use common::ldap::{DEFAULT_QUOTA_GB, ldap_env};
 use common::*;
 use nfsprov_testbed::slapd::{self, Slapd};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const DEFAULT_QUOTA_GB: i64 = 7;
-
-fn role_groups(users_role: &str) -> String {
-    format!(
-        "admin={};{users_role}={};auditor={}",
-        slapd::group_dn("nfs-admins"),
-        slapd::group_dn("nfs-users"),
-        slapd::group_dn("nfs-auditors")
-    )
-}
-
-/// The settings of a service that signs in through `slapd` at `url`.
-fn ldap_env(
-    dir: &std::path::Path,
-    url: &str,
-    ca: &std::path::Path,
-    users_role: &str,
-) -> Vec<(String, String)> {
-    let pw_file = dir.join("ldap-bind-password");
-    std::fs::write(&pw_file, format!("{}\n", slapd::SERVICE_PASSWORD)).unwrap();
-    std::fs::set_permissions(&pw_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    [
-        ("NFSPROV_LDAP_URL", url.to_string()),
-        ("NFSPROV_LDAP_CA_FILE", ca.display().to_string()),
-        ("NFSPROV_LDAP_BIND_DN", slapd::SERVICE_DN.to_string()),
-        (
-            "NFSPROV_LDAP_BIND_PASSWORD_FILE",
-            pw_file.display().to_string(),
-        ),
-        ("NFSPROV_LDAP_USER_BASE", slapd::PEOPLE_DN.to_string()),
-        ("NFSPROV_LDAP_GROUP_BASE", slapd::GROUPS_DN.to_string()),
-        ("NFSPROV_LDAP_ROLE_GROUPS", role_groups(users_role)),
-        (
-            "NFSPROV_LDAP_DEFAULT_QUOTA_GB",
-            DEFAULT_QUOTA_GB.to_string(),
-        ),
-        ("NFSPROV_LDAP_TIMEOUT_SECS", "3".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
 
 async fn restart(env: &mut Env, vars: &[(String, String)]) {
     let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -103,6 +59,21 @@ async fn directory_users_sign_in_with_their_groups_roles_and_the_directory_down_
         let row = env.user_row(uid).await;
         assert_eq!(row["role"], role, "{row}");
         assert_eq!(row["quota_gb"], DEFAULT_QUOTA_GB, "{row}");
+    }
+    // Each creation is in the audit trail, the directory entry as its actor.
+    let (s, _, trail) = get(&env, ADMIN, "/api/v1/audit").await;
+    assert_eq!(s, StatusCode::OK, "{trail}");
+    for (uid, role) in [("dora", "admin"), ("erin", "user"), ("fred", "auditor")] {
+        let r = trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == "user.create" && r["object"] == format!("user/{uid}"))
+            .unwrap_or_else(|| panic!("no record of {uid}'s creation: {trail:#}"));
+        assert_eq!(r["method"], "SIGN-IN", "{r}");
+        assert!(r["actor"].as_str().unwrap().starts_with("ldap:"), "{r}");
+        assert_eq!(r["after"]["role"], role, "{r}");
+        assert!(!r.to_string().contains(slapd::password(uid)), "{r}");
     }
     let (s, _, body) = get(&env, dir_user("erin"), "/api/v1/users").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a user is no admin: {body}");
@@ -295,4 +266,101 @@ fn plain_ldap_without_starttls_and_a_missing_password_file_stop_the_service_at_s
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expect), "{var}: {err}");
     }
+}
+
+/// What slapd's `stats` log (`-d 256`) shows of the one connection whose user search names
+/// `uid`: each operation's verb, a bind's DN (its first RDN) and result code. `None` until
+/// that connection's operations have all been answered and it unbound.
+fn conversation(log: &str, uid: &str) -> Option<Vec<String>> {
+    let search = format!("filter=\"(uid={uid})\"");
+    let conn = log.lines().find(|l| l.contains(&search))?;
+    let conn = conn.split_whitespace().find(|w| w.starts_with("conn="))?;
+    let ops: Vec<Vec<&str>> = log
+        .lines()
+        .filter(|l| l.split_whitespace().any(|w| w == conn))
+        .map(|l| {
+            l.split_whitespace()
+                .skip_while(|w| *w != conn)
+                .skip(1)
+                .collect()
+        })
+        .filter(|w: &Vec<&str>| w.first().is_some_and(|op| op.starts_with("op=")))
+        .collect();
+    let mut out = Vec::new();
+    for w in &ops {
+        match w.get(1).copied() {
+            // slapd logs a bind twice: as asked (`method=`), then as done (`mech=`).
+            Some("BIND") if w.iter().any(|x| x.starts_with("method=")) => {
+                let dn = w.iter().find_map(|x| x.strip_prefix("dn=\"")).unwrap_or("");
+                out.push(format!("BIND {}", dn.split(',').next().unwrap_or("")));
+            }
+            Some("RESULT") if out.last().is_some_and(|o| o.starts_with("BIND")) => {
+                let err = w.iter().find(|x| x.starts_with("err="))?;
+                out.last_mut().unwrap().push_str(&format!(" {err}"));
+            }
+            Some(verb @ ("SRCH" | "UNBIND")) if w.get(2).is_none_or(|x| !x.starts_with("attr")) => {
+                out.push(verb.to_string())
+            }
+            _ => {}
+        }
+    }
+    out.last().is_some_and(|o| o == "UNBIND").then_some(out)
+}
+
+/// Wait (bounded) until slapd's log shows the whole conversation for `uid`.
+async fn wait_conversation(dir: &Slapd, uid: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(dir.log_path()).unwrap();
+        if let Some(c) = conversation(&log, uid) {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished conversation about {uid} in slapd's log:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// An unknown name costs the directory the same conversation as a known name with a wrong
+/// password (service bind, user search, group search, a bind with the given password,
+/// unbind), as slapd itself records it: neither the answer nor the time it takes tells
+/// whether a name is in the directory. The unknown name's bind is as a DN that names nobody.
+#[tokio::test]
+async fn an_unknown_name_costs_the_directory_what_a_wrong_password_does() {
+    let mut env = Env::start(1, 100, 100).await;
+    let dir = start_slapd(&env);
+    let vars = ldap_env(env.dir.path(), &dir.ldaps_url(), &dir.ca_file(), "user");
+    restart(&mut env, &vars).await;
+
+    let (s, _, body) = get(&env, ("erin", "erin-wrong-pass"), "/api/v1/volumes").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    let (s, _, body) = get(&env, ("zed", "zed-some-pass"), "/api/v1/volumes").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+
+    let wrong_password = wait_conversation(&dir, "erin").await;
+    let unknown_name = wait_conversation(&dir, "zed").await;
+    assert_eq!(
+        wrong_password,
+        [
+            "BIND cn=nfsprov err=0",
+            "SRCH",
+            "SRCH",
+            "BIND uid=erin err=49",
+            "UNBIND"
+        ],
+        "a wrong password"
+    );
+    assert_eq!(
+        unknown_name,
+        [
+            "BIND cn=nfsprov err=0",
+            "SRCH",
+            "SRCH",
+            &format!("BIND {} err=49", nfsprov::ldap::NOBODY_RDN),
+            "UNBIND"
+        ],
+        "an unknown name"
+    );
 }

@@ -11,10 +11,8 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use inproc::{ADMIN, HOST_KEY, Login, basic};
+use inproc::{ADMIN, ALICE, HOST_KEY, Login, basic};
 use nfsprov::reconcile::Hub;
-
-const ALICE: Login = ("alice", "alice-pass-1");
 
 struct Api {
     app: Router,
@@ -32,37 +30,25 @@ impl Api {
     /// root path 1 on srv1 with the default policy; admin and alice (quota 100 GB).
     async fn start() -> Api {
         let (app, hub, dir) = inproc::start().await;
-        let api = Api {
+        inproc::add_srv1_pool1(&app, 1000).await;
+        let gsrv = json!({"name": "gsrv", "ssh_host": "127.0.0.1", "ssh_port": inproc::closed_port(),
+                          "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY,
+                          "backend": "ganesha"});
+        let (status, v) = inproc::send(
+            &app,
+            Method::POST,
+            &basic(ADMIN),
+            "/api/v1/servers",
+            Some(gsrv),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        inproc::add_user(&app, ALICE, json!({"quota_gb": 100})).await;
+        Api {
             app,
             _hub: hub,
             _dir: dir,
-        };
-        let port = inproc::closed_port();
-        for (path, body) in [
-            (
-                "/api/v1/servers",
-                json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_port": port,
-                       "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY}),
-            ),
-            (
-                "/api/v1/servers",
-                json!({"name": "gsrv", "ssh_host": "127.0.0.1", "ssh_port": port,
-                       "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY,
-                       "backend": "ganesha"}),
-            ),
-            (
-                "/api/v1/rootpaths",
-                json!({"server": "srv1", "path": "/srv/nfsprov/pool1", "capacity_gb": 1000}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": ALICE.0, "password": ALICE.1, "quota_gb": 100}),
-            ),
-        ] {
-            let r = api.req(Method::POST, ADMIN, path, Some(body)).await;
-            assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.json);
         }
-        api
     }
 
     async fn req(&self, method: Method, login: Login, path: &str, body: Option<Value>) -> Reply {

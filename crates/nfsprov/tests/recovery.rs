@@ -640,6 +640,7 @@ async fn hand_edits_on_the_server_are_repaired() {
 async fn changed_host_key_fails_closed() {
     let mut env = Env::start(1, 100, 100).await;
     let log_path = env.server("srv1").sshd_log();
+    let old_key = env.server("srv1").host_key.clone();
     env.tb
         .server_mut("srv1")
         .unwrap()
@@ -693,6 +694,45 @@ async fn changed_host_key_fails_closed() {
     env.wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
         .await;
     assert!(std::fs::read_to_string(&log_path).unwrap()[log_len..].contains("Accepted publickey"));
+
+    // The re-pinning is in the audit trail, before -> after as the fingerprints OpenSSH's own
+    // ssh-keygen gives the two keys.
+    let (_, trail) = env
+        .req(Method::GET, Some(ADMIN), "/api/v1/audit", None)
+        .await;
+    let r = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "server.host_key")
+        .unwrap_or_else(|| panic!("no record of the re-pinning: {trail:#}"))
+        .clone();
+    assert_eq!(r["actor"], ADMIN.0);
+    assert_eq!(r["before"]["host_key"], ssh_keygen_fingerprint(&old_key));
+    assert_eq!(r["after"]["host_key"], ssh_keygen_fingerprint(&new_key));
+}
+
+/// `ssh-keygen -lf` of a public key line: its `SHA256:...` fingerprint.
+fn ssh_keygen_fingerprint(key: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key.pub");
+    std::fs::write(&file, format!("{key}\n")).unwrap();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

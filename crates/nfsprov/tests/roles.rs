@@ -14,11 +14,9 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use inproc::{ADMIN, HOST_KEY, Login, basic};
+use inproc::{ADMIN, ALICE, BOB, HOST_KEY, Login, basic};
 use nfsprov::reconcile::Hub;
 
-const ALICE: Login = ("alice", "alice-pass-1");
-const BOB: Login = ("bob", "bob-pass-01");
 const AUDREY: Login = ("audrey", "audrey-pass-1");
 
 struct Api {
@@ -32,35 +30,15 @@ impl Api {
     /// alice and bob (role user), audrey (auditor).
     async fn start() -> Api {
         let (app, hub, dir) = inproc::start().await;
-        let api = Api { app, hub, dir };
-        let port = inproc::closed_port();
-        for (path, body) in [
-            (
-                "/api/v1/servers",
-                json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_port": port,
-                       "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY}),
-            ),
-            (
-                "/api/v1/rootpaths",
-                json!({"server": "srv1", "path": "/srv/nfsprov/pool1", "capacity_gb": 1000}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": ALICE.0, "password": ALICE.1, "quota_gb": 100}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": BOB.0, "password": BOB.1, "quota_gb": 100}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": AUDREY.0, "password": AUDREY.1, "role": "auditor"}),
-            ),
+        inproc::add_srv1_pool1(&app, 1000).await;
+        for (login, fields) in [
+            (ALICE, json!({"quota_gb": 100})),
+            (BOB, json!({"quota_gb": 100})),
+            (AUDREY, json!({"role": "auditor"})),
         ] {
-            let (status, body) = api.req(Method::POST, ADMIN, path, Some(body)).await;
-            assert_eq!(status, StatusCode::CREATED, "{path}: {body}");
+            inproc::add_user(&app, login, fields).await;
         }
-        api
+        Api { app, hub, dir }
     }
 
     async fn req(
@@ -112,33 +90,8 @@ impl Api {
         t["id"].as_i64().unwrap()
     }
 
-    /// Everything the API shows of the database, as an administrator sees it, minus what the
-    /// reconciler (failing to connect) writes on its own.
     async fn snapshot(&self) -> Value {
-        let mut all = json!({});
-        for path in [
-            "/api/v1/volumes?include_deleted=true",
-            "/api/v1/users",
-            "/api/v1/rootpaths",
-            "/api/v1/servers",
-        ] {
-            let (status, mut v) = self.req(Method::GET, ADMIN, path, None).await;
-            assert_eq!(status, StatusCode::OK, "{path}: {v}");
-            for row in v.as_array_mut().unwrap() {
-                let row = row.as_object_mut().unwrap();
-                for k in [
-                    "status",
-                    "status_message",
-                    "last_reconciled_at",
-                    "last_error",
-                    "updated_at",
-                ] {
-                    row.remove(k);
-                }
-            }
-            all[path] = v;
-        }
-        all
+        inproc::snapshot(&self.app).await
     }
 }
 
@@ -158,6 +111,8 @@ enum Access {
     VolumeList,
     /// One volume, read.
     VolumeRead,
+    /// One volume's audit records: whoever may read the volume.
+    VolumeHistory,
     /// Create a volume (owned by the caller).
     VolumeCreate,
     /// Change or delete one volume.
@@ -187,10 +142,11 @@ fn access(method: &Method, path: &str) -> Access {
         ("GET", "/api/v1/volumes" | "/api/v1.0/volumes") => VolumeList,
         ("POST", "/api/v1/volumes" | "/api/v1.0/volumes") => VolumeCreate,
         ("GET", "/api/v1/volumes/{id}" | "/api/v1.0/volumes/{pk}") => VolumeRead,
+        ("GET", "/api/v1/volumes/{id}/history") => VolumeHistory,
         ("PATCH" | "DELETE", "/api/v1/volumes/{id}") | ("DELETE", "/api/v1.0/volumes/{pk}") => {
             VolumeWrite
         }
-        ("GET", "/api/v1/servers" | "/api/v1/users") => AdminRead,
+        ("GET", "/api/v1/servers" | "/api/v1/users" | "/api/v1/audit") => AdminRead,
         ("POST", "/api/v1/servers" | "/api/v1/rootpaths" | "/api/v1/users")
         | (
             "PATCH",
@@ -205,6 +161,8 @@ fn access(method: &Method, path: &str) -> Access {
             "/api/v1/volumes/{id}/snapshots" | "/api/v1/volumes/{id}/snapshots/{sid}/restore",
         )
         | ("DELETE", "/api/v1/volumes/{id}/snapshots/{sid}") => SnapshotWrite,
+        // Usage samples of one volume (issue 12): read like the volume.
+        ("GET", "/api/v1/volumes/{id}/usage") => VolumeRead,
         _ => panic!(
             "{method} {path} has no expectation in the role matrix (tests/roles.rs): \
              say which roles may use it"
@@ -340,17 +298,20 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                 }
                 (_, Access::OwnTokens) => None,
                 (l, _) if l == ADMIN => None,
-                (l, Access::VolumeRead | Access::AdminRead | Access::SnapshotRead)
-                    if l == AUDREY =>
-                {
-                    None
-                }
+                (
+                    l,
+                    Access::VolumeRead
+                    | Access::VolumeHistory
+                    | Access::AdminRead
+                    | Access::SnapshotRead,
+                ) if l == AUDREY => None,
                 (l, _) if l == AUDREY => Some(StatusCode::FORBIDDEN),
                 (_, Access::AdminRead | Access::AdminWrite) => Some(StatusCode::FORBIDDEN),
                 (_, Access::VolumeCreate) => None,
                 (
                     _,
                     Access::VolumeRead
+                    | Access::VolumeHistory
                     | Access::VolumeWrite
                     | Access::SnapshotRead
                     | Access::SnapshotWrite,
@@ -358,6 +319,7 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                 (
                     _,
                     Access::VolumeRead
+                    | Access::VolumeHistory
                     | Access::VolumeWrite
                     | Access::SnapshotRead
                     | Access::SnapshotWrite,
@@ -408,6 +370,26 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                     "id"
                 };
                 assert_eq!(body[key].as_i64(), Some(ids.volume), "{what}");
+            }
+            // A history holds the volume's records (its create at least), no other volume's.
+            if acc == Access::VolumeHistory && status.is_success() {
+                let records = body.as_array().unwrap_or_else(|| panic!("{what}"));
+                assert!(!records.is_empty(), "{what}");
+                for r in records {
+                    assert_eq!(r["volume_id"].as_i64(), Some(ids.volume), "{what}");
+                }
+            }
+            // The whole trail holds both tenants' volumes' records.
+            if *pattern == "/api/v1/audit" && status.is_success() {
+                for vol in [alices, bobs] {
+                    assert!(
+                        body.as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|r| r["volume_id"].as_i64() == Some(vol)),
+                        "{what}: no record of volume {vol}"
+                    );
+                }
             }
             // Tokens: everyone lists their own only.
             if acc == Access::OwnTokens && *method == Method::GET {

@@ -3,9 +3,11 @@
 //! [`Slapd::start`] makes, under its directory: a test CA and a server certificate for
 //! `127.0.0.1`/`localhost` signed by it (`openssl`), a `slapd.conf`, the entries of [`USERS`]
 //! and [`GROUPS`] loaded with `slapadd`, the configuration converted into a `cn=config` tree
-//! with `slaptest -F`, and then runs `slapd -d 0` in the foreground as a child on two free loopback
-//! ports: `ldap://` (StartTLS offered) and `ldaps://`. The Debian package's own service is
-//! never used (setup installs it with services kept from starting).
+//! with `slaptest -F`, and then runs `slapd -d 256` in the foreground as a child on two free
+//! loopback ports: `ldap://` (StartTLS offered) and `ldaps://`. Level 256 (`stats`) writes one
+//! line per connection and operation to [`Slapd::log_path`]: what nfsprov asked the directory.
+//! The Debian package's own service is never used (setup installs it with services kept from
+//! starting).
 //!
 //! The directory (base [`BASE_DN`]):
 //! - people under `ou=people`, `inetOrgPerson` with `uid` and `userPassword`;
@@ -221,7 +223,8 @@ impl Slapd {
             .append(true)
             .open(self.log_path())?;
         let child = Command::new("slapd")
-            .args(["-d", "0", "-F"])
+            // `stats`: a line per connection and operation (BIND, SRCH, RESULT ...) in the log.
+            .args(["-d", "256", "-F"])
             .arg(self.dir.join("slapd.d"))
             .arg("-h")
             .arg(format!("{}/ {}/", self.ldap_url(), self.ldaps_url()))

@@ -35,6 +35,10 @@ pub struct Admin(pub User);
 /// An administrator who may change things (not locked).
 pub struct AdminWriter(pub User);
 
+/// Who may read the whole audit trail (`GET /api/v1/audit`): administrators and auditors,
+/// locked or not (whoever sees everything).
+pub struct AuditReader(pub User);
+
 /// A caller refused: answered in the shape of the route's API (hootie's or native).
 #[derive(Debug)]
 pub struct Refused {
@@ -116,6 +120,7 @@ extractor!(Caller, Ok);
 // An auditor is said before locked.
 extractor!(Writer, |user| unlocked(not_auditor(user)?));
 extractor!(Admin, sees_everything);
+extractor!(AuditReader, sees_everything);
 // Not an administrator is said before locked.
 extractor!(AdminWriter, |user| unlocked(admin(user)?));
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
 use super::response::{HootieCreated, HootieRootPath, HootieVolume};
-use super::{AppState, Caller, HootieError, Route, Writer};
+use super::{AppState, Audited, Caller, HootieError, Route, Writer};
 use crate::datastore::{Created, NewVolume};
 use crate::error::{Entity, Error};
 use crate::model::{ClientRule, Volume, VolumeId, VolumeState};
@@ -86,9 +86,13 @@ async fn show(
 async fn remove(
     State(st): State<AppState>,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(pk): Path<String>,
 ) -> HResult<StatusCode> {
-    let v = st.db().delete_volume(parse_pk(&pk)?, &user, false).await?;
+    let v = st
+        .db()
+        .delete_volume(parse_pk(&pk)?, &user, false, &ctx)
+        .await?;
     st.hub.poke(v.server_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -174,6 +178,7 @@ pub fn parse_create_body(content_type: &str, body: &[u8]) -> Result<CreateBody, 
 async fn create(
     State(st): State<AppState>,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     headers: HeaderMap,
     body: Bytes,
 ) -> HResult<Response> {
@@ -203,7 +208,7 @@ async fn create(
         request_hash: None,
         restore_from: None,
     };
-    let v = match st.db().create_volume(&nv).await? {
+    let v = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) | Created::Replayed(v) => v,
     };
     st.hub.poke(v.server_id);
@@ -217,7 +222,7 @@ async fn create(
             // leaves nothing behind (listing, quota, capacity, its empty directory).
             let message = v.last_error.clone().unwrap_or_default();
             // Deleted meanwhile by its owner: then there is nothing left to roll back.
-            let gone = match st.db().roll_back_create(v.id, &user).await {
+            let gone = match st.db().roll_back_create(v.id, &user, &ctx).await {
                 Ok(gone) => {
                     st.hub.poke(gone.server_id);
                     st.wait_settled(v.id, CREATE_WAIT).await?

@@ -9,6 +9,7 @@
 //! framework itself answers are rewritten as JSON. Changes (POST, PUT, PATCH, DELETE) are
 //! rate-limited per user and per source right after authentication (`ratelimit`).
 
+mod audit;
 mod caller;
 mod error;
 pub mod hootie;
@@ -29,6 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::trace::{
+    DefaultMakeSpan, DefaultOnFailure, DefaultOnRequest, DefaultOnResponse, TraceLayer,
+};
 
 use crate::auth::{AuthLimits, Authenticator, Source};
 use crate::datastore::Datastore;
@@ -38,7 +42,8 @@ use crate::ratelimit::Limiter;
 use crate::reconcile::Hub;
 use crate::settings::HttpLimits;
 
-pub use caller::{Admin, AdminWriter, Caller, Refused, Writer};
+pub use audit::Audited;
+pub use caller::{Admin, AdminWriter, AuditReader, Caller, Refused, Writer};
 pub use error::{HootieError, NativeError};
 
 #[derive(Clone)]
@@ -156,11 +161,12 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
     };
+    let db = state.db().clone();
     let mut routes = Router::new();
     for r in route_table() {
         routes = routes.route(r.path, r.handler);
     }
-    routes
+    let app = routes
         .layer(middleware::from_fn_with_state(door, front_door))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyTimeoutLayer::new(limits.body_timeout))
@@ -172,12 +178,32 @@ pub fn router(state: AppState, limits: &HttpLimits) -> Router {
             ErrorShape { max_body },
             errors_as_json,
         ))
-        // Credentials print as `Sensitive` in any Debug of the request's headers.
+        // At DEBUG (`NFSPROV_LOG=tower_http=debug`), each request is a span that records its
+        // method, URI and headers, for operators; nothing at the default level.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(
+                    DefaultMakeSpan::new()
+                        .level(tracing::Level::DEBUG)
+                        .include_headers(true),
+                )
+                .on_request(DefaultOnRequest::new().level(tracing::Level::DEBUG))
+                .on_response(DefaultOnResponse::new().level(tracing::Level::DEBUG))
+                // A 5xx is already logged where it happens (`api::error`); tower-http's own line
+                // would add an ERROR at the default level.
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
+        // Outside the trace layer, so credentials are marked before the span records the
+        // headers: they print as `Sensitive` there and in any Debug of the request's headers.
+        // `tests/front_door.rs` (secrets never logged) fails without this.
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
             header::COOKIE,
         ]))
-        .with_state(state)
+        .with_state(state);
+    // Request ids and the audit of denied attempts, outside everything else.
+    audit::around(app, db, limits.audit)
 }
 
 /// One endpoint: a method, a path pattern and its handler. The router is built from
@@ -211,6 +237,7 @@ pub fn route_table() -> Vec<Route> {
     let mut all = hootie::routes();
     all.extend(native::routes());
     all.extend(tokens::routes());
+    all.extend(audit::routes());
     all
 }
 
@@ -267,27 +294,44 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
+    let source = Source::of(peer);
+    // A change with credentials verified recently is counted first: a caller over its limit
+    // is refused here, before the database, the credential cache or its body (`ratelimit`).
+    let change = is_change(req.method());
+    let known = if change {
+        door.rate.check_known(credentials, source)
+    } else {
+        None
+    };
+    let known = match known {
+        Some((id, name, Err(refusal))) => {
+            audit::note_actor(&req, id, &name);
+            return refusal_response(hootie, refusal).await;
+        }
+        Some((id, _, Ok(v))) => Some((id, v)),
+        None => None,
+    };
     let st = &door.app;
     let user = match st
         .auth
-        .authenticate_for(st.db(), credentials, Source::of(peer), !hootie)
+        .authenticate_for(st.db(), credentials, source, !hootie)
         .await
     {
         Ok(u) => u,
         Err(e) => return error_response(hootie, e),
     };
-    // Changes are counted once the caller is known, before the body is read.
-    let verdict = if is_change(req.method()) {
-        match door.rate.check(user.id, &user.username, Source::of(peer)) {
-            Ok(v) => Some(v),
-            Err(refusal) => {
-                let mut resp = error_response(hootie, refusal.error);
-                refusal.verdict.set_headers(resp.headers_mut());
-                return resp;
+    audit::note_actor(&req, user.id, &user.username);
+    // Other changes are counted once the caller is known, before the body is read.
+    let verdict = match known {
+        Some((id, v)) if id == user.id => Some(v),
+        _ if change => {
+            door.rate.remember(credentials, user.id, &user.username);
+            match door.rate.check(user.id, &user.username, source) {
+                Ok(v) => Some(v),
+                Err(refusal) => return refusal_response(hootie, refusal).await,
             }
         }
-    } else {
-        None
+        _ => None,
     };
     if let Err(e) = check_content_type(req.method(), req.headers(), hootie) {
         return error_response(hootie, e);
@@ -305,6 +349,17 @@ async fn front_door(State(door): State<FrontDoor>, req: Request, next: Next) -> 
     if let Some(v) = verdict {
         v.set_headers(resp.headers_mut());
     }
+    resp
+}
+
+/// A rate limit's 429, with the headers saying where the caller stands, sent after the
+/// refusal's hold (the task holds only its connection meanwhile).
+async fn refusal_response(hootie: bool, refusal: crate::ratelimit::Refusal) -> Response {
+    if !refusal.hold.is_zero() {
+        tokio::time::sleep(refusal.hold).await;
+    }
+    let mut resp = error_response(hootie, refusal.error);
+    refusal.verdict.set_headers(resp.headers_mut());
     resp
 }
 
@@ -440,7 +495,7 @@ struct ErrorShape {
 /// string, body too large, timeout, ...) come as plain text: give them the API's JSON shape.
 async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Next) -> Response {
     let hootie = is_hootie(req.uri().path());
-    let route = format!("{} {}", req.method(), req.uri().path());
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let resp = next.run(req).await;
     let status = resp.status();
     let is_json = resp
@@ -470,7 +525,9 @@ async fn errors_as_json(State(shape): State<ErrorShape>, req: Request, next: Nex
     };
     let e = match status {
         StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge(message),
-        StatusCode::NOT_FOUND => Error::not_found(Entity::Route, route),
+        StatusCode::NOT_FOUND => {
+            Error::not_found(Entity::Route, format!("{method} {}", uri.path()))
+        }
         StatusCode::BAD_REQUEST => Error::invalid(query_field(&message), message.clone()),
         _ => {
             let mut resp = if hootie {

@@ -13,8 +13,12 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
-use super::response::{Health, RootPathBody, ServerBody, SnapshotBody, UserBody, VolumeBody};
-use super::{Admin, AdminWriter, AppState, Caller, NativeError, Route, Writer};
+use super::audit::{fields, record_change};
+use super::response::{
+    Health, RootPathBody, RootUsageBody, ServerBody, SnapshotBody, UsageBody, UserBody, VolumeBody,
+    VolumeDetailBody, VolumeUsageBody,
+};
+use super::{Admin, AdminWriter, AppState, Audited, Caller, NativeError, Route, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
 use crate::error::{Entity, Error};
 use crate::model::*;
@@ -49,6 +53,7 @@ pub fn routes() -> Vec<Route> {
         Route::post("/api/v1/users", create_user),
         Route::patch("/api/v1/users/{username}", patch_user),
         Route::get("/api/v1/health", || async { Json(Health { status: "ok" }) }),
+        Route::get("/api/v1/volumes/{id}/usage", volume_usage),
     ]
 }
 
@@ -62,7 +67,14 @@ pub(super) fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, Error> 
         } else {
             path
         };
-        Error::invalid(field, e.inner().to_string())
+        // serde repeats a wrongly typed value (`invalid type: integer `123`...`): never a
+        // password's.
+        let message = if field == "password" {
+            "expected a string".to_string()
+        } else {
+            e.inner().to_string()
+        };
+        Error::invalid(field, message)
     })
 }
 
@@ -187,6 +199,7 @@ async fn create_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     headers: HeaderMap,
     body: Bytes,
 ) -> NResult<Response> {
@@ -234,7 +247,7 @@ async fn create_volume(
         request_hash,
         restore_from: None,
     };
-    let (v, replayed) = match st.db().create_volume(&nv).await? {
+    let (v, replayed) = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) => (v, false),
         Created::Replayed(v) => (v, true),
     };
@@ -311,28 +324,51 @@ async fn show_volume(
     State(st): State<AppState>,
     Caller(user): Caller,
     Path(id): Path<String>,
-) -> NResult<Json<VolumeBody>> {
+) -> NResult<Json<VolumeDetailBody>> {
     let v = st.db().volume_for(parse_id(&id)?, &user).await?;
-    Ok(Json(VolumeBody::from(&v)))
+    let sizes = st.db().size_state(v.id).await?;
+    Ok(Json(VolumeDetailBody::new(&v, &sizes)))
 }
 
+/// A PATCH changes the clients or the size (`resize_volume`), one of them per request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchVolumeIn {
-    clients: Vec<ClientIn>,
+    #[serde(default)]
+    clients: Option<Vec<ClientIn>>,
+    #[serde(default)]
+    size_gb: Option<i64>,
 }
 
 async fn patch_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
     body: Bytes,
 ) -> NResult<Response> {
     let id = parse_id(&id)?;
     let req: PatchVolumeIn = parse_body(&body)?;
-    let clients = parse_clients(&req.clients)?;
-    let v = st.db().update_volume_clients(id, &user, &clients).await?;
+    let clients = match (req.clients, req.size_gb) {
+        (Some(clients), None) => clients,
+        (None, Some(size_gb)) => return resize_volume(&st, &q, &user, id, size_gb, &ctx).await,
+        (Some(_), Some(_)) => {
+            return Err(Error::invalid(
+                "size_gb",
+                "change the size and the clients in separate requests",
+            )
+            .into());
+        }
+        (None, None) => {
+            return Err(Error::invalid("body", "missing field `clients` (or `size_gb`)").into());
+        }
+    };
+    let clients = parse_clients(&clients)?;
+    let v = st
+        .db()
+        .update_volume_clients(id, &user, &clients, &ctx)
+        .await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
 }
@@ -341,12 +377,13 @@ async fn delete_volume(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
 ) -> NResult<Response> {
     let with_snapshots = q.with_snapshots.unwrap_or(false);
     let v = st
         .db()
-        .delete_volume(parse_id(&id)?, &user, with_snapshots)
+        .delete_volume(parse_id(&id)?, &user, with_snapshots, &ctx)
         .await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
@@ -510,7 +547,15 @@ async fn list_root_paths(
     _: Caller,
 ) -> NResult<Json<Vec<RootPathBody>>> {
     let rps = st.db().root_paths().await?;
-    Ok(Json(rps.iter().map(RootPathBody::from).collect()))
+    let usage = st.db().latest_root_usage().await?;
+    Ok(Json(
+        rps.iter()
+            .map(|rp| RootPathBody {
+                usage: usage.get(&rp.id).map(RootUsageBody::from),
+                ..RootPathBody::from(rp)
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -532,6 +577,7 @@ struct CreateRootPathIn {
 async fn create_root_path(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     body: Bytes,
 ) -> NResult<Response> {
     let req: CreateRootPathIn = parse_body(&body)?;
@@ -551,7 +597,10 @@ async fn create_root_path(
     )
     .await?;
     st.hub.poke(rp.server_id);
-    Ok((StatusCode::CREATED, Json(RootPathBody::from(&rp))).into_response())
+    let body = RootPathBody::from(&rp);
+    let object = format!("rootpath/{}", rp.id.0);
+    record_change(&st, &ctx, "rootpath.create", object, None, fields(&body)).await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -564,6 +613,7 @@ struct PatchRootPathIn {
 async fn patch_root_path(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
     body: Bytes,
 ) -> NResult<Json<RootPathBody>> {
@@ -572,7 +622,11 @@ async fn patch_root_path(
         .map(RootPathId)
         .map_err(|_| Error::not_found(Entity::RootPath, format!("{id:?}")))?;
     let req: PatchRootPathIn = parse_body(&body)?;
+    let before = st.db().root_path(id).await?;
     let rp = crate::admin::set_export_policy(st.db(), id, &req.export_policy).await?;
+    let policy = |rp: &RootPath| fields(&RootPathBody::from(rp).export_policy);
+    let (object, before, after) = (format!("rootpath/{}", id.0), policy(&before), policy(&rp));
+    record_change(&st, &ctx, "rootpath.export_policy", object, before, after).await;
     Ok(Json(RootPathBody::from(&rp)))
 }
 
@@ -584,12 +638,28 @@ async fn list_servers(State(st): State<AppState>, _: Admin) -> NResult<Json<Vec<
 async fn create_server(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     body: Bytes,
 ) -> NResult<Response> {
     let req: NewServer = parse_body(&body)?;
     let s = crate::admin::add_server(st.db(), req).await?;
     st.hub.ensure(s.id);
-    Ok((StatusCode::CREATED, Json(ServerBody::from(&s))).into_response())
+    let body = ServerBody::from(&s);
+    // The host key as its fingerprint, as in the re-pinning's record.
+    let mut after = fields(&body);
+    if let Some(a) = after.as_mut() {
+        a["host_key"] = crate::audit::host_key_fingerprint(&s.host_key).into();
+    }
+    record_change(
+        &st,
+        &ctx,
+        "server.create",
+        format!("server/{}", s.name),
+        None,
+        after,
+    )
+    .await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -602,13 +672,14 @@ struct PatchServerIn {
 async fn patch_server(
     State(st): State<AppState>,
     _: AdminWriter,
+    Audited(ctx): Audited,
     Path(name): Path<String>,
     body: Bytes,
 ) -> NResult<Json<ServerBody>> {
     let req: PatchServerIn = parse_body(&body)?;
     let s = crate::admin::find_server(st.db(), &name).await?;
     let key = crate::admin::normalize_host_key(&req.host_key)?;
-    st.db().set_server_host_key(s.id, &key).await?;
+    st.db().set_server_host_key(s.id, &key, &ctx).await?;
     st.hub.poke(s.id);
     Ok(Json(ServerBody::from(&st.db().server(s.id).await?)))
 }
@@ -632,7 +703,12 @@ struct CreateUserIn {
     role: Option<Role>,
 }
 
-async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) -> NResult<Response> {
+async fn create_user(
+    State(st): State<AppState>,
+    _: AdminWriter,
+    Audited(ctx): Audited,
+    body: Bytes,
+) -> NResult<Response> {
     let req: CreateUserIn = parse_body(&body)?;
     let u = crate::admin::add_user(
         st.db(),
@@ -642,7 +718,10 @@ async fn create_user(State(st): State<AppState>, _: AdminWriter, body: Bytes) ->
         req.quota_gb,
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(UserBody::from(&u))).into_response())
+    let body = UserBody::from(&u);
+    let object = format!("user/{}", u.username);
+    record_change(&st, &ctx, "user.create", object, None, fields(&body)).await;
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -663,10 +742,12 @@ struct PatchUserIn {
 async fn patch_user(
     State(st): State<AppState>,
     AdminWriter(by): AdminWriter,
+    Audited(ctx): Audited,
     Path(username): Path<String>,
     body: Bytes,
 ) -> NResult<Json<UserBody>> {
     let req: PatchUserIn = parse_body(&body)?;
+    let before = st.db().user_by_name(&username).await?;
     let password_hash = match &req.password {
         Some(p) => Some(crate::admin::checked_password_hash(p)?),
         None => None,
@@ -685,5 +766,96 @@ async fn patch_user(
             },
         )
         .await?;
+    // Role, quota, lock; a new password only as "changed" (never the password or its hash).
+    let shown = |u: &User, password: Option<&str>| {
+        let mut v = fields(&UserBody::from(u));
+        if let (Some(v), Some(p)) = (v.as_mut(), password) {
+            v["password"] = p.into();
+        }
+        v
+    };
+    let changed = req.password.as_ref().map(|_| "changed");
+    let (before, after) = (shown(&before, None), shown(&u, changed));
+    let object = format!("user/{}", u.username);
+    record_change(&st, &ctx, "user.update", object, before, after).await;
     Ok(Json(UserBody::from(&u)))
+}
+
+// ---- usage and resize (issue 12) -----------------------------------------------------------
+
+/// `GET /api/v1/volumes/{id}/usage`: the samples the reconciler kept, oldest first (read from
+/// the database; the server is not asked).
+async fn volume_usage(
+    State(st): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> NResult<Json<VolumeUsageBody>> {
+    let id = parse_id(&id)?;
+    let samples = st.db().volume_usage_for(id, &user).await?;
+    let v = st.db().volume_for(id, &user).await?;
+    Ok(Json(VolumeUsageBody {
+        id,
+        samples: samples.iter().map(UsageBody::from).collect(),
+        size_gb: v.size_gb,
+    }))
+}
+
+/// PATCH `size_gb`: recorded with its quota and capacity difference at once; a btrfs volume's
+/// new limit follows in the reconciler's next pass. 200 when the server holds the new size (or
+/// the size is bookkeeping only), 202 while it is being applied, 502 with `size_error` when the
+/// server refused it; `?wait=true` waits for the server's answer.
+async fn resize_volume(
+    st: &AppState,
+    q: &WaitQuery,
+    user: &User,
+    id: VolumeId,
+    size_gb: i64,
+    ctx: &crate::audit::Context,
+) -> NResult<Response> {
+    let size_gb = spec::volume_size(size_gb).map_err(field_err("size_gb"))?;
+    let v = st.db().resize_volume(id, user, size_gb, ctx).await?;
+    st.hub.poke(v.server_id);
+    let applying = |v: &Volume, s: &SizeState| {
+        v.layout.enforces_size()
+            && s.size_error.is_none()
+            && s.applied_size_gb.is_some_and(|a| a != v.size_gb)
+    };
+    let deadline = tokio::time::Instant::now() + q.timeout();
+    let (v, sizes) = loop {
+        let changed = st.hub.changed();
+        let v = st.db().volume(id).await?;
+        let sizes = st.db().size_state(id).await?;
+        if !q.wait.unwrap_or(false) || !applying(&v, &sizes) {
+            break (v, sizes);
+        }
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            break (v, sizes);
+        }
+    };
+    let status = if sizes.size_error.is_some() {
+        StatusCode::BAD_GATEWAY
+    } else if applying(&v, &sizes) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(VolumeDetailBody::new(&v, &sizes))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrongly_typed_password_is_not_repeated_in_the_error() {
+        let body = Bytes::from(r#"{"username": "carol", "password": 31415926535}"#);
+        let e = parse_body::<CreateUserIn>(&body).err().unwrap();
+        let shown = format!("{e} {e:?}");
+        assert!(shown.contains("password"), "{shown}");
+        assert!(!shown.contains("31415926535"), "{shown}");
+        // Other fields still say what they got.
+        let body = Bytes::from(r#"{"username": "carol", "password": "x", "quota_gb": "lots"}"#);
+        let e = parse_body::<CreateUserIn>(&body).err().unwrap();
+        assert!(format!("{e}").contains("lots"), "{e}");
+    }
 }

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
-    ClientRule, DeletePolicy, Layout, Role, RootPath, RootPathId, Server, ServerId, User, Volume,
-    VolumeId, VolumeState,
+    ClientRule, DeletePolicy, Layout, Role, RootPath, RootPathId, RootUsageSample, Server,
+    ServerId, SizeState, UsageSample, User, Volume, VolumeId, VolumeState,
 };
 use crate::spec::ExportPolicyDoc;
 
@@ -112,6 +112,8 @@ pub struct RootPathBody {
     /// The server's name.
     pub server: String,
     pub server_id: ServerId,
+    /// The root path's file system at the latest usage sample (`null`: not sampled yet).
+    pub usage: Option<RootUsageBody>,
 }
 
 /// `size_enforcement` of a volume on a plain-directory root path.
@@ -159,6 +161,7 @@ impl From<&RootPath> for RootPathBody {
             path: rp.path.as_str().to_string(),
             server: rp.server_name.clone(),
             server_id: rp.server_id,
+            usage: None,
         }
     }
 }
@@ -347,6 +350,86 @@ impl HootieFieldErrors {
     }
 }
 
+// ---- usage and resize (issue 12) -----------------------------------------------------------
+
+/// A root path's file system at a usage sample (`df` of the root path, bytes).
+#[derive(Debug, Serialize)]
+pub struct RootUsageBody {
+    pub free_bytes: u64,
+    pub sampled_at: DateTime<Utc>,
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+}
+
+impl From<&RootUsageSample> for RootUsageBody {
+    fn from(u: &RootUsageSample) -> Self {
+        RootUsageBody {
+            free_bytes: u.free_bytes,
+            sampled_at: u.sampled_at,
+            size_bytes: u.size_bytes,
+            used_bytes: u.used_bytes,
+        }
+    }
+}
+
+/// One sample of what a volume holds (bytes; `exclusive_bytes` on btrfs only).
+#[derive(Debug, Serialize)]
+pub struct UsageBody {
+    pub exclusive_bytes: Option<u64>,
+    pub sampled_at: DateTime<Utc>,
+    pub used_bytes: u64,
+}
+
+impl From<&UsageSample> for UsageBody {
+    fn from(u: &UsageSample) -> Self {
+        UsageBody {
+            exclusive_bytes: u.exclusive_bytes,
+            sampled_at: u.sampled_at,
+            used_bytes: u.used_bytes,
+        }
+    }
+}
+
+/// One volume as `GET /api/v1/volumes/{id}` and a resize show it: the volume, its latest usage
+/// (from the database: the server is not asked) and the size the server holds it to.
+#[derive(Debug, Serialize)]
+pub struct VolumeDetailBody {
+    #[serde(flatten)]
+    pub volume: VolumeBody,
+    /// Why the server refused the last resize (`null`: it did not).
+    pub size_error: Option<String>,
+    /// btrfs: the size (GB) whose qgroup limit the server holds, read back; it differs from
+    /// `size_gb` while a resize is being applied or was refused. `null` where the size is not
+    /// enforced (a plain directory: a resize changes the books only, as `size_enforcement`
+    /// says).
+    pub size_on_server_gb: Option<i64>,
+    /// The latest usage sample (`null`: not sampled yet).
+    pub usage: Option<UsageBody>,
+}
+
+impl VolumeDetailBody {
+    pub fn new(v: &Volume, s: &SizeState) -> Self {
+        VolumeDetailBody {
+            volume: VolumeBody::from(v),
+            size_error: s.size_error.clone(),
+            size_on_server_gb: v
+                .layout
+                .enforces_size()
+                .then(|| s.applied_size_gb.unwrap_or(v.size_gb)),
+            usage: s.latest.as_ref().map(UsageBody::from),
+        }
+    }
+}
+
+/// `GET /api/v1/volumes/{id}/usage`: the kept samples, oldest first.
+#[derive(Debug, Serialize)]
+pub struct VolumeUsageBody {
+    /// The volume's id.
+    pub id: VolumeId,
+    pub samples: Vec<UsageBody>,
+    pub size_gb: i64,
+}
+
 // ---- snapshots (issue 12) ------------------------------------------------------------------
 
 /// A snapshot in the native API (`/api/v1/volumes/{id}/snapshots`).
@@ -479,7 +562,8 @@ mod tests {
                 "export_policy": {"allowed_clients": [], "allowed_options": [],
                     "world_writable": false, "max_volume_gb": null, "subtree_check": false},
                 "free_gb": 70, "id": 2, "isolation": SUBTREE_UNCHECKED, "layout": "btrfs",
-                "nfs_address": "192.0.2.10", "path": "/srv/nfs", "server": "nfs1", "server_id": 1})
+                "nfs_address": "192.0.2.10", "path": "/srv/nfs", "server": "nfs1", "server_id": 1,
+                "usage": null})
         );
         assert_eq!(
             text(&HootieRootPath::from(&rp)),

@@ -14,8 +14,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::audit::{fields, record_change};
 use super::native::parse_body;
-use super::{AppState, Caller, NativeError, Route};
+use super::{AppState, Audited, Caller, NativeError, Route};
 use crate::datastore::Token;
 use crate::error::{Entity, Error};
 use crate::model::TokenId;
@@ -87,6 +88,7 @@ fn check_name(name: &str) -> Result<(), Error> {
 async fn create_token(
     State(st): State<AppState>,
     Caller(user): Caller,
+    Audited(ctx): Audited,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, NativeError> {
@@ -122,6 +124,10 @@ async fn create_token(
             expires_at,
         )
         .await?;
+    // Its id, name and dates: never the secret, nor its hash.
+    let object = format!("token/{}", token.id.0);
+    let after = fields(&TokenBody::from(&token));
+    record_change(&st, &ctx, "token.create", object, None, after).await;
     let body = CreatedTokenBody {
         token: TokenBody::from(&token),
         secret,
@@ -140,12 +146,23 @@ async fn list_tokens(
 async fn revoke_token(
     State(st): State<AppState>,
     Caller(user): Caller,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
 ) -> Result<StatusCode, NativeError> {
     let id = id
         .parse::<i64>()
         .map(TokenId)
         .map_err(|_| Error::not_found(Entity::Token, format!("{id:?}")))?;
-    st.db().revoke_token(&user, id).await?;
+    let token = st.db().revoke_token(&user, id).await?;
+    let before = fields(&TokenBody::from(&token));
+    record_change(
+        &st,
+        &ctx,
+        "token.revoke",
+        format!("token/{}", id.0),
+        before,
+        None,
+    )
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }

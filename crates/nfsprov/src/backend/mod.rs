@@ -14,6 +14,7 @@ pub mod ganesha;
 pub mod knfsd;
 pub mod layout;
 pub mod snapshot;
+pub mod usage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -25,11 +25,13 @@ use rusqlite::{OptionalExtension, params};
 use sqlx::sqlite::SqlitePool;
 use tokio::sync::{mpsc, oneshot};
 
+use super::audit::{Chain, insert_raw};
 use super::root_paths::{apply_policy, stored_policy};
 use super::sqlite::with_raw_connection;
 use super::volumes::check_backend_options;
 use super::{MAX_EXPORT_ID, NewVolume};
 use super::{now, parse_time};
+use crate::audit::Record;
 use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::fault;
 use crate::model::*;
@@ -40,6 +42,8 @@ const MAX_BATCH: usize = 256;
 
 pub(super) struct Job {
     nv: NewVolume,
+    /// Who asked: the create's audit record is written in the batch's transaction.
+    ctx: crate::audit::Context,
     reply: oneshot::Sender<Result<Outcome>>,
 }
 
@@ -98,12 +102,17 @@ pub(super) fn spawn(writer: SqlitePool, stats: Arc<Stats>) -> std::io::Result<mp
 
 /// Queue `nv` and wait for its outcome. Dropping the future before its batch is taken (the
 /// caller went away) withdraws the request: it is not recorded.
-pub(super) async fn submit(queue: &mpsc::Sender<Job>, nv: &NewVolume) -> Result<Outcome> {
+pub(super) async fn submit(
+    queue: &mpsc::Sender<Job>,
+    nv: &NewVolume,
+    ctx: &crate::audit::Context,
+) -> Result<Outcome> {
     let (reply, outcome) = oneshot::channel();
     let stopped = || anyhow::anyhow!("the create queue has stopped (is the server shutting down?)");
     queue
         .send(Job {
             nv: nv.clone(),
+            ctx: ctx.clone(),
             reply,
         })
         .await
@@ -172,11 +181,14 @@ fn record_batch(
     }
 }
 
-/// Reservations made by the batch so far, written before the commit.
+/// Reservations and audit records made by the batch so far, written before the commit.
 #[derive(Default)]
 struct Pending {
     used: HashMap<UserId, i64>,
     allocated: HashMap<RootPathId, i64>,
+    /// The audit chain's head, read at the batch's first record.
+    chain: Option<Chain>,
+    audit: Vec<Record>,
 }
 
 /// Record `jobs` in one transaction. `Err` means nothing was recorded; each inner `Err` is one
@@ -195,7 +207,7 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
     let mut pending = Pending::default();
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        outcomes.push(record(db, &job.nv, &mut pending)?);
+        outcomes.push(record(db, job, &mut pending)?);
         // After a first insert, inside the transaction: a panic here must leave nothing.
         fault::panic_once("create-batch-panic-once");
     }
@@ -219,6 +231,13 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
             return Err(
                 anyhow::anyhow!("capacity of root path {rp} changed during a create").into(),
             );
+        }
+    }
+    // In the batch's transaction: a create is never recorded without its audit record.
+    insert_raw(db, &pending.audit)?;
+    for (job, outcome) in jobs.iter().zip(&outcomes) {
+        if let Ok(Outcome::New(_)) = outcome {
+            job.ctx.mark_recorded();
         }
     }
     Ok(outcomes)
@@ -272,11 +291,8 @@ struct Lookup {
 }
 
 /// Check and insert one create inside the batch's transaction.
-fn record(
-    db: &rusqlite::Connection,
-    nv: &NewVolume,
-    pending: &mut Pending,
-) -> Result<Result<Outcome>> {
+fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result<Result<Outcome>> {
+    let nv = &job.nv;
     let sub = nv.sub_path.as_str();
     let ancestors: Vec<String> = {
         let parts: Vec<&str> = sub.split('/').collect();
@@ -452,7 +468,7 @@ fn record(
     reserve(pending.allocated.entry(nv.root_path).or_default())?;
 
     // Everything is known: no need to read the row back.
-    Ok(Ok(Outcome::New(Box::new(Volume {
+    let v = Volume {
         id,
         owner_id: nv.owner,
         owner: row.username,
@@ -478,7 +494,23 @@ fn record(
         last_error: None,
         created_at: parse_time(&ts),
         updated_at: parse_time(&ts),
-    }))))
+    };
+    // Sealed now, written with the batch's reservations (`record_all`).
+    let chain = match &mut pending.chain {
+        Some(chain) => chain,
+        None => pending.chain.insert(Chain::read_raw(db)?),
+    };
+    let entry = crate::audit::Entry {
+        action: "volume.create".into(),
+        object: Some(format!("volume/{id}")),
+        volume_id: Some(id.0),
+        before: None,
+        after: Some(super::audit::volume_fields(&v)),
+        status: None,
+        outcome: "recorded".into(),
+    };
+    pending.audit.push(chain.seal(&job.ctx, &entry));
+    Ok(Ok(Outcome::New(Box::new(v))))
 }
 
 /// Why a create clashes with the live volume `clash` ("state:owner_id:sub_path" from the
@@ -565,7 +597,9 @@ mod tests {
         assert_eq!(read.root_path.as_str(), "/srv/p");
         // Ids are not reused after a delete while they are below the limit.
         let viewer = db.user_by_name("u").await.unwrap();
-        db.delete_volume(b.id, &viewer, false).await.unwrap();
+        db.delete_volume(b.id, &viewer, false, &crate::audit::Context::internal())
+            .await
+            .unwrap();
         assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);
         // At the top of ganesha's range, the lowest id no live volume holds is taken.
         sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")

@@ -3,11 +3,11 @@
 //!
 //! Invariant: `users.used_gb` and `root_paths.allocated_gb` equal the sum of `size_gb` of the
 //! owner's / root path's volumes that are not `deleting` or `deleted`. They change only inside
-//! the write transaction that records a create or a delete, so concurrent requests can never
+//! the write transaction that records a create, a resize (`usage`) or a delete, so concurrent requests can never
 //! overcommit (no check-then-act outside a transaction).
 //!
 //! One module per entity: `servers`, `root_paths`, `users`, `volumes` (requests), `outcomes`
-//! (what a reconcile pass reads and records), `create` (the group-committing create thread).
+//! (what a reconcile pass reads and records), `create` (the group-committing create thread), `usage` (usage samples and resizes).
 //! What only SQLite understands is in `sqlite` (see ARCHITECTURE.md, "Databases").
 
 use std::path::Path;
@@ -25,6 +25,7 @@ use sqlx::sqlite::{
 use crate::error::Result;
 use sqlite::{checkpoints, fresh_transaction_state};
 
+mod audit;
 mod create;
 mod outcomes;
 mod root_paths;
@@ -34,12 +35,14 @@ mod sqlite;
 #[cfg(test)]
 mod test_fixture;
 mod tokens;
+mod usage;
 mod users;
 mod volumes;
 
 pub use create::BatchCounts;
 pub use servers::NewServer;
 pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
+pub use usage::{KEEP_SAMPLES, gb_text};
 pub use users::{LOCKED_MESSAGE, UserChange};
 pub use volumes::{Created, NewVolume, Page};
 

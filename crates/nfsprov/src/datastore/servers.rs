@@ -134,12 +134,42 @@ impl Datastore {
         Ok(())
     }
 
-    pub async fn set_server_host_key(&self, id: ServerId, host_key: &str) -> Result<()> {
+    /// Pin a new host key, audited (before -> after fingerprints) in the same transaction.
+    pub async fn set_server_host_key(
+        &self,
+        id: ServerId,
+        host_key: &str,
+        ctx: &crate::audit::Context,
+    ) -> Result<()> {
+        use crate::audit::host_key_fingerprint as fingerprint;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT name, host_key FROM servers WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| Error::not_found(Entity::Server, id))?;
+        let (name, old): (String, String) = (row.try_get("name")?, row.try_get("host_key")?);
         sqlx::query("UPDATE servers SET host_key = ? WHERE id = ?")
             .bind(host_key)
             .bind(id)
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await?;
+        let entry = crate::audit::Entry {
+            action: "server.host_key".into(),
+            object: Some(format!("server/{name}")),
+            volume_id: None,
+            before: Some(serde_json::json!({"host_key": fingerprint(&old)})),
+            after: Some(serde_json::json!({"host_key": fingerprint(host_key)})),
+            status: None,
+            outcome: if old == host_key {
+                "re-pinned the same key"
+            } else {
+                "re-pinned"
+            }
+            .into(),
+        };
+        super::audit::append(&mut tx, ctx, &entry).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

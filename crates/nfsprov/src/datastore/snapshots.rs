@@ -518,14 +518,19 @@ mod tests {
         .unwrap();
         assert_eq!(used_gb(&db, owner).await, 3);
         // The volume is kept while it has snapshots, unless they go too.
-        match db.delete_volume(v.id, &viewer, false).await {
+        match db
+            .delete_volume(v.id, &viewer, false, &crate::audit::Context::internal())
+            .await
+        {
             Err(Error::Conflict {
                 with: Clash::Snapshots,
                 message,
             }) => assert!(message.contains("s1"), "{message}"),
             other => panic!("{other:?}"),
         }
-        db.delete_volume(v.id, &viewer, true).await.unwrap();
+        db.delete_volume(v.id, &viewer, true, &crate::audit::Context::internal())
+            .await
+            .unwrap();
         assert_eq!(
             db.snapshot(s.id).await.unwrap().state,
             SnapshotState::Deleting

@@ -2,9 +2,11 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
+use super::audit::append;
 use super::root_paths::{apply_policy, stored_layout, stored_policy};
 use super::users::refuse_if_locked;
 use super::{Columns, Datastore, create, now, parse_time};
+use crate::audit::{Context, Entry};
 use crate::error::{Clash, ClientPart, Entity, Error, Result};
 use crate::model::*;
 use crate::spec::{DirMode, RootDir, SubPath};
@@ -90,7 +92,12 @@ impl Datastore {
     /// Record a new volume, reserving quota and capacity in the same transaction (shared with
     /// the other creates waiting at that moment: see `create`).
     pub async fn create_volume(&self, nv: &NewVolume) -> Result<Created> {
-        match create::submit(&self.creates, nv).await? {
+        self.create_volume_as(nv, &Context::internal()).await
+    }
+
+    /// `create_volume`, audited as asked by `ctx` (in the same transaction).
+    pub async fn create_volume_as(&self, nv: &NewVolume, ctx: &Context) -> Result<Created> {
+        match create::submit(&self.creates, nv, ctx).await? {
             create::Outcome::New(v) => Ok(Created::New(*v)),
             create::Outcome::Replayed(id) => Ok(Created::Replayed(self.volume(id).await?)),
         }
@@ -167,11 +174,13 @@ impl Datastore {
         id: VolumeId,
         viewer: &User,
         clients: &[ClientRule],
+        ctx: &Context,
     ) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         refuse_if_locked(&mut tx, viewer).await?;
         let row = sqlx::query(
-            "SELECT v.owner_id, v.state, s.backend, rp.export_policy FROM volumes v \
+            "SELECT v.owner_id, v.state, v.clients, v.generation, \
+             v.applied_clients IS NULL AS never_applied, s.backend, rp.export_policy FROM volumes v \
              JOIN servers s ON s.id = v.server_id JOIN root_paths rp ON rp.id = v.root_path_id \
              WHERE v.id = ?",
         )
@@ -195,16 +204,44 @@ impl Datastore {
         // Read in this transaction: see `create::record`.
         let policy = stored_policy(&row.try_get::<String, _>("export_policy")?)?;
         let clients = &apply_policy(&policy, viewer.is_admin(), clients, None)?;
+        let generation: i64 = row.try_get("generation")?;
+        let new_state = if row.try_get::<bool, _>("never_applied")? {
+            "creating"
+        } else {
+            "updating"
+        };
+        let new_clients = clients_to_json(clients);
+        let fields = |clients: &str, state: &str, generation: i64| {
+            serde_json::json!({
+                "clients": serde_json::from_str::<serde_json::Value>(clients).unwrap_or_default(),
+                "state": state,
+                "generation": generation,
+            })
+        };
+        let entry = Entry {
+            action: "volume.update".into(),
+            object: Some(format!("volume/{id}")),
+            volume_id: Some(id.0),
+            before: Some(fields(
+                &row.try_get::<String, _>("clients")?,
+                &state,
+                generation,
+            )),
+            after: Some(fields(&new_clients, new_state, generation + 1)),
+            status: None,
+            outcome: "recorded".into(),
+        };
         sqlx::query(
             "UPDATE volumes SET clients = ?, generation = generation + 1, last_error = NULL, \
              state = CASE WHEN applied_clients IS NULL THEN 'creating' ELSE 'updating' END, \
              updated_at = ? WHERE id = ?",
         )
-        .bind(clients_to_json(clients))
+        .bind(new_clients)
         .bind(now())
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        append(&mut tx, ctx, &entry).await?;
         tx.commit().await?;
         self.volume(id).await
     }
@@ -216,15 +253,22 @@ impl Datastore {
         id: VolumeId,
         viewer: &User,
         with_snapshots: bool,
+        ctx: &Context,
     ) -> Result<Volume> {
-        self.mark_deleting(id, viewer, true, with_snapshots).await
+        self.mark_deleting(id, viewer, true, with_snapshots, ctx)
+            .await
     }
 
     /// Undo a create the server refused (hootie's API answers such a create with an error, so
     /// its caller must not be left holding it): delete it even if the owner was locked since.
     /// A volume never exported has its directory removed only if empty (`plan`).
-    pub async fn roll_back_create(&self, id: VolumeId, owner: &User) -> Result<Volume> {
-        self.mark_deleting(id, owner, false, true).await
+    pub async fn roll_back_create(
+        &self,
+        id: VolumeId,
+        owner: &User,
+        ctx: &Context,
+    ) -> Result<Volume> {
+        self.mark_deleting(id, owner, false, true, ctx).await
     }
 
     async fn mark_deleting(
@@ -233,6 +277,7 @@ impl Datastore {
         viewer: &User,
         check_lock: bool,
         with_snapshots: bool,
+        ctx: &Context,
     ) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         if check_lock {
@@ -296,6 +341,26 @@ impl Datastore {
             .bind(rp)
             .execute(&mut *tx)
             .await?;
+            let entry = Entry {
+                action: if check_lock {
+                    "volume.delete"
+                } else {
+                    "volume.roll_back_create"
+                }
+                .into(),
+                object: Some(format!("volume/{id}")),
+                volume_id: Some(id.0),
+                before: Some(serde_json::json!({"state": state, "size_gb": size})),
+                after: Some(serde_json::json!({"state": "deleting", "size_gb": size})),
+                status: None,
+                outcome: if check_lock {
+                    "recorded; quota and capacity released"
+                } else {
+                    "the server refused the create; quota and capacity released"
+                }
+                .into(),
+            };
+            append(&mut tx, ctx, &entry).await?;
         }
         tx.commit().await?;
         self.volume(id).await
@@ -349,11 +414,13 @@ mod tests {
         .unwrap();
         let clients = new_volume(owner, rp, "x").clients;
         assert!(matches!(
-            db.update_volume_clients(v.id, &viewer, &clients).await,
+            db.update_volume_clients(v.id, &viewer, &clients, &Context::internal())
+                .await,
             Err(Error::Locked(_))
         ));
         assert!(matches!(
-            db.delete_volume(v.id, &viewer, false).await,
+            db.delete_volume(v.id, &viewer, false, &Context::internal())
+                .await,
             Err(Error::Locked(_))
         ));
         assert!(matches!(

@@ -8,4 +8,5 @@ pub use nfsprov_testbed::{Testbed, TestbedGuard, TestbedServer};
 /// The `nfsprov` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_nfsprov");
 
+pub mod ldap;
 pub mod nfs;

@@ -443,6 +443,7 @@ async fn create_snapshot(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path(id): Path<String>,
     body: Bytes,
 ) -> NResult<Response> {
@@ -450,7 +451,7 @@ async fn create_snapshot(
     let req: CreateSnapshotIn = parse_body(&body)?;
     let name = SnapshotName::parse(&req.name).map_err(field_err("name"))?;
     let max = spec::limits().max_snapshots;
-    let s = st.db().create_snapshot(id, &user, &name, max).await?;
+    let s = st.db().create_snapshot(id, &user, &name, max, &ctx).await?;
     let v = st.db().volume(id).await?;
     st.hub.poke(v.server_id);
     respond_snapshot(&st, s, &q, StatusCode::CREATED).await
@@ -473,12 +474,13 @@ async fn delete_snapshot(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path((id, sid)): Path<(String, String)>,
 ) -> NResult<Response> {
     let id = parse_id(&id)?;
     let s = st
         .db()
-        .delete_snapshot(id, parse_snapshot_id(id, &sid)?, &user)
+        .delete_snapshot(id, parse_snapshot_id(id, &sid)?, &user, &ctx)
         .await?;
     let v = st.db().volume(id).await?;
     st.hub.poke(v.server_id);
@@ -504,6 +506,7 @@ async fn restore_snapshot(
     State(st): State<AppState>,
     Params(q): Params,
     Writer(user): Writer,
+    Audited(ctx): Audited,
     Path((id, sid)): Path<(String, String)>,
     body: Bytes,
 ) -> NResult<Response> {
@@ -533,7 +536,7 @@ async fn restore_snapshot(
         request_hash: None,
         restore_from: Some(sid),
     };
-    let v = match st.db().create_volume(&nv).await? {
+    let v = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) | Created::Replayed(v) => v,
     };
     st.hub.poke(v.server_id);

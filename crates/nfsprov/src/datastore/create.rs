@@ -500,12 +500,22 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         Some(chain) => chain,
         None => pending.chain.insert(Chain::read_raw(db)?),
     };
+    // A restore is a create: recorded as one, naming the snapshot it is made from.
+    let mut after = super::audit::volume_fields(&v);
+    if let (Some(sid), Some(fields)) = (nv.restore_from, after.as_object_mut()) {
+        fields.insert("restored_from_snapshot".into(), serde_json::json!(sid));
+    }
     let entry = crate::audit::Entry {
-        action: "volume.create".into(),
+        action: if nv.restore_from.is_some() {
+            "snapshot.restore"
+        } else {
+            "volume.create"
+        }
+        .into(),
         object: Some(format!("volume/{id}")),
         volume_id: Some(id.0),
         before: None,
-        after: Some(super::audit::volume_fields(&v)),
+        after: Some(after),
         status: None,
         outcome: "recorded".into(),
     };

@@ -12,8 +12,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::Row;
 
+use super::audit::append;
 use super::users::refuse_if_locked;
 use super::{Datastore, now, parse_time};
+use crate::audit::{Context, Entry};
 use crate::error::{Clash, Entity, Error, Result};
 use crate::model::*;
 use crate::spec::SnapshotName;
@@ -117,6 +119,7 @@ impl Datastore {
         viewer: &User,
         name: &SnapshotName,
         max: usize,
+        ctx: &Context,
     ) -> Result<Snapshot> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         refuse_if_locked(&mut tx, viewer).await?;
@@ -185,6 +188,17 @@ impl Datastore {
         .bind(&ts)
         .fetch_one(&mut *tx)
         .await?;
+        // In the change's own transaction, like the volume changes.
+        let entry = Entry {
+            action: "snapshot.create".into(),
+            object: Some(format!("snapshot/{sid}")),
+            volume_id: Some(id.0),
+            before: None,
+            after: Some(serde_json::json!({"name": name.as_str(), "state": "creating"})),
+            status: None,
+            outcome: "recorded".into(),
+        };
+        append(&mut tx, ctx, &entry).await?;
         tx.commit().await?;
         self.snapshot(sid).await
     }
@@ -240,6 +254,7 @@ impl Datastore {
         id: VolumeId,
         sid: SnapshotId,
         viewer: &User,
+        ctx: &Context,
     ) -> Result<Snapshot> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         refuse_if_locked(&mut tx, viewer).await?;
@@ -247,16 +262,17 @@ impl Datastore {
         if vol.owner != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
         }
-        let state: Option<String> = sqlx::query_scalar(
-            "SELECT state FROM snapshots WHERE id = ? AND volume_id = ? AND state != 'deleted'",
+        let found: Option<(String, String)> = sqlx::query_as(
+            "SELECT name, state FROM snapshots \
+             WHERE id = ? AND volume_id = ? AND state != 'deleted'",
         )
         .bind(sid)
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
-        if state.is_none() {
+        let Some((name, state)) = found else {
             return Err(snapshot_not_found(id, sid));
-        }
+        };
         let restoring: Option<VolumeId> = sqlx::query_scalar(
             "SELECT r.volume_id FROM restores r JOIN volumes v ON v.id = r.volume_id \
              WHERE r.snapshot_id = ? AND v.state = 'creating' LIMIT 1",
@@ -279,6 +295,16 @@ impl Datastore {
         .bind(sid)
         .execute(&mut *tx)
         .await?;
+        let entry = Entry {
+            action: "snapshot.delete".into(),
+            object: Some(format!("snapshot/{sid}")),
+            volume_id: Some(id.0),
+            before: Some(serde_json::json!({"name": name, "state": state})),
+            after: Some(serde_json::json!({"name": name, "state": "deleting"})),
+            status: None,
+            outcome: "recorded".into(),
+        };
+        append(&mut tx, ctx, &entry).await?;
         tx.commit().await?;
         self.snapshot(sid).await
     }
@@ -468,7 +494,10 @@ mod tests {
         let viewer = db.user_by_name("u").await.unwrap();
         let name = SnapshotName::parse("s1").unwrap();
         // A directory layout root path: 400 naming layout.
-        match db.create_snapshot(v.id, &viewer, &name, 2).await {
+        match db
+            .create_snapshot(v.id, &viewer, &name, 2, &Context::internal())
+            .await
+        {
             Err(Error::Invalid { field, message }) => {
                 assert_eq!(field, "layout");
                 assert!(message.contains("directory layout"), "{message}");
@@ -481,7 +510,8 @@ mod tests {
             .unwrap();
         // Not available yet.
         assert!(matches!(
-            db.create_snapshot(v.id, &viewer, &name, 2).await,
+            db.create_snapshot(v.id, &viewer, &name, 2, &Context::internal())
+                .await,
             Err(Error::Conflict {
                 with: Clash::VolumeState,
                 ..
@@ -491,10 +521,14 @@ mod tests {
             .execute(&db.writer)
             .await
             .unwrap();
-        let s = db.create_snapshot(v.id, &viewer, &name, 2).await.unwrap();
+        let s = db
+            .create_snapshot(v.id, &viewer, &name, 2, &Context::internal())
+            .await
+            .unwrap();
         assert_eq!(s.state, SnapshotState::Creating);
         assert!(matches!(
-            db.create_snapshot(v.id, &viewer, &name, 2).await,
+            db.create_snapshot(v.id, &viewer, &name, 2, &Context::internal())
+                .await,
             Err(Error::Conflict {
                 with: Clash::SnapshotName,
                 ..
@@ -502,7 +536,8 @@ mod tests {
         ));
         let s2 = SnapshotName::parse("s2").unwrap();
         assert!(matches!(
-            db.create_snapshot(v.id, &viewer, &s2, 1).await,
+            db.create_snapshot(v.id, &viewer, &s2, 1, &Context::internal())
+                .await,
             Err(Error::Conflict {
                 with: Clash::SnapshotCount,
                 ..
@@ -540,6 +575,141 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(used_gb(&db, owner).await, 0);
+    }
+
+    /// Each snapshot change appends its record in its own transaction (create, delete, a
+    /// restore, a volume delete with its snapshots), in the volume's history, and the chain
+    /// still verifies.
+    #[tokio::test]
+    async fn each_change_leaves_its_audit_record() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let v = create(&db, owner, rp, "a").await;
+        sqlx::query("UPDATE root_paths SET layout = 'btrfs'")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE volumes SET state = 'available'")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let viewer = db.user_by_name("u").await.unwrap();
+        let ctx = |method: &str, path: &str| {
+            let mut c = Context::new(method, path);
+            c.actor = Some("u".into());
+            c
+        };
+        let last = |vol: VolumeId| {
+            let db = &db;
+            async move {
+                let recs = db.audit_records(Some(vol.0), 0, 1000).await.unwrap();
+                recs.last().cloned().unwrap()
+            }
+        };
+        let path = format!("/api/v1/volumes/{}/snapshots", v.id);
+        let s1 = SnapshotName::parse("s1").unwrap();
+        let s = db
+            .create_snapshot(v.id, &viewer, &s1, 4, &ctx("POST", &path))
+            .await
+            .unwrap();
+        let r = last(v.id).await;
+        assert_eq!(r.action, "snapshot.create");
+        assert_eq!(
+            r.object.as_deref(),
+            Some(format!("snapshot/{}", s.id).as_str())
+        );
+        assert_eq!(r.actor.as_deref(), Some("u"));
+        assert!(r.after.as_deref().unwrap().contains("\"s1\""), "{r:?}");
+        // A refused create leaves no record of a change.
+        let before = db.audit_records(None, 0, 1000).await.unwrap().len();
+        assert!(
+            db.create_snapshot(v.id, &viewer, &s1, 4, &ctx("POST", &path))
+                .await
+                .is_err()
+        );
+        assert_eq!(db.audit_records(None, 0, 1000).await.unwrap().len(), before);
+        db.record_snapshot_outcomes(&[SnapshotOutcome::Available {
+            id: s.id,
+            exclusive_bytes: Some(16_384),
+        }])
+        .await
+        .unwrap();
+        // A restore is a create of a new volume, recorded as a restore naming the snapshot.
+        let mut nv = new_volume(owner, rp, "copy");
+        nv.restore_from = Some(s.id);
+        let restored = match db
+            .create_volume_as(&nv, &ctx("POST", &format!("{path}/{}/restore", s.id)))
+            .await
+            .unwrap()
+        {
+            crate::datastore::Created::New(v) => v,
+            crate::datastore::Created::Replayed(_) => panic!("not a replay"),
+        };
+        let r = last(restored.id).await;
+        assert_eq!(r.action, "snapshot.restore");
+        let after: serde_json::Value = serde_json::from_str(r.after.as_deref().unwrap()).unwrap();
+        assert_eq!(after["restored_from_snapshot"], serde_json::json!(s.id));
+        // The restore is done: the snapshot may go.
+        sqlx::query("UPDATE volumes SET state = 'available' WHERE id = ?")
+            .bind(restored.id)
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        let s2 = SnapshotName::parse("s2").unwrap();
+        let t = db
+            .create_snapshot(v.id, &viewer, &s2, 4, &ctx("POST", &path))
+            .await
+            .unwrap();
+        db.delete_snapshot(
+            v.id,
+            s.id,
+            &viewer,
+            &ctx("DELETE", &format!("{path}/{}", s.id)),
+        )
+        .await
+        .unwrap();
+        let r = last(v.id).await;
+        assert_eq!(r.action, "snapshot.delete");
+        assert_eq!(
+            r.object.as_deref(),
+            Some(format!("snapshot/{}", s.id).as_str())
+        );
+        assert!(r.before.as_deref().unwrap().contains("available"), "{r:?}");
+        assert!(r.after.as_deref().unwrap().contains("deleting"), "{r:?}");
+        // The volume with its remaining snapshot: one record naming it.
+        db.delete_volume(
+            v.id,
+            &viewer,
+            true,
+            &ctx("DELETE", &format!("/api/v1/volumes/{}", v.id)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            db.snapshot(t.id).await.unwrap().state,
+            SnapshotState::Deleting
+        );
+        let r = last(v.id).await;
+        assert_eq!(r.action, "volume.delete");
+        let after: serde_json::Value = serde_json::from_str(r.after.as_deref().unwrap()).unwrap();
+        assert_eq!(after["snapshots"], serde_json::json!(["s2"]));
+        let actions: Vec<String> = db
+            .audit_records(Some(v.id.0), 0, 1000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "volume.create",
+                "snapshot.create",
+                "snapshot.create",
+                "snapshot.delete",
+                "volume.delete"
+            ]
+        );
+        assert!(db.verify_audit().await.unwrap().is_ok());
     }
 
     #[test]

@@ -351,7 +351,12 @@ impl Datastore {
                 object: Some(format!("volume/{id}")),
                 volume_id: Some(id.0),
                 before: Some(serde_json::json!({"state": state, "size_gb": size})),
-                after: Some(serde_json::json!({"state": "deleting", "size_gb": size})),
+                // With `with_snapshots`, the snapshots marked for removal with it.
+                after: Some(if snapshots.is_empty() {
+                    serde_json::json!({"state": "deleting", "size_gb": size})
+                } else {
+                    serde_json::json!({"state": "deleting", "size_gb": size, "snapshots": snapshots})
+                }),
                 status: None,
                 outcome: if check_lock {
                     "recorded; quota and capacity released"

@@ -243,8 +243,12 @@ impl Hub {
             .instrument(span.clone())
             .await;
         let result = match result {
-            Ok(()) => self.sizes(task, full).instrument(span.clone()).await,
-            failed => failed,
+            Ok(settled) => {
+                self.after_pass(task, full, settled)
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(e) => Err(e),
         };
         let next = match &result {
             Ok(()) => task
@@ -268,7 +272,8 @@ impl Hub {
         next
     }
 
-    /// Bring one server in line with the database: one or a few passes.
+    /// Bring one server in line with the database: one or a few passes, then the snapshot
+    /// step (not sizes: they belong to a reconciler task, which keeps when it last sampled).
     pub async fn reconcile_server(
         &self,
         server_id: ServerId,
@@ -277,10 +282,24 @@ impl Hub {
     ) -> anyhow::Result<()> {
         let mut unresolved = precheck::Unresolved::default();
         let mut counts = PassCounts::default();
-        self.reconcile_with(server_id, session, full, &mut unresolved, &mut counts)
-            .await
+        let settled = self
+            .reconcile_with(server_id, session, full, &mut unresolved, &mut counts)
+            .await?;
+        match session.as_mut() {
+            Some(sess) if settled => {
+                let server = self.inner.db.server(server_id).await?;
+                let r = self.snapshot_step(&server, sess, full).await;
+                if r.is_err() {
+                    *session = None;
+                }
+                r
+            }
+            _ => Ok(()),
+        }
     }
 
+    /// The volumes' pass (one or a few quick passes); `Ok(true)` when it settled with nothing
+    /// left to rerun.
     async fn reconcile_with(
         &self,
         server_id: ServerId,
@@ -288,7 +307,7 @@ impl Hub {
         full: bool,
         unresolved: &mut precheck::Unresolved,
         counts: &mut PassCounts,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         fault::panic_once("panic-once");
         let mut prof = PassProfile::start();
         let db = &self.inner.db;
@@ -469,14 +488,39 @@ impl Hub {
                 excluded.extend(report.blamed.iter().copied());
                 continue;
             }
-            let sess = session.as_mut().expect("connected above");
-            let r = self.snapshot_step(&server, sess, full).await;
-            if r.is_err() {
-                *session = None;
-            }
-            return r;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// The steps that follow a volumes' pass that went well, on its session: the snapshot
+    /// step (only once the pass settled, so a restore's source exists and a deleted volume is
+    /// handled), then sizes (resizes and sampling, which then see the snapshots just made).
+    /// Neither skips the other: a failure of the snapshot step is reported after sizes ran
+    /// (unless it lost the connection, which sizes would need too).
+    async fn after_pass(
+        &self,
+        task: &mut TaskState,
+        full: bool,
+        settled: bool,
+    ) -> anyhow::Result<()> {
+        let snapshots = match task.session.as_mut() {
+            Some(sess) if settled => {
+                let server = self.inner.db.server(task.server).await?;
+                let r = self.snapshot_step(&server, sess, full).await;
+                if r.as_ref().is_err_and(|e| e.is::<RemoteError>()) {
+                    task.session = None;
+                }
+                r
+            }
+            _ => Ok(()),
+        };
+        let sizes = self.sizes(task, full).await;
+        match (snapshots, sizes) {
+            (Err(a), Err(b)) => Err(a.context(format!("and then: {b:#}"))),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        }
     }
 
     /// Snapshots (btrfs): after the volumes' pass, on the same connection, one script for the

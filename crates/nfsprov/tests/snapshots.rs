@@ -2,7 +2,8 @@
 //! test bed server's mount namespace): a snapshot is read-only and keeps the data of the moment
 //! it was taken, lives outside the volume (`<root>/.nfsprov-snapshots/<volume>/<name>`), is
 //! restored into a new exported volume with that data, and keeps its volume from being deleted
-//! unless the delete asks for the snapshots to go too. A volume of a plain-directory root path
+//! unless the delete asks for the snapshots to go too; each change is in the volume's history
+//! (audit trail). A volume of a plain-directory root path
 //! has no snapshots.
 
 mod common;
@@ -197,6 +198,51 @@ async fn snapshot_keeps_old_data_read_only_restores_and_guards_delete() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(inside(srv, &format!("cat {restored}/file")), "new\n");
+
+    // Each change is in the volume's history (the audit trail), the restore in the new one's.
+    let changes = |h: &Value| -> Vec<(String, Value)> {
+        h.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] != "denied" && r["action"] != "request")
+            .map(|r| {
+                (
+                    r["action"].as_str().unwrap().to_string(),
+                    r["after"].clone(),
+                )
+            })
+            .collect()
+    };
+    let (s, h) = env
+        .req(
+            Method::GET,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{id}/history"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    let h = changes(&h);
+    let actions: Vec<&str> = h.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["volume.create", "snapshot.create", "volume.delete"],
+        "{h:?}"
+    );
+    assert_eq!(h[1].1["name"], "daily.1", "{h:?}");
+    assert_eq!(h[2].1["snapshots"], json!(["daily.1"]), "{h:?}");
+    let (s, h) = env
+        .req(
+            Method::GET,
+            Some(ALICE),
+            &format!("/api/v1/volumes/{rid}/history"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{h}");
+    let h = changes(&h);
+    assert_eq!(h[0].0, "snapshot.restore", "{h:?}");
+    assert_eq!(h[0].1["restored_from_snapshot"], sid, "{h:?}");
 
     // A volume of a plain-directory root path has no snapshots: 400 naming the layout.
     let (s, d) = env.create(ALICE, 1, "plain", 1, clients.clone()).await;

@@ -3,8 +3,7 @@
 //! it was taken, lives outside the volume (`<root>/.nfsprov-snapshots/<volume>/<name>`), is
 //! restored into a new exported volume with that data, and keeps its volume from being deleted
 //! unless the delete asks for the snapshots to go too; each change is in the volume's history
-//! (audit trail). A volume of a plain-directory root path
-//! has no snapshots.
+//! (audit trail). A volume of a plain-directory root path has no snapshots.
 
 mod common;
 

@@ -768,6 +768,7 @@ async fn insert_volumes(db: &Datastore, owner: UserId, rp: RootPathId, n: usize)
                 adopt_existing: false,
                 idempotency_key: None,
                 request_hash: None,
+                restore_from: None,
             })
             .await
             .unwrap();

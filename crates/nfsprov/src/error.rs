@@ -20,6 +20,8 @@ pub enum Entity {
     Token,
     /// An HTTP route (the API's own 404).
     Route,
+    /// A snapshot of a volume.
+    Snapshot,
 }
 
 impl fmt::Display for Entity {
@@ -31,6 +33,7 @@ impl fmt::Display for Entity {
             Entity::Volume => "volume",
             Entity::Token => "token",
             Entity::Route => "route",
+            Entity::Snapshot => "snapshot",
         })
     }
 }
@@ -74,6 +77,12 @@ pub enum Clash {
     TokenName,
     /// The user holds as many live API tokens as allowed.
     TokenCount,
+    /// The volume already has a snapshot of the name.
+    SnapshotName,
+    /// The volume has as many snapshots as allowed.
+    SnapshotCount,
+    /// The volume has snapshots (a delete without `with_snapshots`).
+    Snapshots,
 }
 
 /// Which part of a client rule a backend cannot honour.

@@ -4,7 +4,9 @@
 //!
 //! Points: `after-apply` (abort: the server changed, the database not yet; `reconcile`),
 //! `panic-once` (a reconciler panics once; `reconcile`), `create-batch-panic-once` (the create
-//! thread panics once, in the middle of a batch's transaction; `datastore::create`).
+//! thread panics once, in the middle of a batch's transaction; `datastore::create`),
+//! `after-snapshot` (abort: snapshots made or removed on the server, the database not yet told;
+//! `reconcile`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -36,6 +36,7 @@ macro_rules! typed_id {
 }
 typed_id!(ServerId, RootPathId, UserId, VolumeId);
 typed_id!(TokenId);
+typed_id!(SnapshotId);
 
 /// Lifecycle of a volume. `creating`/`updating`/`deleting` mean the database holds a change the
 /// server has not yet confirmed.
@@ -458,6 +459,98 @@ pub enum Outcome {
     Pending {
         id: VolumeId,
         generation: i64,
+        message: String,
+    },
+}
+
+// ---- snapshots (issue 12, migration 0010) ---------------------------------------------------
+
+/// Where a volume's snapshots live below its root path: hidden, root's own (0700), and
+/// outside every volume, so no NFS client can reach or remove them.
+pub const SNAPSHOT_DIR: &str = ".nfsprov-snapshots";
+
+/// Lifecycle of a snapshot, like a volume's: `creating` and `deleting` wait for the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotState {
+    Creating,
+    Available,
+    Deleting,
+    Deleted,
+    Error,
+}
+
+impl SnapshotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotState::Creating => "creating",
+            SnapshotState::Available => "available",
+            SnapshotState::Deleting => "deleting",
+            SnapshotState::Deleted => "deleted",
+            SnapshotState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            SnapshotState::Creating,
+            SnapshotState::Available,
+            SnapshotState::Deleting,
+            SnapshotState::Deleted,
+            SnapshotState::Error,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+
+    /// Nothing left for the reconciler to do.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            SnapshotState::Available | SnapshotState::Deleted | SnapshotState::Error
+        )
+    }
+}
+
+/// A read-only btrfs snapshot of a volume.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub volume_id: VolumeId,
+    pub name: crate::spec::SnapshotName,
+    pub state: SnapshotState,
+    /// Its qgroup's exclusive bytes as last read on the server (`None`: not read yet).
+    pub exclusive_bytes: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A snapshot as the reconciler needs it: where it is and what to do.
+#[derive(Debug, Clone)]
+pub struct SnapshotTask {
+    pub id: SnapshotId,
+    pub volume: VolumeId,
+    pub root: String,
+    /// The volume's sub path below `root`.
+    pub sub: String,
+    pub name: String,
+    pub state: SnapshotState,
+}
+
+/// What a pass found about a snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SnapshotOutcome {
+    /// Made (or found made) and read-only; its exclusive bytes if the qgroup could be read.
+    Available {
+        id: SnapshotId,
+        exclusive_bytes: Option<i64>,
+    },
+    Deleted {
+        id: SnapshotId,
+    },
+    Failed {
+        id: SnapshotId,
         message: String,
     },
 }

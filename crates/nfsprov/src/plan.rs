@@ -42,6 +42,9 @@ pub struct Dir {
     /// Its root path's layout: a plain directory, or a btrfs subvolume limited to `size_gb`.
     pub layout: Layout,
     pub size_gb: i64,
+    /// A volume restored from a snapshot: (the snapshot's volume id, its name). Set by the
+    /// reconciler from the database (`restores`), not by [`Plan::build`].
+    pub restore: Option<(String, String)>,
 }
 
 /// A volume whose export must go and whose data must be retained or purged.
@@ -128,6 +131,7 @@ impl Plan {
                         generation: v.generation,
                         layout: v.layout,
                         size_gb: v.size_gb,
+                        restore: None,
                     };
                     if v.applied_clients.is_none() && !rejected {
                         plan.create.push(dir);

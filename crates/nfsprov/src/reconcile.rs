@@ -243,8 +243,12 @@ impl Hub {
             .instrument(span.clone())
             .await;
         let result = match result {
-            Ok(()) => self.sizes(task, full).instrument(span.clone()).await,
-            failed => failed,
+            Ok(settled) => {
+                self.after_pass(task, full, settled)
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(e) => Err(e),
         };
         let next = match &result {
             Ok(()) => task
@@ -268,7 +272,8 @@ impl Hub {
         next
     }
 
-    /// Bring one server in line with the database: one or a few passes.
+    /// Bring one server in line with the database: one or a few passes, then the snapshot
+    /// step (not sizes: they belong to a reconciler task, which keeps when it last sampled).
     pub async fn reconcile_server(
         &self,
         server_id: ServerId,
@@ -277,10 +282,24 @@ impl Hub {
     ) -> anyhow::Result<()> {
         let mut unresolved = precheck::Unresolved::default();
         let mut counts = PassCounts::default();
-        self.reconcile_with(server_id, session, full, &mut unresolved, &mut counts)
-            .await
+        let settled = self
+            .reconcile_with(server_id, session, full, &mut unresolved, &mut counts)
+            .await?;
+        match session.as_mut() {
+            Some(sess) if settled => {
+                let server = self.inner.db.server(server_id).await?;
+                let r = self.snapshot_step(&server, sess, full).await;
+                if r.is_err() {
+                    *session = None;
+                }
+                r
+            }
+            _ => Ok(()),
+        }
     }
 
+    /// The volumes' pass (one or a few quick passes); `Ok(true)` when it settled with nothing
+    /// left to rerun.
     async fn reconcile_with(
         &self,
         server_id: ServerId,
@@ -288,7 +307,7 @@ impl Hub {
         full: bool,
         unresolved: &mut precheck::Unresolved,
         counts: &mut PassCounts,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         fault::panic_once("panic-once");
         let mut prof = PassProfile::start();
         let db = &self.inner.db;
@@ -312,6 +331,12 @@ impl Hub {
             counts.volumes = volumes.len();
             let mut plan = off_worker(|| Plan::build_excluding(&volumes, &excluded));
             plan.full = full;
+            if plan.create.iter().any(|d| d.layout == Layout::Btrfs) {
+                let mut sources = db.restore_sources(server_id).await?;
+                for d in &mut plan.create {
+                    d.restore = sources.remove(&d.volume);
+                }
+            }
             plan.repair = std::mem::take(&mut repair);
             prof.lap(Phase::Plan);
             if session.is_none() {
@@ -463,8 +488,68 @@ impl Hub {
                 excluded.extend(report.blamed.iter().copied());
                 continue;
             }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The steps that follow a volumes' pass that went well, on its session: the snapshot
+    /// step (only once the pass settled, so a restore's source exists and a deleted volume is
+    /// handled), then sizes (resizes and sampling, which then see the snapshots just made).
+    /// Neither skips the other: a failure of the snapshot step is reported after sizes ran
+    /// (unless it lost the connection, which sizes would need too).
+    async fn after_pass(
+        &self,
+        task: &mut TaskState,
+        full: bool,
+        settled: bool,
+    ) -> anyhow::Result<()> {
+        let snapshots = match task.session.as_mut() {
+            Some(sess) if settled => {
+                let server = self.inner.db.server(task.server).await?;
+                let r = self.snapshot_step(&server, sess, full).await;
+                if r.as_ref().is_err_and(|e| e.is::<RemoteError>()) {
+                    task.session = None;
+                }
+                r
+            }
+            _ => Ok(()),
+        };
+        let sizes = self.sizes(task, full).await;
+        match (snapshots, sizes) {
+            (Err(a), Err(b)) => Err(a.context(format!("and then: {b:#}"))),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    }
+
+    /// Snapshots (btrfs): after the volumes' pass, on the same connection, one script for the
+    /// snapshots that wait for the server (`backend::snapshot`); outcomes recorded per
+    /// snapshot. A failure to reach the server leaves them waiting for the next pass.
+    async fn snapshot_step(
+        &self,
+        server: &Server,
+        sess: &mut Session,
+        full: bool,
+    ) -> anyhow::Result<()> {
+        let db = &self.inner.db;
+        let tasks = db.server_snapshot_tasks(server.id, full).await?;
+        if tasks.is_empty() {
             return Ok(());
         }
+        let script = backend::snapshot::script(&tasks);
+        let out = sess.run(&script, self.inner.tuning.pass_timeout).await?;
+        if tasks.iter().any(|t| !t.state.is_settled()) {
+            fault::abort_at("after-snapshot");
+        }
+        let outcomes = backend::snapshot::judge(&tasks, &out);
+        for o in &outcomes {
+            if let crate::model::SnapshotOutcome::Failed { id, message } = o {
+                tracing::warn!(server = %server.name, snapshot = %id, "snapshot step failed: {message}");
+            }
+        }
+        db.record_snapshot_outcomes(&outcomes).await?;
+        self.inner.changed.notify_waiters();
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use clap::{Arg, Args, Command};
 use crate::spec::{
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_VOLUME_GB, Limits, MAX_CLIENTS_CEILING, MAX_GB,
 };
+use crate::spec::{DEFAULT_MAX_SNAPSHOTS, MAX_SNAPSHOTS_CEILING};
 
 /// Everything `nfsprov serve` reads besides its data directory and listen address.
 #[derive(Args, Clone, Debug, Default)]
@@ -262,6 +263,9 @@ pub struct RequestLimits {
     /// Most clients per volume.
     #[arg(long = "max-clients", env = "NFSPROV_MAX_CLIENTS", default_value_t = DEFAULT_MAX_CLIENTS, value_parser = in_range::<usize>(1, MAX_CLIENTS_CEILING))]
     pub max_clients: usize,
+    /// Most snapshots per volume (btrfs root paths).
+    #[arg(long = "max-snapshots", env = "NFSPROV_MAX_SNAPSHOTS", default_value_t = DEFAULT_MAX_SNAPSHOTS, value_parser = in_range::<usize>(1, MAX_SNAPSHOTS_CEILING))]
+    pub max_snapshots: usize,
 }
 
 impl Default for RequestLimits {
@@ -269,6 +273,7 @@ impl Default for RequestLimits {
         RequestLimits {
             max_volume_gb: DEFAULT_MAX_VOLUME_GB,
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_snapshots: DEFAULT_MAX_SNAPSHOTS,
         }
     }
 }
@@ -278,6 +283,7 @@ impl From<RequestLimits> for Limits {
         Limits {
             max_volume_gb: r.max_volume_gb,
             max_clients: r.max_clients,
+            max_snapshots: r.max_snapshots,
         }
     }
 }

@@ -124,6 +124,13 @@ enum Access {
     /// Each user's own API tokens, whatever the role: listed, made and revoked by their user
     /// only (another user's token is "not found", to administrators too).
     OwnTokens,
+    /// A volume's snapshots, read: like the volume.
+    SnapshotRead,
+    /// A volume's snapshots, changed (made, deleted, restored): like changing the volume. The
+    /// servers here never answer and root path 1 is a plain directory, so an allowed request
+    /// gets as far as the snapshot's own checks (400 naming `layout`, 404 naming the
+    /// snapshot), never a refusal by role or tenant.
+    SnapshotWrite,
 }
 
 fn access(method: &Method, path: &str) -> Access {
@@ -146,6 +153,14 @@ fn access(method: &Method, path: &str) -> Access {
             "/api/v1/servers/{name}" | "/api/v1/users/{username}" | "/api/v1/rootpaths/{id}",
         ) => AdminWrite,
         ("GET" | "POST", "/api/v1/tokens") | ("DELETE", "/api/v1/tokens/{id}") => OwnTokens,
+        ("GET", "/api/v1/volumes/{id}/snapshots" | "/api/v1/volumes/{id}/snapshots/{sid}") => {
+            SnapshotRead
+        }
+        (
+            "POST",
+            "/api/v1/volumes/{id}/snapshots" | "/api/v1/volumes/{id}/snapshots/{sid}/restore",
+        )
+        | ("DELETE", "/api/v1/volumes/{id}/snapshots/{sid}") => SnapshotWrite,
         // Usage samples of one volume (issue 12): read like the volume.
         ("GET", "/api/v1/volumes/{id}/usage") => VolumeRead,
         _ => panic!(
@@ -178,6 +193,10 @@ fn body_for(method: &Method, path: &str, n: usize) -> Option<Value> {
             json!({"export_policy": {"max_volume_gb": 100 + n}})
         }
         ("POST", "/api/v1/tokens") => json!({"name": format!("matrix {n}"), "expires_in_days": 1}),
+        ("POST", "/api/v1/volumes/{id}/snapshots") => json!({"name": format!("s{n}")}),
+        ("POST", "/api/v1/volumes/{id}/snapshots/{sid}/restore") => {
+            json!({"sub_path": format!("r{n}"), "clients": [{"host": "10.1.0.3"}]})
+        }
         (_, _) if *method == Method::GET || *method == Method::DELETE => return None,
         _ => panic!("{method} {path}: no request body known for it (tests/roles.rs)"),
     })
@@ -201,6 +220,7 @@ fn fill(path: &str, ids: &Ids) -> String {
     };
     path.replace("{id}", &id.to_string())
         .replace("{pk}", &ids.volume.to_string())
+        .replace("{sid}", "1")
         .replace("{name}", "srv1")
         .replace("{username}", BOB.0)
 }
@@ -278,24 +298,52 @@ async fn every_endpoint_with_every_role_and_another_tenants_ids() {
                 }
                 (_, Access::OwnTokens) => None,
                 (l, _) if l == ADMIN => None,
-                (l, Access::VolumeRead | Access::VolumeHistory | Access::AdminRead)
-                    if l == AUDREY =>
-                {
-                    None
-                }
+                (
+                    l,
+                    Access::VolumeRead
+                    | Access::VolumeHistory
+                    | Access::AdminRead
+                    | Access::SnapshotRead,
+                ) if l == AUDREY => None,
                 (l, _) if l == AUDREY => Some(StatusCode::FORBIDDEN),
                 (_, Access::AdminRead | Access::AdminWrite) => Some(StatusCode::FORBIDDEN),
                 (_, Access::VolumeCreate) => None,
-                (_, Access::VolumeRead | Access::VolumeHistory | Access::VolumeWrite) if own => {
-                    None
-                }
-                (_, Access::VolumeRead | Access::VolumeHistory | Access::VolumeWrite) => {
-                    Some(StatusCode::NOT_FOUND)
-                }
+                (
+                    _,
+                    Access::VolumeRead
+                    | Access::VolumeHistory
+                    | Access::VolumeWrite
+                    | Access::SnapshotRead
+                    | Access::SnapshotWrite,
+                ) if own => None,
+                (
+                    _,
+                    Access::VolumeRead
+                    | Access::VolumeHistory
+                    | Access::VolumeWrite
+                    | Access::SnapshotRead
+                    | Access::SnapshotWrite,
+                ) => Some(StatusCode::NOT_FOUND),
             };
+            let snapshots = matches!(acc, Access::SnapshotRead | Access::SnapshotWrite);
             match expect_refused {
                 Some(refusal) => {
                     assert_eq!(status, refusal, "{what}");
+                    if snapshots && refusal == StatusCode::NOT_FOUND {
+                        let msg = body["error"]["message"].as_str().unwrap_or_default();
+                        assert!(msg.starts_with("volume "), "{what}: the volume is hidden");
+                    }
+                    assert_eq!(api.snapshot().await, before, "{what} changed something");
+                }
+                // Past the role and tenant checks: the snapshot's own answer (see `Access`).
+                None if snapshots && !status.is_success() => {
+                    let msg = body["error"]["message"].as_str().unwrap_or_default();
+                    let field = body["error"]["field"].as_str().unwrap_or_default();
+                    assert!(
+                        (status == StatusCode::BAD_REQUEST && field == "layout")
+                            || (status == StatusCode::NOT_FOUND && msg.starts_with("snapshot ")),
+                        "{what}"
+                    );
                     assert_eq!(api.snapshot().await, before, "{what} changed something");
                 }
                 None => assert!(status.is_success(), "{what}"),

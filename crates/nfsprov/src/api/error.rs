@@ -90,6 +90,9 @@ fn field(e: &Error, api: Api) -> Option<String> {
             Clash::VolumeState => return None,
             Clash::TokenName => "name",
             Clash::TokenCount => return None,
+            Clash::SnapshotName => "name",
+            Clash::SnapshotCount => return None,
+            Clash::Snapshots => "with_snapshots",
         }
         .into(),
         Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. } => "size_gb".into(),

@@ -89,7 +89,10 @@ async fn remove(
     Audited(ctx): Audited,
     Path(pk): Path<String>,
 ) -> HResult<StatusCode> {
-    let v = st.db().delete_volume(parse_pk(&pk)?, &user, &ctx).await?;
+    let v = st
+        .db()
+        .delete_volume(parse_pk(&pk)?, &user, false, &ctx)
+        .await?;
     st.hub.poke(v.server_id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -203,6 +206,7 @@ async fn create(
         adopt_existing: false,
         idempotency_key: None,
         request_hash: None,
+        restore_from: None,
     };
     let v = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) | Created::Replayed(v) => v,

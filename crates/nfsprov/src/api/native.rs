@@ -15,14 +15,14 @@ use sha2::{Digest, Sha256};
 
 use super::audit::{fields, record_change};
 use super::response::{
-    Health, RootPathBody, RootUsageBody, ServerBody, UsageBody, UserBody, VolumeBody,
+    Health, RootPathBody, RootUsageBody, ServerBody, SnapshotBody, UsageBody, UserBody, VolumeBody,
     VolumeDetailBody, VolumeUsageBody,
 };
 use super::{Admin, AdminWriter, AppState, Audited, Caller, NativeError, Route, Writer};
 use crate::datastore::{Created, NewServer, NewVolume, UserChange};
 use crate::error::{Entity, Error};
 use crate::model::*;
-use crate::spec::{self, DirMode, ExportOptions, SubPath};
+use crate::spec::{self, DirMode, ExportOptions, SnapshotName, SubPath};
 
 type NResult<T> = Result<T, NativeError>;
 
@@ -35,6 +35,14 @@ pub fn routes() -> Vec<Route> {
         Route::get("/api/v1/volumes/{id}", show_volume),
         Route::patch("/api/v1/volumes/{id}", patch_volume),
         Route::delete("/api/v1/volumes/{id}", delete_volume),
+        Route::get("/api/v1/volumes/{id}/snapshots", list_snapshots),
+        Route::post("/api/v1/volumes/{id}/snapshots", create_snapshot),
+        Route::get("/api/v1/volumes/{id}/snapshots/{sid}", show_snapshot),
+        Route::delete("/api/v1/volumes/{id}/snapshots/{sid}", delete_snapshot),
+        Route::post(
+            "/api/v1/volumes/{id}/snapshots/{sid}/restore",
+            restore_snapshot,
+        ),
         Route::get("/api/v1/rootpaths", list_root_paths),
         Route::post("/api/v1/rootpaths", create_root_path),
         Route::patch("/api/v1/rootpaths/{id}", patch_root_path),
@@ -88,6 +96,9 @@ struct WaitQuery {
     /// Listing: at most this many (1 to `MAX_PAGE`, the default).
     #[serde(default)]
     limit: Option<usize>,
+    /// Delete: the volume's snapshots go too (without it, a volume with snapshots is kept).
+    #[serde(default)]
+    with_snapshots: Option<bool>,
 }
 
 /// Most volumes in one listing response: bounds its size (about 1 KB each) whatever the
@@ -234,6 +245,7 @@ async fn create_volume(
         adopt_existing: req.adopt_existing,
         idempotency_key: key,
         request_hash,
+        restore_from: None,
     };
     let (v, replayed) = match st.db().create_volume_as(&nv, &ctx).await? {
         Created::New(v) => (v, false),
@@ -368,9 +380,167 @@ async fn delete_volume(
     Audited(ctx): Audited,
     Path(id): Path<String>,
 ) -> NResult<Response> {
-    let v = st.db().delete_volume(parse_id(&id)?, &user, &ctx).await?;
+    let with_snapshots = q.with_snapshots.unwrap_or(false);
+    let v = st
+        .db()
+        .delete_volume(parse_id(&id)?, &user, with_snapshots, &ctx)
+        .await?;
     st.hub.poke(v.server_id);
     respond_after_wait(&st, v, &q, StatusCode::OK).await
+}
+
+// ---- snapshots (issue 12) ------------------------------------------------------------------
+
+fn parse_snapshot_id(volume: VolumeId, sid: &str) -> Result<SnapshotId, Error> {
+    sid.parse::<i64>()
+        .map(SnapshotId)
+        .map_err(|_| Error::not_found(Entity::Snapshot, format!("{sid:?} of volume {volume}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSnapshotIn {
+    name: String,
+}
+
+/// 202 with the snapshot as recorded, or with `?wait=true` its settled state: `done` when
+/// made (or removed), 502 with the server's message when it failed.
+async fn respond_snapshot(
+    st: &AppState,
+    s: Snapshot,
+    q: &WaitQuery,
+    done: StatusCode,
+) -> NResult<Response> {
+    let mut s = s;
+    if q.wait.unwrap_or(false) {
+        let deadline = tokio::time::Instant::now() + q.timeout();
+        while !s.state.is_settled() {
+            let changed = st.hub.changed();
+            s = st.db().snapshot(s.id).await?;
+            if s.state.is_settled() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+                break;
+            }
+        }
+    }
+    let status = match s.state {
+        SnapshotState::Available | SnapshotState::Deleted => done,
+        SnapshotState::Error => StatusCode::BAD_GATEWAY,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(SnapshotBody::from(&s))).into_response())
+}
+
+async fn list_snapshots(
+    State(st): State<AppState>,
+    Caller(user): Caller,
+    Path(id): Path<String>,
+) -> NResult<Json<Vec<SnapshotBody>>> {
+    let snaps = st.db().snapshots_for(parse_id(&id)?, &user).await?;
+    Ok(Json(snaps.iter().map(SnapshotBody::from).collect()))
+}
+
+async fn create_snapshot(
+    State(st): State<AppState>,
+    Params(q): Params,
+    Writer(user): Writer,
+    Audited(ctx): Audited,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> NResult<Response> {
+    let id = parse_id(&id)?;
+    let req: CreateSnapshotIn = parse_body(&body)?;
+    let name = SnapshotName::parse(&req.name).map_err(field_err("name"))?;
+    let max = spec::limits().max_snapshots;
+    let s = st.db().create_snapshot(id, &user, &name, max, &ctx).await?;
+    let v = st.db().volume(id).await?;
+    st.hub.poke(v.server_id);
+    respond_snapshot(&st, s, &q, StatusCode::CREATED).await
+}
+
+async fn show_snapshot(
+    State(st): State<AppState>,
+    Caller(user): Caller,
+    Path((id, sid)): Path<(String, String)>,
+) -> NResult<Json<SnapshotBody>> {
+    let id = parse_id(&id)?;
+    let s = st
+        .db()
+        .snapshot_for(id, parse_snapshot_id(id, &sid)?, &user)
+        .await?;
+    Ok(Json(SnapshotBody::from(&s)))
+}
+
+async fn delete_snapshot(
+    State(st): State<AppState>,
+    Params(q): Params,
+    Writer(user): Writer,
+    Audited(ctx): Audited,
+    Path((id, sid)): Path<(String, String)>,
+) -> NResult<Response> {
+    let id = parse_id(&id)?;
+    let s = st
+        .db()
+        .delete_snapshot(id, parse_snapshot_id(id, &sid)?, &user, &ctx)
+        .await?;
+    let v = st.db().volume(id).await?;
+    st.hub.poke(v.server_id);
+    respond_snapshot(&st, s, &q, StatusCode::OK).await
+}
+
+/// A restore makes a new volume on the snapshot's root path, of its volume's size (charged
+/// to the caller's quota and the root path's capacity like a create).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreIn {
+    sub_path: String,
+    clients: Vec<ClientIn>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    uid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+}
+
+async fn restore_snapshot(
+    State(st): State<AppState>,
+    Params(q): Params,
+    Writer(user): Writer,
+    Audited(ctx): Audited,
+    Path((id, sid)): Path<(String, String)>,
+    body: Bytes,
+) -> NResult<Response> {
+    let id = parse_id(&id)?;
+    let sid = parse_snapshot_id(id, &sid)?;
+    let req: RestoreIn = parse_body(&body)?;
+    let sub_path = SubPath::parse(&req.sub_path).map_err(field_err("sub_path"))?;
+    let clients = parse_clients(&req.clients)?;
+    let uid = spec::owner_id(req.uid.unwrap_or(0)).map_err(field_err("uid"))?;
+    let gid = spec::owner_id(req.gid.unwrap_or(0)).map_err(field_err("gid"))?;
+    let mode = match &req.mode {
+        Some(m) => DirMode::parse(m).map_err(field_err("mode"))?,
+        None => DirMode::default(),
+    };
+    let source = st.db().restore_source(id, sid, &user).await?;
+    let nv = NewVolume {
+        owner: source.owner_id,
+        root_path: source.root_path_id,
+        sub_path,
+        size_gb: source.size_gb,
+        clients,
+        mode,
+        uid,
+        gid,
+        adopt_existing: false,
+        idempotency_key: None,
+        request_hash: None,
+        restore_from: Some(sid),
+    };
+    let v = match st.db().create_volume_as(&nv, &ctx).await? {
+        Created::New(v) | Created::Replayed(v) => v,
+    };
+    st.hub.poke(v.server_id);
+    respond_after_wait(&st, v, &q, StatusCode::CREATED).await
 }
 
 // ---- admin ---------------------------------------------------------------------------------

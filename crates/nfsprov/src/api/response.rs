@@ -430,6 +430,38 @@ pub struct VolumeUsageBody {
     pub size_gb: i64,
 }
 
+// ---- snapshots (issue 12) ------------------------------------------------------------------
+
+/// A snapshot in the native API (`/api/v1/volumes/{id}/snapshots`).
+#[derive(Debug, Serialize)]
+pub struct SnapshotBody {
+    pub created_at: DateTime<Utc>,
+    /// Its exclusive bytes as last read from its btrfs qgroup (what counts against the
+    /// owner's quota); `null` until read (counted as 0).
+    pub exclusive_bytes: Option<i64>,
+    pub id: crate::model::SnapshotId,
+    pub last_error: Option<String>,
+    pub name: String,
+    pub state: crate::model::SnapshotState,
+    pub updated_at: DateTime<Utc>,
+    pub volume_id: VolumeId,
+}
+
+impl From<&crate::model::Snapshot> for SnapshotBody {
+    fn from(s: &crate::model::Snapshot) -> Self {
+        SnapshotBody {
+            created_at: s.created_at,
+            exclusive_bytes: s.exclusive_bytes,
+            id: s.id,
+            last_error: s.last_error.clone(),
+            name: s.name.to_string(),
+            state: s.state,
+            updated_at: s.updated_at,
+            volume_id: s.volume_id,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Each shape against the JSON text clients receive: these bodies are the API's contract

@@ -13,6 +13,7 @@
 pub mod ganesha;
 pub mod knfsd;
 pub mod layout;
+pub mod snapshot;
 pub mod usage;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -197,17 +198,25 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         if d.layout == Layout::Btrfs {
             // A subvolume each: created, limited and verified one by one (`nfsprov_mksv`).
             let (parent, name) = split_sub(&d.sub);
-            s.line(&[
+            let owner = format!("{}:{}", d.uid, d.gid);
+            let id = d.volume.to_string();
+            let bytes = layout::qgroup_bytes(d.size_gb).to_string();
+            let mut words = vec![
                 Lit("nfsprov_mksv"),
                 Arg(&mk_mark),
                 Arg(&d.root),
                 Arg(parent),
-                Arg(&format!("{}:{}", d.uid, d.gid)),
+                Arg(&owner),
                 Arg(&d.mode),
-                Arg(&d.volume.to_string()),
+                Arg(&id),
                 Arg(name),
-                Arg(&layout::qgroup_bytes(d.size_gb).to_string()),
-            ]);
+                Arg(&bytes),
+            ];
+            if let Some((svid, sname)) = &d.restore {
+                words.push(Arg(svid));
+                words.push(Arg(sname));
+            }
+            s.line(&words);
             continue;
         }
         groups

@@ -220,13 +220,26 @@ nfsprov_chk() {
 nfsprov_issv() {
   [ "$(stat -f -c %T . 2>/dev/null)" = btrfs ] && [ "$(stat -c %i . 2>/dev/null)" = 256 ]
 }
-# nfsprov_mksv MARK ROOT PARENT OWNER MODE ID NAME BYTES: a volume of a btrfs root path: a
+# nfsprov_restore ROOT VID NAME DEST: DEST (an absolute path) becomes a writable snapshot of
+# snapshot NAME of volume VID (restore into a new volume); the snapshot is reached without
+# following a symbolic link and must carry the volume's mark.
+nfsprov_restore() {
+  if ! nfsprov_in "$1" ".nfsprov-snapshots/$2"; then printf '%s\n' "$nfsprov_why"; return 1; fi
+  if [ -L "$3" ] || ! (cd -P -- "$3" 2>/dev/null && nfsprov_issv) || ! nfsprov_ours "$3" "$2"; then
+    printf '%s\n' "$1/.nfsprov-snapshots/$2/$3 is not a snapshot nfsprov made of volume $2"
+    return 1
+  fi
+  btrfs subvolume snapshot -- "$PWD/$3" "$4" >/dev/null
+}
+# nfsprov_mksv MARK ROOT PARENT OWNER MODE ID NAME BYTES [SVID SNAME]: a volume of a btrfs root path: a
 # subvolume limited to BYTES by its qgroup. Like nfsprov_mkg: `btrfs subvolume create` fails on
 # anything already there (check and create are one step), a name that exists beforehand is
 # accepted only if it is a subvolume carrying nfsprov's mark for ID (a pass cut short), nothing
 # is done through a symbolic link, and the mark is written from inside, root-only, with
 # noclobber. The limit is set from inside the subvolume and read back: the volume is reported
-# done only if its qgroup's max_referenced is BYTES.
+# done only if its qgroup's max_referenced is BYTES. Given SVID and SNAME (a restore), the
+# subvolume is a writable snapshot of that snapshot, whose copied mark of volume SVID is
+# replaced by this volume's.
 nfsprov_mksv() {
   nfsprov_at=$2${3:+/$3}
   if ! nfsprov_in "$2" "$3" mk; then
@@ -237,11 +250,17 @@ nfsprov_mksv() {
   nfsprov_dir=$PWD nfsprov_err= nfsprov_k=
   if [ -L "$7" ]; then
     nfsprov_err="$nfsprov_at/$7 is a symbolic link; nfsprov never follows symbolic links below a root path"
+  elif [ ! -e "$7" ] && [ -n "$9" ]; then
+    nfsprov_out=$(nfsprov_restore "$2" "$9" "${10}" "$nfsprov_dir/$7" 2>&1) || nfsprov_err="restoring snapshot ${10} of volume $9 into $nfsprov_at/$7 failed: $nfsprov_out"
+    nfsprov_k=r
   elif [ ! -e "$7" ]; then
     nfsprov_out=$(btrfs subvolume create -- "$7" 2>&1) || nfsprov_err="creating btrfs subvolume $nfsprov_at/$7 failed: $nfsprov_out"
     nfsprov_k=n
   elif [ -d "$7" ] && nfsprov_ours "$7" "$6"; then
     nfsprov_k=e
+  elif [ -n "$9" ] && [ -d "$7" ] && nfsprov_ours "$7" "$9"; then
+    # Restored by a pass cut short before the volume's own mark was written.
+    nfsprov_k=r
   else
     nfsprov_err="$nfsprov_at/$7 already exists on the server and was not created by nfsprov"
   fi
@@ -252,6 +271,10 @@ nfsprov_mksv() {
       nfsprov_err="$nfsprov_at/$7 is not a btrfs subvolume"
     elif [ "$nfsprov_k" = n ] && ! { [ -O . ] && chmod 0700 . ; }; then
       nfsprov_err="$nfsprov_at/$7 already exists on the server and was not created by nfsprov"
+    elif [ "$nfsprov_k" = r ] && ! { nfsprov_ours . "$9" && chmod 0700 . && rm -f -- ".nfsprov-volume-$9" ; }; then
+      nfsprov_err="$nfsprov_at/$7 is not the copy of snapshot ${10} nfsprov made"
+    elif [ "$nfsprov_k" = r ] && ! (set -C; printf 'created by nfsprov for volume %s\n' "$6" 2>/dev/null > ".nfsprov-volume-$6"); then
+      nfsprov_err="creating $nfsprov_at/$7 failed: cannot write its ownership mark"
     elif [ "$nfsprov_k" = n ] && ! (set -C; printf 'created by nfsprov for volume %s\n' "$6" 2>/dev/null > ".nfsprov-volume-$6"); then
       nfsprov_err="creating $nfsprov_at/$7 failed: cannot write its ownership mark"
     elif ! nfsprov_out=$(btrfs qgroup limit -- "$8" . 2>&1); then
@@ -269,5 +292,90 @@ nfsprov_mksv() {
     fi
   fi
   if [ -n "$nfsprov_err" ]; then nfsprov_fail "$1" "$6" "$nfsprov_err"; else nfsprov_say "$1" "$6" 0; fi
+  cd /
+}
+# ---- snapshots (issue 12) ----
+# nfsprov_snapdir ROOT VID: enter ROOT/.nfsprov-snapshots/VID, creating what is missing; both
+# levels must be root's own and are kept 0700, so only root can make anything in them.
+nfsprov_snapdir() {
+  nfsprov_in "$1" .nfsprov-snapshots mk || return 1
+  if ! [ -O . ]; then nfsprov_why="$1/.nfsprov-snapshots is not root's own"; return 1; fi
+  chmod 0700 . 2>/dev/null
+  if [ -L "$2" ]; then nfsprov_why="$1/.nfsprov-snapshots/$2 is a symbolic link"; return 1; fi
+  if [ ! -e "$2" ]; then mkdir -m 0700 -- "$2" 2>/dev/null; fi
+  nfsprov_sdp=$PWD
+  if ! cd -P -- "$2" 2>/dev/null || [ "$PWD" != "$nfsprov_sdp/$2" ] || ! [ -O . ]; then
+    nfsprov_why="$1/.nfsprov-snapshots/$2 is not a directory of root's own"
+    return 1
+  fi
+  chmod 0700 . 2>/dev/null
+}
+# nfsprov_isro NAME: NAME (in the current directory) is a read-only btrfs subvolume.
+nfsprov_isro() {
+  [ "$(btrfs property get -ts -- "$1" ro 2>/dev/null)" = ro=true ]
+}
+# nfsprov_snap MARK SID ROOT SUB VID NAME new|old: a read-only snapshot of volume VID (ROOT/SUB, a
+# subvolume carrying nfsprov's mark) at ROOT/.nfsprov-snapshots/VID/NAME. A NAME already
+# there is accepted only as a read-only subvolume carrying the volume's mark (a snapshot this
+# step made before, as the mark is copied with the volume); nothing else is taken over. The
+# snapshot's exclusive bytes are printed (`excl N`) from its qgroup. With old (a snapshot
+# recorded as made) a missing one is reported, never made again.
+nfsprov_snap() {
+  nfsprov_err=
+  if ! nfsprov_snapdir "$3" "$5"; then
+    nfsprov_say "$1" "$2" 1 "snapshot directory for volume $5: $nfsprov_why"; cd /; return 0
+  fi
+  nfsprov_sd=$PWD nfsprov_at=$3/.nfsprov-snapshots/$5/$6
+  if [ -L "$6" ]; then
+    nfsprov_err="$nfsprov_at is a symbolic link; nfsprov never follows symbolic links below a root path"
+  elif [ -e "$6" ]; then
+    if ! (cd -P -- "$6" 2>/dev/null && nfsprov_issv) || ! nfsprov_ours "$6" "$5" || ! nfsprov_isro "$6"; then
+      nfsprov_err="$nfsprov_at already exists on the server and is not a snapshot nfsprov made of volume $5"
+    fi
+  elif [ "$7" = old ]; then
+    nfsprov_err="$nfsprov_at is missing on the server (removed by hand?); it is not made again from the volume's current data"
+  elif ! nfsprov_in "$3" "$4"; then
+    nfsprov_err="cannot snapshot volume $5: $nfsprov_why"
+  elif ! nfsprov_issv || ! nfsprov_ours . "$5"; then
+    nfsprov_err="cannot snapshot volume $5: $3/$4 is not a btrfs subvolume nfsprov made for it"
+  elif ! nfsprov_out=$(btrfs subvolume snapshot -r -- . "$nfsprov_sd/$6" 2>&1); then
+    nfsprov_err="creating snapshot $nfsprov_at failed: $nfsprov_out"
+  fi
+  if [ -z "$nfsprov_err" ]; then
+    if ! cd -P -- "$nfsprov_sd" 2>/dev/null || [ "$PWD" != "$nfsprov_sd" ] || ! nfsprov_isro "$6"; then
+      nfsprov_err="$nfsprov_at is not a read-only btrfs subvolume after creating it"
+    fi
+  fi
+  if [ -n "$nfsprov_err" ]; then nfsprov_say "$1" "$2" 1 "$nfsprov_err"; cd /; return 0; fi
+  nfsprov_sv=$(cd -P -- "$6" && btrfs inspect-internal rootid . 2>/dev/null)
+  # A new snapshot's size is read after a sync (one per made snapshot); a full pass's check of
+  # old ones reads what the last commit shows (btrfs commits every 30 s by default).
+  if [ "$7" = new ]; then nfsprov_sy=--sync; else nfsprov_sy=; fi
+  btrfs qgroup show --raw $nfsprov_sy -f -- "$6" 2>/dev/null | while read -r nfsprov_q _ nfsprov_x _; do
+    if [ "$nfsprov_q" = "0/$nfsprov_sv" ]; then printf 'excl %s\n' "$nfsprov_x"; fi
+  done
+  nfsprov_say "$1" "$2" 0
+  cd /
+}
+# nfsprov_snapdel MARK SID ROOT VID NAME: remove snapshot NAME of volume VID; one that is not
+# there is done; one that is not a subvolume carrying the volume's mark is left (status 1).
+nfsprov_snapdel() {
+  nfsprov_in "$3" ".nfsprov-snapshots/$4"
+  case $? in
+    1) nfsprov_say "$1" "$2" 0; cd /; return 0 ;;
+    2) nfsprov_say "$1" "$2" 1 "not removing snapshot $5: $nfsprov_why"; cd /; return 0 ;;
+  esac
+  nfsprov_at=$3/.nfsprov-snapshots/$4/$5
+  if [ -L "$5" ]; then
+    rm -f -- "$5"
+    nfsprov_say "$1" "$2" $? "$nfsprov_at was a symbolic link; removed the link only"
+  elif [ ! -e "$5" ]; then
+    nfsprov_say "$1" "$2" 0
+  elif (cd -P -- "$5" 2>/dev/null && nfsprov_issv) && nfsprov_ours "$5" "$4"; then
+    nfsprov_out=$(btrfs subvolume delete -- "$5" 2>&1 >/dev/null)
+    nfsprov_say "$1" "$2" $? "$nfsprov_out"
+  else
+    nfsprov_say "$1" "$2" 1 "$nfsprov_at is not a snapshot nfsprov made of volume $4; left in place"
+  fi
   cd /
 }

@@ -267,7 +267,9 @@ mod tests {
         db.update_volume_clients(v.id, &viewer, &clients, &ctx())
             .await
             .unwrap();
-        db.delete_volume(v.id, &viewer, &ctx()).await.unwrap();
+        db.delete_volume(v.id, &viewer, false, &ctx())
+            .await
+            .unwrap();
         db.set_server_host_key(ServerId(1), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5BBBB", &ctx())
             .await
             .unwrap();

@@ -435,6 +435,12 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         ],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    if let Some(sid) = nv.restore_from {
+        db.execute(
+            "INSERT INTO restores (volume_id, snapshot_id) VALUES (?1, ?2)",
+            params![id, sid],
+        )?;
+    }
     if export_id > MAX_EXPORT_ID {
         // Ids ran past ganesha's range: take the lowest one free (rare).
         export_id = match lowest_free_export_id(db, server_id)? {
@@ -494,12 +500,22 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         Some(chain) => chain,
         None => pending.chain.insert(Chain::read_raw(db)?),
     };
+    // A restore is a create: recorded as one, naming the snapshot it is made from.
+    let mut after = super::audit::volume_fields(&v);
+    if let (Some(sid), Some(fields)) = (nv.restore_from, after.as_object_mut()) {
+        fields.insert("restored_from_snapshot".into(), serde_json::json!(sid));
+    }
     let entry = crate::audit::Entry {
-        action: "volume.create".into(),
+        action: if nv.restore_from.is_some() {
+            "snapshot.restore"
+        } else {
+            "volume.create"
+        }
+        .into(),
         object: Some(format!("volume/{id}")),
         volume_id: Some(id.0),
         before: None,
-        after: Some(super::audit::volume_fields(&v)),
+        after: Some(after),
         status: None,
         outcome: "recorded".into(),
     };
@@ -591,7 +607,7 @@ mod tests {
         assert_eq!(read.root_path.as_str(), "/srv/p");
         // Ids are not reused after a delete while they are below the limit.
         let viewer = db.user_by_name("u").await.unwrap();
-        db.delete_volume(b.id, &viewer, &crate::audit::Context::internal())
+        db.delete_volume(b.id, &viewer, false, &crate::audit::Context::internal())
             .await
             .unwrap();
         assert_eq!(create(&db, owner, rp, "c").await.export_id, 3);

@@ -30,6 +30,7 @@ mod create;
 mod outcomes;
 mod root_paths;
 mod servers;
+mod snapshots;
 mod sqlite;
 #[cfg(test)]
 mod test_fixture;

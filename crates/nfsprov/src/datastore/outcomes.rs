@@ -128,7 +128,12 @@ mod tests {
                 .collect();
         let viewer = db.user_by_name("u").await.unwrap();
         let deleting = db
-            .delete_volume(vols[4].id, &viewer, &crate::audit::Context::internal())
+            .delete_volume(
+                vols[4].id,
+                &viewer,
+                false,
+                &crate::audit::Context::internal(),
+            )
             .await
             .unwrap();
         let clients = clients_to_json(&vols[0].clients);

@@ -68,6 +68,7 @@ pub(super) fn new_volume(owner: UserId, rp: RootPathId, sub: &str) -> NewVolume 
         adopt_existing: false,
         idempotency_key: None,
         request_hash: None,
+        restore_from: None,
     }
 }
 

@@ -490,7 +490,7 @@ mod tests {
                 .await,
             Err(Error::NotFound { .. })
         ));
-        db.delete_volume(v.id, &u, &crate::audit::Context::internal())
+        db.delete_volume(v.id, &u, false, &crate::audit::Context::internal())
             .await
             .unwrap();
         assert!(matches!(

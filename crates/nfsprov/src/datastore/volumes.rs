@@ -27,6 +27,8 @@ pub struct NewVolume {
     pub idempotency_key: Option<String>,
     /// Fingerprint of the request body, to tell a retry from a different request reusing a key.
     pub request_hash: Option<String>,
+    /// Restore into this new volume: its subvolume is a writable snapshot of this snapshot.
+    pub restore_from: Option<SnapshotId>,
 }
 
 pub enum Created {
@@ -245,13 +247,16 @@ impl Datastore {
     }
 
     /// Mark a volume for deletion and release its quota and capacity at once.
+    /// Refused while it has snapshots, unless `with_snapshots`: then they go too.
     pub async fn delete_volume(
         &self,
         id: VolumeId,
         viewer: &User,
+        with_snapshots: bool,
         ctx: &Context,
     ) -> Result<Volume> {
-        self.mark_deleting(id, viewer, true, ctx).await
+        self.mark_deleting(id, viewer, true, with_snapshots, ctx)
+            .await
     }
 
     /// Undo a create the server refused (hootie's API answers such a create with an error, so
@@ -263,7 +268,7 @@ impl Datastore {
         owner: &User,
         ctx: &Context,
     ) -> Result<Volume> {
-        self.mark_deleting(id, owner, false, ctx).await
+        self.mark_deleting(id, owner, false, true, ctx).await
     }
 
     async fn mark_deleting(
@@ -271,6 +276,7 @@ impl Datastore {
         id: VolumeId,
         viewer: &User,
         check_lock: bool,
+        with_snapshots: bool,
         ctx: &Context,
     ) -> Result<Volume> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
@@ -294,6 +300,24 @@ impl Datastore {
             return Err(Error::not_found(Entity::Volume, id));
         }
         if state != "deleting" {
+            let snapshots = super::snapshots::live_snapshot_names(&mut tx, id).await?;
+            if !snapshots.is_empty() && !with_snapshots {
+                return Err(Error::conflict(
+                    Clash::Snapshots,
+                    format!(
+                        "volume {id} has snapshots ({}): delete them first, or delete the volume with ?with_snapshots=true",
+                        snapshots.join(", ")
+                    ),
+                ));
+            }
+            sqlx::query(
+                "UPDATE snapshots SET state = 'deleting', last_error = NULL, updated_at = ? \
+                 WHERE volume_id = ? AND state NOT IN ('deleted', 'deleting')",
+            )
+            .bind(now())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             let size: i64 = row.try_get("size_gb")?;
             let rp: RootPathId = row.try_get("root_path_id")?;
             sqlx::query(
@@ -327,7 +351,12 @@ impl Datastore {
                 object: Some(format!("volume/{id}")),
                 volume_id: Some(id.0),
                 before: Some(serde_json::json!({"state": state, "size_gb": size})),
-                after: Some(serde_json::json!({"state": "deleting", "size_gb": size})),
+                // With `with_snapshots`, the snapshots marked for removal with it.
+                after: Some(if snapshots.is_empty() {
+                    serde_json::json!({"state": "deleting", "size_gb": size})
+                } else {
+                    serde_json::json!({"state": "deleting", "size_gb": size, "snapshots": snapshots})
+                }),
                 status: None,
                 outcome: if check_lock {
                     "recorded; quota and capacity released"
@@ -395,7 +424,8 @@ mod tests {
             Err(Error::Locked(_))
         ));
         assert!(matches!(
-            db.delete_volume(v.id, &viewer, &Context::internal()).await,
+            db.delete_volume(v.id, &viewer, false, &Context::internal())
+                .await,
             Err(Error::Locked(_))
         ));
         assert!(matches!(

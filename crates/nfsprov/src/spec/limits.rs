@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_VOLUME_GB: i64 = 1 << 20;
 pub const DEFAULT_MAX_CLIENTS: usize = 64;
 /// Most clients an operator may allow per volume (one exports line stays manageable).
 pub const MAX_CLIENTS_CEILING: usize = 4096;
+/// Default most snapshots per volume.
+pub const DEFAULT_MAX_SNAPSHOTS: usize = 16;
+/// Most snapshots an operator may allow per volume.
+pub const MAX_SNAPSHOTS_CEILING: usize = 1024;
 /// Largest uid/gid: `u32::MAX` is chown's "leave unchanged" (-1), not an id.
 pub const MAX_ID: u32 = u32::MAX - 1;
 
@@ -24,6 +28,8 @@ pub const MAX_ID: u32 = u32::MAX - 1;
 pub struct Limits {
     pub max_volume_gb: i64,
     pub max_clients: usize,
+    /// Most live snapshots per volume.
+    pub max_snapshots: usize,
 }
 
 impl Default for Limits {
@@ -33,6 +39,7 @@ impl Default for Limits {
         Limits {
             max_volume_gb: DEFAULT_MAX_VOLUME_GB,
             max_clients: DEFAULT_MAX_CLIENTS,
+            max_snapshots: DEFAULT_MAX_SNAPSHOTS,
         }
     }
 }

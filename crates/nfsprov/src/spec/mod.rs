@@ -10,15 +10,18 @@ mod limits;
 mod options;
 mod path;
 pub mod policy;
+mod snapshot;
 
 pub use client::{ClientForm, ClientSpec};
 pub use limits::{
     DEFAULT_MAX_CLIENTS, DEFAULT_MAX_VOLUME_GB, MAX_CLIENTS_CEILING, install as install_limits,
 };
+pub use limits::{DEFAULT_MAX_SNAPSHOTS, MAX_SNAPSHOTS_CEILING};
 pub use limits::{Limits, MAX_GB, client_count, gb_amount, limits, owner_id, volume_size};
 pub use options::{ExportOption, ExportOptions, SecFlavor, SecFlavors};
 pub use path::{DirMode, RootDir, SubPath};
 pub use policy::{ExportPolicy, ExportPolicyDoc};
+pub use snapshot::{MAX_SNAPSHOT_NAME, SnapshotName};
 
 /// Why a user-supplied value was refused.
 ///

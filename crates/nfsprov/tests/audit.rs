@@ -9,27 +9,19 @@
 //! they claimed; export-policy 403s and rate-limit 429s included), within their bound; a volume's history is its owner's, the whole trail the admins'; and
 //! `nfsprov audit verify` names the first record changed behind its back.
 
+mod inproc;
+
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use base64::Engine as _;
+use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-use nfsprov::auth::AuthLimits;
-use nfsprov::model::Role;
-use nfsprov::reconcile::{Hub, Tuning};
+use nfsprov::reconcile::Hub;
 use nfsprov::serve::HttpLimits;
 
-type Login = (&'static str, &'static str);
-const ADMIN: Login = ("admin", "admin-pass-1");
-const ALICE: Login = ("alice", "alice-pass-1");
-const BOB: Login = ("bob", "bob-pass-01");
+use inproc::{ADMIN, ALICE, BOB, Login, Reply, basic};
 
-const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyNeverCheckedByTheseTests";
 const NEW_HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
@@ -37,18 +29,6 @@ struct Api {
     app: Router,
     _hub: Hub,
     dir: tempfile::TempDir,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    json: Value,
-}
-
-fn basic(login: Login) -> String {
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", login.0, login.1));
-    format!("Basic {token}")
 }
 
 impl Api {
@@ -59,52 +39,16 @@ impl Api {
 
     /// As [`Api::start`], with `limits`.
     async fn start_with(limits: &HttpLimits) -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, hub) = nfsprov::serve::app(
-            &dir.path().join("data"),
-            limits,
-            AuthLimits::default(),
-            Tuning::default(),
-            None,
-        )
-        .await
-        .unwrap();
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, Role::Admin, 0)
-            .await
-            .unwrap();
-        let api = Api {
+        let (app, hub, dir) = inproc::start_with(limits, 0).await;
+        inproc::add_srv1_pool1(&app, 100).await;
+        for login in [ALICE, BOB] {
+            inproc::add_user(&app, login, json!({"quota_gb": 10})).await;
+        }
+        Api {
             app,
             _hub: hub,
             dir,
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        for (path, body) in [
-            (
-                "/api/v1/servers",
-                json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_port": port,
-                       "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY}),
-            ),
-            (
-                "/api/v1/rootpaths",
-                json!({"server": "srv1", "path": "/srv/nfsprov/pool1", "capacity_gb": 100}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": ALICE.0, "password": ALICE.1, "quota_gb": 10}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": BOB.0, "password": BOB.1, "quota_gb": 10}),
-            ),
-        ] {
-            let r = api.req(Method::POST, Some(ADMIN), path, Some(body)).await;
-            assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.json);
         }
-        api
     }
 
     fn db_file(&self) -> std::path::PathBuf {
@@ -130,34 +74,20 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Reply {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(l) = login {
-            b = b.header(header::AUTHORIZATION, basic(l));
-        }
-        // A client's own request id is replaced by the server's.
-        b = b.header("x-request-id", "chosen-by-the-client");
-        let body = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let mut req = b.body(body).unwrap();
         let peer: SocketAddr = format!("{source}:40000").parse().unwrap();
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            json,
-        }
+        let authorization = login.map(basic);
+        // A client's own request id is replaced by the server's.
+        let headers = [("x-request-id", "chosen-by-the-client")];
+        inproc::request_from(
+            &self.app,
+            peer,
+            method,
+            authorization.as_deref(),
+            path,
+            &headers,
+            body,
+        )
+        .await
     }
 
     /// Every record, as an administrator reads them.

@@ -4,8 +4,11 @@
 // Each test file uses a part.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -111,6 +114,31 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Reply {
+    call(app, build(method, authorization, path, headers, body)).await
+}
+
+/// [`request`] from `peer`, as `serve` sees a connection's peer address (`ConnectInfo`).
+pub async fn request_from(
+    app: &Router,
+    peer: SocketAddr,
+    method: Method,
+    authorization: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let mut req = build(method, authorization, path, headers, body);
+    req.extensions_mut().insert(ConnectInfo(peer));
+    call(app, req).await
+}
+
+fn build(
+    method: Method,
+    authorization: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(path);
     if let Some(a) = authorization {
         b = b.header(header::AUTHORIZATION, a);
@@ -125,7 +153,7 @@ pub async fn request(
         }
         None => Body::empty(),
     };
-    call(app, b.body(body).unwrap()).await
+    b.body(body).unwrap()
 }
 
 /// One request with `authorization` as its `Authorization` header and `body` as JSON; the

@@ -13,44 +13,18 @@ mod inproc;
 
 use std::net::SocketAddr;
 
-use axum::Router;
 use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
 
-use nfsprov::reconcile::Hub;
 use nfsprov::serve::HttpLimits;
 
-use inproc::{ADMIN, ALICE, BOB, Login, Reply, basic};
+use inproc::{ADMIN, ALICE, Api, BOB, Login, Reply, basic};
 
 const NEW_HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
-struct Api {
-    app: Router,
-    _hub: Hub,
-    dir: tempfile::TempDir,
-}
-
+/// What these tests add to the shared [`inproc::Api`].
 impl Api {
-    /// Server `srv1` (a closed port: never reached), root path 1, users admin, alice, bob.
-    async fn start() -> Api {
-        Api::start_with(&HttpLimits::default()).await
-    }
-
-    /// As [`Api::start`], with `limits`.
-    async fn start_with(limits: &HttpLimits) -> Api {
-        let (app, hub, dir) = inproc::start_with(limits, 0).await;
-        inproc::add_srv1_pool1(&app, 100).await;
-        for login in [ALICE, BOB] {
-            inproc::add_user(&app, login, json!({"quota_gb": 10})).await;
-        }
-        Api {
-            app,
-            _hub: hub,
-            dir,
-        }
-    }
-
     fn db_file(&self) -> std::path::PathBuf {
         self.dir.path().join("data/nfsprov.db")
     }
@@ -116,7 +90,7 @@ fn find<'a>(trail: &'a [Value], request_id: &str) -> &'a Value {
 
 #[tokio::test]
 async fn changes_and_denied_attempts_each_leave_a_record() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let body = json!({"root_path_id": 1, "sub_path": "a", "size_gb": 2,
                       "clients": [{"host": "10.0.0.1", "options": "rw"}]});
     let created = api
@@ -245,7 +219,7 @@ async fn changes_and_denied_attempts_each_leave_a_record() {
 
 #[tokio::test]
 async fn a_volumes_history_is_its_owners_and_the_whole_trail_the_admins() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let body = json!({"root_path_id": 1, "sub_path": "a", "size_gb": 1,
                       "clients": [{"host": "10.0.0.1"}]});
     let created = api
@@ -309,7 +283,7 @@ async fn a_volumes_history_is_its_owners_and_the_whole_trail_the_admins() {
 
 #[tokio::test]
 async fn denied_attempts_are_recorded_within_their_bound() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let before = api.trail().await.len();
     // 30 requests without credentials from one address: 20 are recorded (the per-source
     // bound), and the other 10 are counted with the next attempt recorded.
@@ -349,7 +323,7 @@ fn nfsprov(data: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn audit_verify_names_the_first_record_changed_behind_its_back() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     for sub in ["a", "b"] {
         let body = json!({"root_path_id": 1, "sub_path": sub, "size_gb": 1,
                           "clients": [{"host": "10.0.0.1"}]});
@@ -407,7 +381,7 @@ async fn audit_verify_names_the_first_record_changed_behind_its_back() {
 
 #[tokio::test]
 async fn a_host_key_re_pinned_from_the_cli_is_recorded() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let data = api.dir.path().join("data");
     let pinned = nfsprov(
         &data,
@@ -447,7 +421,7 @@ fn with_action<'a>(trail: &'a [Value], action: &str) -> Vec<&'a Value> {
 
 #[tokio::test]
 async fn admin_changes_and_tokens_are_recorded_with_before_and_after_never_a_secret() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let trail = api.trail().await;
     // The set-up's creates (a server, a root path, two users), as the administrator.
     let r = with_action(&trail, "server.create")[0];
@@ -584,7 +558,7 @@ async fn export_policy_refusals_and_rate_limits_are_recorded_as_denied() {
     limits.rate.per_user = 1;
     // Enough for the set-up's four changes by the administrator.
     limits.rate.burst_per_user = 5;
-    let api = Api::start_with(&limits).await;
+    let api = Api::start_with(&limits, 100, 10).await;
     // The default policy: no root squash off for ordinary users.
     let refused = api
         .req(
@@ -640,7 +614,7 @@ async fn export_policy_refusals_and_rate_limits_are_recorded_as_denied() {
 
 #[tokio::test]
 async fn administrators_changes_from_the_cli_are_recorded() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let data = api.dir.path().join("data");
     for args in [
         &["user", "set", "bob", "--quota-gb", "3", "--locked", "true"][..],

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::btrfs::*;
 use common::*;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn refused_for_layout(s: StatusCode, v: &Value, says: &str) {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");

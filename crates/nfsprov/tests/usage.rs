@@ -39,17 +39,7 @@ async fn patch_size(env: &Env, id: i64, size_gb: i64) -> (StatusCode, Value) {
 }
 
 async fn used_gb(env: &Env, user: &str) -> i64 {
-    let (_, users) = env
-        .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
-        .await;
-    users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == user)
-        .unwrap_or_else(|| panic!("no user {user}: {users}"))["used_gb"]
-        .as_i64()
-        .unwrap()
+    env.user_row(user).await["used_gb"].as_i64().unwrap()
 }
 
 async fn root_path(env: &Env, id: i64) -> Value {

@@ -28,6 +28,18 @@ fn qgroup_limit(srv: &TestbedServer, path: &str) -> String {
         .unwrap_or_else(|| panic!("no qgroup for {path}: {show}"))
 }
 
+/// One server, alice's quota `quota_gb`, and the service sampling usage and resyncing every
+/// second.
+async fn start_sampling(quota_gb: i64) -> Env {
+    let mut env = Env::start(1, 100, quota_gb).await;
+    env.restart_with(&[
+        ("NFSPROV_USAGE_INTERVAL_SECS", "1"),
+        ("NFSPROV_RESYNC_SECS", "1"),
+    ])
+    .await;
+    env
+}
+
 async fn patch_size(env: &Env, id: i64, size_gb: i64) -> (StatusCode, Value) {
     env.req(
         Method::PATCH,
@@ -74,12 +86,7 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
         return;
     }
     // alice: a 5 GB quota; the btrfs root path: 3 GB of capacity.
-    let mut env = Env::start(1, 100, 5).await;
-    env.restart_with(&[
-        ("NFSPROV_USAGE_INTERVAL_SECS", "1"),
-        ("NFSPROV_RESYNC_SECS", "1"),
-    ])
-    .await;
+    let mut env = start_sampling(5).await;
     let srv = env.server("srv1");
     let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
     let (s, rp) = add_root_path(&env, BTRFS_ROOT, "btrfs").await;
@@ -229,12 +236,7 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
 /// its usage is sampled with `du`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_usage_is_sampled_by_du_and_resize_is_bookkeeping() {
-    let mut env = Env::start(1, 100, 50).await;
-    env.restart_with(&[
-        ("NFSPROV_USAGE_INTERVAL_SECS", "1"),
-        ("NFSPROV_RESYNC_SECS", "1"),
-    ])
-    .await;
+    let env = start_sampling(50).await;
     let srv = env.server("srv1");
     let mut ids = Vec::new();
     for sub in ["d/one", "d/two.x"] {

@@ -10,42 +10,16 @@
 
 mod inproc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use inproc::{ADMIN, ALICE, BOB, HOST_KEY, Login, Reply, basic};
-use nfsprov::reconcile::Hub;
+use inproc::{ADMIN, ALICE, Api, BOB, HOST_KEY, Login, Reply, basic};
 use nfsprov::serve::HttpLimits;
 
-struct Api {
-    app: Router,
-    _hub: Hub,
-    _dir: tempfile::TempDir,
-}
-
+/// What these tests add to the shared [`inproc::Api`].
 impl Api {
-    /// Server `srv1` (never reachable), root path 1 `/srv/nfsprov/pool1` of `capacity_gb`,
-    /// users admin, alice and bob (quota `quota_gb`): as the e2e harness sets up, minus servers.
-    async fn start(capacity_gb: i64, quota_gb: i64) -> Api {
-        Api::start_with(HttpLimits::default(), capacity_gb, quota_gb).await
-    }
-
-    async fn start_with(limits: HttpLimits, capacity_gb: i64, quota_gb: i64) -> Api {
-        let (app, hub, dir) = inproc::start_with(&limits, 0).await;
-        inproc::add_srv1_pool1(&app, capacity_gb).await;
-        for login in [ALICE, BOB] {
-            inproc::add_user(&app, login, json!({"quota_gb": quota_gb})).await;
-        }
-        Api {
-            app,
-            _hub: hub,
-            _dir: dir,
-        }
-    }
-
     async fn send(&self, req: Request<Body>) -> Reply {
         inproc::call(&self.app, req).await
     }
@@ -351,7 +325,7 @@ async fn bodies_must_be_json_within_the_size_limit() {
         max_body_bytes: 4096,
         ..HttpLimits::default()
     };
-    let api = Api::start_with(limits, 100, 50).await;
+    let api = Api::start_with(&limits, 100, 50).await;
     let before = api.snapshot().await;
     let json_body = native_body("a", 1).to_string();
     // (path, headers, expected status)
@@ -1389,7 +1363,7 @@ async fn a_bursting_user_is_rate_limited_and_a_quiet_one_is_not() {
         ..HttpLimits::default()
     };
     // The setup's four changes by admin fit admin's own burst.
-    let api = Api::start_with(limits, 1000, 100).await;
+    let api = Api::start_with(&limits, 1000, 100).await;
     let (mut alice_ok, mut alice_limited, mut bob_statuses) = (0, Vec::new(), Vec::new());
     for i in 0..30 {
         let r = api

@@ -9,104 +9,22 @@
 //! they claimed; export-policy 403s and rate-limit 429s included), within their bound; a volume's history is its owner's, the whole trail the admins'; and
 //! `nfsprov audit verify` names the first record changed behind its back.
 
+mod inproc;
+
 use std::net::SocketAddr;
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use base64::Engine as _;
+use axum::http::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
 
-use nfsprov::auth::AuthLimits;
-use nfsprov::model::Role;
-use nfsprov::reconcile::{Hub, Tuning};
 use nfsprov::serve::HttpLimits;
 
-type Login = (&'static str, &'static str);
-const ADMIN: Login = ("admin", "admin-pass-1");
-const ALICE: Login = ("alice", "alice-pass-1");
-const BOB: Login = ("bob", "bob-pass-01");
+use inproc::{ADMIN, ALICE, Api, BOB, Login, Reply, basic};
 
-const HOST_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHostKeyNeverCheckedByTheseTests";
 const NEW_HOST_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
 
-struct Api {
-    app: Router,
-    _hub: Hub,
-    dir: tempfile::TempDir,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    json: Value,
-}
-
-fn basic(login: Login) -> String {
-    let token =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", login.0, login.1));
-    format!("Basic {token}")
-}
-
+/// What these tests add to the shared [`inproc::Api`].
 impl Api {
-    /// Server `srv1` (a closed port: never reached), root path 1, users admin, alice, bob.
-    async fn start() -> Api {
-        Api::start_with(&HttpLimits::default()).await
-    }
-
-    /// As [`Api::start`], with `limits`.
-    async fn start_with(limits: &HttpLimits) -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let (app, hub) = nfsprov::serve::app(
-            &dir.path().join("data"),
-            limits,
-            AuthLimits::default(),
-            Tuning::default(),
-            None,
-        )
-        .await
-        .unwrap();
-        nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, Role::Admin, 0)
-            .await
-            .unwrap();
-        let api = Api {
-            app,
-            _hub: hub,
-            dir,
-        };
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        for (path, body) in [
-            (
-                "/api/v1/servers",
-                json!({"name": "srv1", "ssh_host": "127.0.0.1", "ssh_port": port,
-                       "ssh_key": "/nonexistent/id_ed25519", "host_key": HOST_KEY}),
-            ),
-            (
-                "/api/v1/rootpaths",
-                json!({"server": "srv1", "path": "/srv/nfsprov/pool1", "capacity_gb": 100}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": ALICE.0, "password": ALICE.1, "quota_gb": 10}),
-            ),
-            (
-                "/api/v1/users",
-                json!({"username": BOB.0, "password": BOB.1, "quota_gb": 10}),
-            ),
-        ] {
-            let r = api.req(Method::POST, Some(ADMIN), path, Some(body)).await;
-            assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.json);
-        }
-        api
-    }
-
     fn db_file(&self) -> std::path::PathBuf {
         self.dir.path().join("data/nfsprov.db")
     }
@@ -130,34 +48,20 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Reply {
-        let mut b = Request::builder().method(method).uri(path);
-        if let Some(l) = login {
-            b = b.header(header::AUTHORIZATION, basic(l));
-        }
-        // A client's own request id is replaced by the server's.
-        b = b.header("x-request-id", "chosen-by-the-client");
-        let body = match body {
-            Some(v) => {
-                b = b.header(header::CONTENT_TYPE, "application/json");
-                Body::from(v.to_string())
-            }
-            None => Body::empty(),
-        };
-        let mut req = b.body(body).unwrap();
         let peer: SocketAddr = format!("{source}:40000").parse().unwrap();
-        req.extensions_mut().insert(ConnectInfo(peer));
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
-            .await
-            .unwrap();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            json,
-        }
+        let authorization = login.map(basic);
+        // A client's own request id is replaced by the server's.
+        let headers = [("x-request-id", "chosen-by-the-client")];
+        inproc::request_from(
+            &self.app,
+            peer,
+            method,
+            authorization.as_deref(),
+            path,
+            &headers,
+            body,
+        )
+        .await
     }
 
     /// Every record, as an administrator reads them.
@@ -186,7 +90,7 @@ fn find<'a>(trail: &'a [Value], request_id: &str) -> &'a Value {
 
 #[tokio::test]
 async fn changes_and_denied_attempts_each_leave_a_record() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let body = json!({"root_path_id": 1, "sub_path": "a", "size_gb": 2,
                       "clients": [{"host": "10.0.0.1", "options": "rw"}]});
     let created = api
@@ -315,7 +219,7 @@ async fn changes_and_denied_attempts_each_leave_a_record() {
 
 #[tokio::test]
 async fn a_volumes_history_is_its_owners_and_the_whole_trail_the_admins() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let body = json!({"root_path_id": 1, "sub_path": "a", "size_gb": 1,
                       "clients": [{"host": "10.0.0.1"}]});
     let created = api
@@ -379,7 +283,7 @@ async fn a_volumes_history_is_its_owners_and_the_whole_trail_the_admins() {
 
 #[tokio::test]
 async fn denied_attempts_are_recorded_within_their_bound() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let before = api.trail().await.len();
     // 30 requests without credentials from one address: 20 are recorded (the per-source
     // bound), and the other 10 are counted with the next attempt recorded.
@@ -419,7 +323,7 @@ fn nfsprov(data: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn audit_verify_names_the_first_record_changed_behind_its_back() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     for sub in ["a", "b"] {
         let body = json!({"root_path_id": 1, "sub_path": sub, "size_gb": 1,
                           "clients": [{"host": "10.0.0.1"}]});
@@ -477,7 +381,7 @@ async fn audit_verify_names_the_first_record_changed_behind_its_back() {
 
 #[tokio::test]
 async fn a_host_key_re_pinned_from_the_cli_is_recorded() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let data = api.dir.path().join("data");
     let pinned = nfsprov(
         &data,
@@ -517,7 +421,7 @@ fn with_action<'a>(trail: &'a [Value], action: &str) -> Vec<&'a Value> {
 
 #[tokio::test]
 async fn admin_changes_and_tokens_are_recorded_with_before_and_after_never_a_secret() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let trail = api.trail().await;
     // The set-up's creates (a server, a root path, two users), as the administrator.
     let r = with_action(&trail, "server.create")[0];
@@ -654,7 +558,7 @@ async fn export_policy_refusals_and_rate_limits_are_recorded_as_denied() {
     limits.rate.per_user = 1;
     // Enough for the set-up's four changes by the administrator.
     limits.rate.burst_per_user = 5;
-    let api = Api::start_with(&limits).await;
+    let api = Api::start_with(&limits, 100, 10).await;
     // The default policy: no root squash off for ordinary users.
     let refused = api
         .req(
@@ -710,7 +614,7 @@ async fn export_policy_refusals_and_rate_limits_are_recorded_as_denied() {
 
 #[tokio::test]
 async fn administrators_changes_from_the_cli_are_recorded() {
-    let api = Api::start().await;
+    let api = Api::start(100, 10).await;
     let data = api.dir.path().join("data");
     for args in [
         &["user", "set", "bob", "--quota-gb", "3", "--locked", "true"][..],

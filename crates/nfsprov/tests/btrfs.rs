@@ -8,22 +8,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::btrfs::*;
 use common::*;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
-
-const BTRFS_ROOT: &str = "/srv/nfsprov/btrfs";
-
-async fn add_root_path(env: &Env, path: &str, layout: &str) -> (StatusCode, Value) {
-    env.req(
-        Method::POST,
-        Some(ADMIN),
-        "/api/v1/rootpaths",
-        Some(json!({"server": "srv1", "path": path, "capacity_gb": 3,
-                    "delete_policy": "purge", "layout": layout})),
-    )
-    .await
-}
+use serde_json::Value;
 
 fn refused_for_layout(s: StatusCode, v: &Value, says: &str) {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
@@ -32,29 +20,9 @@ fn refused_for_layout(s: StatusCode, v: &Value, says: &str) {
     assert!(msg.contains(says), "{msg:?} should say {says:?}");
 }
 
-/// `dd` of `mb` MiB into `file` inside the server, flushed: its stderr, and whether it worked.
-fn write_mb(srv: &TestbedServer, file: &str, mb: u32) -> (bool, String) {
-    let out = srv
-        .run_inside(&format!(
-            "dd if=/dev/zero of={file} bs=1M count={mb} conv=fsync 2>&1; r=$?; rm -f {file}; exit $r"
-        ))
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn inside(srv: &TestbedServer, script: &str) -> String {
-    let out = srv.run_inside(script).unwrap();
-    assert!(out.status.success(), "{script}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
-    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
-        eprintln!("skipping: {why}");
+    if skip_without_btrfs() {
         return;
     }
     let env = Env::start(1, 100, 50).await;
@@ -99,15 +67,7 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
     let rp_id = rp["id"].as_i64().unwrap();
 
     // A 1 GB volume on it: a subvolume whose qgroup limit is 10^9 bytes.
-    let (s, v) = env
-        .create(
-            ALICE,
-            rp_id,
-            "team/small",
-            1,
-            json!([{"host": "127.0.0.1", "options": "rw"}]),
-        )
-        .await;
+    let (s, v) = create_1gb(&env, rp_id, "team/small").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["state"], "available", "{v}");
     assert_eq!(v["layout"], "btrfs");
@@ -130,21 +90,13 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
     );
 
     // Writing past the size fails for the writer; within it works.
-    let (ok, said) = write_mb(srv, &format!("{vol}/fill"), 1100);
+    let (ok, said) = write_mb(srv, &format!("{vol}/fill"), 1100, false);
     assert!(!ok && said.contains("Disk quota exceeded"), "{said}");
-    let (ok, said) = write_mb(srv, &format!("{vol}/fill"), 500);
+    let (ok, said) = write_mb(srv, &format!("{vol}/fill"), 500, false);
     assert!(ok, "{said}");
 
     // A 1 GB plain-directory volume on the same server is not held to its size, and says so.
-    let (s, d) = env
-        .create(
-            ALICE,
-            1,
-            "plain",
-            1,
-            json!([{"host": "127.0.0.1", "options": "rw"}]),
-        )
-        .await;
+    let (s, d) = create_1gb(&env, 1, "plain").await;
     assert_eq!(s, StatusCode::CREATED, "{d}");
     assert_eq!(d["layout"], "directory");
     assert!(
@@ -154,7 +106,7 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
             .starts_with("size reserved, not enforced"),
         "{d}"
     );
-    let (ok, said) = write_mb(srv, "/srv/nfsprov/pool1/plain/fill", 1100);
+    let (ok, said) = write_mb(srv, "/srv/nfsprov/pool1/plain/fill", 1100, false);
     assert!(ok, "{said}");
 
     // A subvolume nfsprov did not create is never taken over.
@@ -162,15 +114,7 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
         srv,
         &format!("btrfs subvolume create {BTRFS_ROOT}/taken >/dev/null"),
     );
-    let (_, t) = env
-        .create(
-            ALICE,
-            rp_id,
-            "taken",
-            1,
-            json!([{"host": "127.0.0.1", "options": "rw"}]),
-        )
-        .await;
+    let (_, t) = create_1gb(&env, rp_id, "taken").await;
     let t = env
         .wait_volume(
             t["id"].as_i64().expect("a volume id"),
@@ -188,15 +132,7 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
 
     // Nor is a symbolic link at a volume's path followed.
     inside(srv, &format!("ln -s /srv/nfsprov/pool1 {BTRFS_ROOT}/link"));
-    let (_, l) = env
-        .create(
-            ALICE,
-            rp_id,
-            "link",
-            1,
-            json!([{"host": "127.0.0.1", "options": "rw"}]),
-        )
-        .await;
+    let (_, l) = create_1gb(&env, rp_id, "link").await;
     let l = env
         .wait_volume(
             l["id"].as_i64().expect("a volume id"),

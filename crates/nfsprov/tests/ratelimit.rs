@@ -5,62 +5,45 @@
 //! every other user (issue 11): a change by a caller over its limit whose credentials were
 //! verified a moment ago is answered 429 before authentication touches the database.
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use base64::Engine as _;
-use serde_json::Value;
-use tower::ServiceExt as _;
+mod inproc;
 
-use nfsprov::auth::AuthLimits;
+use axum::Router;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use serde_json::Value;
+
 use nfsprov::model::Role;
-use nfsprov::reconcile::Tuning;
 use nfsprov::serve::HttpLimits;
 
-const ALICE: (&str, &str) = ("alice", "alice-pass-1");
-const BOB: (&str, &str) = ("bob", "bob-pass-01");
-
-fn basic((user, password): (&str, &str)) -> String {
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {token}")
-}
+use inproc::{ALICE, BOB, Login, basic};
 
 /// `DELETE` of a volume nobody has: a change (counted by the rate limits) that changes nothing.
-async fn delete_nothing(app: &axum::Router, who: (&str, &str)) -> (StatusCode, HeaderMap, Value) {
-    let req = Request::builder()
-        .method(Method::DELETE)
-        .uri("/api/v1/volumes/999999")
-        .header(header::AUTHORIZATION, basic(who))
-        .body(Body::empty())
-        .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (status, headers, serde_json::from_slice(&bytes).unwrap())
+async fn delete_nothing(app: &Router, who: Login) -> (StatusCode, HeaderMap, Value) {
+    let r = inproc::request(
+        app,
+        Method::DELETE,
+        Some(&basic(who)),
+        "/api/v1/volumes/999999",
+        &[],
+        None,
+    )
+    .await;
+    assert!(!r.json.is_null(), "{}: no JSON body", r.status);
+    (r.status, r.headers, r.json)
 }
 
-/// The service with alice and bob, rate limits of `rate`.
-async fn start(dir: &std::path::Path, rate: nfsprov::settings::RateLimits) -> axum::Router {
+/// The service with alice and bob, rate limits of `rate`; its data directory.
+async fn start(rate: nfsprov::settings::RateLimits) -> (Router, tempfile::TempDir) {
     let limits = HttpLimits {
         rate,
         ..HttpLimits::default()
     };
-    let (app, hub) = nfsprov::serve::app(
-        &dir.join("data"),
-        &limits,
-        AuthLimits::default(),
-        Tuning::default(),
-        None,
-    )
-    .await
-    .unwrap();
+    let (app, hub, dir) = inproc::start_with(&limits, 100).await;
     for (name, password) in [ALICE, BOB] {
         nfsprov::admin::add_user(hub.db(), name, password, Role::User, 10)
             .await
             .unwrap();
     }
-    app
+    (app, dir)
 }
 
 /// Run `sql` on the service's database file through a connection of the test's own.
@@ -78,18 +61,14 @@ fn sql(data: &std::path::Path, sql: &str) {
 /// authentication, alice's refusal needed the users table too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_over_its_limit_is_refused_without_the_database() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let app = start(
-        dir.path(),
-        nfsprov::settings::RateLimits {
-            per_user: 1,
-            burst_per_user: 3,
-            refusal_hold: std::time::Duration::ZERO,
-            ..Default::default()
-        },
-    )
+    let (app, dir) = start(nfsprov::settings::RateLimits {
+        per_user: 1,
+        burst_per_user: 3,
+        refusal_hold: std::time::Duration::ZERO,
+        ..Default::default()
+    })
     .await;
+    let data = dir.path().join("data");
     for _ in 0..3 {
         let (status, _, json) = delete_nothing(&app, ALICE).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
@@ -129,14 +108,13 @@ async fn a_caller_over_its_limit_is_refused_without_the_database() {
 /// refusals come back at once and the first check fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_are_held_without_holding_up_anyone_else() {
-    let dir = tempfile::tempdir().unwrap();
     let rate = |hold_ms| nfsprov::settings::RateLimits {
         per_user: 1,
         burst_per_user: 2,
         refusal_hold: std::time::Duration::from_millis(hold_ms),
         ..Default::default()
     };
-    let app = start(dir.path(), rate(3_600_000)).await;
+    let (app, _dir) = start(rate(3_600_000)).await;
     for _ in 0..2 {
         let (status, _, json) = delete_nothing(&app, ALICE).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
@@ -158,9 +136,8 @@ async fn refusals_are_held_without_holding_up_anyone_else() {
         h.abort();
     }
 
-    let dir = tempfile::tempdir().unwrap();
     let hold = std::time::Duration::from_millis(300);
-    let app = start(dir.path(), rate(300)).await;
+    let (app, _dir) = start(rate(300)).await;
     for _ in 0..2 {
         delete_nothing(&app, ALICE).await;
     }

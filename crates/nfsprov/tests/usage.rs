@@ -10,32 +10,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::btrfs::*;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const BTRFS_ROOT: &str = "/srv/nfsprov/btrfs";
 const MIB: u64 = 1 << 20;
-
-/// `dd` of `mb` MiB into `file` inside the server, flushed, kept: whether it worked, and its
-/// output (a failed write is removed).
-fn write_mb(srv: &TestbedServer, file: &str, mb: u32) -> (bool, String) {
-    let out = srv
-        .run_inside(&format!(
-            "dd if=/dev/zero of={file} bs=1M count={mb} conv=fsync 2>&1 || {{ r=$?; rm -f {file}; exit $r; }}"
-        ))
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
-fn inside(srv: &TestbedServer, script: &str) -> String {
-    let out = srv.run_inside(script).unwrap();
-    assert!(out.status.success(), "{script}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The qgroup limit (max referenced) of the subvolume at `path`, as btrfs reports it.
 fn qgroup_limit(srv: &TestbedServer, path: &str) -> String {
@@ -46,6 +26,18 @@ fn qgroup_limit(srv: &TestbedServer, path: &str) -> String {
         .find(|w| w.first() == Some(&format!("0/{}", rootid.trim()).as_str()))
         .and_then(|w| w.get(3).map(|s| s.to_string()))
         .unwrap_or_else(|| panic!("no qgroup for {path}: {show}"))
+}
+
+/// One server, alice's quota `quota_gb`, and the service sampling usage and resyncing every
+/// second.
+async fn start_sampling(quota_gb: i64) -> Env {
+    let mut env = Env::start(1, 100, quota_gb).await;
+    env.restart_with(&[
+        ("NFSPROV_USAGE_INTERVAL_SECS", "1"),
+        ("NFSPROV_RESYNC_SECS", "1"),
+    ])
+    .await;
+    env
 }
 
 async fn patch_size(env: &Env, id: i64, size_gb: i64) -> (StatusCode, Value) {
@@ -59,17 +51,7 @@ async fn patch_size(env: &Env, id: i64, size_gb: i64) -> (StatusCode, Value) {
 }
 
 async fn used_gb(env: &Env, user: &str) -> i64 {
-    let (_, users) = env
-        .req(Method::GET, Some(ADMIN), "/api/v1/users", None)
-        .await;
-    users
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["username"] == user)
-        .unwrap_or_else(|| panic!("no user {user}: {users}"))["used_gb"]
-        .as_i64()
-        .unwrap()
+    env.user_row(user).await["used_gb"].as_i64().unwrap()
 }
 
 async fn root_path(env: &Env, id: i64) -> Value {
@@ -100,41 +82,17 @@ fn refused(s: StatusCode, v: &Value, status: StatusCode, code: &str, says: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capacity() {
-    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
-        eprintln!("skipping: {why}");
+    if skip_without_btrfs() {
         return;
     }
     // alice: a 5 GB quota; the btrfs root path: 3 GB of capacity.
-    let mut env = Env::start(1, 100, 5).await;
-    env.restart_with(&[
-        ("NFSPROV_USAGE_INTERVAL_SECS", "1"),
-        ("NFSPROV_RESYNC_SECS", "1"),
-    ])
-    .await;
+    let mut env = start_sampling(5).await;
     let srv = env.server("srv1");
     let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
-    let (s, rp) = env
-        .req(
-            Method::POST,
-            Some(ADMIN),
-            "/api/v1/rootpaths",
-            Some(
-                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
-                        "delete_policy": "purge", "layout": "btrfs"}),
-            ),
-        )
-        .await;
+    let (s, rp) = add_root_path(&env, BTRFS_ROOT, "btrfs").await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");
     let rp_id = rp["id"].as_i64().unwrap();
-    let (s, v) = env
-        .create(
-            ALICE,
-            rp_id,
-            "data",
-            1,
-            json!([{"host": "127.0.0.1", "options": "rw"}]),
-        )
-        .await;
+    let (s, v) = create_1gb(&env, rp_id, "data").await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["state"], "available", "{v}");
     let id = v["id"].as_i64().unwrap();
@@ -142,7 +100,7 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
 
     // 300 MiB written: a sampling pass shows it, through the API, without a request to the
     // server; the samples are kept; the root path shows its file system.
-    let (ok, said) = write_mb(srv, &format!("{vol}/a"), 300);
+    let (ok, said) = write_mb(srv, &format!("{vol}/a"), 300, true);
     assert!(ok, "{said}");
     let v = wait_usage(&env, id, |u| u["used_bytes"].as_u64() >= Some(300 * MIB)).await;
     let used = v["usage"]["used_bytes"].as_u64().unwrap();
@@ -187,7 +145,7 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
     inside(srv, &format!("rm -f {vol}/a && sync"));
 
     // 1 GB: a 1.5 GB write fails. Resized to 2 GB (limit read back on the server), it goes.
-    let (ok, said) = write_mb(srv, &format!("{vol}/big"), 1500);
+    let (ok, said) = write_mb(srv, &format!("{vol}/big"), 1500, true);
     assert!(!ok && said.contains("Disk quota exceeded"), "{said}");
     let (s, v) = patch_size(&env, id, 2).await;
     assert_eq!(s, StatusCode::OK, "{v}");
@@ -196,7 +154,7 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
     assert_eq!(qgroup_limit(srv, &vol), "2000000000");
     assert_eq!(used_gb(&env, "alice").await, 2);
     assert_eq!(root_path(&env, rp_id).await["allocated_gb"], 2);
-    let (ok, said) = write_mb(srv, &format!("{vol}/big"), 1500);
+    let (ok, said) = write_mb(srv, &format!("{vol}/big"), 1500, true);
     assert!(ok, "{said}");
 
     // Shrinking below what the latest sample saw is refused, with the usage in the message.
@@ -253,7 +211,7 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
             v["usage"]["sampled_at"] != before["usage"]["sampled_at"]
         })
         .await;
-    let (ok, said) = write_mb(srv, &format!("{vol}/big"), 1500);
+    let (ok, said) = write_mb(srv, &format!("{vol}/big"), 1500, true);
     assert!(ok, "{said}");
     let (s, v) = patch_size(&env, id, 1).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{v}");
@@ -278,28 +236,15 @@ async fn btrfs_usage_is_sampled_and_resize_moves_the_limit_within_quota_and_capa
 /// its usage is sampled with `du`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_usage_is_sampled_by_du_and_resize_is_bookkeeping() {
-    let mut env = Env::start(1, 100, 50).await;
-    env.restart_with(&[
-        ("NFSPROV_USAGE_INTERVAL_SECS", "1"),
-        ("NFSPROV_RESYNC_SECS", "1"),
-    ])
-    .await;
+    let env = start_sampling(50).await;
     let srv = env.server("srv1");
     let mut ids = Vec::new();
     for sub in ["d/one", "d/two.x"] {
-        let (s, v) = env
-            .create(
-                ALICE,
-                1,
-                sub,
-                1,
-                json!([{"host": "127.0.0.1", "options": "rw"}]),
-            )
-            .await;
+        let (s, v) = create_1gb(&env, 1, sub).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
         ids.push(v["id"].as_i64().unwrap());
     }
-    let (ok, said) = write_mb(srv, "/srv/nfsprov/pool1/d/two.x/f", 20);
+    let (ok, said) = write_mb(srv, "/srv/nfsprov/pool1/d/two.x/f", 20, true);
     assert!(ok, "{said}");
     let v = wait_usage(&env, ids[1], |u| u["used_bytes"].as_u64() >= Some(20 * MIB)).await;
     assert!(v["usage"]["used_bytes"].as_u64() < Some(21 * MIB), "{v}");

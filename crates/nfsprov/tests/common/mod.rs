@@ -8,5 +8,6 @@ pub use nfsprov_testbed::{Testbed, TestbedGuard, TestbedServer};
 /// The `nfsprov` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_nfsprov");
 
+pub mod btrfs;
 pub mod ldap;
 pub mod nfs;

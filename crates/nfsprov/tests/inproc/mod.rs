@@ -4,8 +4,11 @@
 // Each test file uses a part.
 #![allow(dead_code)]
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine as _;
 use serde_json::{Value, json};
@@ -60,6 +63,32 @@ pub async fn start_with(
     (app, hub, dir)
 }
 
+/// The service as the e2e harness sets it up, minus servers: server `srv1` (never reachable),
+/// root path 1 `/srv/nfsprov/pool1`, the administrator [`ADMIN`] (quota 0), [`ALICE`] and
+/// [`BOB`]. Test files add their own methods (`impl Api`).
+pub struct Api {
+    pub app: Router,
+    pub hub: Hub,
+    pub dir: tempfile::TempDir,
+}
+
+impl Api {
+    /// With the default limits, root path 1 of `capacity_gb`, alice's and bob's quota `quota_gb`.
+    pub async fn start(capacity_gb: i64, quota_gb: i64) -> Api {
+        Api::start_with(&HttpLimits::default(), capacity_gb, quota_gb).await
+    }
+
+    /// [`Api::start`] with other HTTP limits.
+    pub async fn start_with(limits: &HttpLimits, capacity_gb: i64, quota_gb: i64) -> Api {
+        let (app, hub, dir) = start_with(limits, 0).await;
+        add_srv1_pool1(&app, capacity_gb).await;
+        for login in [ALICE, BOB] {
+            add_user(&app, login, json!({"quota_gb": quota_gb})).await;
+        }
+        Api { app, hub, dir }
+    }
+}
+
 /// A port on 127.0.0.1 nothing listens on: servers registered with it are never reachable.
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -111,6 +140,31 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> Reply {
+    call(app, build(method, authorization, path, headers, body)).await
+}
+
+/// [`request`] from `peer`, as `serve` sees a connection's peer address (`ConnectInfo`).
+pub async fn request_from(
+    app: &Router,
+    peer: SocketAddr,
+    method: Method,
+    authorization: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Reply {
+    let mut req = build(method, authorization, path, headers, body);
+    req.extensions_mut().insert(ConnectInfo(peer));
+    call(app, req).await
+}
+
+fn build(
+    method: Method,
+    authorization: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> Request<Body> {
     let mut b = Request::builder().method(method).uri(path);
     if let Some(a) = authorization {
         b = b.header(header::AUTHORIZATION, a);
@@ -125,7 +179,7 @@ pub async fn request(
         }
         None => Body::empty(),
     };
-    call(app, b.body(body).unwrap()).await
+    b.body(body).unwrap()
 }
 
 /// One request with `authorization` as its `Authorization` header and `body` as JSON; the

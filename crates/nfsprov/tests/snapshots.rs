@@ -7,17 +7,10 @@
 
 mod common;
 
+use common::btrfs::*;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const BTRFS_ROOT: &str = "/srv/nfsprov/btrfs";
-
-fn inside(srv: &TestbedServer, script: &str) -> String {
-    let out = srv.run_inside(script).unwrap();
-    assert!(out.status.success(), "{script}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Run `script` inside the server expecting it to fail: what it printed (stdout and stderr).
 fn inside_fails(srv: &TestbedServer, script: &str) -> String {
@@ -38,24 +31,13 @@ async fn snapshot(env: &Env, vol: i64, name: &str) -> (StatusCode, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_keeps_old_data_read_only_restores_and_guards_delete() {
-    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
-        eprintln!("skipping: {why}");
+    if skip_without_btrfs() {
         return;
     }
     let env = Env::start(1, 100, 50).await;
     let srv = env.server("srv1");
     let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
-    let (s, rp) = env
-        .req(
-            Method::POST,
-            Some(ADMIN),
-            "/api/v1/rootpaths",
-            Some(
-                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
-                        "delete_policy": "purge", "layout": "btrfs"}),
-            ),
-        )
-        .await;
+    let (s, rp) = add_root_path(&env, BTRFS_ROOT, "btrfs").await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");
     let rp_id = rp["id"].as_i64().unwrap();
     let clients = json!([{"host": "127.0.0.1", "options": "rw"}]);
@@ -272,8 +254,7 @@ async fn wait_used_gb(env: &Env, want: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_count_against_quota_by_exclusive_size_and_their_number_is_limited() {
-    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
-        eprintln!("skipping: {why}");
+    if skip_without_btrfs() {
         return;
     }
     let mut env = Env::start(1, 100, 50).await;
@@ -281,17 +262,7 @@ async fn snapshots_count_against_quota_by_exclusive_size_and_their_number_is_lim
         .await;
     let srv = env.server("srv1");
     let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
-    let (s, rp) = env
-        .req(
-            Method::POST,
-            Some(ADMIN),
-            "/api/v1/rootpaths",
-            Some(
-                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
-                        "delete_policy": "purge", "layout": "btrfs"}),
-            ),
-        )
-        .await;
+    let (s, rp) = add_root_path(&env, BTRFS_ROOT, "btrfs").await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");
     let clients = json!([{"host": "127.0.0.1", "options": "rw"}]);
     let (s, v) = env
@@ -376,24 +347,13 @@ async fn wait_snapshot(env: &Env, vol: i64, sid: i64, done: impl Fn(&Value) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_after_the_snapshot_and_things_in_the_way_are_handled() {
-    if let Some(why) = nfsprov_testbed::btrfs::unsupported() {
-        eprintln!("skipping: {why}");
+    if skip_without_btrfs() {
         return;
     }
     let mut env = Env::start(1, 100, 50).await;
     let srv = env.server("srv1").clone();
     let fs = srv.mount_btrfs("btrfs", 4 << 30, true).unwrap();
-    let (s, rp) = env
-        .req(
-            Method::POST,
-            Some(ADMIN),
-            "/api/v1/rootpaths",
-            Some(
-                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 3,
-                        "delete_policy": "purge", "layout": "btrfs"}),
-            ),
-        )
-        .await;
+    let (s, rp) = add_root_path(&env, BTRFS_ROOT, "btrfs").await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");
     let rp_id = rp["id"].as_i64().unwrap();
     let clients = json!([{"host": "127.0.0.1", "options": "rw"}]);

@@ -19,7 +19,7 @@ use nfsprov::api::hootie::{CreateBody, parse_create_body};
 use nfsprov::backend::{Backend, Ganesha, Knfsd, Rendered, render};
 use nfsprov::error::Error;
 use nfsprov::model::{
-    ClientRule, DeletePolicy, RootPathId, ServerId, UserId, Volume, VolumeId, VolumeState,
+    ClientRule, DeletePolicy, Layout, RootPathId, ServerId, UserId, Volume, VolumeId, VolumeState,
 };
 use nfsprov::plan::Plan;
 use nfsprov::spec::ganesha::held;
@@ -316,6 +316,7 @@ pub fn volumes_from(data: &[u8]) -> Vec<Volume> {
             root_path_id: RootPathId(1),
             root_path: root,
             delete_policy: DeletePolicy::Retain,
+            layout: Layout::Directory,
             server_id: ServerId(1),
             nfs_address: "nfs1".into(),
             sub_path: sub,

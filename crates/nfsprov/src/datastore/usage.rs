@@ -256,19 +256,7 @@ impl Datastore {
                 });
             }
         } else if delta < 0 {
-            // Never below zero, so a shrink cannot fail on the counters' CHECK.
-            sqlx::query("UPDATE users SET used_gb = MAX(used_gb + ?, 0) WHERE id = ?")
-                .bind(delta)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE root_paths SET allocated_gb = MAX(allocated_gb + ?, 0) WHERE id = ?",
-            )
-            .bind(delta)
-            .bind(rp)
-            .execute(&mut *tx)
-            .await?;
+            super::volumes::adjust_books(&mut tx, owner, rp, delta).await?;
         }
         if delta != 0 {
             // `applied_size_gb` NULL means "as created": keep that size as the one the server
@@ -373,18 +361,7 @@ impl Datastore {
             let back = row.try_get::<i64, _>("size_gb")? - size_gb;
             let owner: UserId = row.try_get("owner_id")?;
             let rp: RootPathId = row.try_get("root_path_id")?;
-            sqlx::query("UPDATE users SET used_gb = MAX(used_gb + ?, 0) WHERE id = ?")
-                .bind(back)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE root_paths SET allocated_gb = MAX(allocated_gb + ?, 0) WHERE id = ?",
-            )
-            .bind(back)
-            .bind(rp)
-            .execute(&mut *tx)
-            .await?;
+            super::volumes::adjust_books(&mut tx, owner, rp, back).await?;
         }
         tx.commit().await?;
         Ok(())

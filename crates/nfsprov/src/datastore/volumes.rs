@@ -328,19 +328,7 @@ impl Datastore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            // Never below zero, so a delete cannot fail on the counters' CHECK.
-            sqlx::query("UPDATE users SET used_gb = MAX(used_gb - ?, 0) WHERE id = ?")
-                .bind(size)
-                .bind(owner)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE root_paths SET allocated_gb = MAX(allocated_gb - ?, 0) WHERE id = ?",
-            )
-            .bind(size)
-            .bind(rp)
-            .execute(&mut *tx)
-            .await?;
+            adjust_books(&mut tx, owner, rp, -size).await?;
             let entry = Entry {
                 action: if check_lock {
                     "volume.delete"
@@ -393,6 +381,28 @@ pub(super) fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Re
             })?;
         }
     }
+    Ok(())
+}
+
+/// Move `owner`'s quota use and root path `rp`'s allocation by `delta` GB, unconditionally, never
+/// below zero (so a delete, shrink or charge-back cannot fail on the counters' CHECK). Growth
+/// that must respect quota and capacity uses the conditional updates of create and resize.
+pub(super) async fn adjust_books(
+    conn: &mut sqlx::SqliteConnection,
+    owner: UserId,
+    rp: RootPathId,
+    delta: i64,
+) -> Result<()> {
+    sqlx::query("UPDATE users SET used_gb = MAX(used_gb + ?, 0) WHERE id = ?")
+        .bind(delta)
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE root_paths SET allocated_gb = MAX(allocated_gb + ?, 0) WHERE id = ?")
+        .bind(delta)
+        .bind(rp)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

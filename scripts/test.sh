@@ -10,7 +10,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*"; }
 
 if [ "$(id -u)" -ne 0 ]; then
     echo "test.sh: the tests start sshd in mount namespaces and need root: run  sudo $0" >&2

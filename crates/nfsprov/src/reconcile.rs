@@ -686,13 +686,15 @@ impl Hub {
                     tracing::warn!(volume = %c.id, "drift repaired: btrfs subvolume {}: its qgroup limit was {was}, set back to {} bytes", c.path, c.bytes);
                     Ok(Some(was.as_str()))
                 }
-                Checked::Unenforced(why) => {
-                    tracing::warn!(volume = %c.id, "size drift: {why}");
-                    Err(why.as_str())
-                }
+                Checked::Unenforced(why) => Err(why.as_str()),
             };
-            db.record_size_check(c.id, c.size_gb, c.bytes, recorded)
+            let news = db
+                .record_size_check(c.id, c.size_gb, c.bytes, recorded)
                 .await?;
+            if let (true, Checked::Unenforced(why)) = (news, found) {
+                // Found again on every full pass: logged when it is news.
+                tracing::warn!(volume = %c.id, "size drift: {why}");
+            }
         }
         if due {
             task.sampled = Some(Instant::now());

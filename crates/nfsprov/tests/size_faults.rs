@@ -68,7 +68,10 @@ async fn wait_fault(env: &mut Env, name: &str) {
 async fn start_btrfs(quota_gb: i64) -> (Env, nfsprov_testbed::btrfs::BtrfsMount, i64) {
     let mut env = Env::start(1, 100, quota_gb).await;
     env.restart_with(&[("NFSPROV_RESYNC_SECS", "1")]).await;
-    let fs = env.server("srv1").mount_btrfs("btrfs", 4 << 30, true).unwrap();
+    let fs = env
+        .server("srv1")
+        .mount_btrfs("btrfs", 4 << 30, true)
+        .unwrap();
     let (s, rp) = add_root_path(&env, BTRFS_ROOT, "btrfs").await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");
     (env, fs, rp["id"].as_i64().unwrap())
@@ -132,8 +135,11 @@ async fn a_kill_after_the_server_took_a_resize_converges_on_restart() {
     assert_eq!(books(&env, rp_id).await, (1, 1));
 
     // kill -9 right after the server set the new limit, before the database recorded it.
-    env.restart_with(&[("NFSPROV_FAULT", "after-resize"), ("NFSPROV_RESYNC_SECS", "1")])
-        .await;
+    env.restart_with(&[
+        ("NFSPROV_FAULT", "after-resize"),
+        ("NFSPROV_RESYNC_SECS", "1"),
+    ])
+    .await;
     let (s, r) = env
         .req(
             Method::PATCH,
@@ -194,11 +200,18 @@ async fn a_kill_in_the_middle_of_a_restore_leaves_one_subvolume_and_one_charge()
         paths
     };
     let snap_path = format!(".nfsprov-snapshots/{id}/s1");
-    assert_eq!(subvolumes(), [snap_path.clone(), "v".into()], "the volume and its snapshot");
+    assert_eq!(
+        subvolumes(),
+        [snap_path.clone(), "v".into()],
+        "the volume and its snapshot"
+    );
 
     // kill -9 after the server made the restored subvolume, before the database heard.
-    env.restart_with(&[("NFSPROV_FAULT", "after-restore"), ("NFSPROV_RESYNC_SECS", "1")])
-        .await;
+    env.restart_with(&[
+        ("NFSPROV_FAULT", "after-restore"),
+        ("NFSPROV_RESYNC_SECS", "1"),
+    ])
+    .await;
     let (s, r) = env
         .req(
             Method::POST,
@@ -276,7 +289,10 @@ async fn limits_changed_by_hand_are_put_back_and_subvolumes_removed_by_hand_are_
 
     // A subvolume deleted by hand: reported on the volume (its state, like a directory
     // removed by hand, and why its size does not hold), never made again.
-    inside(&srv, &format!("btrfs subvolume delete {} >/dev/null", at("b")));
+    inside(
+        &srv,
+        &format!("btrfs subvolume delete {} >/dev/null", at("b")),
+    );
     let v = env
         .wait_volume(b, Duration::from_secs(30), |v| {
             says(v, "size_error", "is missing on the server")
@@ -305,13 +321,20 @@ async fn limits_changed_by_hand_are_put_back_and_subvolumes_removed_by_hand_are_
         .await;
     assert!(says(&v, "size_error", &at("c")), "{v}");
     inside(&srv, &format!("test -f {}/theirs", at("c")));
-    assert_ne!(inside(&srv, &format!("stat -c %i {}", at("c"))).trim(), "256");
+    assert_ne!(
+        inside(&srv, &format!("stat -c %i {}", at("c"))).trim(),
+        "256"
+    );
     let reported: Vec<_> = history(&env, c)
         .await
         .into_iter()
         .filter(|(action, outcome, ..)| action == "volume.size_drift" && outcome == "reported")
         .collect();
-    assert_eq!(reported.len(), 1, "reported once, not every pass: {reported:?}");
+    assert_eq!(
+        reported.len(),
+        1,
+        "reported once, not every pass: {reported:?}"
+    );
 
     // The volume whose limit was put back holds with no error.
     let v = env.volume(a).await;

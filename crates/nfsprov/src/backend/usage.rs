@@ -313,7 +313,10 @@ pub fn report(work: &Work, out: &Output) -> Report {
             )),
             Some(LIM_NOT_SUBVOLUME) => Checked::Unenforced(text.to_string()),
             _ => Checked::Unenforced(if text.is_empty() {
-                format!("checking the qgroup limit of {} failed without a message", c.path)
+                format!(
+                    "checking the qgroup limit of {} failed without a message",
+                    c.path
+                )
             } else {
                 text.to_string()
             }),
@@ -520,6 +523,7 @@ Qgroupid    Referenced    Exclusive   Path
                     bytes: 1_000_000_000,
                 },
             ],
+            checks: vec![],
             volumes: vec![
                 VolumeAt {
                     id: VolumeId(1),
@@ -652,20 +656,32 @@ Qgroupid    Referenced    Exclusive   Path
             ..Work::default()
         };
         let s = script(&work, Duration::from_secs(5));
-        assert_eq!(s.body().matches("nfsprov_lim '").count(), 6, "one call each");
+        assert_eq!(
+            s.body().matches("nfsprov_lim '").count(),
+            6,
+            "one call each"
+        );
         let out = output(
             &s,
             &[
                 ("lim", "1 0", ""),
                 ("lim", "2 2", "none\n"),
-                ("lim", "3 4", "the btrfs subvolume /b/v3 is missing on the server\n"),
+                (
+                    "lim",
+                    "3 4",
+                    "the btrfs subvolume /b/v3 is missing on the server\n",
+                ),
                 ("lim", "4 5", ""),
                 ("lim", "5 1", ""),
             ],
         );
         let r = report(&work, &out);
         let got: Vec<_> = r.checked.iter().map(|(c, k)| (c.id.0, k.clone())).collect();
-        assert_eq!(got.len(), 5, "the one cut short is left for the next full pass");
+        assert_eq!(
+            got.len(),
+            5,
+            "the one cut short is left for the next full pass"
+        );
         assert_eq!(got[0], (1, Checked::Held));
         assert_eq!(got[1], (2, Checked::Repaired { was: "none".into() }));
         assert!(matches!(&got[2].1, Checked::Unenforced(m) if m.contains("/b/v3 is missing")));

@@ -372,14 +372,15 @@ impl Datastore {
     /// is put back, `Err(why)` the size does not hold. A problem is kept in `size_error`
     /// (prefixed [`SIZE_DRIFT`], cleared once the check passes again, other errors left as they
     /// are); a repair and a problem first seen are audited (`volume.size_drift`) in the same
-    /// transaction. Ignored if the size changed meanwhile (the resize applies it).
+    /// transaction. Ignored if the size changed meanwhile (the resize applies it). Returns
+    /// whether anything was news (a repair, or a problem not recorded before).
     pub async fn record_size_check(
         &self,
         id: VolumeId,
         size_gb: i64,
         bytes: u64,
         found: std::result::Result<Option<&str>, &str>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let entry = match found {
             Ok(was) => {
@@ -425,11 +426,12 @@ impl Datastore {
                 })
             }
         };
+        let news = entry.is_some();
         if let Some(entry) = entry {
             super::audit::append(&mut tx, &crate::audit::Context::internal(), &entry).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(news)
     }
 }
 
@@ -675,5 +677,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, KEEP_SAMPLES);
+    }
+
+    /// A full pass's limit check: a problem is kept (prefixed) and audited once, a repair is
+    /// audited each time, and once it holds again only the check's own error is cleared.
+    #[tokio::test]
+    async fn size_checks_record_drift_once_and_clear_only_their_own_errors() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let v = create(&db, owner, rp, "a").await;
+        let (id, gb) = (v.id, v.size_gb);
+        let error = |db: Datastore| async move { db.size_state(id).await.unwrap().size_error };
+        let drift = |db: Datastore| async move {
+            db.audit_records(Some(id.0), 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.action == "volume.size_drift")
+                .map(|r| r.outcome)
+                .collect::<Vec<_>>()
+        };
+        assert!(db.record_size_check(id, gb, 1, Err("gone")).await.unwrap());
+        assert!(!db.record_size_check(id, gb, 1, Err("gone")).await.unwrap());
+        assert_eq!(
+            error(db.clone()).await.as_deref(),
+            Some("size not enforced: gone")
+        );
+        assert!(
+            db.record_size_check(id, gb, 1, Ok(Some("none")))
+                .await
+                .unwrap()
+        );
+        assert_eq!(error(db.clone()).await, None);
+        assert!(!db.record_size_check(id, gb, 1, Ok(None)).await.unwrap());
+        assert_eq!(drift(db.clone()).await, ["reported", "repaired"]);
+        // A resize's error is not the check's to clear; a stale size is ignored.
+        db.record_resize(id, gb, Err("not resized".into()))
+            .await
+            .unwrap();
+        db.record_size_check(id, gb, 1, Ok(None)).await.unwrap();
+        assert_eq!(error(db.clone()).await.as_deref(), Some("not resized"));
+        assert!(!db.record_size_check(id, gb + 1, 1, Err("x")).await.unwrap());
+        assert!(db.verify_audit().await.unwrap().is_ok());
     }
 }

@@ -6,7 +6,9 @@
 //! `panic-once` (a reconciler panics once; `reconcile`), `create-batch-panic-once` (the create
 //! thread panics once, in the middle of a batch's transaction; `datastore::create`),
 //! `after-snapshot` (abort: snapshots made or removed on the server, the database not yet told;
-//! `reconcile`).
+//! `reconcile`), `after-resize` (abort: new qgroup limits set on the server, not yet recorded;
+//! `reconcile`, `Hub::sizes`), `after-restore` (abort: a pass that restores a snapshot into a
+//! new volume ran on the server, its outcome not yet recorded; `reconcile`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -418,6 +418,9 @@ impl Hub {
             if volumes.iter().any(|v| !v.state.is_settled()) {
                 fault::abort_at("after-apply");
             }
+            if plan.create.iter().any(|d| d.restore.is_some()) {
+                fault::abort_at("after-restore");
+            }
             let report = off_worker(|| server.backend.judge(&plan, &prepared, &out));
             for d in &report.drift {
                 tracing::warn!(server = %server.name, "drift repaired: {d}");
@@ -559,20 +562,41 @@ impl Hub {
     /// server's volumes and root paths hold (`backend::usage`). One script, only when there is
     /// something to do.
     async fn sizes(&self, task: &mut TaskState, full: bool) -> anyhow::Result<()> {
-        use backend::usage::{self, Resize, Resized, RootAt, VolumeAt, Work};
+        use backend::usage::{self, Check, Checked, Resize, Resized, RootAt, VolumeAt, Work};
         let db = &self.inner.db;
         let tuning = self.inner.tuning;
         let due = task
             .sampled
             .is_none_or(|t| t.elapsed() >= tuning.usage_interval);
         let pending = db.pending_resizes(task.server, full).await?;
-        if pending.is_empty() && !due {
+        if pending.is_empty() && !due && !full {
             return Ok(());
         }
         let volumes = db.server_volumes(task.server).await?;
         let by_id: HashMap<VolumeId, &crate::model::Volume> =
             volumes.iter().map(|v| (v.id, v)).collect();
         let mut work = Work::default();
+        if full {
+            // Drift: every btrfs volume the server has, its subvolume and limit, unless a
+            // resize is about to set the limit anyway.
+            let resizing: HashSet<VolumeId> = pending.iter().map(|p| p.id).collect();
+            work.checks = volumes
+                .iter()
+                .filter(|v| {
+                    v.layout == Layout::Btrfs
+                        && v.applied_clients.is_some()
+                        && !resizing.contains(&v.id)
+                        && !matches!(v.state, VolumeState::Deleting | VolumeState::Deleted)
+                })
+                .map(|v| Check {
+                    id: v.id,
+                    root: v.root_path.as_str().to_string(),
+                    path: v.full_path(),
+                    size_gb: v.size_gb,
+                    bytes: crate::model::gb_bytes(v.size_gb),
+                })
+                .collect();
+        }
         for p in &pending {
             if let Some(v) = by_id.get(&p.id) {
                 work.resizes.push(Resize {
@@ -613,7 +637,9 @@ impl Hub {
             return Ok(());
         };
         if work.is_empty() {
-            task.sampled = Some(Instant::now());
+            if due {
+                task.sampled = Some(Instant::now());
+            }
             return Ok(());
         }
         // The next pass waits for this script: bounded well below a pass's own limit.
@@ -626,6 +652,9 @@ impl Hub {
                 return Err(anyhow::anyhow!("sampling usage and applying sizes: {e}"));
             }
         };
+        if !work.resizes.is_empty() {
+            fault::abort_at("after-resize");
+        }
         let report = usage::report(&work, &out);
         for p in &report.problems {
             tracing::warn!("usage: {p}");
@@ -648,6 +677,23 @@ impl Hub {
                     tracing::warn!(volume = %z.id, "{why}");
                     db.record_resize(z.id, z.size_gb, Err(why)).await?;
                 }
+            }
+        }
+        for (c, found) in &report.checked {
+            let recorded = match found {
+                Checked::Held => Ok(None),
+                Checked::Repaired { was } => {
+                    tracing::warn!(volume = %c.id, "drift repaired: btrfs subvolume {}: its qgroup limit was {was}, set back to {} bytes", c.path, c.bytes);
+                    Ok(Some(was.as_str()))
+                }
+                Checked::Unenforced(why) => Err(why.as_str()),
+            };
+            let news = db
+                .record_size_check(c.id, c.size_gb, c.bytes, recorded)
+                .await?;
+            if let (true, Checked::Unenforced(why)) = (news, found) {
+                // Found again on every full pass: logged when it is news.
+                tracing::warn!(volume = %c.id, "size drift: {why}");
             }
         }
         if due {

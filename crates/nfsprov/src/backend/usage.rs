@@ -11,6 +11,9 @@
 //! - root path: `df -B1 --output=size,used,avail`.
 //! - resize (btrfs): `nfsprov_rs PATH BYTES` reads the qgroup's referenced bytes, refuses (exit
 //!   3) when they exceed BYTES, sets the limit and reads it back.
+//! - limit check (btrfs, full passes): `nfsprov_lim PATH BYTES` verifies the volume is still a
+//!   subvolume and its qgroup limit is still BYTES, and puts a limit changed or lost by hand
+//!   (`btrfs qgroup limit`, quotas disabled and enabled again) back, read back (see [`Check`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -60,6 +63,73 @@ nfsprov_rs() {
   cd /
 }"#;
 
+/// Exit statuses of `nfsprov_lim`: the limit was put back (the old one printed); the
+/// subvolume is missing or is not a subvolume any more (why printed); the file system's quotas
+/// are disabled.
+const LIM_REPAIRED: i32 = 2;
+const LIM_NOT_SUBVOLUME: i32 = 4;
+const LIM_QUOTA_OFF: i32 = 5;
+
+/// `nfsprov_lim PATH BYTES`: the drift check of one btrfs volume on a full pass (needs
+/// `nfsprov_rsq` of [`RESIZE_FN`]). Never creates a subvolume: one removed by hand is reported,
+/// like a volume directory removed by hand. A missing qgroup is created again before the limit.
+const LIMIT_CHECK_FN: &str = r#"nfsprov_lim() {
+  if [ -L "$1" ] || ! cd -P -- "$1" 2>/dev/null; then
+    echo "the btrfs subvolume $1 is missing on the server (removed by hand?); nfsprov does not make it again"; return 4
+  fi
+  if [ "$(stat -f -c %T . 2>/dev/null)" != btrfs ] || [ "$(stat -c %i . 2>/dev/null)" != 256 ]; then
+    echo "$1 is no longer a btrfs subvolume (replaced by hand?), so no qgroup limit holds it"; cd /; return 4
+  fi
+  if ! nfsprov_sv=$(btrfs inspect-internal rootid . 2>&1); then
+    echo "$1: $nfsprov_sv"; cd /; return 1
+  fi
+  if ! nfsprov_out=$(btrfs qgroup show -r --raw -f . 2>&1); then
+    case $nfsprov_out in *"not enabled"*) cd /; return 5 ;; esac
+    echo "$1: btrfs qgroup show failed: $nfsprov_out"; cd /; return 1
+  fi
+  nfsprov_max=$(printf '%s
+' "$nfsprov_out" | while read -r nfsprov_q _ _ nfsprov_m _; do
+    if [ "$nfsprov_q" = "0/$nfsprov_sv" ]; then printf '%s' "$nfsprov_m"; fi
+  done)
+  if [ "$nfsprov_max" = "$2" ]; then cd /; return 0; fi
+  if [ -z "$nfsprov_max" ]; then
+    nfsprov_max="no qgroup"
+    btrfs qgroup create "0/$nfsprov_sv" . >/dev/null 2>&1
+  fi
+  if ! nfsprov_out=$(btrfs qgroup limit -- "$2" . 2>&1); then
+    echo "limiting btrfs subvolume $1 to $2 bytes failed: $nfsprov_out"; cd /; return 1
+  fi
+  nfsprov_now=$(nfsprov_rsq)
+  if [ "${nfsprov_now#* }" != "$2" ]; then
+    echo "btrfs subvolume $1: its qgroup limit reads ${nfsprov_now#* }, not $2 bytes"; cd /; return 1
+  fi
+  echo "$nfsprov_max"
+  cd /
+  return 2
+}"#;
+
+/// A btrfs volume whose subvolume and limit a full pass verifies: its size as the server
+/// should hold it (no resize pending) and the root path it lives on.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub id: VolumeId,
+    pub root: String,
+    pub path: String,
+    pub size_gb: i64,
+    pub bytes: u64,
+}
+
+/// What a limit check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checked {
+    /// The subvolume is there with its limit.
+    Held,
+    /// The limit was something else (`was`: bytes, `none`, or `no qgroup`) and is put back.
+    Repaired { was: String },
+    /// The size does not hold and nfsprov does not repair it: why, naming the path or root.
+    Unenforced(String),
+}
+
 /// A volume to sample: its directory on the server and its root path's layout.
 #[derive(Debug, Clone)]
 pub struct VolumeAt {
@@ -90,6 +160,8 @@ pub struct Resize {
 #[derive(Debug, Default)]
 pub struct Work {
     pub resizes: Vec<Resize>,
+    /// Empty except on full passes.
+    pub checks: Vec<Check>,
     /// Empty when no sample is due.
     pub volumes: Vec<VolumeAt>,
     pub roots: Vec<RootAt>,
@@ -97,7 +169,10 @@ pub struct Work {
 
 impl Work {
     pub fn is_empty(&self) -> bool {
-        self.resizes.is_empty() && self.volumes.is_empty() && self.roots.is_empty()
+        self.resizes.is_empty()
+            && self.checks.is_empty()
+            && self.volumes.is_empty()
+            && self.roots.is_empty()
     }
 }
 
@@ -118,6 +193,8 @@ pub struct Report {
     pub volumes: Vec<VolumeUsage>,
     pub roots: Vec<RootUsage>,
     pub resized: Vec<(Resize, Resized)>,
+    /// Volumes whose check finished (one cut short is left out: checked next full pass).
+    pub checked: Vec<(Check, Checked)>,
     /// Volumes or root paths that could not be sampled, with the reason (logged).
     pub problems: Vec<String>,
 }
@@ -125,12 +202,24 @@ pub struct Report {
 /// The script for `work`; `du_limit` bounds all its `du` shells together.
 pub fn script(work: &Work, du_limit: Duration) -> Script {
     let mut s = Script::new();
-    if !work.resizes.is_empty() {
+    if !work.resizes.is_empty() || !work.checks.is_empty() {
         s.line(&[Lit(RESIZE_FN)]);
     }
     for r in &work.resizes {
         s.line(&[Lit("nfsprov_rs"), Arg(&r.path), Arg(&r.bytes.to_string())]);
         s.marker_rc("rs", &r.id.to_string());
+    }
+    if !work.checks.is_empty() {
+        s.line(&[Lit(LIMIT_CHECK_FN)]);
+    }
+    for c in &work.checks {
+        s.line(&[
+            Lit("nfsprov_lim"),
+            Arg(&c.path),
+            Arg(&c.bytes.to_string()),
+            Lit("2>&1"),
+        ]);
+        s.marker_rc("lim", &c.id.to_string());
     }
     for root in &work.roots {
         s.line(&[
@@ -206,6 +295,33 @@ pub fn report(work: &Work, out: &Output) -> Report {
             }
         };
         r.resized.push((z.clone(), outcome));
+    }
+    let lim = by("lim");
+    for c in &work.checks {
+        let Some(sec) = lim.get(c.id.to_string().as_str()) else {
+            continue;
+        };
+        let text = sec.before.trim();
+        let checked = match sec.rc() {
+            Some(0) => Checked::Held,
+            Some(LIM_REPAIRED) => Checked::Repaired {
+                was: text.to_string(),
+            },
+            Some(LIM_QUOTA_OFF) => Checked::Unenforced(format!(
+                "btrfs quotas are disabled on the file system of root path {} (`btrfs quota enable {}` on the server; nfsprov puts the limits back on its next full pass)",
+                c.root, c.root
+            )),
+            Some(LIM_NOT_SUBVOLUME) => Checked::Unenforced(text.to_string()),
+            _ => Checked::Unenforced(if text.is_empty() {
+                format!(
+                    "checking the qgroup limit of {} failed without a message",
+                    c.path
+                )
+            } else {
+                text.to_string()
+            }),
+        };
+        r.checked.push((c.clone(), checked));
     }
 
     let df = by("df");
@@ -407,6 +523,7 @@ Qgroupid    Referenced    Exclusive   Path
                     bytes: 1_000_000_000,
                 },
             ],
+            checks: vec![],
             volumes: vec![
                 VolumeAt {
                     id: VolumeId(1),
@@ -523,5 +640,55 @@ Qgroupid    Referenced    Exclusive   Path
         let s = script(&work, Duration::from_secs(5));
         let r = report(&work, &output(&s, &[]));
         assert!(matches!(r.resized[0].1, Resized::Failed(_)));
+    }
+
+    #[test]
+    fn limit_checks_map_to_held_repaired_or_unenforced() {
+        let check = |id| Check {
+            id: VolumeId(id),
+            root: "/b".into(),
+            path: format!("/b/v{id}"),
+            size_gb: 1,
+            bytes: 1_000_000_000,
+        };
+        let work = Work {
+            checks: (1..=6).map(check).collect(),
+            ..Work::default()
+        };
+        let s = script(&work, Duration::from_secs(5));
+        assert_eq!(
+            s.body().matches("nfsprov_lim '").count(),
+            6,
+            "one call each"
+        );
+        let out = output(
+            &s,
+            &[
+                ("lim", "1 0", ""),
+                ("lim", "2 2", "none\n"),
+                (
+                    "lim",
+                    "3 4",
+                    "the btrfs subvolume /b/v3 is missing on the server\n",
+                ),
+                ("lim", "4 5", ""),
+                ("lim", "5 1", ""),
+            ],
+        );
+        let r = report(&work, &out);
+        let got: Vec<_> = r.checked.iter().map(|(c, k)| (c.id.0, k.clone())).collect();
+        assert_eq!(
+            got.len(),
+            5,
+            "the one cut short is left for the next full pass"
+        );
+        assert_eq!(got[0], (1, Checked::Held));
+        assert_eq!(got[1], (2, Checked::Repaired { was: "none".into() }));
+        assert!(matches!(&got[2].1, Checked::Unenforced(m) if m.contains("/b/v3 is missing")));
+        assert!(
+            matches!(&got[3].1, Checked::Unenforced(m) if m.contains("quotas are disabled") && m.contains("root path /b")),
+            "{got:?}"
+        );
+        assert!(matches!(&got[4].1, Checked::Unenforced(m) if m.contains("/b/v5")));
     }
 }

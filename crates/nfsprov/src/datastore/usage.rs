@@ -366,7 +366,78 @@ impl Datastore {
         tx.commit().await?;
         Ok(())
     }
+
+    /// What a full pass's check of a btrfs volume's subvolume and limit found, for `size_gb`
+    /// (`bytes` on the server): `Ok(None)` it holds, `Ok(Some(was))` the limit was `was` and
+    /// is put back, `Err(why)` the size does not hold. A problem is kept in `size_error`
+    /// (prefixed [`SIZE_DRIFT`], cleared once the check passes again, other errors left as they
+    /// are); a repair and a problem first seen are audited (`volume.size_drift`) in the same
+    /// transaction. Ignored if the size changed meanwhile (the resize applies it). Returns
+    /// whether anything was news (a repair, or a problem not recorded before).
+    pub async fn record_size_check(
+        &self,
+        id: VolumeId,
+        size_gb: i64,
+        bytes: u64,
+        found: std::result::Result<Option<&str>, &str>,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let entry = match found {
+            Ok(was) => {
+                sqlx::query(
+                    "UPDATE volumes SET size_error = NULL WHERE id = ? AND size_gb = ? \
+                     AND substr(size_error, 1, length(?3)) = ?3",
+                )
+                .bind(id)
+                .bind(size_gb)
+                .bind(SIZE_DRIFT)
+                .execute(&mut *tx)
+                .await?;
+                was.map(|was| crate::audit::Entry {
+                    action: "volume.size_drift".into(),
+                    object: Some(format!("volume/{id}")),
+                    volume_id: Some(id.0),
+                    before: Some(serde_json::json!({ "qgroup_limit": was })),
+                    after: Some(serde_json::json!({ "qgroup_limit": bytes.to_string() })),
+                    status: None,
+                    outcome: "repaired".into(),
+                })
+            }
+            Err(why) => {
+                let text = format!("{SIZE_DRIFT}{why}");
+                let r = sqlx::query(
+                    "UPDATE volumes SET size_error = ?1 WHERE id = ?2 AND size_gb = ?3 \
+                     AND (applied_size_gb IS NULL OR applied_size_gb = size_gb) \
+                     AND size_error IS NOT ?1",
+                )
+                .bind(&text)
+                .bind(id)
+                .bind(size_gb)
+                .execute(&mut *tx)
+                .await?;
+                (r.rows_affected() == 1).then(|| crate::audit::Entry {
+                    action: "volume.size_drift".into(),
+                    object: Some(format!("volume/{id}")),
+                    volume_id: Some(id.0),
+                    before: None,
+                    after: Some(serde_json::json!({ "size_error": text })),
+                    status: None,
+                    outcome: "reported".into(),
+                })
+            }
+        };
+        let news = entry.is_some();
+        if let Some(entry) = entry {
+            super::audit::append(&mut tx, &crate::audit::Context::internal(), &entry).await?;
+        }
+        tx.commit().await?;
+        Ok(news)
+    }
 }
+
+/// How a full pass's limit check starts the `size_error` it records (`record_size_check`), so
+/// that only its own messages are cleared when the size holds again.
+pub const SIZE_DRIFT: &str = "size not enforced: ";
 
 fn sample_from_row(row: &SqliteRow) -> Result<UsageSample> {
     Ok(UsageSample {
@@ -606,5 +677,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, KEEP_SAMPLES);
+    }
+
+    /// A full pass's limit check: a problem is kept (prefixed) and audited once, a repair is
+    /// audited each time, and once it holds again only the check's own error is cleared.
+    #[tokio::test]
+    async fn size_checks_record_drift_once_and_clear_only_their_own_errors() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let v = create(&db, owner, rp, "a").await;
+        let (id, gb) = (v.id, v.size_gb);
+        let error = |db: Datastore| async move { db.size_state(id).await.unwrap().size_error };
+        let drift = |db: Datastore| async move {
+            db.audit_records(Some(id.0), 0, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.action == "volume.size_drift")
+                .map(|r| r.outcome)
+                .collect::<Vec<_>>()
+        };
+        assert!(db.record_size_check(id, gb, 1, Err("gone")).await.unwrap());
+        assert!(!db.record_size_check(id, gb, 1, Err("gone")).await.unwrap());
+        assert_eq!(
+            error(db.clone()).await.as_deref(),
+            Some("size not enforced: gone")
+        );
+        assert!(
+            db.record_size_check(id, gb, 1, Ok(Some("none")))
+                .await
+                .unwrap()
+        );
+        assert_eq!(error(db.clone()).await, None);
+        assert!(!db.record_size_check(id, gb, 1, Ok(None)).await.unwrap());
+        assert_eq!(drift(db.clone()).await, ["reported", "repaired"]);
+        // A resize's error is not the check's to clear; a stale size is ignored.
+        db.record_resize(id, gb, Err("not resized".into()))
+            .await
+            .unwrap();
+        db.record_size_check(id, gb, 1, Ok(None)).await.unwrap();
+        assert_eq!(error(db.clone()).await.as_deref(), Some("not resized"));
+        assert!(!db.record_size_check(id, gb + 1, 1, Err("x")).await.unwrap());
+        assert!(db.verify_audit().await.unwrap().is_ok());
     }
 }

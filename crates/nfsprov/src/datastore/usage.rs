@@ -286,7 +286,7 @@ impl Datastore {
         self.volume(id).await
     }
 
-    /// The btrfs volumes of `server` whose limit is not their size: those the server has
+    /// The btrfs and xfs-project volumes of `server` whose limit is not their size: those the server has
     /// (exported at least once, not being deleted). A resize that failed is tried again only
     /// when `retry_failed` (a full pass), not on every pass.
     pub async fn pending_resizes(
@@ -296,7 +296,7 @@ impl Datastore {
     ) -> Result<Vec<PendingResize>> {
         let rows = sqlx::query(
             "SELECT v.id, v.size_gb FROM volumes v JOIN root_paths rp ON rp.id = v.root_path_id \
-             WHERE v.server_id = ? AND rp.layout = 'btrfs' AND v.applied_size_gb IS NOT NULL \
+             WHERE v.server_id = ? AND rp.layout IN ('btrfs', 'xfs-project') AND v.applied_size_gb IS NOT NULL \
              AND v.applied_size_gb != v.size_gb AND v.applied_clients IS NOT NULL \
              AND v.state NOT IN ('deleting', 'deleted') AND (? OR v.size_error IS NULL)",
         )

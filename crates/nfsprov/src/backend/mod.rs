@@ -151,7 +151,7 @@ pub fn render<B: Backend>(plan: &Plan) -> Rendered {
 }
 
 /// Shell functions every pass uses (program text only; see the file for what each keeps).
-const PRELUDE: &str = include_str!("prelude.sh");
+pub const PRELUDE: &str = include_str!("prelude.sh");
 
 /// `sub` split into its parent (possibly empty) and its last component.
 fn split_sub(sub: &str) -> (&str, &str) {

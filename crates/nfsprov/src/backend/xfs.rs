@@ -242,10 +242,7 @@ mod tests {
         );
         assert!(said(probe("xfs", 0, PQNOENFORCE)).contains("does not enforce"));
         // A later mount at the same point hides the earlier one.
-        assert_eq!(
-            probe("xfs", 0, &format!("{PRJQUOTA}\n{PLAIN_XFS}")).is_some(),
-            true
-        );
+        assert!(probe("xfs", 0, &format!("{PRJQUOTA}\n{PLAIN_XFS}")).is_some());
         assert_eq!(probe("xfs", 0, &format!("{PLAIN_XFS}\n{PRJQUOTA}")), None);
         assert!(said(probe("xfs", 0, SPACED)).contains("cannot find the mount point"));
     }

@@ -147,4 +147,58 @@ async fn xfs_project_functions_drive_the_real_xfs_quota() {
         &format!("{functions}nfsprov_xpoff {XFS_ROOT} other 43 0; true"),
     );
     assert_eq!(lsproj("other").trim(), "projid = 43");
+
+    // nfsprov_mkxp as a pass calls it: the directory as nfsprov_mkg makes it (mark, owner,
+    // mode), the project id on it, and one report line for the volume under the pass's
+    // marker, carrying the limit's failure here.
+    let out = srv
+        .run_inside(&format!(
+            "{functions}nfsprov_mkxp '@@n mk' {XFS_ROOT} team 1000:1000 0750 44 'v 44' 0 2000000000"
+        ))
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.last(), Some(&"@@n mk 44 1"), "{said}");
+    assert!(
+        said.contains(
+            "limiting XFS project 44 (/srv/nfsprov/xfs/team/v 44) to 2000000000 bytes failed"
+        ),
+        "{said}"
+    );
+    assert_eq!(lsproj("team/v 44").trim(), "projid = 44");
+    assert_eq!(
+        inside(srv, &format!("stat -c '%u:%g %a' '{XFS_ROOT}/team/v 44'")).trim(),
+        "1000:1000 750"
+    );
+    inside(
+        srv,
+        &format!("test -f '{XFS_ROOT}/team/v 44/.nfsprov-volume-44'"),
+    );
+    // A name taken by someone else: nfsprov_mkg's reason comes through, nothing is touched.
+    inside(srv, &format!("mkdir '{XFS_ROOT}/team/taken'"));
+    let out = srv
+        .run_inside(&format!(
+            "{functions}nfsprov_mkxp '@@n mk' {XFS_ROOT} team 1000:1000 0750 45 taken 0 2000000000"
+        ))
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.ends_with("/srv/nfsprov/xfs/team/taken already exists on the server and was not created by nfsprov; ask an admin to adopt it\n@@n mk 45 1\n"),
+        "{said:?}"
+    );
+    assert_eq!(lsproj("team/taken").trim(), "projid = 0");
+
+    // A resize reads the project's line first; without quota there is none, so it fails
+    // with that reason and changes nothing.
+    let out = srv
+        .run_inside(&format!(
+            "{functions}{}\nnfsprov_rsx '{XFS_ROOT}/team/v 44' 1000000000 44",
+            nfsprov::backend::xfs::RESIZE_FN
+        ))
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "/srv/nfsprov/xfs/team/v 44: XFS project 44 has no quota on /srv/nfsprov/xfs"
+    );
 }

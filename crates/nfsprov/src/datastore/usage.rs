@@ -418,6 +418,34 @@ mod tests {
         assert!(db.verify_audit().await.unwrap().is_ok());
     }
 
+    /// A resized volume is handed to the reconciler on btrfs and xfs-project root paths (the
+    /// server holds their size), never on a plain-directory one (bookkeeping only).
+    #[tokio::test]
+    async fn xfs_project_and_btrfs_resizes_are_pending_directory_ones_are_not() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let u = db.user_by_name("u").await.unwrap();
+        let v = create(&db, owner, rp, "a").await;
+        sqlx::query("UPDATE volumes SET state = 'available', applied_clients = '[]'")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        db.resize_volume(v.id, &u, 7, &crate::audit::Context::internal())
+            .await
+            .unwrap();
+        for (layout, pending) in [("directory", 0), ("xfs-project", 1), ("btrfs", 1)] {
+            sqlx::query("UPDATE root_paths SET layout = ?")
+                .bind(layout)
+                .execute(&db.writer)
+                .await
+                .unwrap();
+            let got = db.pending_resizes(v.server_id, true).await.unwrap();
+            assert_eq!(got.len(), pending, "{layout}");
+            if pending == 1 {
+                assert_eq!((got[0].id, got[0].size_gb), (v.id, 7), "{layout}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_resize_reserves_the_difference_or_changes_nothing() {
         let (_dir, db, owner, rp) = fixture().await;

@@ -15,6 +15,7 @@ PACKAGES=(
     nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind dbus
     slapd ldap-utils openssl
     btrfs-progs
+    xfsprogs
 )
 POLICY_RC=/usr/sbin/policy-rc.d
 

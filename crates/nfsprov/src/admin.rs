@@ -159,20 +159,16 @@ pub async fn add_root_path_with(
     .await
 }
 
-/// A layout by name, or a 400 naming `layout`. `xfs-project` is known but not built yet.
+/// A layout by name, or a 400 naming `layout`.
 pub fn checked_layout(name: Option<&str>) -> Result<Layout> {
     let Some(name) = name else {
         return Ok(Layout::Directory);
     };
     match Layout::parse(name) {
-        Some(Layout::XfsProject) => Err(Error::invalid(
-            "layout",
-            "the xfs-project layout is not supported yet; use directory or btrfs",
-        )),
         Some(layout) => Ok(layout),
         None => Err(Error::invalid(
             "layout",
-            format!("unknown layout {name:?}: directory or btrfs"),
+            format!("unknown layout {name:?}: directory, btrfs or xfs-project"),
         )),
     }
 }
@@ -337,8 +333,11 @@ mod layout_tests {
             Layout::Directory
         );
         assert_eq!(checked_layout(Some("btrfs")).unwrap(), Layout::Btrfs);
+        assert_eq!(
+            checked_layout(Some("xfs-project")).unwrap(),
+            Layout::XfsProject
+        );
         for (name, says) in [
-            ("xfs-project", "not supported yet"),
             ("zfs", "unknown layout"),
             ("", "unknown layout"),
             ("BTRFS", "unknown layout"),

@@ -117,8 +117,9 @@ enum RootpathCmd {
         /// "subtree_check": true}' (see README); left out: the safe defaults.
         #[arg(long)]
         export_policy: Option<String>,
-        /// How it holds its volumes: directory (size not enforced) or btrfs (a subvolume and
-        /// qgroup limit per volume; the server is asked first).
+        /// How it holds its volumes: directory (size not enforced), btrfs (a subvolume and
+        /// qgroup limit per volume) or xfs-project (an XFS project quota per volume; XFS mounted
+        /// with prjquota). The server is asked first.
         #[arg(long, default_value = "directory")]
         layout: String,
     },

@@ -254,8 +254,9 @@ pub enum Layout {
     /// A btrfs subvolume per volume with a qgroup limit of its size (the root path must be on
     /// btrfs with quotas enabled).
     Btrfs,
-    /// XFS project quota per volume: known to the model, refused when a root path is added
-    /// (not built yet).
+    /// XFS project quota per volume: the volume's directory carries project id = its volume
+    /// id, with a block hard limit of its size (`backend::xfs`; the root path must be on XFS
+    /// mounted with `prjquota`).
     XfsProject,
 }
 

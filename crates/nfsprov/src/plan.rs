@@ -66,6 +66,8 @@ pub struct Removal {
     /// Never exported (e.g. a create the server refused): its directory is removed if it is
     /// empty, whatever the policy; one with data in it still follows `policy`.
     pub never_exported: bool,
+    /// Its root path's layout (an xfs-project volume's project is cleared first).
+    pub layout: Layout,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -110,6 +112,7 @@ impl Plan {
                     trash_path: v.trash_path(),
                     generation: v.generation,
                     never_exported: v.applied_clients.is_none(),
+                    layout: v.layout,
                 }),
                 _ if excluded.contains(&v.id) => plan.withheld.push(v.id),
                 _ => {

@@ -604,6 +604,7 @@ impl Hub {
                     path: v.full_path(),
                     size_gb: p.size_gb,
                     bytes: crate::model::gb_bytes(p.size_gb),
+                    layout: v.layout,
                 });
             }
         }

@@ -35,7 +35,7 @@ async fn btrfs_volume_is_held_to_its_size_and_a_directory_volume_is_not() {
     let (s, v) = add_root_path(&env, BTRFS_ROOT, "btrfs").await;
     refused_for_layout(s, &v, "btrfs quota enable /srv/nfsprov/btrfs");
     let (s, v) = add_root_path(&env, BTRFS_ROOT, "xfs-project").await;
-    refused_for_layout(s, &v, "not supported yet");
+    refused_for_layout(s, &v, "on a btrfs file system, not xfs");
     let (s, v) = add_root_path(&env, BTRFS_ROOT, "zfs").await;
     refused_for_layout(s, &v, "unknown layout");
     // The CLI asks the server the same question.

@@ -33,6 +33,7 @@
 pub mod btrfs;
 pub mod harness;
 pub mod slapd;
+pub mod xfs;
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};

@@ -49,7 +49,7 @@ pub struct VolumeBody {
     pub gid: u32,
     pub id: VolumeId,
     pub last_error: Option<String>,
-    /// Its root path's layout (`directory`, `btrfs`).
+    /// Its root path's layout (`directory`, `btrfs`, `xfs-project`).
     pub layout: &'static str,
     /// Octal, as `"0755"`.
     pub mode: String,
@@ -122,8 +122,8 @@ pub const SIZE_NOT_ENFORCED: &str = "size reserved, not enforced: the volume is 
 /// `size_enforcement` of a volume on a btrfs root path.
 pub const SIZE_BTRFS: &str =
     "enforced: a btrfs subvolume whose qgroup limit is the size; writes past it fail with EDQUOT";
-/// `size_enforcement` of a volume on an XFS project quota root path (not built yet).
-pub const SIZE_XFS_PROJECT: &str = "enforced: an XFS project quota of the size";
+/// `size_enforcement` of a volume on an XFS project quota root path.
+pub const SIZE_XFS_PROJECT: &str = "enforced: an XFS project quota whose block hard limit is the size; writes past it fail with EDQUOT";
 
 pub fn size_enforcement(layout: Layout) -> &'static str {
     match layout {

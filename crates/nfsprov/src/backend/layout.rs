@@ -1,7 +1,7 @@
 //! Root path layouts on the server: the check that a root path can hold the layout an admin
 //! asks for (one script, its output judged here), and the size a btrfs volume is limited to.
 //! Creating and removing a volume's subvolume are steps of the pass (`nfsprov_mksv`,
-//! `nfsprov_del` in `prelude.sh`).
+//! `nfsprov_del` in `prelude.sh`); for `xfs-project` see `backend::xfs`.
 
 use crate::model::Layout;
 use crate::remote::{Arg, Lit, Output, Script};
@@ -36,6 +36,9 @@ pub fn probe_script(root: &str, layout: Layout) -> Script {
         ]);
         s.marker_rc("qgroups", "");
     }
+    if layout == Layout::XfsProject {
+        super::xfs::probe_lines(&mut s, root);
+    }
     s
 }
 
@@ -55,6 +58,9 @@ pub fn probe_problem(server: &str, root: &str, layout: Layout, out: &Output) -> 
             "cannot tell the file system of {root} on server {server}: {}",
             text("fstype")
         ));
+    }
+    if layout == Layout::XfsProject {
+        return super::xfs::probe_problem(server, root, out);
     }
     if layout != Layout::Btrfs {
         return None;

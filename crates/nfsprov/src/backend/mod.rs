@@ -15,6 +15,7 @@ pub mod knfsd;
 pub mod layout;
 pub mod snapshot;
 pub mod usage;
+pub mod xfs;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -150,7 +151,7 @@ pub fn render<B: Backend>(plan: &Plan) -> Rendered {
 }
 
 /// Shell functions every pass uses (program text only; see the file for what each keeps).
-const PRELUDE: &str = include_str!("prelude.sh");
+pub const PRELUDE: &str = include_str!("prelude.sh");
 
 /// `sub` split into its parent (possibly empty) and its last component.
 fn split_sub(sub: &str) -> (&str, &str) {
@@ -165,11 +166,26 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
     s.line(&[Lit("umask 022; nfsprov_bad=0")]);
     s.line(&[Lit(PRELUDE)]);
     B::prelude(&mut s);
+    let xfs_work = plan.create.iter().any(|d| d.layout == Layout::XfsProject)
+        || plan.remove.iter().any(|r| r.layout == Layout::XfsProject);
+    if xfs_work {
+        s.line(&[Lit(xfs::FUNCTIONS)]);
+    }
     let marker = |s: &Script, tag: &str| format!("@@{} {tag}", s.nonce());
     let del_mark = marker(&s, "del");
     for r in &plan.remove {
         let (parent, name) = split_sub(&r.sub);
         let id = r.volume.to_string();
+        if r.layout == Layout::XfsProject {
+            // The project's limit and id go first; the directory then goes as any other.
+            s.line(&[
+                Lit("nfsprov_xpoff"),
+                Arg(&r.root),
+                Arg(&r.sub),
+                Arg(&id),
+                Lit(if r.owned { "1" } else { "0" }),
+            ]);
+        }
         let trash_name = r.trash_path.rsplit('/').next().unwrap_or(&id);
         s.line(&[
             Lit("nfsprov_rm"),
@@ -217,6 +233,26 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
                 words.push(Arg(sname));
             }
             s.line(&words);
+            continue;
+        }
+        if d.layout == Layout::XfsProject {
+            // A directory each, then its project and limit, verified (`nfsprov_mkxp`).
+            let (parent, name) = split_sub(&d.sub);
+            let owner = format!("{}:{}", d.uid, d.gid);
+            let id = d.volume.to_string();
+            let bytes = layout::qgroup_bytes(d.size_gb).to_string();
+            s.line(&[
+                Lit("nfsprov_mkxp"),
+                Arg(&mk_mark),
+                Arg(&d.root),
+                Arg(parent),
+                Arg(&owner),
+                Arg(&d.mode),
+                Arg(&id),
+                Arg(name),
+                Lit(if d.adopt { "1" } else { "0" }),
+                Arg(&bytes),
+            ]);
             continue;
         }
         groups

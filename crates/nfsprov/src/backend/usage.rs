@@ -14,6 +14,8 @@
 //! - limit check (btrfs, full passes): `nfsprov_lim PATH BYTES` verifies the volume is still a
 //!   subvolume and its qgroup limit is still BYTES, and puts a limit changed or lost by hand
 //!   (`btrfs qgroup limit`, quotas disabled and enabled again) back, read back (see [`Check`]).
+//! - xfs-project volume: the project report of its root path's file system (one per root
+//!   path), the line of its project id; resize with `nfsprov_rsx` (`backend::xfs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -147,13 +149,14 @@ pub struct RootAt {
     pub layout: Layout,
 }
 
-/// A btrfs volume whose limit is to become `bytes`.
+/// A btrfs or xfs-project volume whose limit is to become `bytes`.
 #[derive(Debug, Clone)]
 pub struct Resize {
     pub id: VolumeId,
     pub path: String,
     pub size_gb: i64,
     pub bytes: u64,
+    pub layout: Layout,
 }
 
 /// What one run of the script is to do.
@@ -202,12 +205,26 @@ pub struct Report {
 /// The script for `work`; `du_limit` bounds all its `du` shells together.
 pub fn script(work: &Work, du_limit: Duration) -> Script {
     let mut s = Script::new();
-    if !work.resizes.is_empty() || !work.checks.is_empty() {
+    if work.resizes.iter().any(|r| r.layout == Layout::Btrfs) || !work.checks.is_empty() {
         s.line(&[Lit(RESIZE_FN)]);
     }
+    if work.resizes.iter().any(|r| r.layout == Layout::XfsProject) {
+        s.line(&[Lit(super::xfs::FUNCTIONS)]);
+        s.line(&[Lit(super::xfs::RESIZE_FN)]);
+    }
     for r in &work.resizes {
-        s.line(&[Lit("nfsprov_rs"), Arg(&r.path), Arg(&r.bytes.to_string())]);
-        s.marker_rc("rs", &r.id.to_string());
+        let id = r.id.to_string();
+        if r.layout == Layout::XfsProject {
+            s.line(&[
+                Lit("nfsprov_rsx"),
+                Arg(&r.path),
+                Arg(&r.bytes.to_string()),
+                Arg(&id),
+            ]);
+        } else {
+            s.line(&[Lit("nfsprov_rs"), Arg(&r.path), Arg(&r.bytes.to_string())]);
+        }
+        s.marker_rc("rs", &id);
     }
     if !work.checks.is_empty() {
         s.line(&[Lit(LIMIT_CHECK_FN)]);
@@ -235,6 +252,10 @@ pub fn script(work: &Work, du_limit: Duration) -> Script {
                 Lit("2>&1"),
             ]);
             s.marker_rc("qg", &root.id.to_string());
+        }
+        if root.layout == Layout::XfsProject {
+            super::xfs::report_line(&mut s, &root.path);
+            s.marker_rc("xq", &root.id.to_string());
         }
     }
     for v in work.volumes.iter().filter(|v| v.layout == Layout::Btrfs) {
@@ -326,7 +347,9 @@ pub fn report(work: &Work, out: &Output) -> Report {
 
     let df = by("df");
     let qg = by("qg");
+    let xq = by("xq");
     let mut qgroups: HashMap<RootPathId, HashMap<u64, (u64, u64)>> = HashMap::new();
+    let mut projects: HashMap<RootPathId, HashMap<u32, (u64, u64)>> = HashMap::new();
     for root in &work.roots {
         let key = root.id.to_string();
         match df.get(key.as_str()) {
@@ -356,6 +379,19 @@ pub fn report(work: &Work, out: &Output) -> Report {
                 }
                 Some(sec) => r.problems.push(format!(
                     "root path {}: btrfs qgroup show failed: {}",
+                    root.path,
+                    sec.before.trim()
+                )),
+                None => {}
+            }
+        }
+        if root.layout == Layout::XfsProject {
+            match xq.get(key.as_str()) {
+                Some(sec) if sec.rc() == Some(0) => {
+                    projects.insert(root.id, super::xfs::parse_report(&sec.before));
+                }
+                Some(sec) => r.problems.push(format!(
+                    "root path {}: xfs_quota report failed: {}",
                     root.path,
                     sec.before.trim()
                 )),
@@ -408,7 +444,23 @@ pub fn report(work: &Work, out: &Output) -> Report {
                         .push(format!("volume {}: du gave nothing for {}", v.id, v.path)),
                 }
             }
-            Layout::XfsProject => {}
+            Layout::XfsProject => {
+                let Some(report) = projects.get(&v.root_path) else {
+                    continue;
+                };
+                let found = u32::try_from(v.id.0).ok().and_then(|id| report.get(&id));
+                match found {
+                    Some(&(used_bytes, _)) => r.volumes.push(VolumeUsage {
+                        id: v.id,
+                        used_bytes,
+                        exclusive_bytes: None,
+                    }),
+                    None => r.problems.push(format!(
+                        "volume {}: XFS project {} of {} is not in its file system's project report",
+                        v.id, v.id, v.path
+                    )),
+                }
+            }
         }
     }
     r
@@ -509,18 +561,21 @@ Qgroupid    Referenced    Exclusive   Path
                     path: "/b/v7".into(),
                     size_gb: 1,
                     bytes: 1_000_000_000,
+                    layout: Layout::Btrfs,
                 },
                 Resize {
                     id: VolumeId(8),
                     path: "/b/v8".into(),
                     size_gb: 1,
                     bytes: 1_000_000_000,
+                    layout: Layout::Btrfs,
                 },
                 Resize {
                     id: VolumeId(9),
                     path: "/b/v9".into(),
                     size_gb: 1,
                     bytes: 1_000_000_000,
+                    layout: Layout::Btrfs,
                 },
             ],
             checks: vec![],
@@ -634,6 +689,7 @@ Qgroupid    Referenced    Exclusive   Path
                 path: "/b/v7".into(),
                 size_gb: 1,
                 bytes: 1,
+                layout: Layout::Btrfs,
             }],
             ..Work::default()
         };

@@ -286,7 +286,7 @@ impl Datastore {
         self.volume(id).await
     }
 
-    /// The btrfs volumes of `server` whose limit is not their size: those the server has
+    /// The btrfs and xfs-project volumes of `server` whose limit is not their size: those the server has
     /// (exported at least once, not being deleted). A resize that failed is tried again only
     /// when `retry_failed` (a full pass), not on every pass.
     pub async fn pending_resizes(
@@ -296,7 +296,7 @@ impl Datastore {
     ) -> Result<Vec<PendingResize>> {
         let rows = sqlx::query(
             "SELECT v.id, v.size_gb FROM volumes v JOIN root_paths rp ON rp.id = v.root_path_id \
-             WHERE v.server_id = ? AND rp.layout = 'btrfs' AND v.applied_size_gb IS NOT NULL \
+             WHERE v.server_id = ? AND rp.layout IN ('btrfs', 'xfs-project') AND v.applied_size_gb IS NOT NULL \
              AND v.applied_size_gb != v.size_gb AND v.applied_clients IS NOT NULL \
              AND v.state NOT IN ('deleting', 'deleted') AND (? OR v.size_error IS NULL)",
         )
@@ -487,6 +487,34 @@ mod tests {
             )]
         );
         assert!(db.verify_audit().await.unwrap().is_ok());
+    }
+
+    /// A resized volume is handed to the reconciler on btrfs and xfs-project root paths (the
+    /// server holds their size), never on a plain-directory one (bookkeeping only).
+    #[tokio::test]
+    async fn xfs_project_and_btrfs_resizes_are_pending_directory_ones_are_not() {
+        let (_dir, db, owner, rp) = fixture().await;
+        let u = db.user_by_name("u").await.unwrap();
+        let v = create(&db, owner, rp, "a").await;
+        sqlx::query("UPDATE volumes SET state = 'available', applied_clients = '[]'")
+            .execute(&db.writer)
+            .await
+            .unwrap();
+        db.resize_volume(v.id, &u, 7, &crate::audit::Context::internal())
+            .await
+            .unwrap();
+        for (layout, pending) in [("directory", 0), ("xfs-project", 1), ("btrfs", 1)] {
+            sqlx::query("UPDATE root_paths SET layout = ?")
+                .bind(layout)
+                .execute(&db.writer)
+                .await
+                .unwrap();
+            let got = db.pending_resizes(v.server_id, true).await.unwrap();
+            assert_eq!(got.len(), pending, "{layout}");
+            if pending == 1 {
+                assert_eq!((got[0].id, got[0].size_gb), (v.id, 7), "{layout}");
+            }
+        }
     }
 
     #[tokio::test]

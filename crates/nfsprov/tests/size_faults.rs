@@ -371,9 +371,15 @@ async fn quotas_disabled_on_a_root_path_are_reported_there_alone_and_limits_come
         .await;
     assert!(says(&v, "size_error", BTRFS_ROOT), "{v}");
     assert!(says(&v, "size_error", "btrfs quota enable"), "{v}");
+    // Its enforcement no longer claims a limit that does not hold.
+    assert!(says(&v, "size_enforcement", "not enforced"), "{v}");
     // The same full pass checked the other root path's volume: it holds.
     let w = env.volume(w1).await;
     assert!(w["size_error"].is_null(), "{w}");
+    assert!(
+        says(&w, "size_enforcement", "enforced: a btrfs subvolume"),
+        "{w}"
+    );
     assert_eq!(qgroup_limit(&srv, &format!("{other_root}/w1")), GB);
 
     // A create there fails saying so; on the other root paths creates work.
@@ -393,8 +399,13 @@ async fn quotas_disabled_on_a_root_path_are_reported_there_alone_and_limits_come
     // Quotas enabled again (every qgroup back, without limits): the limits are put back, the
     // error goes, the waiting create finishes.
     inside(&srv, &format!("btrfs quota enable {BTRFS_ROOT}"));
-    env.wait_volume(v1, Duration::from_secs(30), |v| v["size_error"].is_null())
+    let v = env
+        .wait_volume(v1, Duration::from_secs(30), |v| v["size_error"].is_null())
         .await;
+    assert!(
+        says(&v, "size_enforcement", "enforced: a btrfs subvolume"),
+        "{v}"
+    );
     wait_limit(&srv, &format!("{BTRFS_ROOT}/v1"), GB).await;
     let v = env
         .wait_volume(v2, Duration::from_secs(30), |v| v["state"] == "available")

@@ -83,7 +83,7 @@ impl From<&Volume> for VolumeBody {
             path: v.full_path(),
             root_path_id: v.root_path_id,
             server_id: v.server_id,
-            size_enforcement: size_enforcement(v.layout),
+            size_enforcement: size_enforcement(v.layout, None),
             size_gb: v.size_gb,
             state: v.state,
             sub_path: v.sub_path.as_str().to_string(),
@@ -125,8 +125,16 @@ pub const SIZE_BTRFS: &str =
 /// `size_enforcement` of a volume on an XFS project quota root path.
 pub const SIZE_XFS_PROJECT: &str = "enforced: an XFS project quota whose block hard limit is the size; writes past it fail with EDQUOT";
 
-pub fn size_enforcement(layout: Layout) -> &'static str {
+/// `size_enforcement` of a volume whose limit a full pass found not held on the server (its
+/// `size_error` says why: quotas disabled, the subvolume gone or replaced).
+pub const SIZE_NOT_HELD: &str =
+    "not enforced right now: the server does not hold the limit; size_error says why";
+
+/// What a volume's size means on its layout, and whether the server holds it now.
+pub fn size_enforcement(layout: Layout, size_error: Option<&str>) -> &'static str {
+    let not_held = size_error.is_some_and(|e| e.starts_with(crate::datastore::SIZE_DRIFT));
     match layout {
+        Layout::Btrfs | Layout::XfsProject if not_held => SIZE_NOT_HELD,
         Layout::Directory => SIZE_NOT_ENFORCED,
         Layout::Btrfs => SIZE_BTRFS,
         Layout::XfsProject => SIZE_XFS_PROJECT,
@@ -409,8 +417,10 @@ pub struct VolumeDetailBody {
 
 impl VolumeDetailBody {
     pub fn new(v: &Volume, s: &SizeState) -> Self {
+        let mut volume = VolumeBody::from(v);
+        volume.size_enforcement = size_enforcement(v.layout, s.size_error.as_deref());
         VolumeDetailBody {
-            volume: VolumeBody::from(v),
+            volume,
             size_error: s.size_error.clone(),
             size_on_server_gb: v
                 .layout

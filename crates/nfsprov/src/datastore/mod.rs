@@ -42,7 +42,7 @@ mod volumes;
 pub use create::BatchCounts;
 pub use servers::NewServer;
 pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
-pub use usage::{KEEP_SAMPLES, gb_text};
+pub use usage::{KEEP_SAMPLES, SIZE_DRIFT, gb_text};
 pub use users::{LOCKED_MESSAGE, UserChange};
 pub use volumes::{Created, NewVolume, Page};
 

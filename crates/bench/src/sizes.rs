@@ -64,8 +64,10 @@ async fn run(n: usize) -> SizesRun {
             Method::POST,
             Some(ADMIN),
             "/api/v1/rootpaths",
-            Some(json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 1_000_000,
-                        "delete_policy": "purge", "layout": "btrfs"})),
+            Some(
+                json!({"server": "srv1", "path": BTRFS_ROOT, "capacity_gb": 1_000_000,
+                        "delete_policy": "purge", "layout": "btrfs"}),
+            ),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{rp}");
@@ -81,7 +83,10 @@ async fn run(n: usize) -> SizesRun {
     let list = srv
         .run_inside(&format!("btrfs subvolume list -o {BTRFS_ROOT} | wc -l"))
         .unwrap();
-    let subvolumes: usize = String::from_utf8_lossy(&list.stdout).trim().parse().unwrap();
+    let subvolumes: usize = String::from_utf8_lossy(&list.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(subvolumes, n + 1, "one subvolume per btrfs volume");
     let image = fs.image().to_path_buf();
     drop(fs);

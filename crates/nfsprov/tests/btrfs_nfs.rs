@@ -72,7 +72,10 @@ async fn btrfs_volume_over_nfs_refuses_the_writer_past_its_size_and_spills_nowhe
     for sub in ["full", "other"] {
         let (s, v) = env.create(ALICE, rp_id, sub, 1, clients.clone()).await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
-        assert_eq!(v["state"], "available", "ganesha exports the subvolume: {v}");
+        assert_eq!(
+            v["state"], "available",
+            "ganesha exports the subvolume: {v}"
+        );
         assert_eq!(v["layout"], "btrfs", "{v}");
         ids.push(v["id"].as_i64().unwrap());
     }
@@ -91,7 +94,10 @@ async fn btrfs_volume_over_nfs_refuses_the_writer_past_its_size_and_spills_nowhe
         .run(&["nfs-cat", &nfs.url(&format!("{full}/small"), 3, "")])
         .unwrap();
     assert!(back.status.success(), "{back:?}");
-    assert!(back.stdout == std::fs::read(&small).unwrap(), "read back other data");
+    assert!(
+        back.stdout == std::fs::read(&small).unwrap(),
+        "read back other data"
+    );
 
     // Past the size: nfs-cp fails part way (it prints only that a write failed, not why) and
     // the file on the server stops under the limit; the writer's next file is refused with the
@@ -108,7 +114,10 @@ async fn btrfs_volume_over_nfs_refuses_the_writer_past_its_size_and_spills_nowhe
         "{written} bytes of the big file and 64 MiB are over the 10^9 byte limit"
     );
     // Stopped by the limit, not short of it by accident.
-    assert!(written + 64 * MIB > GB - 64 * MIB, "stopped at {written} bytes");
+    assert!(
+        written + 64 * MIB > GB - 64 * MIB,
+        "stopped at {written} bytes"
+    );
     let err = nfs
         .write("client1", &format!("{full}/after-v3"), 3, "x", "")
         .unwrap_err();
@@ -127,10 +136,17 @@ async fn btrfs_volume_over_nfs_refuses_the_writer_past_its_size_and_spills_nowhe
         .client("client1")
         .run(&["nfs-cat", &nfs.url(&format!("{other}/small"), 4, "")])
         .unwrap();
-    assert!(back.stdout == std::fs::read(&small).unwrap(), "{:?}", back.status);
+    assert!(
+        back.stdout == std::fs::read(&small).unwrap(),
+        "{:?}",
+        back.status
+    );
     nfs.write("client1", &format!("{other}/note"), 3, "still room", "")
         .unwrap();
-    assert_eq!(nfs.read("client1", &format!("{other}/note"), 3).unwrap(), "still room");
+    assert_eq!(
+        nfs.read("client1", &format!("{other}/note"), 3).unwrap(),
+        "still room"
+    );
 
     // Delete (purge) while exported: the subvolume and its mount go, the other stays served.
     let (s, v) = env.delete_wait(ALICE, ids[0]).await;
@@ -140,6 +156,9 @@ async fn btrfs_volume_over_nfs_refuses_the_writer_past_its_size_and_spills_nowhe
     assert!(!list.contains("full"), "{list}");
     let mounts = inside(srv, "cat /proc/self/mountinfo");
     assert!(!mounts.contains(&format!(" {full} ")), "{mounts}");
-    assert_eq!(nfs.read("client1", &format!("{other}/note"), 4).unwrap(), "still room");
+    assert_eq!(
+        nfs.read("client1", &format!("{other}/note"), 4).unwrap(),
+        "still room"
+    );
     drop(fs);
 }

@@ -4,8 +4,9 @@
 //!
 //!   cargo xtask bench              # full run, rewrites BENCHMARKS.md + crates/bench/plot.svg
 //!   cargo xtask bench --short      # CI form: small sizes, fails only on a ratio regression
-//!   cargo xtask bench --only storm # one part alone (storm | accept | memory | ratelimit),
-//!                                  # prints only (ratelimit with --out: its section of that file)
+//!   cargo xtask bench --only storm # one part alone (storm | accept | memory | ratelimit | sizes),
+//!                                  # prints only (ratelimit and sizes with --out: their section
+//!                                  # of that file)
 //!
 //! Runs that machine noise can swing are repeated (`--runs`, 5 by default, 3 with --short) and
 //! reported as median and range; goals are judged on medians. The storm's per-pass profile
@@ -31,6 +32,8 @@ use nfsprov::profile::{self, Phase};
 use nfsprov::reconcile::{Hub, Tuning};
 use nfsprov::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
 use nfsprov_testbed::{Testbed, TestbedGuard, TestbedServer};
+
+mod sizes;
 
 /// nfsprov's benchmarks against the seed's way and the floor, on test-bed servers (needs root).
 #[derive(Parser)]
@@ -63,6 +66,9 @@ enum Only {
     Memory,
     /// A quiet user's create latency while another user bursts far over its rate limit.
     Ratelimit,
+    /// A create on a plain-directory root path against one on a btrfs root path (subvolume +
+    /// qgroup), in the same run.
+    Sizes,
 }
 
 /// `envs` and rate limits far above anything the bench sends: the storm and the accept
@@ -1381,6 +1387,17 @@ async fn main() {
         }
         return;
     }
+    if matches!(o.only, Some(Only::Sizes)) {
+        // Prints the section; with --out, puts it in that report in place of its old one.
+        let mut md = String::new();
+        sizes::section(&mut md, runs, if o.short { 10 } else { 30 }).await;
+        println!("{md}");
+        if let Some(out) = Opts::parse().out {
+            replace_section(&out, &md);
+            eprintln!("wrote the sizes section of {}", out.display());
+        }
+        return;
+    }
     if matches!(o.only, Some(Only::Storm)) {
         // Quick look at the storm against the floor alone (no baseline; prints, writes nothing).
         let (s, f) = storms(storm_n, servers, runs).await;
@@ -1618,6 +1635,8 @@ async fn main() {
     );
     eprintln!("rate limits: a quiet user while another bursts, {runs} runs");
     ratelimit_section(&mut md, runs, if o.short { 50 } else { 100 }).await;
+    eprintln!("a create by layout: directory vs btrfs, {runs} runs");
+    sizes::section(&mut md, runs, if o.short { 10 } else { 30 }).await;
     let _ = writeln!(md, "## Memory of `nfsprov serve`\n");
     let _ = writeln!(
         md,

@@ -165,7 +165,12 @@ impl BtrfsMount {
 impl Drop for BtrfsMount {
     fn drop(&mut self) {
         if self.server.is_running() {
-            let _ = self.server.run_inside(&format!("umount {}", self.path));
+            // Lazily when busy (a ganesha server's exports hold files open, subvolumes of it
+            // are bind-mounted on themselves): the device then goes with the last user.
+            let _ = self.server.run_inside(&format!(
+                "umount {p} 2>/dev/null || umount -l {p}",
+                p = self.path
+            ));
         }
         // Attached by us and still there (the mount never happened): detach it.
         if let Ok(held) = run(&["losetup", "-j", &self.image.to_string_lossy()])

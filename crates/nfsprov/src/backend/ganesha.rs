@@ -218,6 +218,13 @@ fn live_net(name: &str) -> Option<(IpAddr, u8)> {
 /// argument, the export's client entries, over ganesha's D-Bus; then, for each further argument
 /// (a host name), the addresses it resolves to there, as ganesha resolved them (getaddrinfo,
 /// same files and resolver).
+/// `nfsprov_svmount ROOT SUB` bind-mounts a volume's btrfs subvolume on itself (once; reached
+/// without following a symbolic link): ganesha's FSAL VFS (Debian's build has no libbtrfsutil)
+/// knows only the file systems in the mount table, and a subvolume has its own `st_dev` but is
+/// not listed there, so without the mount ganesha refuses the export with
+/// "resolve_posix_filesystem(<path>) returned No such file or directory (2)".
+/// `nfsprov_svumount ROOT SUB` takes that mount away (lazily: ganesha may hold files open in it
+/// until the reload drops the export) before the volume is removed or moved to the trash.
 const PRELUDE: &str = r#"nfsprov_l=/var/log/ganesha/ganesha.log
 nfsprov_dbus() { dbus-send --system --print-reply --reply-timeout=5000 --dest=org.ganesha.nfsd /org/ganesha/nfsd/ExportMgr "$@"; }
 nfsprov_gpid() {
@@ -260,6 +267,18 @@ nfsprov_live() {
     echo "=== resolve $nfsprov_x"
     getent ahosts "$nfsprov_x"
   done
+}
+nfsprov_svmount() {
+  if nfsprov_in "$1" "$2" && nfsprov_issv && ! mountpoint -q -- "$PWD"; then
+    mount --bind -- "$PWD" "$PWD" 2>&1 || echo "$1/$2: bind-mounting the btrfs subvolume on itself failed, so ganesha cannot export it"
+  fi
+  cd /
+}
+nfsprov_svumount() {
+  if nfsprov_in "$1" "$2" && mountpoint -q -- "$PWD"; then
+    nfsprov_mp=$PWD; cd /; umount -l -- "$nfsprov_mp"
+  fi
+  cd /
 }"#;
 
 impl Backend for Ganesha {
@@ -269,6 +288,7 @@ impl Backend for Ganesha {
     const FILES: &'static str = "nfsprov_d=/etc/ganesha; nfsprov_f=/etc/ganesha/nfsprov.conf; nfsprov_t=/etc/ganesha/.nfsprov.conf.tmp";
 
     const RELOAD: &'static str = "nfsprov_apply";
+    const MOUNTS_SUBVOLUMES: bool = true;
 
     fn entry(e: &Export) -> String {
         export_block(e.export_id, &e.path, &e.clients)

@@ -53,6 +53,9 @@ pub trait Backend {
     /// The command that makes the server load the managed file; exit status 2 means the NFS
     /// service is not running.
     const RELOAD: &'static str;
+    /// Whether a btrfs volume's subvolume must be a mount point of its own to be exported
+    /// (`nfsprov_svmount` / `nfsprov_svumount` in the backend's prelude).
+    const MOUNTS_SUBVOLUMES: bool = false;
     /// Print the live export state (a `live` marker follows).
     fn read_live(s: &mut Script, plan: &Plan);
     fn parse_live(text: &str) -> Self::Live;
@@ -187,6 +190,9 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
             ]);
         }
         let trash_name = r.trash_path.rsplit('/').next().unwrap_or(&id);
+        if B::MOUNTS_SUBVOLUMES {
+            s.line(&[Lit("nfsprov_svumount"), Arg(&r.root), Arg(&r.sub)]);
+        }
         s.line(&[
             Lit("nfsprov_rm"),
             Arg(&del_mark),
@@ -285,6 +291,14 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
                 words.push(Lit(if d.adopt { "1" } else { "0" }));
             }
             s.line(&words);
+        }
+    }
+    // Every btrfs volume, new or not (a mount does not outlive a reboot), before the reload.
+    if B::MOUNTS_SUBVOLUMES {
+        for d in plan.create.iter().chain(&plan.owners) {
+            if d.layout == Layout::Btrfs {
+                s.line(&[Lit("nfsprov_svmount"), Arg(&d.root), Arg(&d.sub)]);
+            }
         }
     }
     // Mode/owner drift found by the previous pass: put it back, never through a symbolic

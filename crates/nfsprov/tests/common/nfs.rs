@@ -80,6 +80,26 @@ impl<'a> Nfs<'a> {
 }
 
 impl Nfs<'_> {
+    /// `nfs-cp` of the local file `local` to `path` from client host `who` as root: its exit
+    /// status and output.
+    pub fn copy(&self, who: &str, local: &std::path::Path, path: &str, v: u8) -> (bool, String) {
+        let out = self
+            .client(who)
+            .run_timeout(
+                &["nfs-cp", local.to_str().unwrap(), &self.url(path, v, "")],
+                std::time::Duration::from_secs(180),
+            )
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
     /// Like [`Nfs::write`] as root, but from a process running as uid 1000 gid 1001, so libnfs
     /// cannot bind a privileged port.
     pub fn write_unprivileged(

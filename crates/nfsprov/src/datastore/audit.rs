@@ -3,13 +3,12 @@
 //! whole chain for `nfsprov audit verify` / `export`.
 //!
 //! A record's id and `prev_hash` come from the table inside the writing transaction: every
-//! write holds SQLite's one write lock (`BEGIN IMMEDIATE`, one write connection), so two
-//! records can never be chained to the same predecessor.
+//! write holds SQLite's one write lock (`BEGIN IMMEDIATE`, one write connection), and on
+//! PostgreSQL the row of `audit_head` is locked (`FOR UPDATE`) until the transaction ends, so
+//! two records can never be chained to the same predecessor.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use super::{Datastore, now};
+use super::sql::{Row, Tx, q};
+use super::{Columns, Datastore, now};
 use crate::audit::{Broken, Context, Entry, GENESIS, Record, Verified, Walk};
 use crate::error::Result;
 
@@ -17,6 +16,11 @@ use crate::error::Result;
 /// gap the walk reports) and the hash of the newest record.
 const HEAD: &str = "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0) + 1, \
      (SELECT hash FROM audit ORDER BY id DESC LIMIT 1)";
+
+/// PostgreSQL's `HEAD`: the highest id ever given is kept in the one row of `audit_head`,
+/// locked by this read until the appending transaction ends (`SET_HEAD_PG` moves it).
+const HEAD_PG: &str = "SELECT h.seq + 1, (SELECT hash FROM audit ORDER BY id DESC LIMIT 1)      FROM audit_head h FOR UPDATE";
+const SET_HEAD_PG: &str = "UPDATE audit_head SET seq = ?";
 
 const INSERT: &str = "INSERT INTO audit (id, at, actor, actor_id, source, request_id, method, path, \
      action, object, volume_id, before, after, status, outcome, prev_hash, hash) \
@@ -83,14 +87,23 @@ pub(super) fn insert_raw(db: &rusqlite::Connection, records: &[Record]) -> Resul
 }
 
 /// Append a record inside the caller's open transaction (on the write connection).
-pub(super) async fn append(
-    conn: &mut sqlx::SqliteConnection,
-    ctx: &Context,
-    e: &Entry,
-) -> Result<()> {
-    let (id, prev): (i64, Option<String>) = sqlx::query_as(HEAD).fetch_one(&mut *conn).await?;
+pub(super) async fn append(tx: &mut Tx, ctx: &Context, e: &Entry) -> Result<()> {
+    let pg = tx.is_postgres();
+    let head = q(if pg { HEAD_PG } else { HEAD })
+        .fetch_one(&mut *tx)
+        .await?;
+    let (id, prev) = match &head {
+        Row::Sqlite(h) => {
+            use sqlx::Row as _;
+            (h.try_get::<i64, _>(0)?, h.try_get::<Option<String>, _>(1)?)
+        }
+        Row::Pg(h) => {
+            use sqlx::Row as _;
+            (h.try_get::<i64, _>(0)?, h.try_get::<Option<String>, _>(1)?)
+        }
+    };
     let r = Record::seal(id, now(), prev.unwrap_or_else(|| GENESIS.into()), ctx, e);
-    sqlx::query(INSERT)
+    q(INSERT)
         .bind(r.id)
         .bind(&r.at)
         .bind(&r.actor)
@@ -108,38 +121,41 @@ pub(super) async fn append(
         .bind(&r.outcome)
         .bind(&r.prev_hash)
         .bind(&r.hash)
-        .execute(&mut *conn)
+        .execute(&mut *tx)
         .await?;
+    if pg {
+        q(SET_HEAD_PG).bind(r.id).execute(&mut *tx).await?;
+    }
     ctx.mark_recorded();
     Ok(())
 }
 
-fn record_from_row(row: &SqliteRow) -> Result<Record> {
+fn record_from_row(row: &Row) -> Result<Record> {
     Ok(Record {
-        id: row.try_get("id")?,
-        at: row.try_get("at")?,
-        actor: row.try_get("actor")?,
-        actor_id: row.try_get("actor_id")?,
-        source: row.try_get("source")?,
-        request_id: row.try_get("request_id")?,
-        method: row.try_get("method")?,
-        path: row.try_get("path")?,
-        action: row.try_get("action")?,
-        object: row.try_get("object")?,
-        volume_id: row.try_get("volume_id")?,
-        before: row.try_get("before")?,
-        after: row.try_get("after")?,
-        status: row.try_get("status")?,
-        outcome: row.try_get("outcome")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
+        id: row.int("id")?,
+        at: row.text("at")?,
+        actor: row.opt_text("actor")?,
+        actor_id: row.opt_int("actor_id")?,
+        source: row.opt_text("source")?,
+        request_id: row.opt_text("request_id")?,
+        method: row.text("method")?,
+        path: row.text("path")?,
+        action: row.text("action")?,
+        object: row.opt_text("object")?,
+        volume_id: row.opt_int("volume_id")?,
+        before: row.opt_text("before")?,
+        after: row.opt_text("after")?,
+        status: row.opt_int("status")?,
+        outcome: row.text("outcome")?,
+        prev_hash: row.text("prev_hash")?,
+        hash: row.text("hash")?,
     })
 }
 
 impl Datastore {
     /// Record something that changed nothing (a denied attempt), in its own transaction.
     pub async fn record_audit(&self, ctx: &Context, e: &Entry) -> Result<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         append(&mut tx, ctx, e).await?;
         tx.commit().await?;
         Ok(())
@@ -156,23 +172,21 @@ impl Datastore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = match volume {
             Some(v) => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
+                q(format!(
                     "{SELECT} WHERE volume_id = ? AND id > ? ORDER BY id LIMIT ?"
-                )))
+                ))
                 .bind(v)
                 .bind(after)
                 .bind(limit)
-                .fetch_all(&self.pool)
+                .fetch_all(self.db.read())
                 .await?
             }
             None => {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "{SELECT} WHERE id > ? ORDER BY id LIMIT ?"
-                )))
-                .bind(after)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
+                q(format!("{SELECT} WHERE id > ? ORDER BY id LIMIT ?"))
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(self.db.read())
+                    .await?
             }
         };
         rows.iter().map(record_from_row).collect()
@@ -184,15 +198,10 @@ impl Datastore {
         since: i64,
         mut f: impl FnMut(Record) -> Result<()>,
     ) -> Result<()> {
-        use futures_util::TryStreamExt;
-        let sql = format!("{SELECT} WHERE id > ? ORDER BY id");
-        let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        q(format!("{SELECT} WHERE id > ? ORDER BY id"))
             .bind(since)
-            .fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            f(record_from_row(&row)?)?;
-        }
-        Ok(())
+            .for_each(self.db.read(), |row| f(record_from_row(&row)?))
+            .await
     }
 
     /// Walk the whole chain: `Ok(Err(broken))` names the first bad record.
@@ -211,10 +220,15 @@ impl Datastore {
         if let Some(b) = broken {
             return Ok(Err(b));
         }
-        let seq: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'audit'")
-                .fetch_optional(&self.pool)
-                .await?;
+        let seq = q(if self.db.is_postgres() {
+            "SELECT seq FROM audit_head WHERE seq > 0"
+        } else {
+            "SELECT seq FROM sqlite_sequence WHERE name = 'audit'"
+        })
+        .fetch_optional(self.db.read())
+        .await?
+        .map(|row| row.int("seq"))
+        .transpose()?;
         Ok(walk.finish(seq))
     }
 }
@@ -366,7 +380,10 @@ mod tests {
             "UPDATE audit SET outcome = 'x' WHERE id = 1",
             "DELETE FROM audit WHERE id = 6",
         ] {
-            let e = sqlx::query(sql).execute(&db.writer).await.unwrap_err();
+            let e = sqlx::query(sql)
+                .execute(db.sqlite_writer())
+                .await
+                .unwrap_err();
             assert!(e.to_string().contains("append-only"), "{e}");
         }
         assert!(db.verify_audit().await.unwrap().is_ok());
@@ -432,7 +449,7 @@ mod tests {
             "CREATE TRIGGER refuse_bad BEFORE INSERT ON volumes WHEN NEW.sub_path = 'bad' \
              BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END",
         )
-        .execute(&db.writer)
+        .execute(db.sqlite_writer())
         .await
         .unwrap();
         assert!(

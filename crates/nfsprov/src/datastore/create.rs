@@ -614,12 +614,12 @@ mod tests {
         // At the top of ganesha's range, the lowest id no live volume holds is taken.
         sqlx::query("UPDATE volumes SET export_id = 65535 WHERE id = ?")
             .bind(a.id)
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         sqlx::query("UPDATE volumes SET state = 'deleted' WHERE id = ?")
             .bind(b.id)
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         let d = create(&db, owner, rp, "d").await;
@@ -683,7 +683,7 @@ mod tests {
         reqs: Vec<NewVolume>,
     ) -> Vec<Result<Created>> {
         let before = db.create_batches();
-        let held = db.writer.acquire().await.unwrap();
+        let held = db.sqlite_writer().acquire().await.unwrap();
         let blocker = {
             let db = db.clone();
             tokio::spawn(async move {
@@ -702,7 +702,10 @@ mod tests {
                 futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await
             })
         };
-        let queued = || db.creates.max_capacity() - db.creates.capacity();
+        let crate::datastore::Creates::Thread(thread) = &db.creates else {
+            unreachable!("a SQLite datastore")
+        };
+        let queued = || thread.max_capacity() - thread.capacity();
         until("every request is queued", || queued() == n).await;
         drop(held);
         assert!(matches!(
@@ -723,7 +726,7 @@ mod tests {
         // (`as_one_batch` checks it); its checks must see each other.
         let (_dir, db, owner, rp) = fixture().await;
         sqlx::query("UPDATE root_paths SET capacity_gb = 110")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         let other = db
@@ -825,7 +828,7 @@ mod tests {
             "UPDATE users SET quota_gb = 1099511627776",
             "UPDATE root_paths SET capacity_gb = 1099511627776",
         ] {
-            sqlx::query(sql).execute(&db.writer).await.unwrap();
+            sqlx::query(sql).execute(db.sqlite_writer()).await.unwrap();
         }
         let mut reqs = Vec::new();
         for (k, size) in [i64::MAX, i64::MAX, i64::MAX - 1, 1 << 62, 0, -5, i64::MIN]
@@ -865,7 +868,7 @@ mod tests {
             "CREATE TRIGGER refuse_bad BEFORE INSERT ON volumes WHEN NEW.sub_path = 'bad' \
              BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END",
         )
-        .execute(&db.writer)
+        .execute(db.sqlite_writer())
         .await
         .unwrap();
         let reqs = ["first", "bad", "last"]

@@ -8,7 +8,8 @@
 //!
 //! One module per entity: `servers`, `root_paths`, `users`, `volumes` (requests), `outcomes`
 //! (what a reconcile pass reads and records), `create` (the group-committing create thread), `usage` (usage samples and resizes).
-//! What only SQLite understands is in `sqlite` (see ARCHITECTURE.md, "Databases").
+//! Every query runs through `sql` (one layer for SQLite and PostgreSQL); what only SQLite
+//! understands is in `sqlite` (see ARCHITECTURE.md, "Databases").
 
 use std::path::Path;
 use std::str::FromStr;
@@ -22,15 +23,19 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
+use sql::Db;
+
 use crate::error::Result;
 use sqlite::{checkpoints, fresh_transaction_state};
 
 mod audit;
 mod create;
 mod outcomes;
+mod postgres;
 mod root_paths;
 mod servers;
 mod snapshots;
+mod sql;
 mod sqlite;
 #[cfg(test)]
 mod test_fixture;
@@ -46,18 +51,27 @@ pub use usage::{KEEP_SAMPLES, SIZE_DRIFT, gb_text};
 pub use users::{LOCKED_MESSAGE, UserChange};
 pub use volumes::{Created, NewVolume, Page};
 
-/// Reads use a pool of connections; every write goes through one connection, so writers queue
-/// in order inside the process instead of sleeping in SQLite's busy handler (which would put
-/// tens of milliseconds on a request's tail latency).
+/// The datastore on SQLite or PostgreSQL (`sql::Db`). On SQLite, reads use a pool of
+/// connections and every write goes through one connection, so writers queue in order inside
+/// the process instead of sleeping in SQLite's busy handler (which would put tens of
+/// milliseconds on a request's tail latency).
 #[derive(Clone)]
 pub struct Datastore {
-    pool: SqlitePool,
-    writer: SqlitePool,
-    creates: tokio::sync::mpsc::Sender<create::Job>,
+    db: Db,
+    creates: Creates,
     /// Background checkpoints that copied the whole log back (the next write starts it over).
     checkpointed: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// What the create thread has recorded, in batches.
     create_stats: std::sync::Arc<create::Stats>,
+}
+
+/// Where a create is recorded: the group-committing create thread on SQLite (rusqlite on the
+/// one write connection). The seam for PostgreSQL's create path (one async transaction per
+/// batch, rows locked `FOR UPDATE`), not written yet.
+#[derive(Clone)]
+enum Creates {
+    Thread(tokio::sync::mpsc::Sender<create::Job>),
+    Postgres,
 }
 
 impl Datastore {
@@ -90,16 +104,26 @@ trait Columns {
     fn opt_int(&self, col: &str) -> Result<Option<i64>>;
     fn text(&self, col: &str) -> Result<String>;
     fn opt_text(&self, col: &str) -> Result<Option<String>>;
+    /// A 0/1 flag (or a computed boolean).
+    fn flag(&self, col: &str) -> Result<bool>;
 }
 
-/// A typed id (`model::VolumeId`, ...) as both database paths read it.
+/// A typed id (`model::VolumeId`, ...) as every database path reads it.
 trait RowId:
-    for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+    + rusqlite::types::FromSql
 {
 }
 
 impl<T> RowId for T where
-    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite> + rusqlite::types::FromSql
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + rusqlite::types::FromSql
 {
 }
 
@@ -117,6 +141,9 @@ impl Columns for SqliteRow {
         Ok(self.try_get(col)?)
     }
     fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn flag(&self, col: &str) -> Result<bool> {
         Ok(self.try_get(col)?)
     }
 }
@@ -137,9 +164,29 @@ impl Columns for rusqlite::Row<'_> {
     fn opt_text(&self, col: &str) -> Result<Option<String>> {
         Ok(self.get(col)?)
     }
+    fn flag(&self, col: &str) -> Result<bool> {
+        Ok(self.get(col)?)
+    }
 }
 
 impl Datastore {
+    /// Open the database `url` names: `postgres://…` (or `postgresql://…`) a PostgreSQL
+    /// database, `sqlite://PATH` or a plain path a SQLite file (created if needed). Either
+    /// gets its migrations applied.
+    pub async fn open_url(url: &str) -> anyhow::Result<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = postgres::open(url).await?;
+            return Ok(Datastore {
+                db: Db::Postgres { pool },
+                creates: Creates::Postgres,
+                checkpointed: std::sync::Arc::default(),
+                create_stats: std::sync::Arc::default(),
+            });
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Self::open(Path::new(path)).await
+    }
+
     /// Open (creating if needed) the SQLite database at `path` and apply migrations.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
         let url = format!("sqlite://{}", path.display());
@@ -181,12 +228,30 @@ impl Datastore {
             std::sync::Arc::clone(&checkpointed),
         ));
         Ok(Datastore {
-            pool,
-            writer,
-            creates,
+            db: Db::Sqlite { pool, writer },
+            creates: Creates::Thread(creates),
             checkpointed,
             create_stats,
         })
+    }
+
+    /// SQLite's read pool and write connection, for what only SQLite has (the create thread,
+    /// rusqlite reads, the checkpoint, tests of SQLite itself).
+    fn sqlite(&self) -> Option<(&SqlitePool, &SqlitePool)> {
+        match &self.db {
+            Db::Sqlite { pool, writer } => Some((pool, writer)),
+            Db::Postgres { .. } => None,
+        }
+    }
+
+    #[cfg(test)]
+    fn sqlite_pool(&self) -> &SqlitePool {
+        self.sqlite().expect("a SQLite datastore").0
+    }
+
+    #[cfg(test)]
+    fn sqlite_writer(&self) -> &SqlitePool {
+        self.sqlite().expect("a SQLite datastore").1
     }
 }
 

@@ -1,10 +1,8 @@
 //! Root paths: the directories of a server volumes are made in, with their capacity and their
 //! export policy (what ordinary users may ask for there; `spec::policy`).
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{AssertSqlSafe, Row};
-
-use super::{Datastore, now};
+use super::sql::{Row, q};
+use super::{Columns, Datastore, now};
 use crate::error::{Amount, Clash, ClientPart, Entity, Error, PolicyPart, Result};
 use crate::model::{BackendKind, ClientRule, DeletePolicy, Layout, RootPath, RootPathId, ServerId};
 use crate::spec::policy::{Culprit, Violation};
@@ -14,20 +12,20 @@ const ROOT_PATH_SELECT: &str = "SELECT rp.id, rp.server_id, s.name, s.nfs_addres
      rp.capacity_gb, rp.allocated_gb, rp.delete_policy, rp.export_policy, rp.layout FROM root_paths rp \
      JOIN servers s ON s.id = rp.server_id";
 
-fn root_path_from_row(row: &SqliteRow) -> Result<RootPath> {
-    let path: String = row.try_get("path")?;
-    let policy: String = row.try_get("delete_policy")?;
+fn root_path_from_row(row: &Row) -> Result<RootPath> {
+    let path: String = row.text("path")?;
+    let policy: String = row.text("delete_policy")?;
     Ok(RootPath {
-        id: row.try_get("id")?,
-        server_id: row.try_get("server_id")?,
-        server_name: row.try_get("name")?,
-        nfs_address: row.try_get("nfs_address")?,
+        id: row.id("id")?,
+        server_id: row.id("server_id")?,
+        server_name: row.text("name")?,
+        nfs_address: row.text("nfs_address")?,
         path: RootDir::parse(&path).map_err(|e| anyhow::anyhow!("stored root path: {e}"))?,
-        capacity_gb: row.try_get("capacity_gb")?,
-        allocated_gb: row.try_get("allocated_gb")?,
+        capacity_gb: row.int("capacity_gb")?,
+        allocated_gb: row.int("allocated_gb")?,
         delete_policy: DeletePolicy::parse(&policy).unwrap_or_default(),
-        export_policy: stored_policy(&row.try_get::<String, _>("export_policy")?)?,
-        layout: stored_layout(&row.try_get::<String, _>("layout")?)?,
+        export_policy: stored_policy(&row.text("export_policy")?)?,
+        layout: stored_layout(&row.text("layout")?)?,
     })
 }
 
@@ -128,21 +126,21 @@ impl Datastore {
     ) -> Result<RootPath> {
         crate::spec::gb_amount(capacity_gb, 1)
             .map_err(|e| Error::out_of_range(Amount::Capacity, e.0))?;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let backend = sqlx::query("SELECT backend FROM servers WHERE id = ?")
+        let mut tx = self.db.begin_write().await?;
+        let backend = q("SELECT backend FROM servers WHERE id = ?")
             .bind(server)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut tx)
             .await?;
         let Some(backend) = backend else {
             return Err(Error::UnknownServer(server));
         };
-        check_policy_backend(&backend.try_get::<String, _>("backend")?, export_policy)?;
-        let others = sqlx::query("SELECT path FROM root_paths WHERE server_id = ?")
+        check_policy_backend(&backend.text("backend")?, export_policy)?;
+        let others = q("SELECT path FROM root_paths WHERE server_id = ?")
             .bind(server)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?;
         for row in others {
-            let other: String = row.try_get("path")?;
+            let other: String = row.text("path")?;
             if let Ok(other) = RootDir::parse(&other)
                 && other.overlaps(path)
             {
@@ -152,7 +150,7 @@ impl Datastore {
                 ));
             }
         }
-        let row = sqlx::query(
+        let row = q(
             "INSERT INTO root_paths (server_id, path, capacity_gb, delete_policy, export_policy, \
              created_at, layout) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -163,10 +161,10 @@ impl Datastore {
         .bind(export_policy.to_json())
         .bind(now())
         .bind(layout.as_str())
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
         tx.commit().await?;
-        self.root_path(row.try_get("id")?).await
+        self.root_path(row.id("id")?).await
     }
 
     /// Replace a root path's export policy. It binds requests recorded after this commits;
@@ -177,20 +175,20 @@ impl Datastore {
         id: RootPathId,
         export_policy: &ExportPolicy,
     ) -> Result<RootPath> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
+        let mut tx = self.db.begin_write().await?;
+        let row = q(
             "SELECT s.backend FROM root_paths rp JOIN servers s ON s.id = rp.server_id \
              WHERE rp.id = ?",
         )
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?
         .ok_or_else(|| Error::not_found(Entity::RootPath, id))?;
-        check_policy_backend(&row.try_get::<String, _>("backend")?, export_policy)?;
-        sqlx::query("UPDATE root_paths SET export_policy = ? WHERE id = ?")
+        check_policy_backend(&row.text("backend")?, export_policy)?;
+        q("UPDATE root_paths SET export_policy = ? WHERE id = ?")
             .bind(export_policy.to_json())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         self.root_path(id).await
@@ -198,9 +196,9 @@ impl Datastore {
 
     pub async fn root_path(&self, id: RootPathId) -> Result<RootPath> {
         let sql = format!("{ROOT_PATH_SELECT} WHERE rp.id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = q(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?
             .ok_or_else(|| Error::not_found(Entity::RootPath, id))?;
         root_path_from_row(&row)
@@ -208,9 +206,7 @@ impl Datastore {
 
     pub async fn root_paths(&self) -> Result<Vec<RootPath>> {
         let sql = format!("{ROOT_PATH_SELECT} ORDER BY rp.id");
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = q(sql).fetch_all(self.db.read()).await?;
         rows.iter().map(root_path_from_row).collect()
     }
 }

@@ -1,9 +1,7 @@
 //! Servers: the NFS servers nfsprov manages and their reconcile status.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use super::{Datastore, now};
+use super::sql::{Row, q};
+use super::{Columns, Datastore, now};
 use crate::error::{Clash, Entity, Error, Result};
 use crate::model::{BackendKind, Server, ServerId, ServerStatus};
 
@@ -38,35 +36,35 @@ fn default_ssh_user() -> String {
     "root".into()
 }
 
-fn server_from_row(row: &SqliteRow) -> Result<Server> {
+fn server_from_row(row: &Row) -> Result<Server> {
     Ok(Server {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        ssh_host: row.try_get("ssh_host")?,
-        ssh_port: row.try_get::<i64, _>("ssh_port")? as u16,
-        ssh_user: row.try_get("ssh_user")?,
-        ssh_key: row.try_get("ssh_key")?,
-        host_key: row.try_get("host_key")?,
-        nfs_address: row.try_get("nfs_address")?,
+        id: row.id("id")?,
+        name: row.text("name")?,
+        ssh_host: row.text("ssh_host")?,
+        ssh_port: row.int("ssh_port")? as u16,
+        ssh_user: row.text("ssh_user")?,
+        ssh_key: row.text("ssh_key")?,
+        host_key: row.text("host_key")?,
+        nfs_address: row.text("nfs_address")?,
         backend: {
-            let b: String = row.try_get("backend")?;
+            let b = row.text("backend")?;
             BackendKind::parse(&b)
                 .ok_or_else(|| anyhow::anyhow!("stored backend {b:?} is unknown"))?
         },
         status: {
-            let s: String = row.try_get("status")?;
+            let s = row.text("status")?;
             ServerStatus::parse(&s)
                 .ok_or_else(|| anyhow::anyhow!("stored server status {s:?} is unknown"))?
         },
-        status_message: row.try_get("status_message")?,
-        last_reconciled_at: row.try_get("last_reconciled_at")?,
-        created_at: row.try_get("created_at")?,
+        status_message: row.opt_text("status_message")?,
+        last_reconciled_at: row.opt_text("last_reconciled_at")?,
+        created_at: row.text("created_at")?,
     })
 }
 
 impl Datastore {
     pub async fn create_server(&self, s: &NewServer) -> Result<Server> {
-        let res = sqlx::query(
+        let res = q(
             "INSERT INTO servers (name, ssh_host, ssh_port, ssh_user, ssh_key, host_key, nfs_address, backend, created_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -79,10 +77,10 @@ impl Datastore {
         .bind(&s.nfs_address)
         .bind(&s.backend)
         .bind(now())
-        .fetch_one(&self.writer)
+        .fetch_one(self.db.write())
         .await;
         match res {
-            Ok(row) => self.server(row.try_get("id")?).await,
+            Ok(row) => self.server(row.id("id")?).await,
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
                 Clash::ServerName,
                 format!("a server named {:?} already exists", s.name),
@@ -92,26 +90,26 @@ impl Datastore {
     }
 
     pub async fn server(&self, id: ServerId) -> Result<Server> {
-        let row = sqlx::query("SELECT * FROM servers WHERE id = ?")
+        let row = q("SELECT * FROM servers WHERE id = ?")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?
             .ok_or_else(|| Error::not_found(Entity::Server, id))?;
         server_from_row(&row)
     }
 
     pub async fn server_by_name(&self, name: &str) -> Result<Server> {
-        let row = sqlx::query("SELECT * FROM servers WHERE name = ?")
+        let row = q("SELECT * FROM servers WHERE name = ?")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?
             .ok_or_else(|| Error::not_found(Entity::Server, format!("{name:?}")))?;
         server_from_row(&row)
     }
 
     pub async fn servers(&self) -> Result<Vec<Server>> {
-        let rows = sqlx::query("SELECT * FROM servers ORDER BY id")
-            .fetch_all(&self.pool)
+        let rows = q("SELECT * FROM servers ORDER BY id")
+            .fetch_all(self.db.read())
             .await?;
         rows.iter().map(server_from_row).collect()
     }
@@ -122,15 +120,13 @@ impl Datastore {
         status: ServerStatus,
         message: Option<&str>,
     ) -> Result<()> {
-        sqlx::query(
-            "UPDATE servers SET status = ?, status_message = ?, last_reconciled_at = ? WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(message)
-        .bind(now())
-        .bind(id)
-        .execute(&self.writer)
-        .await?;
+        q("UPDATE servers SET status = ?, status_message = ?, last_reconciled_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(message)
+            .bind(now())
+            .bind(id)
+            .execute(self.db.write())
+            .await?;
         Ok(())
     }
 
@@ -142,17 +138,20 @@ impl Datastore {
         ctx: &crate::audit::Context,
     ) -> Result<()> {
         use crate::audit::host_key_fingerprint as fingerprint;
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query("SELECT name, host_key FROM servers WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| Error::not_found(Entity::Server, id))?;
-        let (name, old): (String, String) = (row.try_get("name")?, row.try_get("host_key")?);
-        sqlx::query("UPDATE servers SET host_key = ? WHERE id = ?")
+        let mut tx = self.db.begin_write().await?;
+        let row = q(format!(
+            "SELECT name, host_key FROM servers WHERE id = ?{}",
+            tx.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(&mut tx)
+        .await?
+        .ok_or_else(|| Error::not_found(Entity::Server, id))?;
+        let (name, old) = (row.text("name")?, row.text("host_key")?);
+        q("UPDATE servers SET host_key = ? WHERE id = ?")
             .bind(host_key)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         let entry = crate::audit::Entry {
             action: "server.host_key".into(),

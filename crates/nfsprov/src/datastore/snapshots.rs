@@ -10,11 +10,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use sqlx::Row;
-
 use super::audit::append;
+use super::sql::{On, Row, Tx, q};
 use super::users::refuse_if_locked;
-use super::{Datastore, now, parse_time};
+use super::{Columns, Datastore, now, parse_time};
 use crate::audit::{Context, Entry};
 use crate::error::{Clash, Entity, Error, Result};
 use crate::model::*;
@@ -27,19 +26,19 @@ macro_rules! snapshot_select {
     };
 }
 
-fn snapshot_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Snapshot> {
-    let state: String = row.try_get("state")?;
+fn snapshot_from_row(row: &Row) -> Result<Snapshot> {
+    let state = row.text("state")?;
     Ok(Snapshot {
-        id: row.try_get("id")?,
-        volume_id: row.try_get("volume_id")?,
-        name: SnapshotName::parse(&row.try_get::<String, _>("name")?)
+        id: row.id("id")?,
+        volume_id: row.id("volume_id")?,
+        name: SnapshotName::parse(&row.text("name")?)
             .map_err(|e| anyhow::anyhow!("stored snapshot name: {e}"))?,
         state: SnapshotState::parse(&state)
             .ok_or_else(|| anyhow::anyhow!("stored snapshot state {state:?}"))?,
-        exclusive_bytes: row.try_get("exclusive_bytes")?,
-        last_error: row.try_get("last_error")?,
-        created_at: parse_time(&row.try_get::<String, _>("created_at")?),
-        updated_at: parse_time(&row.try_get::<String, _>("updated_at")?),
+        exclusive_bytes: row.opt_int("exclusive_bytes")?,
+        last_error: row.opt_text("last_error")?,
+        created_at: parse_time(&row.text("created_at")?),
+        updated_at: parse_time(&row.text("updated_at")?),
     })
 }
 
@@ -51,26 +50,22 @@ struct Owned {
     root_path: String,
 }
 
-async fn visible_volume(
-    conn: &mut sqlx::SqliteConnection,
-    id: VolumeId,
-    viewer: &User,
-) -> Result<Owned> {
-    let row = sqlx::query(
+async fn visible_volume<'a>(on: impl Into<On<'a>>, id: VolumeId, viewer: &User) -> Result<Owned> {
+    let row = q(
         "SELECT v.owner_id, v.state, rp.layout, rp.path FROM volumes v \
          JOIN root_paths rp ON rp.id = v.root_path_id WHERE v.id = ?",
     )
     .bind(id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(on)
     .await?;
     let Some(row) = row else {
         return Err(Error::not_found(Entity::Volume, id));
     };
     let owned = Owned {
-        owner: row.try_get("owner_id")?,
-        state: row.try_get("state")?,
-        layout: row.try_get("layout")?,
-        root_path: row.try_get("path")?,
+        owner: row.id("owner_id")?,
+        state: row.text("state")?,
+        layout: row.text("layout")?,
+        root_path: row.text("path")?,
     };
     if (owned.owner != viewer.id && !viewer.sees_everything()) || owned.state == "deleted" {
         return Err(Error::not_found(Entity::Volume, id));
@@ -84,21 +79,25 @@ fn snapshot_not_found(volume: VolumeId, sid: SnapshotId) -> Error {
 
 /// Recompute what `owner`'s snapshots are charged (see the module's doc) and move `used_gb`
 /// by the difference.
-pub(super) async fn recharge(conn: &mut sqlx::SqliteConnection, owner: UserId) -> Result<()> {
-    let total: i64 = sqlx::query_scalar(
-        "SELECT COALESCE(SUM(COALESCE(s.exclusive_bytes, 0)), 0) FROM snapshots s \
-         JOIN volumes v ON v.id = s.volume_id WHERE v.owner_id = ? AND s.state != 'deleted'",
+pub(super) async fn recharge(tx: &mut Tx, owner: UserId) -> Result<()> {
+    // CAST: PostgreSQL's SUM of BIGINT is NUMERIC.
+    let total = q(
+        "SELECT CAST(COALESCE(SUM(COALESCE(s.exclusive_bytes, 0)), 0) AS BIGINT) AS total \
+         FROM snapshots s JOIN volumes v ON v.id = s.volume_id \
+         WHERE v.owner_id = ? AND s.state != 'deleted'",
     )
     .bind(owner)
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_one(&mut *tx)
+    .await?
+    .int("total")?;
     let gb = snapshot_gb(total);
-    sqlx::query(
-        "UPDATE users SET used_gb = MAX(used_gb + ?1 - snapshot_gb, 0), snapshot_gb = ?1 WHERE id = ?2",
-    )
+    q(format!(
+        "UPDATE users SET used_gb = {}(used_gb + ?1 - snapshot_gb, 0), snapshot_gb = ?1 WHERE id = ?2",
+        tx.greatest()
+    ))
     .bind(gb)
     .bind(owner)
-    .execute(&mut *conn)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -121,7 +120,7 @@ impl Datastore {
         max: usize,
         ctx: &Context,
     ) -> Result<Snapshot> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         refuse_if_locked(&mut tx, viewer).await?;
         let vol = visible_volume(&mut tx, id, viewer).await?;
         if vol.owner != viewer.id && !viewer.is_admin() {
@@ -145,12 +144,14 @@ impl Datastore {
                 ),
             ));
         }
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM snapshots WHERE volume_id = ? AND state != 'deleted' ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let names =
+            q("SELECT name FROM snapshots WHERE volume_id = ? AND state != 'deleted' ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut tx)
+                .await?
+                .iter()
+                .map(|r| r.text("name"))
+                .collect::<Result<Vec<_>>>()?;
         if names.iter().any(|n| n == name.as_str()) {
             return Err(Error::conflict(
                 Clash::SnapshotName,
@@ -166,11 +167,14 @@ impl Datastore {
                 ),
             ));
         }
-        let (quota, used): (i64, i64) =
-            sqlx::query_as("SELECT quota_gb, used_gb FROM users WHERE id = ?")
-                .bind(vol.owner)
-                .fetch_one(&mut *tx)
-                .await?;
+        let r = q(format!(
+            "SELECT quota_gb, used_gb FROM users WHERE id = ?{}",
+            tx.for_update()
+        ))
+        .bind(vol.owner)
+        .fetch_one(&mut tx)
+        .await?;
+        let (quota, used) = (r.int("quota_gb")?, r.int("used_gb")?);
         if used > quota {
             return Err(Error::QuotaExceeded {
                 message: format!(
@@ -179,15 +183,16 @@ impl Datastore {
             });
         }
         let ts = now();
-        let sid: SnapshotId = sqlx::query_scalar(
+        let sid: SnapshotId = q(
             "INSERT INTO snapshots (volume_id, name, state, created_at, updated_at) \
              VALUES (?1, ?2, 'creating', ?3, ?3) RETURNING id",
         )
         .bind(id)
         .bind(name.as_str())
         .bind(&ts)
-        .fetch_one(&mut *tx)
-        .await?;
+        .fetch_one(&mut tx)
+        .await?
+        .id("id")?;
         // In the change's own transaction, like the volume changes.
         let entry = Entry {
             action: "snapshot.create".into(),
@@ -204,23 +209,22 @@ impl Datastore {
     }
 
     pub async fn snapshot(&self, sid: SnapshotId) -> Result<Snapshot> {
-        let row = sqlx::query(concat!(snapshot_select!(), " WHERE s.id = ?"))
+        let row = q(concat!(snapshot_select!(), " WHERE s.id = ?"))
             .bind(sid)
-            .fetch_one(&self.pool)
+            .fetch_one(self.db.read())
             .await?;
         snapshot_from_row(&row)
     }
 
     /// The live snapshots of volume `id` (not the deleted ones), oldest first.
     pub async fn snapshots_for(&self, id: VolumeId, viewer: &User) -> Result<Vec<Snapshot>> {
-        let mut conn = self.pool.acquire().await?;
-        visible_volume(&mut conn, id, viewer).await?;
-        let rows = sqlx::query(concat!(
+        visible_volume(self.db.read(), id, viewer).await?;
+        let rows = q(concat!(
             snapshot_select!(),
             " WHERE s.volume_id = ? AND s.state != 'deleted' ORDER BY s.id"
         ))
         .bind(id)
-        .fetch_all(&mut *conn)
+        .fetch_all(self.db.read())
         .await?;
         rows.iter().map(snapshot_from_row).collect()
     }
@@ -231,15 +235,14 @@ impl Datastore {
         sid: SnapshotId,
         viewer: &User,
     ) -> Result<Snapshot> {
-        let mut conn = self.pool.acquire().await?;
-        visible_volume(&mut conn, id, viewer).await?;
-        let row = sqlx::query(concat!(
+        visible_volume(self.db.read(), id, viewer).await?;
+        let row = q(concat!(
             snapshot_select!(),
             " WHERE s.id = ? AND s.volume_id = ? AND s.state != 'deleted'"
         ))
         .bind(sid)
         .bind(id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(self.db.read())
         .await?;
         match row {
             Some(row) => snapshot_from_row(&row),
@@ -256,30 +259,31 @@ impl Datastore {
         viewer: &User,
         ctx: &Context,
     ) -> Result<Snapshot> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         refuse_if_locked(&mut tx, viewer).await?;
         let vol = visible_volume(&mut tx, id, viewer).await?;
         if vol.owner != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
         }
-        let found: Option<(String, String)> = sqlx::query_as(
-            "SELECT name, state FROM snapshots \
-             WHERE id = ? AND volume_id = ? AND state != 'deleted'",
-        )
+        let found = q("SELECT name, state FROM snapshots \
+             WHERE id = ? AND volume_id = ? AND state != 'deleted'")
         .bind(sid)
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
-        let Some((name, state)) = found else {
+        let Some(found) = found else {
             return Err(snapshot_not_found(id, sid));
         };
-        let restoring: Option<VolumeId> = sqlx::query_scalar(
+        let (name, state) = (found.text("name")?, found.text("state")?);
+        let restoring: Option<VolumeId> = q(
             "SELECT r.volume_id FROM restores r JOIN volumes v ON v.id = r.volume_id \
              WHERE r.snapshot_id = ? AND v.state = 'creating' LIMIT 1",
         )
         .bind(sid)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(&mut tx)
+        .await?
+        .map(|r| r.id("volume_id"))
+        .transpose()?;
         if let Some(v) = restoring {
             return Err(Error::conflict(
                 Clash::VolumeState,
@@ -288,12 +292,12 @@ impl Datastore {
                 ),
             ));
         }
-        sqlx::query(
+        q(
             "UPDATE snapshots SET state = 'deleting', last_error = NULL, updated_at = ? WHERE id = ?",
         )
         .bind(now())
         .bind(sid)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         let entry = Entry {
             action: "snapshot.delete".into(),
@@ -316,27 +320,27 @@ impl Datastore {
         server: ServerId,
         full: bool,
     ) -> Result<Vec<SnapshotTask>> {
-        let rows = sqlx::query(
+        let rows = q(
             "SELECT s.id, s.volume_id, s.name, s.state, rp.path, v.sub_path FROM snapshots s \
              JOIN volumes v ON v.id = s.volume_id JOIN root_paths rp ON rp.id = v.root_path_id \
              WHERE v.server_id = ?1 AND (s.state IN ('creating', 'deleting', 'error') \
-                   OR (?2 AND s.state = 'available')) ORDER BY s.id",
+                   OR (?2 != 0 AND s.state = 'available')) ORDER BY s.id",
         )
         .bind(server)
         .bind(full)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         rows.iter()
             .map(|r| {
-                let state: String = r.try_get("state")?;
+                let state = r.text("state")?;
                 Ok(SnapshotTask {
-                    id: r.try_get("id")?,
-                    volume: r.try_get("volume_id")?,
-                    name: r.try_get("name")?,
+                    id: r.id("id")?,
+                    volume: r.id("volume_id")?,
+                    name: r.text("name")?,
                     state: SnapshotState::parse(&state)
                         .ok_or_else(|| anyhow::anyhow!("stored snapshot state {state:?}"))?,
-                    root: r.try_get("path")?,
-                    sub: r.try_get("sub_path")?,
+                    root: r.text("path")?,
+                    sub: r.text("sub_path")?,
                 })
             })
             .collect()
@@ -349,7 +353,7 @@ impl Datastore {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         let ts = now();
         let mut owners = BTreeSet::new();
         for o in outcomes {
@@ -358,7 +362,7 @@ impl Datastore {
                     id,
                     exclusive_bytes,
                 } => {
-                    sqlx::query(
+                    q(
                         "UPDATE snapshots SET state = 'available', last_error = NULL, \
                          exclusive_bytes = COALESCE(?1, exclusive_bytes), updated_at = ?2 \
                          WHERE id = ?3 AND state IN ('creating', 'error', 'available')",
@@ -366,41 +370,41 @@ impl Datastore {
                     .bind(exclusive_bytes)
                     .bind(&ts)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                     id
                 }
                 SnapshotOutcome::Deleted { id } => {
-                    sqlx::query(
+                    q(
                         "UPDATE snapshots SET state = 'deleted', last_error = NULL, updated_at = ?1 \
                          WHERE id = ?2 AND state = 'deleting'",
                     )
                     .bind(&ts)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                     id
                 }
                 SnapshotOutcome::Failed { id, message } => {
-                    sqlx::query(
-                        "UPDATE snapshots SET last_error = ?1, updated_at = ?2, \
+                    q("UPDATE snapshots SET last_error = ?1, updated_at = ?2, \
                          state = CASE WHEN state = 'creating' THEN 'error' ELSE state END \
-                         WHERE id = ?3 AND state != 'deleted'",
-                    )
+                         WHERE id = ?3 AND state != 'deleted'")
                     .bind(message)
                     .bind(&ts)
                     .bind(id)
-                    .execute(&mut *tx)
+                    .execute(&mut tx)
                     .await?;
                     id
                 }
             };
-            let owner: Option<UserId> = sqlx::query_scalar(
+            let owner: Option<UserId> = q(
                 "SELECT v.owner_id FROM snapshots s JOIN volumes v ON v.id = s.volume_id WHERE s.id = ?",
             )
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .fetch_optional(&mut tx)
+            .await?
+            .map(|r| r.id("owner_id"))
+            .transpose()?;
             owners.extend(owner);
         }
         for owner in owners {
@@ -416,21 +420,18 @@ impl Datastore {
         &self,
         server: ServerId,
     ) -> Result<HashMap<VolumeId, (String, String)>> {
-        let rows = sqlx::query(
+        let rows = q(
             "SELECT r.volume_id, s.volume_id AS source, s.name FROM restores r \
              JOIN volumes v ON v.id = r.volume_id JOIN snapshots s ON s.id = r.snapshot_id \
              WHERE v.server_id = ? AND v.state IN ('creating', 'error')",
         )
         .bind(server)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         rows.iter()
             .map(|r| {
-                let source: VolumeId = r.try_get("source")?;
-                Ok((
-                    r.try_get("volume_id")?,
-                    (source.to_string(), r.try_get("name")?),
-                ))
+                let source: VolumeId = r.id("source")?;
+                Ok((r.id("volume_id")?, (source.to_string(), r.text("name")?)))
             })
             .collect()
     }
@@ -462,16 +463,16 @@ impl Datastore {
 }
 
 /// The names of volume `id`'s live snapshots, for a delete refused because of them.
-pub(super) async fn live_snapshot_names(
-    conn: &mut sqlx::SqliteConnection,
-    id: VolumeId,
-) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+pub(super) async fn live_snapshot_names(tx: &mut Tx, id: VolumeId) -> Result<Vec<String>> {
+    q(
         "SELECT name FROM snapshots WHERE volume_id = ? AND state NOT IN ('deleted', 'deleting') ORDER BY id",
     )
     .bind(id)
-    .fetch_all(&mut *conn)
-    .await?)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| r.text("name"))
+    .collect()
 }
 
 #[cfg(test)]
@@ -482,7 +483,7 @@ mod tests {
     async fn used_gb(db: &Datastore, user: UserId) -> i64 {
         sqlx::query_scalar("SELECT used_gb FROM users WHERE id = ?")
             .bind(user)
-            .fetch_one(&db.pool)
+            .fetch_one(db.sqlite_pool())
             .await
             .unwrap()
     }
@@ -505,7 +506,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         sqlx::query("UPDATE root_paths SET layout = 'btrfs'")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         // Not available yet.
@@ -518,7 +519,7 @@ mod tests {
             })
         ));
         sqlx::query("UPDATE volumes SET state = 'available'")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         let s = db
@@ -585,11 +586,11 @@ mod tests {
         let (_dir, db, owner, rp) = fixture().await;
         let v = create(&db, owner, rp, "a").await;
         sqlx::query("UPDATE root_paths SET layout = 'btrfs'")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         sqlx::query("UPDATE volumes SET state = 'available'")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         let viewer = db.user_by_name("u").await.unwrap();
@@ -651,7 +652,7 @@ mod tests {
         // The restore is done: the snapshot may go.
         sqlx::query("UPDATE volumes SET state = 'available' WHERE id = ?")
             .bind(restored.id)
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         let s2 = SnapshotName::parse("s2").unwrap();

@@ -141,7 +141,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_raw_transaction_left_open_is_rolled_back() {
         let (_dir, db, _owner, _rp) = fixture().await;
-        let (pool, rt) = (db.writer.clone(), tokio::runtime::Handle::current());
+        let (pool, rt) = (
+            db.sqlite_writer().clone(),
+            tokio::runtime::Handle::current(),
+        );
         tokio::task::spawn_blocking(move || {
             let failed = with_raw_connection(&rt, &pool, |c| -> Result<()> {
                 c.execute_batch("BEGIN IMMEDIATE; UPDATE users SET quota_gb = 1")?;
@@ -160,7 +163,11 @@ mod tests {
         .unwrap();
         // Neither change was kept, and the write connection takes a new transaction.
         assert_eq!(db.user_by_name("u").await.unwrap().quota_gb, 100);
-        let tx = db.writer.begin_with("BEGIN IMMEDIATE").await.unwrap();
+        let tx = db
+            .sqlite_writer()
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .unwrap();
         tx.rollback().await.unwrap();
     }
 
@@ -168,16 +175,16 @@ mod tests {
     async fn the_write_ahead_log_is_checkpointed_in_the_background() {
         let (dir, db, owner, rp) = fixture().await;
         sqlx::query("UPDATE users SET quota_gb = 10000")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         sqlx::query("UPDATE root_paths SET capacity_gb = 10000")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         // Commits do not checkpoint ...
         let auto: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
-            .fetch_one(&db.writer)
+            .fetch_one(db.sqlite_writer())
             .await
             .unwrap();
         assert_eq!(auto, 0);

@@ -12,7 +12,7 @@ pub async fn query_plan(db: &Datastore, sql: &str, binds: usize) -> Vec<String> 
     for _ in 0..binds {
         q = q.bind(1_i64);
     }
-    q.fetch_all(&db.pool)
+    q.fetch_all(db.sqlite_pool())
         .await
         .unwrap()
         .iter()

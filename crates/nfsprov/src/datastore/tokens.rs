@@ -3,11 +3,10 @@
 //! is shown once, when it is made.
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
+use super::sql::{Row, q};
 use super::users::{refuse_if_locked_any_role, user_from_row};
-use super::{Datastore, now};
+use super::{Columns, Datastore, now};
 use crate::error::{Clash, Entity, Error, Result};
 use crate::model::{TokenId, User};
 
@@ -31,12 +30,12 @@ pub enum TokenRefusal {
     Expired(DateTime<Utc>),
 }
 
-fn token_from_row(row: &SqliteRow) -> Result<Token> {
+fn token_from_row(row: &Row) -> Result<Token> {
     Ok(Token {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        created_at: super::parse_time(&row.try_get::<String, _>("created_at")?),
-        expires_at: super::parse_time(&row.try_get::<String, _>("expires_at")?),
+        id: row.id("id")?,
+        name: row.text("name")?,
+        created_at: super::parse_time(&row.text("created_at")?),
+        expires_at: super::parse_time(&row.text("expires_at")?),
     })
 }
 
@@ -54,31 +53,29 @@ impl Datastore {
         hash: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<Token> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         refuse_if_locked_any_role(&mut tx, owner).await?;
         let now_text = now();
         // Expired tokens are dead: their names are free again and they do not count.
-        sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ?1 \
-             WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at <= ?1",
-        )
+        q("UPDATE api_tokens SET revoked_at = ?1 \
+             WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at <= ?1")
         .bind(&now_text)
         .bind(owner.id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        let live: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL",
-        )
-        .bind(owner.id)
-        .fetch_one(&mut *tx)
-        .await?;
+        let live =
+            q("SELECT COUNT(*) AS live FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL")
+                .bind(owner.id)
+                .fetch_one(&mut tx)
+                .await?
+                .int("live")?;
         if live >= MAX_LIVE_TOKENS {
             return Err(Error::conflict(
                 Clash::TokenCount,
                 format!("you hold {live} live tokens, the most allowed; revoke one first"),
             ));
         }
-        let res = sqlx::query(
+        let res = q(
             "INSERT INTO api_tokens (user_id, name, token_hash, created_at, expires_at) \
              VALUES (?, ?, ?, ?, ?) RETURNING *",
         )
@@ -87,7 +84,7 @@ impl Datastore {
         .bind(hash)
         .bind(&now_text)
         .bind(stamp(expires_at))
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await;
         let row = match res {
             Ok(row) => row,
@@ -106,13 +103,13 @@ impl Datastore {
 
     /// `owner`'s live tokens, oldest first.
     pub async fn tokens_of(&self, owner: &User) -> Result<Vec<Token>> {
-        let rows = sqlx::query(
+        let rows = q(
             "SELECT * FROM api_tokens WHERE user_id = ? AND revoked_at IS NULL \
              AND expires_at > ? ORDER BY id",
         )
         .bind(owner.id)
         .bind(now())
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         rows.iter().map(token_from_row).collect()
     }
@@ -120,16 +117,14 @@ impl Datastore {
     /// Revoke one of `owner`'s tokens: another user's token is "not found", as is one
     /// already revoked.
     pub async fn revoke_token(&self, owner: &User, id: TokenId) -> Result<Token> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         // A locked account may still revoke its tokens: that only takes rights away.
-        let row = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ? \
-             WHERE id = ? AND user_id = ? AND revoked_at IS NULL RETURNING *",
-        )
+        let row = q("UPDATE api_tokens SET revoked_at = ? \
+             WHERE id = ? AND user_id = ? AND revoked_at IS NULL RETURNING *")
         .bind(now())
         .bind(id)
         .bind(owner.id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?
         .ok_or_else(|| Error::not_found(Entity::Token, id))?;
         let token = token_from_row(&row)?;
@@ -142,18 +137,18 @@ impl Datastore {
         &self,
         hash: &str,
     ) -> Result<std::result::Result<User, TokenRefusal>> {
-        let row = sqlx::query(
+        let row = q(
             "SELECT u.*, t.expires_at AS token_expires_at FROM api_tokens t \
              JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = ? AND t.revoked_at IS NULL",
         )
         .bind(hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.read())
         .await?;
         let Some(row) = row else {
             return Ok(Err(TokenRefusal::Unknown));
         };
-        let expires = super::parse_time(&row.try_get::<String, _>("token_expires_at")?);
+        let expires = super::parse_time(&row.text("token_expires_at")?);
         if expires <= Utc::now() {
             return Ok(Err(TokenRefusal::Expired(expires)));
         }

@@ -10,12 +10,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
 use super::root_paths::{apply_policy, stored_policy};
+use super::sql::{Row, q};
 use super::users::refuse_if_locked;
-use super::{Datastore, now, parse_time};
+use super::{Columns, Datastore, now, parse_time};
 use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::model::{
     PendingResize, RootPathId, RootUsage, RootUsageSample, ServerId, SizeState, UsageSample, User,
@@ -30,8 +28,8 @@ fn stored(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn bytes(row: &SqliteRow, col: &str) -> Result<u64> {
-    Ok(row.try_get::<i64, _>(col)?.max(0) as u64)
+fn bytes(row: &Row, col: &str) -> Result<u64> {
+    Ok(row.int(col)?.max(0) as u64)
 }
 
 /// Bytes in decimal GB, as the API counts sizes, to one decimal.
@@ -47,9 +45,9 @@ impl Datastore {
             return Ok(());
         }
         let ts = now();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         for v in volumes {
-            sqlx::query(
+            q(
                 "INSERT OR REPLACE INTO volume_usage (volume_id, sampled_at, used_bytes, \
                  exclusive_bytes) VALUES (?, ?, ?, ?)",
             )
@@ -57,20 +55,20 @@ impl Datastore {
             .bind(&ts)
             .bind(stored(v.used_bytes))
             .bind(v.exclusive_bytes.map(stored))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
+            q(
                 "DELETE FROM volume_usage WHERE volume_id = ?1 AND sampled_at <= \
                  (SELECT sampled_at FROM volume_usage WHERE volume_id = ?1 \
                   ORDER BY sampled_at DESC LIMIT 1 OFFSET ?2)",
             )
             .bind(v.id)
             .bind(KEEP_SAMPLES)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         for r in roots {
-            sqlx::query(
+            q(
                 "INSERT OR REPLACE INTO root_path_usage (root_path_id, sampled_at, size_bytes, \
                  used_bytes, free_bytes) VALUES (?, ?, ?, ?, ?)",
             )
@@ -79,16 +77,16 @@ impl Datastore {
             .bind(stored(r.size_bytes))
             .bind(stored(r.used_bytes))
             .bind(stored(r.free_bytes))
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            sqlx::query(
+            q(
                 "DELETE FROM root_path_usage WHERE root_path_id = ?1 AND sampled_at <= \
                  (SELECT sampled_at FROM root_path_usage WHERE root_path_id = ?1 \
                   ORDER BY sampled_at DESC LIMIT 1 OFFSET ?2)",
             )
             .bind(r.id)
             .bind(KEEP_SAMPLES)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -98,53 +96,53 @@ impl Datastore {
     /// A volume's samples, oldest first, if `viewer` may see the volume (else not found).
     pub async fn volume_usage_for(&self, id: VolumeId, viewer: &User) -> Result<Vec<UsageSample>> {
         self.volume_for(id, viewer).await?;
-        let rows = sqlx::query(
+        let rows = q(
             "SELECT sampled_at, used_bytes, exclusive_bytes FROM volume_usage \
              WHERE volume_id = ? ORDER BY sampled_at",
         )
         .bind(id)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         rows.iter().map(sample_from_row).collect()
     }
 
     /// A volume's size as the server holds it and its latest usage sample.
     pub async fn size_state(&self, id: VolumeId) -> Result<SizeState> {
-        let row = sqlx::query(
+        let row = q(
             "SELECT v.applied_size_gb, v.size_error, u.sampled_at, u.used_bytes, u.exclusive_bytes \
              FROM volumes v LEFT JOIN volume_usage u ON u.volume_id = v.id AND u.sampled_at = \
              (SELECT MAX(sampled_at) FROM volume_usage WHERE volume_id = v.id) WHERE v.id = ?",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(self.db.read())
         .await?
         .ok_or_else(|| Error::not_found(Entity::Volume, id))?;
-        let latest = match row.try_get::<Option<String>, _>("sampled_at")? {
+        let latest = match row.opt_text("sampled_at")? {
             Some(_) => Some(sample_from_row(&row)?),
             None => None,
         };
         Ok(SizeState {
-            applied_size_gb: row.try_get("applied_size_gb")?,
-            size_error: row.try_get("size_error")?,
+            applied_size_gb: row.opt_int("applied_size_gb")?,
+            size_error: row.opt_text("size_error")?,
             latest,
         })
     }
 
     /// The latest sample of each root path that has one.
     pub async fn latest_root_usage(&self) -> Result<HashMap<RootPathId, RootUsageSample>> {
-        let rows = sqlx::query(
+        let rows = q(
             "SELECT r.root_path_id, r.sampled_at, r.size_bytes, r.used_bytes, r.free_bytes \
              FROM root_path_usage r WHERE r.sampled_at = \
              (SELECT MAX(sampled_at) FROM root_path_usage WHERE root_path_id = r.root_path_id)",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         let mut m = HashMap::new();
         for row in &rows {
             m.insert(
-                row.try_get("root_path_id")?,
+                row.id("root_path_id")?,
                 RootUsageSample {
-                    sampled_at: parse_time(&row.try_get::<String, _>("sampled_at")?),
+                    sampled_at: parse_time(&row.text("sampled_at")?),
                     size_bytes: bytes(row, "size_bytes")?,
                     used_bytes: bytes(row, "used_bytes")?,
                     free_bytes: bytes(row, "free_bytes")?,
@@ -166,35 +164,35 @@ impl Datastore {
         size_gb: i64,
         ctx: &crate::audit::Context,
     ) -> Result<Volume> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         refuse_if_locked(&mut tx, viewer).await?;
-        let row = sqlx::query(
+        let row = q(
             "SELECT v.owner_id, v.root_path_id, v.size_gb, v.state, u.used_bytes, u.sampled_at, \
              rp.export_policy FROM volumes v JOIN root_paths rp ON rp.id = v.root_path_id LEFT JOIN volume_usage u ON u.volume_id = v.id AND u.sampled_at = \
              (SELECT MAX(sampled_at) FROM volume_usage WHERE volume_id = v.id) WHERE v.id = ?",
         )
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(row) = row else {
             return Err(Error::not_found(Entity::Volume, id));
         };
-        let owner: UserId = row.try_get("owner_id")?;
+        let owner: UserId = row.id("owner_id")?;
         if owner != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
         }
-        let state: String = row.try_get("state")?;
+        let state: String = row.text("state")?;
         if state == "deleting" || state == "deleted" {
             return Err(Error::conflict(
                 Clash::VolumeState,
                 format!("volume {id} is {state} and can no longer be changed"),
             ));
         }
-        let old: i64 = row.try_get("size_gb")?;
-        let rp: RootPathId = row.try_get("root_path_id")?;
-        if let Some(used) = row.try_get::<Option<i64>, _>("used_bytes")? {
+        let old: i64 = row.int("size_gb")?;
+        let rp: RootPathId = row.id("root_path_id")?;
+        if let Some(used) = row.opt_int("used_bytes")? {
             let used = used.max(0) as u64;
-            let at: String = row.try_get("sampled_at")?;
+            let at: String = row.text("sampled_at")?;
             if size_gb < old && used > crate::model::gb_bytes(size_gb) {
                 return Err(Error::out_of_range(
                     Amount::Size,
@@ -208,21 +206,21 @@ impl Datastore {
         let delta = size_gb - old;
         if delta > 0 {
             // Read in this transaction: see `create::record`.
-            let policy = stored_policy(&row.try_get::<String, _>("export_policy")?)?;
+            let policy = stored_policy(&row.text("export_policy")?)?;
             apply_policy(&policy, viewer.is_admin(), &[], Some(size_gb))?;
-            let grown = sqlx::query(
+            let grown = q(
                 "UPDATE users SET used_gb = used_gb + ?1 WHERE id = ?2 AND ?1 <= quota_gb - used_gb",
             )
             .bind(delta)
             .bind(owner)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            if grown.rows_affected() != 1 {
-                let r = sqlx::query("SELECT quota_gb, used_gb FROM users WHERE id = ?")
+            if grown != 1 {
+                let r = q("SELECT quota_gb, used_gb FROM users WHERE id = ?")
                     .bind(owner)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(&mut tx)
                     .await?;
-                let (quota, used): (i64, i64) = (r.try_get("quota_gb")?, r.try_get("used_gb")?);
+                let (quota, used) = (r.int("quota_gb")?, r.int("used_gb")?);
                 return Err(Error::QuotaExceeded {
                     message: format!(
                         "size_GB {size_gb}: growing volume {id} by {delta} GB exceeds its owner's quota by {} GB (quota {quota} GB, {used} GB in use, {} GB free)",
@@ -231,22 +229,20 @@ impl Datastore {
                     ),
                 });
             }
-            let grown = sqlx::query(
+            let grown = q(
                 "UPDATE root_paths SET allocated_gb = allocated_gb + ?1 WHERE id = ?2 \
                  AND ?1 <= capacity_gb - allocated_gb",
             )
             .bind(delta)
             .bind(rp)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            if grown.rows_affected() != 1 {
-                let r =
-                    sqlx::query("SELECT capacity_gb, allocated_gb FROM root_paths WHERE id = ?")
-                        .bind(rp)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let (cap, alloc): (i64, i64) =
-                    (r.try_get("capacity_gb")?, r.try_get("allocated_gb")?);
+            if grown != 1 {
+                let r = q("SELECT capacity_gb, allocated_gb FROM root_paths WHERE id = ?")
+                    .bind(rp)
+                    .fetch_one(&mut tx)
+                    .await?;
+                let (cap, alloc): (i64, i64) = (r.int("capacity_gb")?, r.int("allocated_gb")?);
                 return Err(Error::CapacityExceeded {
                     message: format!(
                         "size_GB {size_gb}: growing volume {id} by {delta} GB exceeds the free capacity of root path {rp} by {} GB (capacity {cap} GB, {alloc} GB allocated, {} GB free)",
@@ -261,14 +257,14 @@ impl Datastore {
         if delta != 0 {
             // `applied_size_gb` NULL means "as created": keep that size as the one the server
             // holds until the reconciler applies the new one.
-            sqlx::query(
+            q(
                 "UPDATE volumes SET size_gb = ?, applied_size_gb = COALESCE(applied_size_gb, size_gb), \
                  size_error = NULL, updated_at = ? WHERE id = ?",
             )
             .bind(size_gb)
             .bind(now())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         // In the change's own transaction, like the other volume changes.
@@ -294,21 +290,21 @@ impl Datastore {
         server: ServerId,
         retry_failed: bool,
     ) -> Result<Vec<PendingResize>> {
-        let rows = sqlx::query(
+        let rows = q(
             "SELECT v.id, v.size_gb FROM volumes v JOIN root_paths rp ON rp.id = v.root_path_id \
              WHERE v.server_id = ? AND rp.layout IN ('btrfs', 'xfs-project') AND v.applied_size_gb IS NOT NULL \
              AND v.applied_size_gb != v.size_gb AND v.applied_clients IS NOT NULL \
-             AND v.state NOT IN ('deleting', 'deleted') AND (? OR v.size_error IS NULL)",
+             AND v.state NOT IN ('deleting', 'deleted') AND (? != 0 OR v.size_error IS NULL)",
         )
         .bind(server)
         .bind(retry_failed)
-        .fetch_all(&self.pool)
+        .fetch_all(self.db.read())
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(PendingResize {
-                    id: r.try_get("id")?,
-                    size_gb: r.try_get("size_gb")?,
+                    id: r.id("id")?,
+                    size_gb: r.int("size_gb")?,
                 })
             })
             .collect()
@@ -322,21 +318,19 @@ impl Datastore {
         size_gb: i64,
         result: std::result::Result<(), String>,
     ) -> Result<()> {
-        let q = match &result {
-            Ok(()) => sqlx::query(
+        let query = match &result {
+            Ok(()) => q(
                 "UPDATE volumes SET applied_size_gb = ?2, size_error = NULL \
                  WHERE id = ?1 AND size_gb = ?2",
             )
             .bind(id)
             .bind(size_gb),
-            Err(why) => {
-                sqlx::query("UPDATE volumes SET size_error = ?3 WHERE id = ?1 AND size_gb = ?2")
-                    .bind(id)
-                    .bind(size_gb)
-                    .bind(why)
-            }
+            Err(why) => q("UPDATE volumes SET size_error = ?3 WHERE id = ?1 AND size_gb = ?2")
+                .bind(id)
+                .bind(size_gb)
+                .bind(why),
         };
-        q.execute(&self.writer).await?;
+        query.execute(self.db.write()).await?;
         Ok(())
     }
 
@@ -345,8 +339,8 @@ impl Datastore {
     /// and the root path's capacity (the books follow the server, even past a quota used up
     /// meanwhile), and `why` is kept. Ignored if the size changed again meanwhile.
     pub async fn refuse_resize(&self, id: VolumeId, size_gb: i64, why: &str) -> Result<()> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
+        let mut tx = self.db.begin_write().await?;
+        let row = q(
             "UPDATE volumes SET size_gb = applied_size_gb, size_error = ?, updated_at = ? \
              WHERE id = ? AND size_gb = ? AND applied_size_gb IS NOT NULL \
              RETURNING owner_id, root_path_id, size_gb",
@@ -355,12 +349,12 @@ impl Datastore {
         .bind(now())
         .bind(id)
         .bind(size_gb)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         if let Some(row) = row {
-            let back = row.try_get::<i64, _>("size_gb")? - size_gb;
-            let owner: UserId = row.try_get("owner_id")?;
-            let rp: RootPathId = row.try_get("root_path_id")?;
+            let back = row.int("size_gb")? - size_gb;
+            let owner: UserId = row.id("owner_id")?;
+            let rp: RootPathId = row.id("root_path_id")?;
             super::volumes::adjust_books(&mut tx, owner, rp, back).await?;
         }
         tx.commit().await?;
@@ -381,17 +375,17 @@ impl Datastore {
         bytes: u64,
         found: std::result::Result<Option<&str>, &str>,
     ) -> Result<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         let entry = match found {
             Ok(was) => {
-                sqlx::query(
+                q(
                     "UPDATE volumes SET size_error = NULL WHERE id = ? AND size_gb = ? \
                      AND substr(size_error, 1, length(?3)) = ?3",
                 )
                 .bind(id)
                 .bind(size_gb)
                 .bind(SIZE_DRIFT)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
                 was.map(|was| crate::audit::Entry {
                     action: "volume.size_drift".into(),
@@ -405,17 +399,17 @@ impl Datastore {
             }
             Err(why) => {
                 let text = format!("{SIZE_DRIFT}{why}");
-                let r = sqlx::query(
+                let r = q(
                     "UPDATE volumes SET size_error = ?1 WHERE id = ?2 AND size_gb = ?3 \
                      AND (applied_size_gb IS NULL OR applied_size_gb = size_gb) \
-                     AND size_error IS NOT ?1",
+                     AND size_error IS DISTINCT FROM ?1",
                 )
                 .bind(&text)
                 .bind(id)
                 .bind(size_gb)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
-                (r.rows_affected() == 1).then(|| crate::audit::Entry {
+                (r == 1).then(|| crate::audit::Entry {
                     action: "volume.size_drift".into(),
                     object: Some(format!("volume/{id}")),
                     volume_id: Some(id.0),
@@ -439,13 +433,11 @@ impl Datastore {
 /// that only its own messages are cleared when the size holds again.
 pub const SIZE_DRIFT: &str = "size not enforced: ";
 
-fn sample_from_row(row: &SqliteRow) -> Result<UsageSample> {
+fn sample_from_row(row: &Row) -> Result<UsageSample> {
     Ok(UsageSample {
-        sampled_at: parse_time(&row.try_get::<String, _>("sampled_at")?),
+        sampled_at: parse_time(&row.text("sampled_at")?),
         used_bytes: bytes(row, "used_bytes")?,
-        exclusive_bytes: row
-            .try_get::<Option<i64>, _>("exclusive_bytes")?
-            .map(|n| n.max(0) as u64),
+        exclusive_bytes: row.opt_int("exclusive_bytes")?.map(|n| n.max(0) as u64),
     })
 }
 
@@ -497,7 +489,7 @@ mod tests {
         let u = db.user_by_name("u").await.unwrap();
         let v = create(&db, owner, rp, "a").await;
         sqlx::query("UPDATE volumes SET state = 'available', applied_clients = '[]'")
-            .execute(&db.writer)
+            .execute(db.sqlite_writer())
             .await
             .unwrap();
         db.resize_volume(v.id, &u, 7, &crate::audit::Context::internal())
@@ -506,7 +498,7 @@ mod tests {
         for (layout, pending) in [("directory", 0), ("xfs-project", 1), ("btrfs", 1)] {
             sqlx::query("UPDATE root_paths SET layout = ?")
                 .bind(layout)
-                .execute(&db.writer)
+                .execute(db.sqlite_writer())
                 .await
                 .unwrap();
             let got = db.pending_resizes(v.server_id, true).await.unwrap();
@@ -701,7 +693,7 @@ mod tests {
         let roots = db.latest_root_usage().await.unwrap();
         assert_eq!(roots[&rp].used_bytes, KEEP_SAMPLES as u64 + 4);
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM root_path_usage")
-            .fetch_one(&db.pool)
+            .fetch_one(db.sqlite_pool())
             .await
             .unwrap();
         assert_eq!(n, KEEP_SAMPLES);

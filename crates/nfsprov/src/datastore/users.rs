@@ -1,9 +1,7 @@
 //! Users: accounts, their quota and lock.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use super::{Datastore, now};
+use super::sql::{Row, Tx, q};
+use super::{Columns, Datastore, now};
 use crate::error::{Amount, Clash, Entity, Error, Result};
 use crate::model::{Role, User};
 
@@ -18,18 +16,18 @@ pub struct UserChange {
     pub password_hash: Option<String>,
 }
 
-pub(super) fn user_from_row(row: &SqliteRow) -> Result<User> {
-    let role: String = row.try_get("role")?;
+pub(super) fn user_from_row(row: &Row) -> Result<User> {
+    let role = row.text("role")?;
     Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        password_hash: row.try_get("password_hash")?,
+        id: row.id("id")?,
+        username: row.text("username")?,
+        password_hash: row.text("password_hash")?,
         role: Role::parse(&role).ok_or_else(|| {
             Error::Internal(anyhow::anyhow!("stored role {role:?} is not a role"))
         })?,
-        quota_gb: row.try_get("quota_gb")?,
-        used_gb: row.try_get("used_gb")?,
-        locked: row.try_get("locked")?,
+        quota_gb: row.int("quota_gb")?,
+        used_gb: row.int("used_gb")?,
+        locked: row.flag("locked")?,
     })
 }
 
@@ -42,7 +40,7 @@ impl Datastore {
         quota_gb: i64,
     ) -> Result<User> {
         crate::spec::gb_amount(quota_gb, 0).map_err(|e| Error::out_of_range(Amount::Quota, e.0))?;
-        let res = sqlx::query(
+        let res = q(
             "INSERT INTO users (username, password_hash, role, quota_gb, created_at) \
              VALUES (?, ?, ?, ?, ?)",
         )
@@ -51,7 +49,7 @@ impl Datastore {
         .bind(role.as_str())
         .bind(quota_gb)
         .bind(now())
-        .execute(&self.writer)
+        .execute(self.db.write())
         .await;
         match res {
             Ok(_) => self.user_by_name(username).await,
@@ -64,17 +62,17 @@ impl Datastore {
     }
 
     pub async fn user_by_name(&self, username: &str) -> Result<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+        let row = q("SELECT * FROM users WHERE username = ?")
             .bind(username)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?
             .ok_or_else(|| Error::not_found(Entity::User, format!("{username:?}")))?;
         user_from_row(&row)
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {
-        let rows = sqlx::query("SELECT * FROM users ORDER BY id")
-            .fetch_all(&self.pool)
+        let rows = q("SELECT * FROM users ORDER BY id")
+            .fetch_all(self.db.read())
             .await?;
         rows.iter().map(user_from_row).collect()
     }
@@ -103,11 +101,11 @@ impl Datastore {
         if let Some(q) = change.quota_gb {
             crate::spec::gb_amount(q, 0).map_err(|e| Error::out_of_range(Amount::Quota, e.0))?;
         }
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         if let Some(by) = by {
             refuse_if_locked(&mut tx, by).await?;
         }
-        let res = sqlx::query(
+        let changed = q(
             "UPDATE users SET quota_gb = COALESCE(?1, quota_gb), locked = COALESCE(?2, locked), \
              role = CASE WHEN ?3 IS NOT NULL THEN ?3 WHEN ?4 = 1 THEN 'admin' \
                          WHEN ?4 = 0 AND role = 'admin' THEN 'user' ELSE role END, \
@@ -119,9 +117,9 @@ impl Datastore {
         .bind(change.is_admin)
         .bind(change.password_hash.as_deref())
         .bind(username)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
-        if res.rows_affected() == 0 {
+        if changed == 0 {
             return Err(Error::not_found(Entity::User, format!("{username:?}")));
         }
         tx.commit().await?;
@@ -133,7 +131,7 @@ impl Datastore {
 /// set after the request was authenticated still stops it.
 /// An auditor is refused the same way (before being told it is locked), so a role changed
 /// meanwhile is seen too.
-pub(super) async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<()> {
+pub(super) async fn refuse_if_locked(tx: &mut Tx, viewer: &User) -> Result<()> {
     let (locked, role) = account(tx, viewer).await?;
     if role == Role::Auditor {
         return Err(Error::Forbidden(
@@ -145,10 +143,7 @@ pub(super) async fn refuse_if_locked(tx: &mut sqlx::SqliteConnection, viewer: &U
 
 /// Refuse a locked account whatever its role: for changes to its own credentials, which an
 /// auditor may make.
-pub(super) async fn refuse_if_locked_any_role(
-    tx: &mut sqlx::SqliteConnection,
-    viewer: &User,
-) -> Result<()> {
+pub(super) async fn refuse_if_locked_any_role(tx: &mut Tx, viewer: &User) -> Result<()> {
     refuse_locked(account(tx, viewer).await?.0)
 }
 
@@ -159,14 +154,21 @@ fn refuse_locked(locked: bool) -> Result<()> {
     Ok(())
 }
 
-/// The account's lock and role as they are now.
-async fn account(tx: &mut sqlx::SqliteConnection, viewer: &User) -> Result<(bool, Role)> {
-    let row: Option<(bool, String)> = sqlx::query_as("SELECT locked, role FROM users WHERE id = ?")
-        .bind(viewer.id)
-        .fetch_optional(&mut *tx)
-        .await?;
+/// The account's lock and role as they are now (on PostgreSQL, its row locked until the
+/// transaction ends, so a lock set meanwhile waits for the change it would have stopped).
+async fn account(tx: &mut Tx, viewer: &User) -> Result<(bool, Role)> {
+    let row = q(format!(
+        "SELECT locked, role FROM users WHERE id = ?{}",
+        tx.for_update()
+    ))
+    .bind(viewer.id)
+    .fetch_optional(&mut *tx)
+    .await?;
     match row {
-        Some((locked, role)) => Ok((locked, Role::parse(&role).unwrap_or_default())),
+        Some(row) => Ok((
+            row.flag("locked")?,
+            Role::parse(&row.text("role")?).unwrap_or_default(),
+        )),
         None => Err(Error::Unauthenticated(
             "your account no longer exists".into(),
         )),
@@ -225,7 +227,7 @@ mod tests {
         };
         db.update_user("root", &change).await.unwrap();
         let flag: bool = sqlx::query_scalar("SELECT is_admin FROM users WHERE username = 'root'")
-            .fetch_one(&db.pool)
+            .fetch_one(db.sqlite_pool())
             .await
             .unwrap();
         assert!(!flag);

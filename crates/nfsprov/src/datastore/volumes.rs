@@ -1,11 +1,10 @@
 //! Volumes: what tenants ask for (create, read, list, change clients, delete).
 
-use sqlx::{AssertSqlSafe, Row};
-
 use super::audit::append;
 use super::root_paths::{apply_policy, stored_layout, stored_policy};
+use super::sql::{Tx, no_limit, q};
 use super::users::refuse_if_locked;
-use super::{Columns, Datastore, create, now, parse_time};
+use super::{Columns, Creates, Datastore, create, now, parse_time};
 use crate::audit::{Context, Entry};
 use crate::error::{Clash, ClientPart, Entity, Error, Result};
 use crate::model::*;
@@ -97,7 +96,16 @@ impl Datastore {
 
     /// `create_volume`, audited as asked by `ctx` (in the same transaction).
     pub async fn create_volume_as(&self, nv: &NewVolume, ctx: &Context) -> Result<Created> {
-        match create::submit(&self.creates, nv, ctx).await? {
+        let outcome = match &self.creates {
+            Creates::Thread(thread) => create::submit(thread, nv, ctx).await?,
+            Creates::Postgres => {
+                return Err(anyhow::anyhow!(
+                    "creating volumes on PostgreSQL is not written yet (issue 13)"
+                )
+                .into());
+            }
+        };
+        match outcome {
             create::Outcome::New(v) => Ok(Created::New(*v)),
             create::Outcome::Replayed(id) => Ok(Created::Replayed(self.volume(id).await?)),
         }
@@ -105,9 +113,9 @@ impl Datastore {
 
     pub async fn volume(&self, id: VolumeId) -> Result<Volume> {
         let sql = format!("{VOLUME_SELECT} WHERE v.id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let row = q(sql)
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.db.read())
             .await?
             .ok_or_else(|| Error::not_found(Entity::Volume, id))?;
         volume_from_row(&row)
@@ -140,7 +148,6 @@ impl Datastore {
         page: Page,
         mut f: impl FnMut(Volume),
     ) -> Result<()> {
-        use futures_util::TryStreamExt;
         let mut sql = format!("{VOLUME_SELECT} WHERE v.id > ?");
         if !viewer.sees_everything() {
             sql.push_str(" AND v.owner_id = ?");
@@ -152,20 +159,21 @@ impl Datastore {
             sql.push_str(" AND v.state != 'deleting'");
         }
         sql.push_str(" ORDER BY v.id LIMIT ?");
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(page.after);
+        let mut query = q(sql).bind(page.after);
         if !viewer.sees_everything() {
-            q = q.bind(viewer.id);
+            query = query.bind(viewer.id);
         }
-        // SQLite: a negative LIMIT is no limit.
-        let limit = page
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-        q = q.bind(limit);
-        let mut rows = q.fetch(&self.pool);
-        while let Some(row) = rows.try_next().await? {
-            f(volume_from_row(&row)?);
-        }
-        Ok(())
+        let limit = match page.limit {
+            Some(l) => i64::try_from(l).unwrap_or(i64::MAX).into(),
+            None => no_limit(&self.db),
+        };
+        query
+            .bind(limit)
+            .for_each(self.db.read(), |row| {
+                f(volume_from_row(&row)?);
+                Ok(())
+            })
+            .await
     }
 
     /// Change a volume's clients; the reconciler applies the new generation.
@@ -176,36 +184,37 @@ impl Datastore {
         clients: &[ClientRule],
         ctx: &Context,
     ) -> Result<Volume> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         refuse_if_locked(&mut tx, viewer).await?;
-        let row = sqlx::query(
+        let row = q(format!(
             "SELECT v.owner_id, v.state, v.clients, v.generation, \
              v.applied_clients IS NULL AS never_applied, s.backend, rp.export_policy FROM volumes v \
              JOIN servers s ON s.id = v.server_id JOIN root_paths rp ON rp.id = v.root_path_id \
-             WHERE v.id = ?",
-        )
+             WHERE v.id = ?{}",
+            tx.for_update_of("v")
+        ))
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         let Some(row) = row else {
             return Err(Error::not_found(Entity::Volume, id));
         };
-        if row.try_get::<UserId, _>("owner_id")? != viewer.id && !viewer.is_admin() {
+        if row.id::<UserId>("owner_id")? != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
         }
-        let state: String = row.try_get("state")?;
+        let state: String = row.text("state")?;
         if state == "deleting" || state == "deleted" {
             return Err(Error::conflict(
                 Clash::VolumeState,
                 format!("volume {id} is {state} and can no longer be changed"),
             ));
         }
-        check_backend_options(&row.try_get::<String, _>("backend")?, clients)?;
+        check_backend_options(&row.text("backend")?, clients)?;
         // Read in this transaction: see `create::record`.
-        let policy = stored_policy(&row.try_get::<String, _>("export_policy")?)?;
+        let policy = stored_policy(&row.text("export_policy")?)?;
         let clients = &apply_policy(&policy, viewer.is_admin(), clients, None)?;
-        let generation: i64 = row.try_get("generation")?;
-        let new_state = if row.try_get::<bool, _>("never_applied")? {
+        let generation: i64 = row.int("generation")?;
+        let new_state = if row.flag("never_applied")? {
             "creating"
         } else {
             "updating"
@@ -222,16 +231,12 @@ impl Datastore {
             action: "volume.update".into(),
             object: Some(format!("volume/{id}")),
             volume_id: Some(id.0),
-            before: Some(fields(
-                &row.try_get::<String, _>("clients")?,
-                &state,
-                generation,
-            )),
+            before: Some(fields(&row.text("clients")?, &state, generation)),
             after: Some(fields(&new_clients, new_state, generation + 1)),
             status: None,
             outcome: "recorded".into(),
         };
-        sqlx::query(
+        q(
             "UPDATE volumes SET clients = ?, generation = generation + 1, last_error = NULL, \
              state = CASE WHEN applied_clients IS NULL THEN 'creating' ELSE 'updating' END, \
              updated_at = ? WHERE id = ?",
@@ -239,7 +244,7 @@ impl Datastore {
         .bind(new_clients)
         .bind(now())
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         append(&mut tx, ctx, &entry).await?;
         tx.commit().await?;
@@ -279,23 +284,25 @@ impl Datastore {
         with_snapshots: bool,
         ctx: &Context,
     ) -> Result<Volume> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.db.begin_write().await?;
         if check_lock {
             refuse_if_locked(&mut tx, viewer).await?;
         }
-        let row =
-            sqlx::query("SELECT owner_id, root_path_id, size_gb, state FROM volumes WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let row = q(format!(
+            "SELECT owner_id, root_path_id, size_gb, state FROM volumes WHERE id = ?{}",
+            tx.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(&mut tx)
+        .await?;
         let Some(row) = row else {
             return Err(Error::not_found(Entity::Volume, id));
         };
-        let owner: UserId = row.try_get("owner_id")?;
+        let owner: UserId = row.id("owner_id")?;
         if owner != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
         }
-        let state: String = row.try_get("state")?;
+        let state: String = row.text("state")?;
         if state == "deleted" {
             return Err(Error::not_found(Entity::Volume, id));
         }
@@ -310,23 +317,23 @@ impl Datastore {
                     ),
                 ));
             }
-            sqlx::query(
+            q(
                 "UPDATE snapshots SET state = 'deleting', last_error = NULL, updated_at = ? \
                  WHERE volume_id = ? AND state NOT IN ('deleted', 'deleting')",
             )
             .bind(now())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-            let size: i64 = row.try_get("size_gb")?;
-            let rp: RootPathId = row.try_get("root_path_id")?;
-            sqlx::query(
+            let size: i64 = row.int("size_gb")?;
+            let rp: RootPathId = row.id("root_path_id")?;
+            q(
                 "UPDATE volumes SET state = 'deleting', generation = generation + 1, \
                  last_error = NULL, updated_at = ? WHERE id = ?",
             )
             .bind(now())
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
             adjust_books(&mut tx, owner, rp, -size).await?;
             let entry = Entry {
@@ -388,21 +395,26 @@ pub(super) fn check_backend_options(backend: &str, clients: &[ClientRule]) -> Re
 /// below zero (so a delete, shrink or charge-back cannot fail on the counters' CHECK). Growth
 /// that must respect quota and capacity uses the conditional updates of create and resize.
 pub(super) async fn adjust_books(
-    conn: &mut sqlx::SqliteConnection,
+    tx: &mut Tx,
     owner: UserId,
     rp: RootPathId,
     delta: i64,
 ) -> Result<()> {
-    sqlx::query("UPDATE users SET used_gb = MAX(used_gb + ?, 0) WHERE id = ?")
-        .bind(delta)
-        .bind(owner)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("UPDATE root_paths SET allocated_gb = MAX(allocated_gb + ?, 0) WHERE id = ?")
-        .bind(delta)
-        .bind(rp)
-        .execute(&mut *conn)
-        .await?;
+    let max = tx.greatest();
+    q(format!(
+        "UPDATE users SET used_gb = {max}(used_gb + ?, 0) WHERE id = ?"
+    ))
+    .bind(delta)
+    .bind(owner)
+    .execute(&mut *tx)
+    .await?;
+    q(format!(
+        "UPDATE root_paths SET allocated_gb = {max}(allocated_gb + ?, 0) WHERE id = ?"
+    ))
+    .bind(delta)
+    .bind(rp)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use super::audit::{Chain, insert_raw};
 use super::root_paths::{apply_policy, stored_policy};
 use super::sqlite::with_raw_connection;
 use super::volumes::check_backend_options;
-use super::{MAX_EXPORT_ID, NewVolume};
+use super::{Columns, MAX_EXPORT_ID, NewVolume};
 use super::{now, parse_time};
 use crate::audit::Record;
 use crate::error::{Amount, Clash, Entity, Error, Result};
@@ -251,7 +251,10 @@ fn record_all(db: &rusqlite::Connection, jobs: &[Job]) -> Result<Vec<Result<Outc
 /// after '/'), then the sub path and its ancestors from ?6 on. The overlap check is two index
 /// range arms, not one `OR`: SQLite serves the `OR` form with a scan of the whole root path,
 /// which made every create cost O(volumes).
-pub(super) fn lookup_sql(ancestors: usize) -> String {
+///
+/// `collate` follows `sub_path` in the range arm: PostgreSQL must compare it byte-wise
+/// (`COLLATE "C"`, as SQLite does) for the range to be the paths below `{sub}/`.
+pub(super) fn lookup_sql(ancestors: usize, collate: &str) -> String {
     let placeholders: Vec<String> = (0..ancestors).map(|i| format!("?{}", i + 6)).collect();
     let placeholders = placeholders.join(", ");
     format!(
@@ -262,7 +265,7 @@ pub(super) fn lookup_sql(ancestors: usize) -> String {
          (SELECT state || ':' || owner_id || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
             AND state != 'deleted' AND sub_path IN ({placeholders}) \
           UNION ALL SELECT state || ':' || owner_id || ':' || sub_path FROM volumes WHERE root_path_id = ?2 \
-            AND state != 'deleted' AND sub_path >= ?4 AND sub_path < ?5 LIMIT 1) AS clash, \
+            AND state != 'deleted' AND sub_path{collate} >= ?4 AND sub_path{collate} < ?5 LIMIT 1) AS clash, \
          u.is_admin, rp.export_policy, rp.layout \
          FROM users u LEFT JOIN root_paths rp ON rp.id = ?2 \
          LEFT JOIN servers s ON s.id = rp.server_id WHERE u.id = ?1"
@@ -270,7 +273,7 @@ pub(super) fn lookup_sql(ancestors: usize) -> String {
 }
 
 /// What the lookup read for one create.
-struct Lookup {
+pub(super) struct Lookup {
     username: String,
     quota: i64,
     used: i64,
@@ -290,6 +293,32 @@ struct Lookup {
     layout: Option<String>,
 }
 
+impl Lookup {
+    /// A row of `lookup_sql` read by column name (the PostgreSQL path; the create thread reads
+    /// rusqlite's row by position).
+    pub(super) fn from_columns(r: &impl Columns) -> Result<Lookup> {
+        Ok(Lookup {
+            username: r.text("username")?,
+            quota: r.int("quota_gb")?,
+            used: r.int("used_gb")?,
+            locked: r.flag("locked")?,
+            server_id: r.opt_int("server_id")?.map(ServerId),
+            rp_path: r.opt_text("path")?,
+            capacity: r.opt_int("capacity_gb")?,
+            allocated: r.opt_int("allocated_gb")?,
+            delete_policy: r.opt_text("delete_policy")?,
+            backend: r.opt_text("backend")?,
+            nfs_address: r.opt_text("nfs_address")?,
+            prior_id: r.opt_int("prior_id")?.map(VolumeId),
+            prior_hash: r.opt_text("prior_hash")?,
+            clash: r.opt_text("clash")?,
+            is_admin: r.flag("is_admin")?,
+            export_policy: r.opt_text("export_policy")?,
+            layout: r.opt_text("layout")?,
+        })
+    }
+}
+
 /// Check and insert one create inside the batch's transaction.
 fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result<Result<Outcome>> {
     let nv = &job.nv;
@@ -298,7 +327,7 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         let parts: Vec<&str> = sub.split('/').collect();
         (1..=parts.len()).map(|k| parts[..k].join("/")).collect()
     };
-    let mut lookup = db.prepare_cached(&lookup_sql(ancestors.len()))?;
+    let mut lookup = db.prepare_cached(&lookup_sql(ancestors.len(), ""))?;
     let (above, below) = (format!("{sub}/"), format!("{sub}0"));
     let mut args: Vec<&dyn rusqlite::ToSql> = vec![
         &nv.owner,
@@ -334,89 +363,15 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
     let Some(row) = row else {
         return Ok(Err(Error::not_found(Entity::User, nv.owner)));
     };
-
-    if let Some(prior) = row.prior_id {
-        if row.prior_hash != nv.request_hash {
-            return Ok(Err(Error::conflict(
-                Clash::IdempotencyKey,
-                "this Idempotency-Key was already used for a different request",
-            )));
-        }
-        return Ok(Ok(Outcome::Replayed(prior)));
-    }
-    if row.locked {
-        return Ok(Err(Error::Locked(super::LOCKED_MESSAGE.into())));
-    }
-    let (Some(server_id), Some(rp_path), Some(capacity), Some(allocated)) =
-        (row.server_id, &row.rp_path, row.capacity, row.allocated)
-    else {
-        return Ok(Err(Error::UnknownRootPath(nv.root_path)));
+    let pending_used = *pending.used.get(&nv.owner).unwrap_or(&0);
+    let pending_allocated = *pending.allocated.get(&nv.root_path).unwrap_or(&0);
+    let (server_id, clients) = match check(&row, nv, pending_used, pending_allocated)? {
+        Verdict::Replay(prior) => return Ok(Ok(Outcome::Replayed(prior))),
+        Verdict::Refused(e) => return Ok(Err(e)),
+        Verdict::Go { server_id, clients } => (server_id, clients),
     };
-    if let Err(e) = check_backend_options(row.backend.as_deref().unwrap_or_default(), &nv.clients) {
-        return Ok(Err(e));
-    }
-    // The policy is read in this transaction, so a policy change commits either before this
-    // create (and binds it) or after it (and binds later requests): no check-then-act.
-    let policy = stored_policy(row.export_policy.as_deref().unwrap_or("{}"))?;
-    let clients = match apply_policy(&policy, row.is_admin, &nv.clients, Some(nv.size_gb)) {
-        Ok(clients) => clients,
-        Err(e) => return Ok(Err(e)),
-    };
-
-    // A volume may not be nested in, or contain, another live volume of the same root path:
-    // deleting one would move the other's data. Another user's volume is not named: its path
-    // and state are theirs.
-    if let Some(clash) = &row.clash {
-        return Ok(Err(overlap_error(rp_path, sub, nv.owner, clash)));
-    }
-    if !(1..=MAX_GB).contains(&nv.size_gb) {
-        return Ok(Err(Error::out_of_range(
-            Amount::Size,
-            format!("the size must be 1 to {MAX_GB} GB"),
-        )));
-    }
-
-    // In i128: no sum of stored counters and a request can overflow, whatever is stored.
-    let size = i128::from(nv.size_gb);
-    let quota = i128::from(row.quota);
-    let used = i128::from(row.used) + i128::from(*pending.used.get(&nv.owner).unwrap_or(&0));
-    if used + size > quota {
-        return Ok(Err(Error::QuotaExceeded {
-            message: format!(
-                "size_GB {} exceeds your quota by {} GB (quota {} GB, {} GB in use, {} GB free)",
-                nv.size_gb,
-                used + size - quota,
-                quota,
-                used,
-                (quota - used).max(0)
-            ),
-        }));
-    }
-    let capacity = i128::from(capacity);
-    let allocated =
-        i128::from(allocated) + i128::from(*pending.allocated.get(&nv.root_path).unwrap_or(&0));
-    if allocated + size > capacity {
-        return Ok(Err(Error::CapacityExceeded {
-            message: format!(
-                "size_GB {} exceeds the free capacity of root path {} by {} GB (capacity {} GB, {} GB allocated, {} GB free)",
-                nv.size_gb,
-                nv.root_path,
-                allocated + size - capacity,
-                capacity,
-                allocated,
-                (capacity - allocated).max(0)
-            ),
-        }));
-    }
-
     let ts = now();
-    let mut insert = db.prepare_cached(
-        "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
-         state, idempotency_key, request_hash, export_id, created_at, updated_at, adopt_existing) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating', ?10, ?11, \
-                 (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?3), ?12, ?12, ?13) \
-         RETURNING id, export_id",
-    )?;
+    let mut insert = db.prepare_cached(INSERT)?;
     let (id, mut export_id): (VolumeId, i64) = insert.query_row(
         params![
             nv.owner,
@@ -436,39 +391,155 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     if let Some(sid) = nv.restore_from {
-        db.execute(
-            "INSERT INTO restores (volume_id, snapshot_id) VALUES (?1, ?2)",
-            params![id, sid],
-        )?;
+        db.execute(INSERT_RESTORE, params![id, sid])?;
     }
     if export_id > MAX_EXPORT_ID {
         // Ids ran past ganesha's range: take the lowest one free (rare).
         export_id = match lowest_free_export_id(db, server_id)? {
             Some(free) => free,
-            None => {
-                return Err(Error::conflict(
-                    Clash::ExportIds,
-                    "this server has no free export ids left (65535 live volumes)",
-                ));
-            }
+            None => return Err(no_export_ids()),
         };
-        db.execute(
-            "UPDATE volumes SET export_id = ?1 WHERE id = ?2",
-            params![export_id, id],
-        )?;
+        db.execute(SET_EXPORT_ID, params![export_id, id])?;
     }
-    // Both fit in i64: they are at most the quota and the capacity (checked above).
-    let reserve = |sum: &mut i64| {
+    reserve(pending, nv)?;
+    let v = created(row, nv, id, export_id, server_id, clients, &ts)?;
+    // Sealed now, written with the batch's reservations (`record_all`).
+    let chain = match &mut pending.chain {
+        Some(chain) => chain,
+        None => pending.chain.insert(Chain::read_raw(db)?),
+    };
+    pending
+        .audit
+        .push(chain.seal(&job.ctx, &create_entry(nv, &v)));
+    Ok(Ok(Outcome::New(Box::new(v))))
+}
+
+/// What the checks of a create decided.
+pub(super) enum Verdict {
+    /// An earlier request with the same idempotency key made this volume.
+    Replay(VolumeId),
+    Refused(Error),
+    Go {
+        server_id: ServerId,
+        /// As the root path's policy exports them.
+        clients: Vec<ClientRule>,
+    },
+}
+
+/// The checks of a create, on what the lookup read in the recording transaction (pure, the
+/// same on either database): `pending_*` are the reservations of the batch so far.
+pub(super) fn check(
+    row: &Lookup,
+    nv: &NewVolume,
+    pending_used: i64,
+    pending_allocated: i64,
+) -> Result<Verdict> {
+    let sub = nv.sub_path.as_str();
+    if let Some(prior) = row.prior_id {
+        if row.prior_hash != nv.request_hash {
+            return Ok(Verdict::Refused(Error::conflict(
+                Clash::IdempotencyKey,
+                "this Idempotency-Key was already used for a different request",
+            )));
+        }
+        return Ok(Verdict::Replay(prior));
+    }
+    if row.locked {
+        return Ok(Verdict::Refused(Error::Locked(
+            super::LOCKED_MESSAGE.into(),
+        )));
+    }
+    let (Some(server_id), Some(rp_path), Some(capacity), Some(allocated)) =
+        (row.server_id, &row.rp_path, row.capacity, row.allocated)
+    else {
+        return Ok(Verdict::Refused(Error::UnknownRootPath(nv.root_path)));
+    };
+    if let Err(e) = check_backend_options(row.backend.as_deref().unwrap_or_default(), &nv.clients) {
+        return Ok(Verdict::Refused(e));
+    }
+    // The policy is read in this transaction, so a policy change commits either before this
+    // create (and binds it) or after it (and binds later requests): no check-then-act.
+    let policy = stored_policy(row.export_policy.as_deref().unwrap_or("{}"))?;
+    let clients = match apply_policy(&policy, row.is_admin, &nv.clients, Some(nv.size_gb)) {
+        Ok(clients) => clients,
+        Err(e) => return Ok(Verdict::Refused(e)),
+    };
+
+    // A volume may not be nested in, or contain, another live volume of the same root path:
+    // deleting one would move the other's data. Another user's volume is not named: its path
+    // and state are theirs.
+    if let Some(clash) = &row.clash {
+        return Ok(Verdict::Refused(overlap_error(
+            rp_path, sub, nv.owner, clash,
+        )));
+    }
+    if !(1..=MAX_GB).contains(&nv.size_gb) {
+        return Ok(Verdict::Refused(Error::out_of_range(
+            Amount::Size,
+            format!("the size must be 1 to {MAX_GB} GB"),
+        )));
+    }
+
+    // In i128: no sum of stored counters and a request can overflow, whatever is stored.
+    let size = i128::from(nv.size_gb);
+    let quota = i128::from(row.quota);
+    let used = i128::from(row.used) + i128::from(pending_used);
+    if used + size > quota {
+        return Ok(Verdict::Refused(Error::QuotaExceeded {
+            message: format!(
+                "size_GB {} exceeds your quota by {} GB (quota {} GB, {} GB in use, {} GB free)",
+                nv.size_gb,
+                used + size - quota,
+                quota,
+                used,
+                (quota - used).max(0)
+            ),
+        }));
+    }
+    let capacity = i128::from(capacity);
+    let allocated = i128::from(allocated) + i128::from(pending_allocated);
+    if allocated + size > capacity {
+        return Ok(Verdict::Refused(Error::CapacityExceeded {
+            message: format!(
+                "size_GB {} exceeds the free capacity of root path {} by {} GB (capacity {} GB, {} GB allocated, {} GB free)",
+                nv.size_gb,
+                nv.root_path,
+                allocated + size - capacity,
+                capacity,
+                allocated,
+                (capacity - allocated).max(0)
+            ),
+        }));
+    }
+
+    Ok(Verdict::Go { server_id, clients })
+}
+
+/// Count `nv`'s size in the batch's reservations (written before the commit).
+fn reserve(pending: &mut Pending, nv: &NewVolume) -> Result<()> {
+    // Both fit in i64: they are at most the quota and the capacity (checked).
+    let add = |sum: &mut i64| {
         *sum = sum
             .checked_add(nv.size_gb)
             .ok_or_else(|| anyhow::anyhow!("a batch's reservations overflowed"))?;
         Ok::<_, Error>(())
     };
-    reserve(pending.used.entry(nv.owner).or_default())?;
-    reserve(pending.allocated.entry(nv.root_path).or_default())?;
+    add(pending.used.entry(nv.owner).or_default())?;
+    add(pending.allocated.entry(nv.root_path).or_default())
+}
 
-    // Everything is known: no need to read the row back.
-    let v = Volume {
+/// The volume just recorded: everything is known, no need to read the row back.
+pub(super) fn created(
+    row: Lookup,
+    nv: &NewVolume,
+    id: VolumeId,
+    export_id: i64,
+    server_id: ServerId,
+    clients: Vec<ClientRule>,
+    ts: &str,
+) -> Result<Volume> {
+    let rp_path = row.rp_path.as_deref().unwrap_or_default();
+    Ok(Volume {
         id,
         owner_id: nv.owner,
         owner: row.username,
@@ -492,35 +563,63 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
         generation: 1,
         failed_generation: None,
         last_error: None,
-        created_at: parse_time(&ts),
-        updated_at: parse_time(&ts),
-    };
-    // Sealed now, written with the batch's reservations (`record_all`).
-    let chain = match &mut pending.chain {
-        Some(chain) => chain,
-        None => pending.chain.insert(Chain::read_raw(db)?),
-    };
-    // A restore is a create: recorded as one, naming the snapshot it is made from.
-    let mut after = super::audit::volume_fields(&v);
+        created_at: parse_time(ts),
+        updated_at: parse_time(ts),
+    })
+}
+
+/// The audit record of a create. A restore is a create: recorded as one, naming the
+/// snapshot it is made from.
+pub(super) fn create_entry(nv: &NewVolume, v: &Volume) -> crate::audit::Entry {
+    let mut after = super::audit::volume_fields(v);
     if let (Some(sid), Some(fields)) = (nv.restore_from, after.as_object_mut()) {
         fields.insert("restored_from_snapshot".into(), serde_json::json!(sid));
     }
-    let entry = crate::audit::Entry {
+    crate::audit::Entry {
         action: if nv.restore_from.is_some() {
             "snapshot.restore"
         } else {
             "volume.create"
         }
         .into(),
-        object: Some(format!("volume/{id}")),
-        volume_id: Some(id.0),
+        object: Some(format!("volume/{}", v.id)),
+        volume_id: Some(v.id.0),
         before: None,
         after: Some(after),
         status: None,
         outcome: "recorded".into(),
-    };
-    pending.audit.push(chain.seal(&job.ctx, &entry));
-    Ok(Ok(Outcome::New(Box::new(v))))
+    }
+}
+
+pub(super) const INSERT: &str = "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, mode, uid, gid, \
+     state, idempotency_key, request_hash, export_id, created_at, updated_at, adopt_existing) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'creating', ?10, ?11, \
+             (SELECT COALESCE(MAX(export_id), 0) + 1 FROM volumes WHERE server_id = ?3), ?12, ?12, ?13) \
+     RETURNING id, export_id";
+pub(super) const INSERT_RESTORE: &str =
+    "INSERT INTO restores (volume_id, snapshot_id) VALUES (?1, ?2)";
+pub(super) const SET_EXPORT_ID: &str = "UPDATE volumes SET export_id = ?1 WHERE id = ?2";
+pub(super) const LIVE_EXPORT_IDS: &str = "SELECT export_id FROM volumes WHERE server_id = ?1 \
+     AND state != 'deleted' AND export_id <= ?2 ORDER BY export_id";
+
+pub(super) fn no_export_ids() -> Error {
+    Error::conflict(
+        Clash::ExportIds,
+        "this server has no free export ids left (65535 live volumes)",
+    )
+}
+
+/// The lowest of 1..=MAX_EXPORT_ID not in `used` (ascending).
+pub(super) fn lowest_free(used: impl IntoIterator<Item = i64>) -> Option<i64> {
+    let mut candidate = 1;
+    for id in used {
+        if id == candidate {
+            candidate += 1;
+        } else if id > candidate {
+            break;
+        }
+    }
+    (candidate <= MAX_EXPORT_ID).then_some(candidate)
 }
 
 /// Why a create clashes with the live volume `clash` ("state:owner_id:sub_path" from the
@@ -553,20 +652,11 @@ fn overlap_error(rp_path: &str, sub: &str, caller: UserId, clash: &str) -> Error
 /// The lowest export id no live volume of `server` holds, if any is left in ganesha's range;
 /// for when one past the highest ever used is out of that range.
 fn lowest_free_export_id(db: &rusqlite::Connection, server: ServerId) -> Result<Option<i64>> {
-    let mut used = db.prepare(
-        "SELECT export_id FROM volumes WHERE server_id = ?1 AND state != 'deleted' \
-         AND export_id <= ?2 ORDER BY export_id",
-    )?;
-    let mut candidate = 1;
-    for id in used.query_map(params![server, MAX_EXPORT_ID], |r| r.get::<_, i64>(0))? {
-        let id = id?;
-        if id == candidate {
-            candidate += 1;
-        } else if id > candidate {
-            break;
-        }
-    }
-    Ok((candidate <= MAX_EXPORT_ID).then_some(candidate))
+    let mut used = db.prepare(LIVE_EXPORT_IDS)?;
+    let used = used
+        .query_map(params![server, MAX_EXPORT_ID], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(lowest_free(used))
 }
 
 #[cfg(test)]
@@ -580,7 +670,7 @@ mod tests {
         // A scan here makes every create cost O(volumes of the root path): the overlap check
         // once did, written as one `OR`.
         let (_d, db, _u, _rp) = fixture().await;
-        let plan = query_plan(&db, &lookup_sql(3), 8).await;
+        let plan = query_plan(&db, &lookup_sql(3, ""), 8).await;
         assert!(!plan.iter().any(|l| l.starts_with("SCAN")), "{plan:#?}");
         for index in [
             "volumes_idempotency (owner_id=? AND idempotency_key=?)",

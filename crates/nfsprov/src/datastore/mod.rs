@@ -31,6 +31,8 @@ use sqlite::{checkpoints, fresh_transaction_state};
 mod audit;
 mod create;
 mod outcomes;
+#[cfg(test)]
+mod portable_tests;
 mod postgres;
 mod root_paths;
 mod servers;
@@ -66,8 +68,8 @@ pub struct Datastore {
 }
 
 /// Where a create is recorded: the group-committing create thread on SQLite (rusqlite on the
-/// one write connection). The seam for PostgreSQL's create path (one async transaction per
-/// batch, rows locked `FOR UPDATE`), not written yet.
+/// one write connection), or on PostgreSQL one transaction per create with its rows locked
+/// (`postgres::create`).
 #[derive(Clone)]
 enum Creates {
     Thread(tokio::sync::mpsc::Sender<create::Job>),

@@ -167,13 +167,13 @@ impl Datastore {
                 ),
             ));
         }
-        let r = q(format!(
-            "SELECT quota_gb, used_gb FROM users WHERE id = ?{}",
-            tx.for_update()
-        ))
-        .bind(vol.owner)
-        .fetch_one(&mut tx)
-        .await?;
+        // Not locked: the owner may be another account than the caller's (locked above), and
+        // a second row lock taken in no fixed order could deadlock; this is a refusal of an
+        // owner already over quota, not a reservation.
+        let r = q("SELECT quota_gb, used_gb FROM users WHERE id = ?")
+            .bind(vol.owner)
+            .fetch_one(&mut tx)
+            .await?;
         let (quota, used) = (r.int("quota_gb")?, r.int("used_gb")?);
         if used > quota {
             return Err(Error::QuotaExceeded {

@@ -1,4 +1,5 @@
-//! Shared fixtures of the datastore's unit tests: a real SQLite file in a temporary directory.
+//! Shared fixtures of the datastore's unit tests: a real SQLite file in a temporary directory,
+//! or a fresh database on the PostgreSQL server `NFSPROV_TEST_PG_URL` names (`pg_fixture`).
 
 use sqlx::{AssertSqlSafe, Row};
 
@@ -23,6 +24,43 @@ pub async fn query_plan(db: &Datastore, sql: &str, binds: usize) -> Vec<String> 
 pub async fn fixture() -> (tempfile::TempDir, Datastore, UserId, RootPathId) {
     let dir = tempfile::tempdir().unwrap();
     let db = Datastore::open(&dir.path().join("t.db")).await.unwrap();
+    let (u, rp) = populate(&db).await;
+    (dir, db, u, rp)
+}
+
+/// The PostgreSQL server the datastore tests also run on, if any.
+pub const PG_URL_VAR: &str = "NFSPROV_TEST_PG_URL";
+
+/// `fixture` on a new database of the PostgreSQL server `NFSPROV_TEST_PG_URL` names
+/// (`postgres://user@host:port/db`; the database is only used to create the new one), or
+/// `None`, said on stderr, when it is not set. The databases are left on that server: it is
+/// a throwaway one (the test bed's, or one started by hand).
+pub async fn pg_fixture(test: &str) -> Option<(Datastore, UserId, RootPathId)> {
+    use sqlx::Connection as _;
+    let Ok(url) = std::env::var(PG_URL_VAR) else {
+        eprintln!("{test}: skipped on PostgreSQL ({PG_URL_VAR} is not set)");
+        return None;
+    };
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("nfsprov_{test}_{}_{n}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let base = url.split('?').next().unwrap();
+    let (server, _) = base.rsplit_once('/').unwrap();
+    let db = Datastore::open_url(&format!("{server}/{name}"))
+        .await
+        .unwrap();
+    let (u, rp) = populate(&db).await;
+    Some((db, u, rp))
+}
+
+/// A server, a root path of 100 GB on it and a user `u` with a quota of 100 GB.
+async fn populate(db: &Datastore) -> (UserId, RootPathId) {
     let s = db
         .create_server(&NewServer {
             name: "s1".into(),
@@ -49,7 +87,7 @@ pub async fn fixture() -> (tempfile::TempDir, Datastore, UserId, RootPathId) {
         .create_user("u", "x", crate::model::Role::User, 100)
         .await
         .unwrap();
-    (dir, db, u.id, rp.id)
+    (u.id, rp.id)
 }
 
 pub(super) fn new_volume(owner: UserId, rp: RootPathId, sub: &str) -> NewVolume {

@@ -48,8 +48,9 @@ impl Datastore {
         let mut tx = self.db.begin_write().await?;
         for v in volumes {
             q(
-                "INSERT OR REPLACE INTO volume_usage (volume_id, sampled_at, used_bytes, \
-                 exclusive_bytes) VALUES (?, ?, ?, ?)",
+                "INSERT INTO volume_usage (volume_id, sampled_at, used_bytes, exclusive_bytes) \
+                 VALUES (?, ?, ?, ?) ON CONFLICT (volume_id, sampled_at) DO UPDATE SET \
+                 used_bytes = excluded.used_bytes, exclusive_bytes = excluded.exclusive_bytes",
             )
             .bind(v.id)
             .bind(&ts)
@@ -69,8 +70,10 @@ impl Datastore {
         }
         for r in roots {
             q(
-                "INSERT OR REPLACE INTO root_path_usage (root_path_id, sampled_at, size_bytes, \
-                 used_bytes, free_bytes) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO root_path_usage (root_path_id, sampled_at, size_bytes, used_bytes, \
+                 free_bytes) VALUES (?, ?, ?, ?, ?) ON CONFLICT (root_path_id, sampled_at) DO UPDATE \
+                 SET size_bytes = excluded.size_bytes, used_bytes = excluded.used_bytes, \
+                 free_bytes = excluded.free_bytes",
             )
             .bind(r.id)
             .bind(&ts)
@@ -166,11 +169,12 @@ impl Datastore {
     ) -> Result<Volume> {
         let mut tx = self.db.begin_write().await?;
         refuse_if_locked(&mut tx, viewer).await?;
-        let row = q(
+        let row = q(format!(
             "SELECT v.owner_id, v.root_path_id, v.size_gb, v.state, u.used_bytes, u.sampled_at, \
              rp.export_policy FROM volumes v JOIN root_paths rp ON rp.id = v.root_path_id LEFT JOIN volume_usage u ON u.volume_id = v.id AND u.sampled_at = \
-             (SELECT MAX(sampled_at) FROM volume_usage WHERE volume_id = v.id) WHERE v.id = ?",
-        )
+             (SELECT MAX(sampled_at) FROM volume_usage WHERE volume_id = v.id) WHERE v.id = ?{}",
+            tx.for_update_of("v")
+        ))
         .bind(id)
         .fetch_optional(&mut tx)
         .await?;

@@ -98,12 +98,7 @@ impl Datastore {
     pub async fn create_volume_as(&self, nv: &NewVolume, ctx: &Context) -> Result<Created> {
         let outcome = match &self.creates {
             Creates::Thread(thread) => create::submit(thread, nv, ctx).await?,
-            Creates::Postgres => {
-                return Err(anyhow::anyhow!(
-                    "creating volumes on PostgreSQL is not written yet (issue 13)"
-                )
-                .into());
-            }
+            Creates::Postgres => super::postgres::create(&self.db, nv, ctx).await?,
         };
         match outcome {
             create::Outcome::New(v) => Ok(Created::New(*v)),

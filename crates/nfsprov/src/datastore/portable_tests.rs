@@ -1,0 +1,441 @@
+//! The datastore's behaviour on both databases: each test runs its body on a SQLite file, then
+//! on a fresh PostgreSQL database when `NFSPROV_TEST_PG_URL` is set (and says it skipped that
+//! half when not). What these show on PostgreSQL is what the SQL layer (`sql`), the
+//! PostgreSQL schema (`migrations_pg/`) and the create path (`postgres::create`) must get
+//! right: constraint errors told apart, conditional reservations, row locks, the audit chain.
+
+use std::future::Future;
+
+use super::test_fixture::*;
+use super::*;
+use crate::audit::Context;
+use crate::error::{Clash, Error};
+use crate::model::*;
+use crate::spec::{RootDir, SnapshotName};
+
+async fn on_both<F, Fut>(test: &str, body: F)
+where
+    F: Fn(Datastore, UserId, RootPathId) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (_dir, db, u, rp) = fixture().await;
+    body(db, u, rp).await;
+    if let Some((db, u, rp)) = pg_fixture(test).await {
+        body(db, u, rp).await;
+    }
+}
+
+fn server(name: &str) -> NewServer {
+    NewServer {
+        name: name.into(),
+        ssh_host: "127.0.0.1".into(),
+        ssh_port: 22,
+        ssh_user: "root".into(),
+        ssh_key: "/k".into(),
+        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA".into(),
+        nfs_address: "127.0.0.1".into(),
+        backend: "knfsd".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_servers_root_paths_and_tokens() {
+    on_both("accounts", |db, _owner, _rp| async move {
+        let s = db.server_by_name("s1").await.unwrap();
+        assert!(matches!(
+            db.create_server(&server("s1")).await,
+            Err(Error::Conflict {
+                with: Clash::ServerName,
+                ..
+            })
+        ));
+        db.set_server_status(s.id, ServerStatus::Reachable, Some("fine"))
+            .await
+            .unwrap();
+        let s = db.server(s.id).await.unwrap();
+        assert_eq!(
+            (s.status, s.status_message.as_deref()),
+            (ServerStatus::Reachable, Some("fine"))
+        );
+        db.set_server_host_key(
+            s.id,
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5BBBB",
+            &Context::internal(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(db.servers().await.unwrap().len(), 1);
+
+        let nested = RootDir::parse("/srv/p/inner").unwrap();
+        assert!(matches!(
+            db.create_root_path(s.id, &nested, 10, DeletePolicy::Retain)
+                .await,
+            Err(Error::Conflict {
+                with: Clash::RootPathOverlap,
+                ..
+            })
+        ));
+        assert!(matches!(
+            db.create_root_path(ServerId(999), &nested, 10, DeletePolicy::Retain)
+                .await,
+            Err(Error::UnknownServer(_))
+        ));
+        let other = db
+            .create_root_path(
+                s.id,
+                &RootDir::parse("/srv/q").unwrap(),
+                5,
+                DeletePolicy::Purge,
+            )
+            .await
+            .unwrap();
+        assert_eq!((other.capacity_gb, other.allocated_gb), (5, 0));
+        assert_eq!(db.root_paths().await.unwrap().len(), 2);
+
+        assert!(matches!(
+            db.create_user("u", "y", Role::User, 1).await,
+            Err(Error::Conflict {
+                with: Clash::Username,
+                ..
+            })
+        ));
+        let flag = |v| UserChange {
+            is_admin: Some(v),
+            ..UserChange::default()
+        };
+        assert_eq!(
+            db.update_user("u", &flag(true)).await.unwrap().role,
+            Role::Admin
+        );
+        assert_eq!(
+            db.update_user("u", &flag(false)).await.unwrap().role,
+            Role::User
+        );
+        let lock = UserChange {
+            locked: Some(true),
+            quota_gb: Some(7),
+            ..UserChange::default()
+        };
+        let u = db.update_user("u", &lock).await.unwrap();
+        assert!(u.locked && u.quota_gb == 7);
+        let unlock = UserChange {
+            locked: Some(false),
+            ..UserChange::default()
+        };
+        let u = db.update_user("u", &unlock).await.unwrap();
+
+        let later = chrono::Utc::now() + chrono::Duration::days(1);
+        let t = db.create_token(&u, "ci", "h1", later).await.unwrap();
+        assert!(matches!(
+            db.create_token(&u, "ci", "h2", later).await,
+            Err(Error::Conflict {
+                with: Clash::TokenName,
+                ..
+            })
+        ));
+        assert_eq!(db.user_by_token("h1").await.unwrap().unwrap().id, u.id);
+        assert_eq!(db.tokens_of(&u).await.unwrap().len(), 1);
+        db.revoke_token(&u, t.id).await.unwrap();
+        assert!(db.tokens_of(&u).await.unwrap().is_empty());
+        assert!(db.verify_audit().await.unwrap().is_ok());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_reserve_refuse_replay_and_deletes_release() {
+    on_both("creates", |db, owner, rp| async move {
+        let a = create(&db, owner, rp, "a").await;
+        let b = create(&db, owner, rp, "b").await;
+        assert_eq!((a.export_id, b.export_id), (1, 2));
+        assert_eq!(db.volume(a.id).await.unwrap().sub_path.as_str(), "a");
+        // Inside, or around, a live volume: refused.
+        for sub in ["a", "a/x"] {
+            assert!(matches!(
+                db.create_volume(&new_volume(owner, rp, sub)).await,
+                Err(Error::Conflict {
+                    with: Clash::SubPath,
+                    ..
+                })
+            ));
+        }
+        let mut big = new_volume(owner, rp, "big");
+        big.size_gb = 99;
+        assert!(matches!(
+            db.create_volume(&big).await,
+            Err(Error::QuotaExceeded { .. })
+        ));
+        db.update_user(
+            "u",
+            &UserChange {
+                quota_gb: Some(1000),
+                ..UserChange::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(
+            db.create_volume(&big).await,
+            Err(Error::CapacityExceeded { .. })
+        ));
+        // An idempotency key replays its volume; used for another request, it is refused.
+        let mut keyed = new_volume(owner, rp, "k");
+        keyed.idempotency_key = Some("key-1".into());
+        keyed.request_hash = Some("h".into());
+        let first = create_keyed(&db, &keyed).await;
+        match db.create_volume(&keyed).await.unwrap() {
+            Created::Replayed(v) => assert_eq!(v.id, first),
+            Created::New(_) => panic!("not replayed"),
+        }
+        keyed.request_hash = Some("other".into());
+        keyed.sub_path = crate::spec::SubPath::parse("k2").unwrap();
+        assert!(matches!(
+            db.create_volume(&keyed).await,
+            Err(Error::Conflict {
+                with: Clash::IdempotencyKey,
+                ..
+            })
+        ));
+        let u = db.user_by_name("u").await.unwrap();
+        assert_eq!(u.used_gb, 3);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 3);
+        // Listing: all, and a page.
+        assert_eq!(db.volumes_for(&u, false).await.unwrap().len(), 3);
+        let mut page = Vec::new();
+        let limit = Page {
+            after: a.id.0,
+            limit: Some(1),
+            hide_deleting: false,
+        };
+        db.each_volume_for(&u, false, limit, |v| page.push(v.id))
+            .await
+            .unwrap();
+        assert_eq!(page, vec![b.id]);
+        // A delete releases at once; the path is free again once the volume is deleted.
+        let gone = db
+            .delete_volume(a.id, &u, false, &Context::internal())
+            .await
+            .unwrap();
+        assert_eq!(gone.state, VolumeState::Deleting);
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 2);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 2);
+        db.record_outcomes(&[Outcome::Deleted {
+            id: a.id,
+            generation: gone.generation,
+        }])
+        .await
+        .unwrap();
+        assert_eq!(db.volume(a.id).await.unwrap().state, VolumeState::Deleted);
+        let again = create(&db, owner, rp, "a").await;
+        assert_eq!(again.export_id, 4, "export ids are not reused");
+        let audit = db.verify_audit().await.unwrap().unwrap();
+        // Three creates, a delete, a create again.
+        assert_eq!(audit.records, 5, "{audit:?}");
+    })
+    .await;
+}
+
+async fn create_keyed(db: &Datastore, nv: &NewVolume) -> VolumeId {
+    match db.create_volume(nv).await.unwrap() {
+        Created::New(v) => v.id,
+        Created::Replayed(_) => panic!("not a replay"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creates_never_overcommit() {
+    on_both("storm", |db, owner, rp| async move {
+        // 100 GB of quota and capacity, 150 requests of 1 GB at once.
+        let reqs: Vec<NewVolume> = (0..150)
+            .map(|k| new_volume(owner, rp, &format!("v{k}")))
+            .collect();
+        let results =
+            futures_util::future::join_all(reqs.iter().map(|nv| db.create_volume(nv))).await;
+        let made = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Created::New(_))))
+            .count();
+        let refused = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Err(Error::QuotaExceeded { .. } | Error::CapacityExceeded { .. })
+                )
+            })
+            .count();
+        assert_eq!((made, refused), (100, 50));
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 100);
+        assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 100);
+        let mut ids: Vec<u32> = results
+            .into_iter()
+            .filter_map(|r| match r {
+                Ok(Created::New(v)) => Some(v.export_id),
+                _ => None,
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 100, "export ids are unique");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_clients_resizes_usage_and_snapshots() {
+    on_both("outcomes", |db, owner, rp| async move {
+        let u = db.user_by_name("u").await.unwrap();
+        let a = create(&db, owner, rp, "a").await;
+        let b = create(&db, owner, rp, "b").await;
+        let clients = clients_to_json(&a.clients);
+        db.record_outcomes(&[
+            Outcome::Applied {
+                id: a.id,
+                generation: 1,
+                clients: clients.clone(),
+            },
+            // Stale: not recorded.
+            Outcome::Applied {
+                id: b.id,
+                generation: 2,
+                clients: clients.clone(),
+            },
+            Outcome::Pending {
+                id: b.id,
+                generation: 1,
+                message: "down".into(),
+            },
+        ])
+        .await
+        .unwrap();
+        let a1 = db.volume(a.id).await.unwrap();
+        assert_eq!(a1.state, VolumeState::Available);
+        let b1 = db.volume(b.id).await.unwrap();
+        assert_eq!(
+            (b1.state, b1.last_error.as_deref()),
+            (VolumeState::Creating, Some("down"))
+        );
+        assert_eq!(db.server_volumes(a.server_id).await.unwrap().len(), 2);
+        // A change of clients is a new generation; a verdict on it is recorded.
+        let changed = db
+            .update_volume_clients(a.id, &u, &a.clients, &Context::internal())
+            .await
+            .unwrap();
+        assert_eq!(
+            (changed.state, changed.generation),
+            (VolumeState::Updating, 2)
+        );
+        db.record_outcomes(&[Outcome::Rejected {
+            id: a.id,
+            generation: 2,
+            message: "no".into(),
+        }])
+        .await
+        .unwrap();
+        let a2 = db.volume(a.id).await.unwrap();
+        assert_eq!(
+            (a2.state, a2.failed_generation),
+            (VolumeState::Error, Some(2))
+        );
+        db.record_outcomes(&[Outcome::Failed {
+            id: b.id,
+            generation: 1,
+            message: "x".into(),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(db.volume(b.id).await.unwrap().state, VolumeState::Error);
+
+        // Resize: grows within quota, refused past it.
+        let grown = db
+            .resize_volume(b.id, &u, 5, &Context::internal())
+            .await
+            .unwrap();
+        assert_eq!(grown.size_gb, 5);
+        assert!(matches!(
+            db.resize_volume(b.id, &u, 500, &Context::internal()).await,
+            Err(Error::QuotaExceeded { .. })
+        ));
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 6);
+        // Usage samples: recorded twice at most once per instant, read back.
+        let sample = VolumeUsage {
+            id: b.id,
+            used_bytes: 10,
+            exclusive_bytes: Some(5),
+        };
+        let root = RootUsage {
+            id: rp,
+            size_bytes: 100,
+            used_bytes: 10,
+            free_bytes: 90,
+        };
+        db.record_usage(&[sample], &[root]).await.unwrap();
+        db.record_usage(&[sample], &[root]).await.unwrap();
+        let state = db.size_state(b.id).await.unwrap();
+        assert_eq!(state.latest.map(|l| l.used_bytes), Some(10));
+        assert_eq!(db.latest_root_usage().await.unwrap()[&rp].free_bytes, 90);
+
+        // Snapshots of a btrfs volume: charged by their exclusive size, rounded up.
+        let s = db.server_by_name("s1").await.unwrap();
+        let brp = db
+            .create_root_path_with(
+                s.id,
+                &RootDir::parse("/srv/b").unwrap(),
+                50,
+                DeletePolicy::Retain,
+                &crate::spec::ExportPolicy::default(),
+                Layout::Btrfs,
+            )
+            .await
+            .unwrap();
+        let v = create(&db, owner, brp.id, "v").await;
+        db.record_outcomes(&[Outcome::Applied {
+            id: v.id,
+            generation: 1,
+            clients,
+        }])
+        .await
+        .unwrap();
+        let name = SnapshotName::parse("s1").unwrap();
+        let snap = db
+            .create_snapshot(v.id, &u, &name, 2, &Context::internal())
+            .await
+            .unwrap();
+        assert!(matches!(
+            db.create_snapshot(v.id, &u, &name, 2, &Context::internal())
+                .await,
+            Err(Error::Conflict {
+                with: Clash::SnapshotName,
+                ..
+            })
+        ));
+        assert_eq!(db.server_snapshot_tasks(s.id, true).await.unwrap().len(), 1);
+        db.record_snapshot_outcomes(&[SnapshotOutcome::Available {
+            id: snap.id,
+            exclusive_bytes: Some(1_500_000_000),
+        }])
+        .await
+        .unwrap();
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 7 + 2);
+        assert!(matches!(
+            db.delete_volume(v.id, &u, false, &Context::internal())
+                .await,
+            Err(Error::Conflict {
+                with: Clash::Snapshots,
+                ..
+            })
+        ));
+        db.delete_snapshot(v.id, snap.id, &u, &Context::internal())
+            .await
+            .unwrap();
+        db.record_snapshot_outcomes(&[SnapshotOutcome::Deleted { id: snap.id }])
+            .await
+            .unwrap();
+        assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 7);
+        assert!(db.snapshots_for(v.id, &u).await.unwrap().is_empty());
+        let records = db.audit_records(Some(v.id.0), 0, 100).await.unwrap();
+        assert!(records.len() >= 3, "{records:?}");
+        assert!(db.verify_audit().await.unwrap().is_ok());
+    })
+    .await;
+}

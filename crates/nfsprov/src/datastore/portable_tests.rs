@@ -439,3 +439,148 @@ async fn outcomes_clients_resizes_usage_and_snapshots() {
     })
     .await;
 }
+
+/// Several nodes on one PostgreSQL database (each its own `Datastore`, its own pool): a storm
+/// of creates spread over them admits exactly the quota, gives each export id once, and a
+/// retry of one idempotency key sent to every node at once makes one volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_a_postgres_database_never_overcommit_nor_double_a_key() {
+    let Some(url) = pg_database("nodes").await else {
+        return;
+    };
+    let first = Datastore::open_url(&url).await.unwrap();
+    let (owner, rp) = populate(&first).await;
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        nodes.push(Datastore::open_url(&url).await.unwrap());
+    }
+    let reqs: Vec<NewVolume> = (0..150)
+        .map(|k| new_volume(owner, rp, &format!("v{k}")))
+        .collect();
+    let results = futures_util::future::join_all(
+        reqs.iter()
+            .enumerate()
+            .map(|(k, nv)| nodes[k % nodes.len()].create_volume(nv)),
+    )
+    .await;
+    let made = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Created::New(_))))
+        .count();
+    let error = results.iter().find_map(|r| r.as_ref().err());
+    assert_eq!(made, 100, "{error:?}");
+    for node in &nodes {
+        assert_eq!(node.user_by_name("u").await.unwrap().used_gb, 100);
+    }
+    let mut ids: Vec<u32> = results
+        .into_iter()
+        .filter_map(|r| r.ok())
+        .map(|c| match c {
+            Created::New(v) | Created::Replayed(v) => v.export_id,
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 100);
+
+    // One key, the same request, to every node at once.
+    nodes[0]
+        .update_user(
+            "u",
+            &UserChange {
+                quota_gb: Some(200),
+                ..UserChange::default()
+            },
+        )
+        .await
+        .unwrap();
+    nodes[0]
+        .create_root_path(
+            nodes[0].server_by_name("s1").await.unwrap().id,
+            &RootDir::parse("/srv/k").unwrap(),
+            10,
+            DeletePolicy::Retain,
+        )
+        .await
+        .unwrap();
+    let krp = nodes[0].root_paths().await.unwrap()[1].id;
+    let mut keyed = new_volume(owner, krp, "k");
+    keyed.idempotency_key = Some("once".into());
+    keyed.request_hash = Some("h".into());
+    let results =
+        futures_util::future::join_all(nodes.iter().map(|n| n.create_volume(&keyed))).await;
+    let ids: Vec<(bool, VolumeId)> = results
+        .into_iter()
+        .map(|r| match r.unwrap() {
+            Created::New(v) => (true, v.id),
+            Created::Replayed(v) => (false, v.id),
+        })
+        .collect();
+    assert_eq!(ids.iter().filter(|(new, _)| *new).count(), 1, "{ids:?}");
+    assert!(ids.iter().all(|(_, id)| *id == ids[0].1), "{ids:?}");
+    assert_eq!(nodes[1].root_path(krp).await.unwrap().allocated_gb, 1);
+    assert!(nodes[2].verify_audit().await.unwrap().is_ok());
+}
+
+/// A create on PostgreSQL reads the root path under its row lock: while another transaction
+/// holds that row, the create waits, and it is judged on what that transaction committed
+/// (capacity taken away: a capacity refusal, not an internal error from a reservation that
+/// fails later, which is what it gets without the lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_create_waits_for_the_root_path_row_and_judges_what_was_committed() {
+    use sqlx::Connection as _;
+    let Some(url) = pg_database("locks").await else {
+        return;
+    };
+    let db = Datastore::open_url(&url).await.unwrap();
+    let (owner, rp) = populate(&db).await;
+    let mut holder = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT id FROM root_paths WHERE id = $1 FOR UPDATE")
+        .bind(rp)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let mut nv = new_volume(owner, rp, "late");
+    nv.size_gb = 2;
+    let creating = tokio::spawn({
+        let db = db.clone();
+        async move { db.create_volume(&nv).await }
+    });
+    // Until the create's transaction waits for a lock (a condition, polled).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert!(
+            !creating.is_finished(),
+            "the create did not wait for the root path's row"
+        );
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no create waited for a lock"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sqlx::query("UPDATE root_paths SET capacity_gb = 1 WHERE id = $1")
+        .bind(rp)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    let refused = creating.await.unwrap();
+    assert!(
+        matches!(refused, Err(Error::CapacityExceeded { .. })),
+        "{:?}",
+        refused.err()
+    );
+    assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 0);
+}

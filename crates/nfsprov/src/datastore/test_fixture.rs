@@ -36,6 +36,15 @@ pub const PG_URL_VAR: &str = "NFSPROV_TEST_PG_URL";
 /// `None`, said on stderr, when it is not set. The databases are left on that server: it is
 /// a throwaway one (the test bed's, or one started by hand).
 pub async fn pg_fixture(test: &str) -> Option<(Datastore, UserId, RootPathId)> {
+    let url = pg_database(test).await?;
+    let db = Datastore::open_url(&url).await.unwrap();
+    let (u, rp) = populate(&db).await;
+    Some((db, u, rp))
+}
+
+/// The URL of a new, empty database on the server `NFSPROV_TEST_PG_URL` names (see
+/// `pg_fixture`), or `None` when it is not set.
+pub async fn pg_database(test: &str) -> Option<String> {
     use sqlx::Connection as _;
     let Ok(url) = std::env::var(PG_URL_VAR) else {
         eprintln!("{test}: skipped on PostgreSQL ({PG_URL_VAR} is not set)");
@@ -52,15 +61,11 @@ pub async fn pg_fixture(test: &str) -> Option<(Datastore, UserId, RootPathId)> {
     admin.close().await.unwrap();
     let base = url.split('?').next().unwrap();
     let (server, _) = base.rsplit_once('/').unwrap();
-    let db = Datastore::open_url(&format!("{server}/{name}"))
-        .await
-        .unwrap();
-    let (u, rp) = populate(&db).await;
-    Some((db, u, rp))
+    Some(format!("{server}/{name}"))
 }
 
 /// A server, a root path of 100 GB on it and a user `u` with a quota of 100 GB.
-async fn populate(db: &Datastore) -> (UserId, RootPathId) {
+pub async fn populate(db: &Datastore) -> (UserId, RootPathId) {
     let s = db
         .create_server(&NewServer {
             name: "s1".into(),

@@ -127,10 +127,15 @@ impl Datastore {
         crate::spec::gb_amount(capacity_gb, 1)
             .map_err(|e| Error::out_of_range(Amount::Capacity, e.0))?;
         let mut tx = self.db.begin_write().await?;
-        let backend = q("SELECT backend FROM servers WHERE id = ?")
-            .bind(server)
-            .fetch_optional(&mut tx)
-            .await?;
+        // On PostgreSQL the server's row is locked: two root paths added at once on two nodes
+        // are checked for overlap one after the other.
+        let backend = q(format!(
+            "SELECT backend FROM servers WHERE id = ?{}",
+            tx.for_update()
+        ))
+        .bind(server)
+        .fetch_optional(&mut tx)
+        .await?;
         let Some(backend) = backend else {
             return Err(Error::UnknownServer(server));
         };

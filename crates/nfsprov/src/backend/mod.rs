@@ -217,14 +217,21 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         BTreeMap::new();
     let mk_mark = marker(&s, "mk");
     for d in &plan.create {
-        if d.layout == Layout::Btrfs {
-            // A subvolume each: created, limited and verified one by one (`nfsprov_mksv`).
+        if d.layout != Layout::Directory {
+            // btrfs: a subvolume each, created, limited and verified one by one
+            // (`nfsprov_mksv`); xfs-project: a directory each, then its project and limit,
+            // verified (`nfsprov_mkxp`).
+            let btrfs = d.layout == Layout::Btrfs;
             let (parent, name) = split_sub(&d.sub);
             let owner = format!("{}:{}", d.uid, d.gid);
             let id = d.volume.to_string();
             let bytes = layout::qgroup_bytes(d.size_gb).to_string();
             let mut words = vec![
-                Lit("nfsprov_mksv"),
+                Lit(if btrfs {
+                    "nfsprov_mksv"
+                } else {
+                    "nfsprov_mkxp"
+                }),
                 Arg(&mk_mark),
                 Arg(&d.root),
                 Arg(parent),
@@ -232,33 +239,16 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
                 Arg(&d.mode),
                 Arg(&id),
                 Arg(name),
-                Arg(&bytes),
             ];
-            if let Some((svid, sname)) = &d.restore {
+            if !btrfs {
+                words.push(Lit(if d.adopt { "1" } else { "0" }));
+            }
+            words.push(Arg(&bytes));
+            if let (true, Some((svid, sname))) = (btrfs, &d.restore) {
                 words.push(Arg(svid));
                 words.push(Arg(sname));
             }
             s.line(&words);
-            continue;
-        }
-        if d.layout == Layout::XfsProject {
-            // A directory each, then its project and limit, verified (`nfsprov_mkxp`).
-            let (parent, name) = split_sub(&d.sub);
-            let owner = format!("{}:{}", d.uid, d.gid);
-            let id = d.volume.to_string();
-            let bytes = layout::qgroup_bytes(d.size_gb).to_string();
-            s.line(&[
-                Lit("nfsprov_mkxp"),
-                Arg(&mk_mark),
-                Arg(&d.root),
-                Arg(parent),
-                Arg(&owner),
-                Arg(&d.mode),
-                Arg(&id),
-                Arg(name),
-                Lit(if d.adopt { "1" } else { "0" }),
-                Arg(&bytes),
-            ]);
             continue;
         }
         groups

@@ -201,12 +201,19 @@ impl Hub {
             return Some(l.clone());
         }
         let ttl = self.inner.tuning.lease;
-        let asked = Instant::now();
-        let taken = self
-            .inner
-            .db
-            .acquire_lease(server, &self.inner.node, ttl)
-            .await;
+        let db = &self.inner.db;
+        let node = self.inner.node.as_str();
+        let mut asked = Instant::now();
+        let mut taken = db.acquire_lease(server, node, ttl, None).await;
+        if let Ok(None) = taken
+            && let Ok(Some(h)) = db.lease_holder(server).await
+            && crate::datastore::holder_is_dead(&h.holder)
+        {
+            // This node's predecessor on this host crashed: no need to wait out its lease.
+            tracing::info!(server = %server, dead = %h.holder, "taking over the lease of a process that is gone");
+            asked = Instant::now();
+            taken = db.acquire_lease(server, node, ttl, Some(&h.holder)).await;
+        }
         let mut held = self.inner.held.lock().expect("hub lock");
         match taken {
             Ok(Some(token)) => {

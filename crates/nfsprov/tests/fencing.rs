@@ -259,8 +259,9 @@ async fn a_node_paused_past_its_lease_is_refused_by_the_server_and_a_killed_one_
         assert!(v["last_error"].is_null(), "{v}");
     }
 
-    // B is killed -9 while holding the lease: A takes over within the lease time (and its
-    // sweep), with a newer token, and applies what comes next.
+    // B is killed -9 while holding the lease: A takes over within the lease time, with a
+    // newer token, and applies what comes next. (B ran on this host: A sees it is gone and
+    // does not even wait for the lease to run out; the stopped A above was alive, so B had to.)
     let killed = Instant::now();
     b.kill9();
     env.port = a.port;

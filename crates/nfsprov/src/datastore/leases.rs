@@ -30,16 +30,64 @@ pub struct LeaseHolder {
     pub remaining_ms: i64,
 }
 
-/// A name for this process among the nodes sharing a database: host name, process id and a
-/// random part (a restarted process with a recycled pid is another holder).
+/// A name for this process among the nodes sharing a database: host name, pid namespace,
+/// process id and a random part (a restarted process with a recycled pid is another holder):
+/// `host:pidns:pid:random`.
 pub fn new_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let random: [u8; 4] = rand::random();
+    format!(
+        "{}:{}:{}:{}",
+        host_name(),
+        pid_namespace(),
+        std::process::id(),
+        hex::encode(random)
+    )
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".into());
-    let random: [u8; 4] = rand::random();
-    format!("{host}:{}:{}", std::process::id(), hex::encode(random))
+        .filter(|h| !h.is_empty() && !h.contains(':'))
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` reads `pid:[N]`).
+fn pid_namespace() -> String {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|l| {
+            let l = l.to_string_lossy().to_string();
+            let n: String = l.chars().filter(char::is_ascii_digit).collect();
+            (!n.is_empty()).then_some(n)
+        })
+        .unwrap_or_else(|| "0".into())
+}
+
+/// Whether `holder` names a process of this host and pid namespace that is gone (no such pid,
+/// or a zombie): a node restarted after a crash takes its dead predecessor's leases at once
+/// instead of after the lease time. Anything else (another host, a pid now used by another
+/// process) counts as alive: the lease then simply runs out.
+pub fn holder_is_dead(holder: &str) -> bool {
+    let mut parts = holder.rsplitn(4, ':');
+    let (Some(_random), Some(pid), Some(ns), Some(host)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    if host != host_name() || ns != pid_namespace() || pid == std::process::id() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
 }
 
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -47,14 +95,16 @@ fn ttl_ms(ttl: Duration) -> i64 {
 }
 
 impl Datastore {
-    /// Take the lease of `server` for `holder` if it is free or expired (the token goes up by
-    /// one), or renew it if `holder` still holds it (same token); `None` when another holder's
-    /// lease is still running. One `INSERT … ON CONFLICT DO UPDATE … WHERE` statement.
+    /// Take the lease of `server` for `holder` if it is free or expired, or held by `dead` (a
+    /// holder known to be gone, see [`holder_is_dead`]) (the token goes up by one), or renew it
+    /// if `holder` still holds it (same token); `None` when another holder's lease is still
+    /// running. One `INSERT … ON CONFLICT DO UPDATE … WHERE` statement.
     pub async fn acquire_lease(
         &self,
         server: ServerId,
         holder: &str,
         ttl: Duration,
+        dead: Option<&str>,
     ) -> Result<Option<i64>> {
         let sql = format!(
             "INSERT INTO server_leases (server_id, holder, token, expires_at) \
@@ -67,12 +117,14 @@ impl Datastore {
                expires_at = excluded.expires_at \
              WHERE server_leases.holder = excluded.holder \
                 OR server_leases.expires_at <= {NOW_MS} \
+                OR server_leases.holder = ? \
              RETURNING token"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(server)
             .bind(holder)
             .bind(ttl_ms(ttl))
+            .bind(dead)
             .fetch_optional(&self.writer)
             .await?;
         Ok(match row {
@@ -155,10 +207,10 @@ mod tests {
         let (_dir, db, _, _) = fixture().await;
         let s = db.servers().await.unwrap()[0].id;
         assert_eq!(db.lease_holder(s).await.unwrap(), None);
-        assert_eq!(db.acquire_lease(s, "a", LONG).await.unwrap(), Some(1));
+        assert_eq!(db.acquire_lease(s, "a", LONG, None).await.unwrap(), Some(1));
         // Another holder is refused while it runs; the holder itself renews, same token.
-        assert_eq!(db.acquire_lease(s, "b", LONG).await.unwrap(), None);
-        assert_eq!(db.acquire_lease(s, "a", LONG).await.unwrap(), Some(1));
+        assert_eq!(db.acquire_lease(s, "b", LONG, None).await.unwrap(), None);
+        assert_eq!(db.acquire_lease(s, "a", LONG, None).await.unwrap(), Some(1));
         assert!(db.renew_lease(s, "a", 1, LONG).await.unwrap());
         assert!(!db.renew_lease(s, "b", 1, LONG).await.unwrap());
         assert!(!db.renew_lease(s, "a", 2, LONG).await.unwrap());
@@ -172,14 +224,14 @@ mod tests {
         let (_dir, db, _, _) = fixture().await;
         let s = db.servers().await.unwrap()[0].id;
         assert_eq!(
-            db.acquire_lease(s, "a", Duration::from_millis(50))
+            db.acquire_lease(s, "a", Duration::from_millis(50), None)
                 .await
                 .unwrap(),
             Some(1)
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let taken = loop {
-            if let Some(t) = db.acquire_lease(s, "b", LONG).await.unwrap() {
+            if let Some(t) = db.acquire_lease(s, "b", LONG, None).await.unwrap() {
                 break t;
             }
             assert!(std::time::Instant::now() < deadline, "never expired");
@@ -188,13 +240,13 @@ mod tests {
         assert_eq!(taken, 2);
         // The old holder can neither renew nor take it back while b's runs.
         assert!(!db.renew_lease(s, "a", 1, LONG).await.unwrap());
-        assert_eq!(db.acquire_lease(s, "a", LONG).await.unwrap(), None);
+        assert_eq!(db.acquire_lease(s, "a", LONG, None).await.unwrap(), None);
         // A release expires it at once and keeps the token: the next take goes on from it.
         db.release_lease(s, "b", 2).await.unwrap();
-        assert_eq!(db.acquire_lease(s, "a", LONG).await.unwrap(), Some(3));
+        assert_eq!(db.acquire_lease(s, "a", LONG, None).await.unwrap(), Some(3));
         // A stale release (old token) does nothing.
         db.release_lease(s, "b", 2).await.unwrap();
-        assert_eq!(db.acquire_lease(s, "b", LONG).await.unwrap(), None);
+        assert_eq!(db.acquire_lease(s, "b", LONG, None).await.unwrap(), None);
     }
 
     #[tokio::test]
@@ -204,7 +256,7 @@ mod tests {
         let takers: Vec<_> = (0..8)
             .map(|i| {
                 let db = db.clone();
-                tokio::spawn(async move { db.acquire_lease(s, &format!("n{i}"), LONG).await })
+                tokio::spawn(async move { db.acquire_lease(s, &format!("n{i}"), LONG, None).await })
             })
             .collect();
         let mut won = Vec::new();
@@ -214,6 +266,43 @@ mod tests {
             }
         }
         assert_eq!(won, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn a_dead_holder_of_this_host_is_taken_over_at_once() {
+        let (_dir, db, _, _) = fixture().await;
+        let s = db.servers().await.unwrap()[0].id;
+        // A process that ran here and is gone (reaped), and one still running.
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        gone.wait().unwrap();
+        let mut alive = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = new_node_id();
+        let named =
+            |pid: u32| me.replacen(&format!(":{}:", std::process::id()), &format!(":{pid}:"), 1);
+        let (dead, live) = (named(gone.id()), named(alive.id()));
+        assert!(holder_is_dead(&dead), "{dead}");
+        assert!(!holder_is_dead(&live), "{live}");
+        assert!(!holder_is_dead(&me));
+        assert!(!holder_is_dead("other-host:1:999999:ab"));
+        assert_eq!(
+            db.acquire_lease(s, &live, LONG, None).await.unwrap(),
+            Some(1)
+        );
+        // Claimed dead but the row names someone else: refused.
+        assert_eq!(
+            db.acquire_lease(s, &me, LONG, Some(&dead)).await.unwrap(),
+            None
+        );
+        alive.kill().unwrap();
+        alive.wait().unwrap();
+        assert!(holder_is_dead(&live));
+        assert_eq!(
+            db.acquire_lease(s, &me, LONG, Some(&live)).await.unwrap(),
+            Some(2)
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ mod users;
 mod volumes;
 
 pub use create::BatchCounts;
-pub use leases::{LeaseHolder, new_node_id};
+pub use leases::{LeaseHolder, holder_is_dead, new_node_id};
 pub use servers::NewServer;
 pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
 pub use usage::{KEEP_SAMPLES, SIZE_DRIFT, gb_text};

@@ -152,6 +152,7 @@ async fn wait_for(what: &str, timeout: Duration, text: impl Fn() -> String) -> D
 /// The token of the last "took the server's lease" line in a node's log.
 fn last_token(log: &str) -> Option<i64> {
     log.lines()
+        .rev()
         .filter(|l| l.contains("took the server's lease"))
         .filter_map(|l| {
             l.split("token=")
@@ -161,7 +162,7 @@ fn last_token(log: &str) -> Option<i64> {
                 .parse()
                 .ok()
         })
-        .last()
+        .next()
 }
 
 #[tokio::test(flavor = "multi_thread")]

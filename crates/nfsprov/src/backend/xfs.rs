@@ -333,7 +333,7 @@ mod tests {
             }],
             ..Plan::default()
         };
-        let p = crate::backend::prepare::<crate::backend::knfsd::Knfsd>(&plan, false);
+        let p = crate::backend::prepare::<crate::backend::knfsd::Knfsd>(&plan, false, None);
         let body = p.script.body();
         let nonce = p.script.nonce();
         assert!(body.contains(FUNCTIONS), "the functions come with the pass");
@@ -377,7 +377,7 @@ mod tests {
             }],
             checks: Vec::new(),
         };
-        let s = usage::script(&work, std::time::Duration::from_secs(5));
+        let s = usage::script(&work, std::time::Duration::from_secs(5), None);
         assert!(s.body().contains(RESIZE_FN) && s.body().contains(FUNCTIONS));
         assert!(
             s.body()

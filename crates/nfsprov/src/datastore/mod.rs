@@ -27,6 +27,7 @@ use sqlite::{checkpoints, fresh_transaction_state};
 
 mod audit;
 mod create;
+mod leases;
 mod outcomes;
 mod root_paths;
 mod servers;
@@ -40,6 +41,7 @@ mod users;
 mod volumes;
 
 pub use create::BatchCounts;
+pub use leases::{LeaseHolder, holder_is_dead, new_node_id};
 pub use servers::NewServer;
 pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
 pub use usage::{KEEP_SAMPLES, SIZE_DRIFT, gb_text};

@@ -38,6 +38,21 @@ pub enum Database {
     Postgres,
 }
 
+impl Database {
+    /// What [`TEST_DATABASE_ENV`] asks for: `postgres` or `sqlite` (the default).
+    pub fn from_env() -> Database {
+        match std::env::var(TEST_DATABASE_ENV).as_deref() {
+            Err(_) | Ok("" | "sqlite") => Database::Sqlite,
+            Ok("postgres") => Database::Postgres,
+            Ok(other) => panic!("{TEST_DATABASE_ENV}={other:?}: use sqlite or postgres"),
+        }
+    }
+}
+
+/// `postgres` runs every single-node [`Env`] ([`Env::start`], [`Env::start_ganesha`]) on a
+/// PostgreSQL of its own instead of SQLite: the same tests on the other database.
+pub const TEST_DATABASE_ENV: &str = "NFSPROV_TEST_DATABASE";
+
 /// One `nfsprov serve` process of an [`Env`]. Node 0's process is [`Env::serve`] (the field
 /// single-node tests use); the others' is `child`.
 pub struct Node {
@@ -158,7 +173,7 @@ impl Env {
     ) -> Env {
         let setup = Setup {
             nodes: 1,
-            database: Database::Sqlite,
+            database: Database::from_env(),
             envs: Vec::new(),
         };
         Env::start_setup(capacity_gb, quota_gb, setup, up).await

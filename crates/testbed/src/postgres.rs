@@ -3,7 +3,8 @@
 //! [`Postgres::start`] makes a directory in `/tmp` owned by the `postgres` user (`initdb` refuses
 //! to run as root), runs `initdb` there (local socket: trust; TCP: `scram-sha-256`), starts the
 //! server on a free `127.0.0.1` port with its socket in the same directory, and
-//! creates the role [`USER`] (password [`PASSWORD`]) and the database [`DATABASE`] it owns.
+//! creates the role [`USER`] (password [`PASSWORD`]; it may create databases, as tests that
+//! want a fresh one do) and the database [`DATABASE`] it owns.
 //! nfsprov connects with [`Postgres::url`] over TCP with that password, as it would in
 //! production. The Debian package's own cluster and service are never used.
 //!
@@ -122,7 +123,7 @@ impl Postgres {
         // Two commands: CREATE DATABASE cannot share a transaction.
         pg.psql_admin(
             "postgres",
-            &format!("CREATE ROLE {USER} LOGIN PASSWORD '{PASSWORD}';"),
+            &format!("CREATE ROLE {USER} LOGIN CREATEDB PASSWORD '{PASSWORD}';"),
         )?;
         pg.create_database(DATABASE)?;
         Ok(pg)
@@ -451,6 +452,8 @@ mod tests {
             pg.log()
         );
 
+        // nfsprov's role may make a fresh database itself (the datastore tests do, over TCP).
+        psql_url(&url, "CREATE DATABASE made_by_nfsprov").unwrap();
         let other = pg.create_database("target_db").unwrap();
         assert_eq!(
             psql_url(

@@ -8,6 +8,9 @@
 //! them after a short partition. [`TcpProxy::cut`] closes every open connection (new ones are
 //! still forwarded unless paused), as a firewall or NAT forgetting them would.
 //!
+//! While the upstream is down, a new connection is accepted and then closed: the client sees
+//! its connection end, not a refusal.
+//!
 //! It runs on its own thread with its own tokio runtime, so it keeps forwarding while the test
 //! blocks (a CLI command waiting on the database through it) and whatever runtime the test uses.
 //! Dropping it stops it and closes every connection.

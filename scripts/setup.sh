@@ -16,6 +16,7 @@ PACKAGES=(
     slapd ldap-utils openssl
     btrfs-progs
     xfsprogs
+    postgresql
 )
 POLICY_RC=/usr/sbin/policy-rc.d
 
@@ -44,7 +45,7 @@ else
     }
     trap cleanup_policy EXIT
     if [ ! -e "$POLICY_RC" ]; then
-        # Keep apt from starting sshd/nfsd/slapd: the test bed runs its own instances.
+        # Keep apt from starting sshd/nfsd/slapd/postgresql: the test bed runs its own instances.
         printf '#!/bin/sh\nexit 101\n' >"$POLICY_RC"
         chmod 755 "$POLICY_RC"
         created_policy=1

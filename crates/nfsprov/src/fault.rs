@@ -8,7 +8,10 @@
 //! `after-snapshot` (abort: snapshots made or removed on the server, the database not yet told;
 //! `reconcile`), `after-resize` (abort: new qgroup limits set on the server, not yet recorded;
 //! `reconcile`, `Hub::sizes`), `after-restore` (abort: a pass that restores a snapshot into a
-//! new volume ran on the server, its outcome not yet recorded; `reconcile`).
+//! new volume ran on the server, its outcome not yet recorded; `reconcile`),
+//! `pause-before-apply` (once per process, a pass that creates or changes a volume waits 2 s
+//! after its last look at its lease and before its script goes to the server: the window in
+//! which a node paused past its lease must be refused by the server; `reconcile`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -31,5 +34,16 @@ pub fn panic_once(name: &str) {
     static FIRED: AtomicBool = AtomicBool::new(false);
     if named(name) && !FIRED.swap(true, Ordering::SeqCst) {
         panic!("NFSPROV_FAULT={name}: panicking on purpose");
+    }
+}
+
+/// Wait on purpose at `name`, once per process: lets tests stop the process (SIGSTOP) exactly
+/// between two steps.
+pub async fn pause_once(name: &str) {
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    if named(name) && !FIRED.swap(true, Ordering::SeqCst) {
+        eprintln!("NFSPROV_FAULT={name}: pausing on purpose");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        eprintln!("NFSPROV_FAULT={name}: going on");
     }
 }

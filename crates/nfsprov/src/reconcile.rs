@@ -50,6 +50,50 @@ struct TaskState {
     generation: u64,
     /// When this task last sampled its server's usage (`Hub::sizes`).
     sampled: Option<Instant>,
+    /// This node's lease on the server, as last confirmed by the database.
+    lease: Option<Arc<LeaseView>>,
+}
+
+/// A lease this node holds on a server (`datastore::leases`): its fencing token, until when it
+/// surely runs (measured from before the statement that took or renewed it, so this node's
+/// view ends no later than the database's), and whether it was found lost. Every step of a
+/// pass that changes the server or records what it did asks [`LeaseView::check`] first; the
+/// server checks the token again ([`backend::fence`]) for the window between the two.
+struct LeaseView {
+    token: i64,
+    until: Mutex<Instant>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+impl LeaseView {
+    fn new(token: i64, until: Instant) -> Arc<LeaseView> {
+        Arc::new(LeaseView {
+            token,
+            until: Mutex::new(until),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    fn holds(&self) -> bool {
+        !self.lost.load(std::sync::atomic::Ordering::SeqCst)
+            && Instant::now() < *self.until.lock().expect("lease lock")
+    }
+
+    fn lose(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// An error unless the lease still holds: the pass stops here, recording nothing.
+    fn check(&self, server: &str) -> anyhow::Result<()> {
+        if self.holds() {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "lease on server {server} (token {}) lost or not renewed in time: this pass stops here and records nothing",
+                self.token
+            )
+        }
+    }
 }
 
 /// Wakes reconcilers and the requests waiting for them.
@@ -67,6 +111,10 @@ struct HubInner {
     tasks: OnceLock<Supervisor>,
     /// Signalled after every pass that recorded outcomes.
     changed: Notify,
+    /// This process among the nodes sharing the database (lease holder name).
+    node: String,
+    /// The leases this node holds, by server: given up at shutdown.
+    held: Mutex<HashMap<ServerId, i64>>,
 }
 
 impl Hub {
@@ -79,6 +127,8 @@ impl Hub {
                 servers: Mutex::new(HashMap::new()),
                 tasks: OnceLock::new(),
                 changed: Notify::new(),
+                node: crate::datastore::new_node_id(),
+                held: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -113,10 +163,119 @@ impl Hub {
         })
     }
 
-    /// Stop every reconciler and wait until they are gone.
+    /// Stop every reconciler and wait until they are gone, then give up their leases (another
+    /// node takes the servers over at once instead of after the lease time).
     pub async fn shutdown(&self) {
         if let Some(tasks) = self.inner.tasks.get() {
             tasks.shutdown().await;
+        }
+        let held: Vec<(ServerId, i64)> =
+            self.inner.held.lock().expect("hub lock").drain().collect();
+        for (server, token) in held {
+            if let Err(e) = self
+                .inner
+                .db
+                .release_lease(server, &self.inner.node, token)
+                .await
+            {
+                tracing::warn!(server = %server, "giving up the lease: {e:#}");
+            }
+        }
+    }
+
+    /// This node's name as a lease holder.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// The lease of `server` for this node: the one it holds if it still runs, else taken (or
+    /// renewed) now if free; `None` while another node holds it.
+    async fn lease(
+        &self,
+        server: ServerId,
+        mine: Option<&Arc<LeaseView>>,
+    ) -> Option<Arc<LeaseView>> {
+        if let Some(l) = mine
+            && l.holds()
+        {
+            return Some(l.clone());
+        }
+        let ttl = self.inner.tuning.lease;
+        let db = &self.inner.db;
+        let node = self.inner.node.as_str();
+        let mut asked = Instant::now();
+        let mut taken = db.acquire_lease(server, node, ttl, None).await;
+        if let Ok(None) = taken
+            && let Ok(Some(h)) = db.lease_holder(server).await
+            && crate::datastore::holder_is_dead(&h.holder)
+        {
+            // This node's predecessor on this host crashed: no need to wait out its lease.
+            tracing::info!(server = %server, dead = %h.holder, "taking over the lease of a process that is gone");
+            asked = Instant::now();
+            taken = db.acquire_lease(server, node, ttl, Some(&h.holder)).await;
+        }
+        let mut held = self.inner.held.lock().expect("hub lock");
+        match taken {
+            Ok(Some(token)) => {
+                if held.insert(server, token) != Some(token) {
+                    tracing::info!(server = %server, token, node = %self.inner.node, "took the server's lease");
+                }
+                Some(LeaseView::new(token, asked + ttl))
+            }
+            Ok(None) => {
+                if held.remove(&server).is_some() {
+                    tracing::warn!(server = %server, "lease taken over by another node");
+                }
+                None
+            }
+            Err(e) => {
+                tracing::warn!(server = %server, "taking the server's lease: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Renew `lease` every third of the lease time, for as long as it is polled; a renewal the
+    /// database refuses marks it lost (one it cannot answer leaves it to run out).
+    async fn keep_renewed(
+        &self,
+        server: ServerId,
+        lease: Arc<LeaseView>,
+    ) -> std::convert::Infallible {
+        let ttl = self.inner.tuning.lease;
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            if !lease.holds() {
+                return std::future::pending().await;
+            }
+            let asked = Instant::now();
+            match self
+                .inner
+                .db
+                .renew_lease(server, &self.inner.node, lease.token, ttl)
+                .await
+            {
+                Ok(true) => *lease.until.lock().expect("lease lock") = asked + ttl,
+                Ok(false) => {
+                    tracing::warn!(server = %server, token = lease.token, "lease lost: another node took the server over");
+                    lease.lose();
+                    self.inner.held.lock().expect("hub lock").remove(&server);
+                }
+                Err(e) => tracing::warn!(server = %server, "renewing the server's lease: {e:#}"),
+            }
+        }
+    }
+
+    /// Run `work` while keeping `lease` renewed.
+    async fn under<T>(
+        &self,
+        server: ServerId,
+        lease: &Arc<LeaseView>,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        tokio::select! {
+            r = work => r,
+            never = self.keep_renewed(server, lease.clone()) => match never {},
         }
     }
 
@@ -178,13 +337,33 @@ impl Hub {
             retry: RetryState::new(Instant::now()),
             generation: 0,
             sampled: None,
+            lease: None,
         };
         // Start-up and periodic resyncs verify everything; a pass woken by a request checks
         // what it changes (and the whole export table).
         let mut full = true;
+        // Without the lease, try again this often: a dead holder's server is taken over
+        // within the lease time and this much.
+        let sweep = (self.inner.tuning.lease / 5).max(std::time::Duration::from_millis(100));
         loop {
-            let next = self.pass(&mut task, full).await;
-            full = self.wait(next, &notify).await;
+            let Some(lease) = self.lease(server_id, task.lease.as_ref()).await else {
+                task.lease = None;
+                // The new holder's first pass verifies everything.
+                full = true;
+                tokio::time::sleep(sweep).await;
+                continue;
+            };
+            if task.lease.as_ref().is_none_or(|l| l.token != lease.token) {
+                // Taken anew: whatever the server went through meanwhile, check all of it.
+                full = true;
+            }
+            task.lease = Some(lease.clone());
+            full = self
+                .under(server_id, &lease, async {
+                    let next = self.pass(&mut task, full).await;
+                    self.wait(next, &notify).await
+                })
+                .await;
         }
     }
 
@@ -232,6 +411,7 @@ impl Hub {
         );
         let began = Instant::now();
         let mut counts = PassCounts::default();
+        let lease = task.lease.clone().expect("a pass runs under a lease");
         let result = self
             .reconcile_with(
                 task.server,
@@ -239,12 +419,13 @@ impl Hub {
                 full,
                 &mut task.unresolved,
                 &mut counts,
+                &lease,
             )
             .instrument(span.clone())
             .await;
         let result = match result {
             Ok(settled) => {
-                self.after_pass(task, full, settled)
+                self.after_pass(task, full, settled, &lease)
                     .instrument(span.clone())
                     .await
             }
@@ -274,28 +455,47 @@ impl Hub {
 
     /// Bring one server in line with the database: one or a few passes, then the snapshot
     /// step (not sizes: they belong to a reconciler task, which keeps when it last sampled).
+    /// Runs under this node's lease on the server (taken if free; an error if another node
+    /// holds it).
     pub async fn reconcile_server(
         &self,
         server_id: ServerId,
         session: &mut Option<Session>,
         full: bool,
     ) -> anyhow::Result<()> {
-        let mut unresolved = precheck::Unresolved::default();
-        let mut counts = PassCounts::default();
-        let settled = self
-            .reconcile_with(server_id, session, full, &mut unresolved, &mut counts)
-            .await?;
-        match session.as_mut() {
-            Some(sess) if settled => {
-                let server = self.inner.db.server(server_id).await?;
-                let r = self.snapshot_step(&server, sess, full).await;
-                if r.is_err() {
-                    *session = None;
+        let Some(lease) = self.lease(server_id, None).await else {
+            let holder = self.inner.db.lease_holder(server_id).await?;
+            anyhow::bail!(
+                "server {server_id} is reconciled by another node (lease holder {:?}); try again when its lease ends",
+                holder.map(|h| h.holder)
+            );
+        };
+        self.under(server_id, &lease, async {
+            let mut unresolved = precheck::Unresolved::default();
+            let mut counts = PassCounts::default();
+            let settled = self
+                .reconcile_with(
+                    server_id,
+                    session,
+                    full,
+                    &mut unresolved,
+                    &mut counts,
+                    &lease,
+                )
+                .await?;
+            match session.as_mut() {
+                Some(sess) if settled => {
+                    let server = self.inner.db.server(server_id).await?;
+                    let r = self.snapshot_step(&server, sess, full, &lease).await;
+                    if r.is_err() {
+                        *session = None;
+                    }
+                    r
                 }
-                r
+                _ => Ok(()),
             }
-            _ => Ok(()),
-        }
+        })
+        .await
     }
 
     /// The volumes' pass (one or a few quick passes); `Ok(true)` when it settled with nothing
@@ -307,6 +507,7 @@ impl Hub {
         full: bool,
         unresolved: &mut precheck::Unresolved,
         counts: &mut PassCounts,
+        lease: &LeaseView,
     ) -> anyhow::Result<bool> {
         fault::panic_once("panic-once");
         let mut prof = PassProfile::start();
@@ -343,13 +544,20 @@ impl Hub {
                 let target = target(&server);
                 let connect = Session::connect(&target, &self.inner.state_dir);
                 let (r, slow) = self
-                    .watch(&server, &volumes, "connecting to the server", connect)
+                    .watch(
+                        &server,
+                        &volumes,
+                        "connecting to the server",
+                        connect,
+                        lease,
+                    )
                     .await;
                 reported_slow |= slow;
                 prof.lap(Phase::Connect);
                 match r {
                     Ok(s) => *session = Some(s),
                     Err(e) => {
+                        lease.check(&server.name)?;
                         self.server_down(&server, &volumes, &e).await?;
                         return Err(e.into());
                     }
@@ -376,6 +584,7 @@ impl Hub {
                         &volumes,
                         "checking client host names and directories",
                         run,
+                        lease,
                     )
                     .await;
                 reported_slow |= slow;
@@ -389,6 +598,7 @@ impl Hub {
                     }
                     Err(e) => {
                         *session = None;
+                        lease.check(&server.name)?;
                         self.server_down(&server, &volumes, &e).await?;
                         return Err(e.into());
                     }
@@ -398,12 +608,17 @@ impl Hub {
                 unresolved.learn(true, &HashMap::new());
             }
             let held = precheck::hold_back(&mut plan, &bad, &missing, &server.name);
-            let prepared = off_worker(|| server.backend.prepare(&plan, force));
+            let fence = server.backend.fence(lease.token);
+            let prepared = off_worker(|| server.backend.prepare(&plan, force, Some(fence)));
             let sess = session.as_mut().expect("connected above");
             prof.lap(Phase::Plan);
+            lease.check(&server.name)?;
+            if volumes.iter().any(|v| !v.state.is_settled()) {
+                fault::pause_once("pause-before-apply").await;
+            }
             let run = sess.run(&prepared.script, tuning.pass_timeout);
             let (r, slow) = self
-                .watch(&server, &volumes, "waiting for the server", run)
+                .watch(&server, &volumes, "waiting for the server", run, lease)
                 .await;
             reported_slow |= slow;
             prof.lap(Phase::Apply);
@@ -411,10 +626,12 @@ impl Hub {
                 Ok(out) => out,
                 Err(e) => {
                     *session = None;
+                    lease.check(&server.name)?;
                     self.server_down(&server, &volumes, &e).await?;
                     return Err(e.into());
                 }
             };
+            refused(&server, &out, lease)?;
             if volumes.iter().any(|v| !v.state.is_settled()) {
                 fault::abort_at("after-apply");
             }
@@ -450,6 +667,7 @@ impl Hub {
                 tracing::warn!(server = %server.name, "server error: {msg}");
                 outcomes.extend(pending_all(&volumes, msg));
             }
+            lease.check(&server.name)?;
             db.record_outcomes(&outcomes).await?;
             self.inner.changed.notify_waiters();
             prof.lap(Phase::Record);
@@ -506,11 +724,12 @@ impl Hub {
         task: &mut TaskState,
         full: bool,
         settled: bool,
+        lease: &LeaseView,
     ) -> anyhow::Result<()> {
         let snapshots = match task.session.as_mut() {
             Some(sess) if settled => {
                 let server = self.inner.db.server(task.server).await?;
-                let r = self.snapshot_step(&server, sess, full).await;
+                let r = self.snapshot_step(&server, sess, full, lease).await;
                 if r.as_ref().is_err_and(|e| e.is::<RemoteError>()) {
                     task.session = None;
                 }
@@ -518,7 +737,7 @@ impl Hub {
             }
             _ => Ok(()),
         };
-        let sizes = self.sizes(task, full).await;
+        let sizes = self.sizes(task, full, lease).await;
         match (snapshots, sizes) {
             (Err(a), Err(b)) => Err(a.context(format!("and then: {b:#}"))),
             (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
@@ -534,14 +753,17 @@ impl Hub {
         server: &Server,
         sess: &mut Session,
         full: bool,
+        lease: &LeaseView,
     ) -> anyhow::Result<()> {
         let db = &self.inner.db;
         let tasks = db.server_snapshot_tasks(server.id, full).await?;
         if tasks.is_empty() {
             return Ok(());
         }
-        let script = backend::snapshot::script(&tasks);
+        let script = backend::snapshot::script(&tasks, Some(server.backend.fence(lease.token)));
+        lease.check(&server.name)?;
         let out = sess.run(&script, self.inner.tuning.pass_timeout).await?;
+        refused(server, &out, lease)?;
         if tasks.iter().any(|t| !t.state.is_settled()) {
             fault::abort_at("after-snapshot");
         }
@@ -551,6 +773,7 @@ impl Hub {
                 tracing::warn!(server = %server.name, snapshot = %id, "snapshot step failed: {message}");
             }
         }
+        lease.check(&server.name)?;
         db.record_snapshot_outcomes(&outcomes).await?;
         self.inner.changed.notify_waiters();
         Ok(())
@@ -561,7 +784,12 @@ impl Hub {
     /// recorded as the volume's `size_error`), and every `usage_interval` sample what the
     /// server's volumes and root paths hold (`backend::usage`). One script, only when there is
     /// something to do.
-    async fn sizes(&self, task: &mut TaskState, full: bool) -> anyhow::Result<()> {
+    async fn sizes(
+        &self,
+        task: &mut TaskState,
+        full: bool,
+        lease: &LeaseView,
+    ) -> anyhow::Result<()> {
         use backend::usage::{self, Check, Checked, Resize, Resized, RootAt, VolumeAt, Work};
         let db = &self.inner.db;
         let tuning = self.inner.tuning;
@@ -645,7 +873,9 @@ impl Hub {
         }
         // The next pass waits for this script: bounded well below a pass's own limit.
         let limit = tuning.pass_timeout.min(SIZES_LIMIT);
-        let script = usage::script(&work, limit / 2);
+        let server = db.server(task.server).await?;
+        let script = usage::script(&work, limit / 2, Some(server.backend.fence(lease.token)));
+        lease.check(&server.name)?;
         let out = match sess.run(&script, limit).await {
             Ok(out) => out,
             Err(e) => {
@@ -653,6 +883,7 @@ impl Hub {
                 return Err(anyhow::anyhow!("sampling usage and applying sizes: {e}"));
             }
         };
+        refused(&server, &out, lease)?;
         if !work.resizes.is_empty() {
             fault::abort_at("after-resize");
         }
@@ -660,6 +891,7 @@ impl Hub {
         for p in &report.problems {
             tracing::warn!("usage: {p}");
         }
+        lease.check(&server.name)?;
         db.record_usage(&report.volumes, &report.roots).await?;
         for (z, r) in &report.resized {
             match r {
@@ -713,6 +945,7 @@ impl Hub {
         volumes: &[crate::model::Volume],
         what: &str,
         step: impl std::future::Future<Output = T>,
+        lease: &LeaseView,
     ) -> (T, bool) {
         let every = self.inner.tuning.slow_after;
         let began = tokio::time::Instant::now();
@@ -722,7 +955,7 @@ impl Hub {
         loop {
             tokio::select! {
                 r = &mut step => return (r, reported),
-                _ = tokio::time::sleep_until(next) => {
+                _ = tokio::time::sleep_until(next), if lease.holds() => {
                     let msg = format!(
                         "server {} is slow: pass running for {} s: {what}",
                         server.name,
@@ -762,6 +995,27 @@ impl Hub {
         self.inner.changed.notify_waiters();
         Ok(())
     }
+}
+
+/// An error if the server refused `out`'s script for its lease token (a newer holder took the
+/// server over; the lease is given up here, nothing is recorded), or if the fence step itself
+/// failed (nothing ran).
+fn refused(server: &Server, out: &crate::remote::Output, lease: &LeaseView) -> anyhow::Result<()> {
+    if let Some(stored) = backend::fence::refused(out) {
+        lease.lose();
+        anyhow::bail!(
+            "server {}: {}",
+            server.name,
+            backend::fence::refusal_message(stored, lease.token)
+        );
+    }
+    if let Some(why) = backend::fence::failed(out) {
+        anyhow::bail!(
+            "server {}: taking the server's lock or storing the lease token failed, so nothing was changed: {why}",
+            server.name
+        );
+    }
+    Ok(())
 }
 
 /// Run synchronous work that grows with the number of volumes (planning, judging, trimming the

@@ -89,6 +89,11 @@ pub struct Tuning {
     /// pass; `du` of directory volumes can be slow, so not on every pass).
     #[arg(long = "usage-interval-secs", env = "NFSPROV_USAGE_INTERVAL_SECS", default_value = "900", value_parser = Secs)]
     pub usage_interval: Duration,
+    /// How long a node's lease on a server lasts unless renewed (every third of it): only the
+    /// holder reconciles the server, and another node takes over this long after the holder
+    /// stopped. 1 to 3600 seconds.
+    #[arg(long = "lease-secs", env = "NFSPROV_LEASE_SECS", default_value = "15", value_parser = LeaseSecs)]
+    pub lease: Duration,
 }
 
 impl Default for Tuning {
@@ -102,6 +107,7 @@ impl Default for Tuning {
             resolve_timeout: Duration::from_secs(5),
             slow_after: Duration::from_secs(5),
             usage_interval: Duration::from_secs(900),
+            lease: Duration::from_secs(15),
         }
     }
 }
@@ -426,6 +432,31 @@ fn parse_secs(text: &str) -> Result<Duration, &'static str> {
     }
 }
 
+/// A lease time in seconds (fractions allowed): from 1 s (renewals every third of it must
+/// reach the database in time) to an hour (a dead holder's servers wait that long).
+#[derive(Clone, Copy)]
+struct LeaseSecs;
+
+impl TypedValueParser for LeaseSecs {
+    type Value = Duration;
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<Duration, clap::Error> {
+        parse_secs(&value.to_string_lossy())
+            .and_then(|d| {
+                if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
+                    Ok(d)
+                } else {
+                    Err("must be from 1 to 3600 seconds")
+                }
+            })
+            .map_err(|why| refuse(cmd, arg, value, why))
+    }
+}
+
 /// The longest duration any setting takes: a year. Far beyond any useful timeout or interval,
 /// and far from where adding it to the clock would overflow (which panics).
 const LONGEST: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -581,6 +612,8 @@ mod tests {
     fn bad_values_are_refused_naming_the_variable() {
         for (flag, value, variable) in [
             ("--resync-secs", "abc", "NFSPROV_RESYNC_SECS"),
+            ("--lease-secs", "0.5", "NFSPROV_LEASE_SECS"),
+            ("--lease-secs", "3601", "NFSPROV_LEASE_SECS"),
             ("--resync-secs", "0", "NFSPROV_RESYNC_SECS"),
             ("--resync-secs", "-1", "NFSPROV_RESYNC_SECS"),
             ("--resync-secs", "NaN", "NFSPROV_RESYNC_SECS"),

@@ -17,17 +17,6 @@ use serde_json::{Value, json};
 
 const GB: &str = "1000000000";
 
-/// The qgroup limit (max referenced) of the subvolume at `path`, as btrfs reports it.
-fn qgroup_limit(srv: &TestbedServer, path: &str) -> String {
-    let rootid = inside(srv, &format!("btrfs inspect-internal rootid {path}"));
-    let show = inside(srv, &format!("btrfs qgroup show -r --raw -f {path}"));
-    show.lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|w| w.first() == Some(&format!("0/{}", rootid.trim()).as_str()))
-        .and_then(|w| w.get(3).map(|s| s.to_string()))
-        .unwrap_or_else(|| panic!("no qgroup for {path}: {show}"))
-}
-
 /// Poll until the qgroup limit of `path` reads `want` (bounded).
 async fn wait_limit(srv: &TestbedServer, path: &str, want: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -26,26 +26,6 @@ async fn root_path_allocated(env: &Env) -> i64 {
     rps[0]["allocated_gb"].as_i64().unwrap()
 }
 
-/// What the admin API lists: servers (without what a reconciler records about them), root
-/// paths, users.
-async fn admin_lists(env: &Env) -> Value {
-    let mut all = json!({});
-    for path in ["/api/v1/servers", "/api/v1/rootpaths", "/api/v1/users"] {
-        let (s, mut v) = env.req(Method::GET, Some(ADMIN), path, None).await;
-        assert_eq!(s, StatusCode::OK, "{path}: {v}");
-        if path == "/api/v1/servers" {
-            for row in v.as_array_mut().unwrap() {
-                let row = row.as_object_mut().unwrap();
-                for k in ["status", "status_message", "last_reconciled_at"] {
-                    row.remove(k);
-                }
-            }
-        }
-        all[path] = v;
-    }
-    all
-}
-
 /// Several creates of `2^63-1` GB land in one batch; with 1 GB already in use, the sum used to
 /// overflow (a 500 in a debug build, negative counters in a release one). Every number an
 /// ordinary user or an admin can send is a 4xx naming its field; the books stay right and

@@ -138,26 +138,6 @@ async fn bad_inputs_are_refused_with_the_field_named_and_nothing_applied() {
     assert!(!srv.host_path("/srv/nfsprov/etc").exists());
 }
 
-/// What the admin API lists: servers (without what a reconciler records about them), root
-/// paths, users.
-async fn admin_lists(env: &Env) -> Value {
-    let mut all = json!({});
-    for path in ["/api/v1/servers", "/api/v1/rootpaths", "/api/v1/users"] {
-        let (s, mut v) = env.req(Method::GET, Some(ADMIN), path, None).await;
-        assert_eq!(s, StatusCode::OK, "{path}: {v}");
-        if path == "/api/v1/servers" {
-            for row in v.as_array_mut().unwrap() {
-                let row = row.as_object_mut().unwrap();
-                for k in ["status", "status_message", "last_reconciled_at"] {
-                    row.remove(k);
-                }
-            }
-        }
-        all[path] = v;
-    }
-    all
-}
-
 /// Bad admin posts against the real binary: the exact status, the field named, and afterwards
 /// the server, root path and user lists are as before and nothing appeared on the server. (Every
 /// admin validator's cases are in the fast tier: tests/api.rs `admin_inputs_name_their_field`.)

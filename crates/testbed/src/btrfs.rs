@@ -73,7 +73,8 @@ pub struct BtrfsMount {
     counted: bool,
 }
 
-fn run(argv: &[&str]) -> Result<String> {
+/// Run `argv`; its stdout, or an error with what it printed.
+pub(crate) fn run(argv: &[&str]) -> Result<String> {
     let out = Command::new(argv[0])
         .args(&argv[1..])
         .output()

@@ -1,15 +1,71 @@
 //! Harness for end-to-end tests and benchmarks: a real test bed (sshd + exportfs in mount
 //! namespaces), the real `nfsprov` binary serving on a free loopback port, and an HTTP client.
 //! Nothing is mocked. The binary is found by [`nfsprov_bin`]; this crate never links the product.
+//!
+//! Several nodes: [`Env::start_nodes`] runs N `nfsprov serve` processes on one database, each on
+//! its own port, as behind a load balancer. On [`Database::Postgres`] the Env starts its own
+//! PostgreSQL ([`crate::postgres`]) and gives it to every node and CLI command as
+//! `NFSPROV_DATABASE_URL` ([`DATABASE_URL_ENV`]); each node reaches it through a
+//! [`TcpProxy`] of its own, so a test can partition one node from the database
+//! ([`Env::partition`]) and leave the others connected; each node has its own data directory
+//! (SSH state), as on separate machines. On [`Database::Sqlite`] the nodes share the data
+//! directory and so the SQLite file (WAL lets several processes use it). Per node: kill -9,
+//! SIGSTOP/SIGCONT, restart; [`Env::req_on`] asks one node, [`Env::req_spread`] spreads
+//! requests over the running ones.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::postgres::Postgres;
+use crate::proxy::TcpProxy;
 use crate::{Testbed, TestbedGuard, TestbedServer};
+
+/// The variable that gives nfsprov (every command, `serve` included) its database's URL.
+pub const DATABASE_URL_ENV: &str = "NFSPROV_DATABASE_URL";
+
+/// Where the nodes of an [`Env`] keep their data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Database {
+    /// The SQLite file in the data directory (nfsprov's default), shared by every node.
+    Sqlite,
+    /// A PostgreSQL server the Env starts and stops.
+    Postgres,
+}
+
+impl Database {
+    /// What [`TEST_DATABASE_ENV`] asks for: `postgres` or `sqlite` (the default).
+    pub fn from_env() -> Database {
+        match std::env::var(TEST_DATABASE_ENV).as_deref() {
+            Err(_) | Ok("" | "sqlite") => Database::Sqlite,
+            Ok("postgres") => Database::Postgres,
+            Ok(other) => panic!("{TEST_DATABASE_ENV}={other:?}: use sqlite or postgres"),
+        }
+    }
+}
+
+/// `postgres` runs every single-node [`Env`] ([`Env::start`], [`Env::start_ganesha`]) on a
+/// PostgreSQL of its own instead of SQLite: the same tests on the other database.
+pub const TEST_DATABASE_ENV: &str = "NFSPROV_TEST_DATABASE";
+
+/// One `nfsprov serve` process of an [`Env`]. Node 0's process is [`Env::serve`] (the field
+/// single-node tests use); the others' is `child`.
+pub struct Node {
+    pub port: u16,
+    child: Option<Child>,
+    /// `NFSPROV_DATA_DIR` of this node.
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    /// Between this node and PostgreSQL (none on SQLite).
+    pub proxy: Option<TcpProxy>,
+    /// SIGSTOPped and not continued since.
+    pub stopped: bool,
+}
 
 /// The `nfsprov` binary to run: `$NFSPROV_BIN` when set, else the `nfsprov` that cargo built
 /// beside the running executable (`target/<profile>/nfsprov` for a test in
@@ -40,9 +96,20 @@ pub const BOB: (&str, &str) = ("bob", "bob-pass-01");
 pub struct Env {
     pub tb: TestbedGuard,
     pub dir: tempfile::TempDir,
+    /// Node 0's `nfsprov serve`.
     pub serve: Option<Child>,
+    /// Node 0's port.
     pub port: u16,
     pub http: reqwest::Client,
+    /// Every node, node 0 first (whose process is `serve`).
+    pub nodes: Vec<Node>,
+    /// The URL every CLI command gets (nodes get their proxy's), on PostgreSQL.
+    pub database_url: Option<String>,
+    pub pg: Option<Postgres>,
+    /// Environment of every node start, before the start's own.
+    node_envs: Vec<(String, String)>,
+    /// Round robin of [`Env::req_spread`].
+    next_node: AtomicUsize,
 }
 
 fn free_port() -> u16 {
@@ -73,9 +140,49 @@ impl Env {
         .await
     }
 
+    /// `servers` test-bed servers (as [`Env::start`]) and `nodes` `nfsprov serve` processes on
+    /// one `database`, each started with `envs` (also on every later start of a node). Every
+    /// node serves and every server is reachable.
+    pub async fn start_nodes(
+        servers: usize,
+        nodes: usize,
+        capacity_gb: i64,
+        quota_gb: i64,
+        database: Database,
+        envs: &[(&str, &str)],
+    ) -> Env {
+        assert!(nodes >= 1, "an Env has at least one node");
+        let setup = Setup {
+            nodes,
+            database,
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        Env::start_setup(capacity_gb, quota_gb, setup, move |dir| {
+            Testbed::up(dir, servers)
+        })
+        .await
+    }
+
     async fn start_with(
         capacity_gb: i64,
         quota_gb: i64,
+        up: impl FnOnce(&Path) -> anyhow::Result<Testbed> + Send + 'static,
+    ) -> Env {
+        let setup = Setup {
+            nodes: 1,
+            database: Database::from_env(),
+            envs: Vec::new(),
+        };
+        Env::start_setup(capacity_gb, quota_gb, setup, up).await
+    }
+
+    async fn start_setup(
+        capacity_gb: i64,
+        quota_gb: i64,
+        setup: Setup,
         up: impl FnOnce(&Path) -> anyhow::Result<Testbed> + Send + 'static,
     ) -> Env {
         let dir = tempfile::Builder::new()
@@ -87,12 +194,52 @@ impl Env {
             .await
             .unwrap()
             .expect("test bed starts");
+        let pg = match setup.database {
+            Database::Sqlite => None,
+            Database::Postgres => Some(
+                tokio::task::spawn_blocking(Postgres::start)
+                    .await
+                    .unwrap()
+                    .expect("PostgreSQL starts"),
+            ),
+        };
+        let data_dir = dir.path().join("data");
+        let nodes = (0..setup.nodes)
+            .map(|i| {
+                let proxy = pg.as_ref().map(|pg| {
+                    TcpProxy::start(SocketAddr::from((Ipv4Addr::LOCALHOST, pg.port)))
+                        .expect("a proxy to PostgreSQL starts")
+                });
+                Node {
+                    port: free_port(),
+                    child: None,
+                    // SQLite: one file, so one data directory for all.
+                    data_dir: if i == 0 || pg.is_none() {
+                        data_dir.clone()
+                    } else {
+                        dir.path().join(format!("data-node{i}"))
+                    },
+                    log_path: if i == 0 {
+                        dir.path().join("serve.log")
+                    } else {
+                        dir.path().join(format!("serve-node{i}.log"))
+                    },
+                    proxy,
+                    stopped: false,
+                }
+            })
+            .collect::<Vec<_>>();
         let mut env = Env {
             tb: TestbedGuard(tb),
             dir,
             serve: None,
-            port: free_port(),
+            port: nodes[0].port,
             http: reqwest::Client::new(),
+            database_url: pg.as_ref().map(Postgres::url),
+            pg,
+            nodes,
+            node_envs: setup.envs,
+            next_node: AtomicUsize::new(0),
         };
         for args in env.tb.register_args("", capacity_gb) {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -110,7 +257,22 @@ impl Env {
                 u.1,
             );
         }
+        if let Some(pg) = &env.pg {
+            // A build that does not read the variable would have used SQLite in the data
+            // directory: a test "on PostgreSQL" must not pass that way.
+            let tables = pg
+                .query("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+                .expect("query PostgreSQL");
+            assert_ne!(
+                tables.trim(),
+                "0",
+                "nfsprov stored nothing in PostgreSQL: does this nfsprov read {DATABASE_URL_ENV}?"
+            );
+        }
         env.start_serve().await;
+        for i in 1..env.nodes.len() {
+            env.start_node(i, &[]).await;
+        }
         env.wait_servers_reachable().await;
         env
     }
@@ -145,12 +307,14 @@ impl Env {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(nfsprov_bin())
-            .args(args)
+        let mut cmd = Command::new(nfsprov_bin());
+        cmd.args(args)
             .env("NFSPROV_DATA_DIR", self.data_dir())
-            .env("NFSPROV_LOG", "warn")
-            .output()
-            .expect("run nfsprov")
+            .env("NFSPROV_LOG", "warn");
+        if let Some(url) = &self.database_url {
+            cmd.env(DATABASE_URL_ENV, url);
+        }
+        cmd.output().expect("run nfsprov")
     }
 
     pub fn cli_ok(&self, args: &[&str]) -> String {
@@ -166,7 +330,11 @@ impl Env {
     /// Run the CLI with `input` and a newline on its standard input (passwords).
     pub fn cli_stdin(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write as _;
-        let mut child = Command::new(nfsprov_bin())
+        let mut cmd = Command::new(nfsprov_bin());
+        if let Some(url) = &self.database_url {
+            cmd.env(DATABASE_URL_ENV, url);
+        }
+        let mut child = cmd
             .args(args)
             .env("NFSPROV_DATA_DIR", self.data_dir())
             .env("NFSPROV_LOG", "warn")
@@ -201,42 +369,171 @@ impl Env {
 
     pub async fn start_serve_with(&mut self, envs: &[(&str, &str)]) {
         assert!(self.serve.is_none());
+        self.serve = Some(self.spawn_node(0, envs));
+        self.wait_node_healthy(0).await;
+    }
+
+    /// `nfsprov serve` of node `i` on its port, data directory and log, with the Env's
+    /// node environment and then `envs`.
+    fn spawn_node(&self, i: usize, envs: &[(&str, &str)]) -> Child {
+        let node = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.log_path())
+            .open(&node.log_path)
             .unwrap();
         let mut cmd = Command::new(nfsprov_bin());
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", self.port)])
-            .env("NFSPROV_DATA_DIR", self.data_dir())
+        cmd.args(["serve", "--listen", &format!("127.0.0.1:{}", node.port)])
+            .env("NFSPROV_DATA_DIR", &node.data_dir)
             .env("NFSPROV_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log);
+        if let (Some(url), Some(proxy), Some(pg)) = (&self.database_url, &node.proxy, &self.pg) {
+            let via_proxy = url.replace(
+                &format!("127.0.0.1:{}/", pg.port),
+                &format!("127.0.0.1:{}/", proxy.port),
+            );
+            cmd.env(DATABASE_URL_ENV, via_proxy);
+        }
+        for (k, v) in &self.node_envs {
+            cmd.env(k, v);
+        }
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        self.serve = Some(cmd.spawn().expect("spawn nfsprov serve"));
+        cmd.spawn().expect("spawn nfsprov serve")
+    }
+
+    fn child_mut(&mut self, i: usize) -> &mut Option<Child> {
+        if i == 0 {
+            &mut self.serve
+        } else {
+            &mut self.nodes[i].child
+        }
+    }
+
+    fn child(&self, i: usize) -> Option<&Child> {
+        if i == 0 {
+            self.serve.as_ref()
+        } else {
+            self.nodes[i].child.as_ref()
+        }
+    }
+
+    /// Wait until node `i` answers its health check, and insist it is our process answering.
+    async fn wait_node_healthy(&mut self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(15);
+        let base = self.node_base(i);
         loop {
-            if let Ok(r) = self
-                .http
-                .get(format!("{}/api/v1/health", self.base()))
-                .send()
-                .await
+            if let Ok(r) = self.http.get(format!("{base}/api/v1/health")).send().await
                 && r.status().is_success()
             {
                 // Make sure it is our process answering (not another test's on a reused port).
-                let child = self.serve.as_mut().unwrap();
+                let child = self.child_mut(i).as_mut().unwrap();
                 assert!(
                     child.try_wait().unwrap().is_none(),
-                    "nfsprov serve exited: {}",
-                    self.log()
+                    "nfsprov serve (node {i}) exited: {}",
+                    self.node_log(i)
                 );
                 return;
             }
-            assert!(Instant::now() < deadline, "nfsprov serve did not come up");
+            assert!(
+                Instant::now() < deadline,
+                "nfsprov serve (node {i}) did not come up: {}",
+                self.node_log(i)
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Start node `i` (not running) with extra environment; returns once it answers.
+    pub async fn start_node(&mut self, i: usize, envs: &[(&str, &str)]) {
+        assert!(self.child(i).is_none(), "node {i} is running");
+        let child = self.spawn_node(i, envs);
+        *self.child_mut(i) = Some(child);
+        self.nodes[i].stopped = false;
+        self.wait_node_healthy(i).await;
+    }
+
+    /// SIGKILL node `i` (a crash) and reap it. Its port stays its own for a later start.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.child_mut(i).take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.nodes[i].stopped = false;
+    }
+
+    /// Kill node `i` and start it again with extra environment.
+    pub async fn restart_node(&mut self, i: usize, envs: &[(&str, &str)]) {
+        self.kill_node(i);
+        self.start_node(i, envs).await;
+    }
+
+    /// SIGSTOP node `i`: it holds its connections and state and does nothing (a long pause,
+    /// as of a VM or a GC) until [`Env::cont_node`].
+    pub fn stop_node(&mut self, i: usize) {
+        self.signal_node(i, "STOP");
+        self.nodes[i].stopped = true;
+    }
+
+    /// SIGCONT node `i`.
+    pub fn cont_node(&mut self, i: usize) {
+        self.signal_node(i, "CONT");
+        self.nodes[i].stopped = false;
+    }
+
+    fn signal_node(&self, i: usize, sig: &str) {
+        let pid = self
+            .node_pid(i)
+            .unwrap_or_else(|| panic!("node {i} is not running"));
+        let out = Command::new("kill")
+            .args(["-s", sig, &pid.to_string()])
+            .output()
+            .expect("run kill");
+        assert!(out.status.success(), "kill -s {sig} {pid}: {out:?}");
+    }
+
+    /// The pid of node `i`'s process, while it runs.
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        self.child(i).map(Child::id)
+    }
+
+    /// Whether node `i`'s process exists and is not SIGSTOPped (a load balancer's view).
+    pub fn node_up(&self, i: usize) -> bool {
+        self.child(i).is_some() && !self.nodes[i].stopped
+    }
+
+    pub fn node_base(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    pub fn node_log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log_path).unwrap_or_default()
+    }
+
+    /// The proxy between node `i` and PostgreSQL.
+    pub fn node_proxy(&self, i: usize) -> &TcpProxy {
+        self.nodes[i]
+            .proxy
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {i} has no database proxy: only on Database::Postgres"))
+    }
+
+    /// Cut node `i` off the database: nothing passes either way (its connections hang, new
+    /// ones do not get through) until [`Env::heal`]. The other nodes are not touched.
+    pub fn partition(&self, i: usize) {
+        self.node_proxy(i).pause();
+    }
+
+    /// End a [`Env::partition`]: held traffic goes through.
+    pub fn heal(&self, i: usize) {
+        self.node_proxy(i).resume();
+    }
+
+    /// Close node `i`'s open database connections (it may open new ones).
+    pub fn cut_db_connections(&self, i: usize) {
+        self.node_proxy(i).cut();
     }
 
     /// Restart `nfsprov serve` with extra environment, once its servers are reachable again.
@@ -248,10 +545,7 @@ impl Env {
 
     /// SIGKILL the API/reconciler process, as a crash would.
     pub fn kill_serve(&mut self) {
-        if let Some(mut c) = self.serve.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.kill_node(0);
     }
 
     pub fn log(&self) -> String {
@@ -265,9 +559,47 @@ impl Env {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.req_on(0, method, user, path, body).await
+    }
+
+    /// The next running node in turn (round robin over [`Env::node_up`] nodes), as a load
+    /// balancer with perfect health checks would pick.
+    pub fn pick_node(&self) -> usize {
+        let n = self.nodes.len();
+        for _ in 0..n {
+            let i = self.next_node.fetch_add(1, Ordering::Relaxed) % n;
+            if self.node_up(i) {
+                return i;
+            }
+        }
+        panic!("no node is running");
+    }
+
+    /// A request to the next running node ([`Env::pick_node`]); which node answered, too.
+    pub async fn req_spread(
+        &self,
+        method: Method,
+        user: Option<(&str, &str)>,
+        path: &str,
+        body: Option<Value>,
+    ) -> (usize, StatusCode, Value) {
+        let i = self.pick_node();
+        let (s, v) = self.req_on(i, method, user, path, body).await;
+        (i, s, v)
+    }
+
+    /// A request to node `i`.
+    pub async fn req_on(
+        &self,
+        i: usize,
+        method: Method,
+        user: Option<(&str, &str)>,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut r = self
             .http
-            .request(method, format!("{}{}", self.base(), path));
+            .request(method, format!("{}{}", self.node_base(i), path));
         if let Some((u, p)) = user {
             r = r.basic_auth(u, Some(p));
         }
@@ -426,8 +758,17 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
-        self.kill_serve();
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
     }
+}
+
+/// How [`Env::start_setup`] runs nfsprov.
+struct Setup {
+    nodes: usize,
+    database: Database,
+    envs: Vec<(String, String)>,
 }
 
 /// etab lines for `path` (tab-separated path, then client(options)).
@@ -441,4 +782,111 @@ pub fn etab_entries(etab: &str, path: &str) -> Vec<String> {
 pub fn mode_of(p: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+#[cfg(all(test, feature = "e2e"))]
+mod tests {
+    use super::*;
+
+    /// Several nodes on one SQLite file, which is what the product takes today: each starts
+    /// and answers; one database (a volume made through one node is read through another);
+    /// requests spread round robin over the running nodes; a SIGSTOPped node does not answer
+    /// until continued; a killed node's port refuses until it is started again. (Whether
+    /// several nodes reconcile well together is not this test's question: that needs leases.)
+    /// Needs the nfsprov binary: `cargo xtask e2e` builds the workspace.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn three_nodes_on_one_sqlite_file_answer_and_can_be_stopped_and_killed() {
+        let mut env = Env::start_nodes(1, 3, 100, 50, Database::Sqlite, &[]).await;
+        assert_eq!(env.nodes.len(), 3);
+        let pids: Vec<u32> = (0..3).map(|i| env.node_pid(i).unwrap()).collect();
+        assert_eq!(
+            pids.iter().collect::<std::collections::HashSet<_>>().len(),
+            3,
+            "{pids:?}"
+        );
+        for i in 0..3 {
+            let (s, v) = env
+                .req_on(i, Method::GET, Some(ADMIN), "/api/v1/servers", None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "node {i}: {v}");
+        }
+
+        let (s, v) = env
+            .req_on(
+                1,
+                Method::POST,
+                Some(ALICE),
+                "/api/v1/volumes?wait=true&timeout=30",
+                Some(json!({"root_path_id": 1, "sub_path": "made-on-node1", "size_gb": 1, "clients": [{"host": "127.0.0.1"}]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_i64().unwrap();
+        let (s, seen) = env
+            .req_on(
+                2,
+                Method::GET,
+                Some(ALICE),
+                &format!("/api/v1/volumes/{id}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{seen}");
+        assert_eq!(seen["sub_path"], "made-on-node1", "{seen}");
+
+        let mut answered = [0; 3];
+        for _ in 0..6 {
+            let (i, s, v) = env
+                .req_spread(Method::GET, Some(ALICE), "/api/v1/volumes", None)
+                .await;
+            assert_eq!(s, StatusCode::OK, "node {i}: {v}");
+            answered[i] += 1;
+        }
+        assert_eq!(answered, [2, 2, 2]);
+
+        // SIGSTOP: the node holds its port but answers nothing; the spread skips it.
+        env.stop_node(2);
+        let http = env.http.clone();
+        let health = |base: String| {
+            let http = http.clone();
+            async move {
+                http.get(format!("{base}/api/v1/health"))
+                    .timeout(Duration::from_millis(1500))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            }
+        };
+        let stopped = health(env.node_base(2)).await;
+        assert!(
+            stopped.as_ref().is_err_and(|e| e.is_timeout()),
+            "{stopped:?}"
+        );
+        for _ in 0..4 {
+            let (i, s, _) = env
+                .req_spread(Method::GET, Some(ALICE), "/api/v1/volumes", None)
+                .await;
+            assert_ne!(i, 2);
+            assert_eq!(s, StatusCode::OK);
+        }
+        env.cont_node(2);
+        assert_eq!(health(env.node_base(2)).await.unwrap(), StatusCode::OK);
+
+        // kill -9: the port refuses, the others go on; started again, it sees the volume.
+        env.kill_node(0);
+        assert!(env.node_pid(0).is_none());
+        assert!(!crate::port_accepts(env.port));
+        assert!(!crate::pid_alive(pids[0]));
+        for _ in 0..4 {
+            let (i, s, _) = env
+                .req_spread(Method::GET, Some(ALICE), "/api/v1/volumes", None)
+                .await;
+            assert_ne!(i, 0);
+            assert_eq!(s, StatusCode::OK);
+        }
+        env.start_node(0, &[]).await;
+        assert_ne!(env.node_pid(0), Some(pids[0]));
+        let v = env.volume(id).await;
+        assert_eq!(v["sub_path"], "made-on-node1", "{v}");
+    }
 }

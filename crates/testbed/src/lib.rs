@@ -32,6 +32,8 @@
 
 pub mod btrfs;
 pub mod harness;
+pub mod postgres;
+pub mod proxy;
 pub mod slapd;
 pub mod xfs;
 

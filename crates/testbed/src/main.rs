@@ -59,6 +59,11 @@ enum Cmd {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Start a real PostgreSQL (initdb in a new directory under /tmp, a free loopback port, a
+    /// role and database for nfsprov), print `NFSPROV_DATABASE_URL=<url>`, and keep it running
+    /// until standard input ends (Enter, or EOF) or SIGINT/SIGTERM; then stop it and remove its
+    /// directory.
+    Postgres,
 }
 
 fn main() {
@@ -139,8 +144,47 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = std::io::stdin().read_line(&mut line);
             drop(s);
         }
+        Cmd::Postgres => {
+            use std::io::Write as _;
+            let pg = nfsprov_testbed::postgres::Postgres::start()?;
+            println!("NFSPROV_DATABASE_URL={}", pg.url());
+            std::io::stdout().flush()?;
+            eprintln!(
+                "PostgreSQL runs in {} (log: {}); press Enter (or Ctrl-C) to stop it",
+                pg.dir().display(),
+                pg.log_path().display()
+            );
+            wait_for_enter_or_signal()?;
+            drop(pg);
+        }
     }
     Ok(())
+}
+
+/// Returns on a line (or the end) of standard input, SIGINT or SIGTERM: what was started is
+/// then dropped, which a plain Ctrl-C would skip.
+fn wait_for_enter_or_signal() -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt as _;
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let res = rt.block_on(async {
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut line = String::new();
+        let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+        tokio::select! {
+            _ = stdin.read_line(&mut line) => {}
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        Ok(())
+    });
+    // The read of standard input runs on a blocking thread that a signal leaves waiting: a
+    // plain drop of the runtime would wait for it.
+    rt.shutdown_background();
+    res
 }
 
 /// Runs `nfsprov --data-dir D args...`, its output passed through; fails when it does.

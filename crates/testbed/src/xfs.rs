@@ -13,6 +13,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::btrfs::run;
 use crate::{DATA_MOUNT, TestbedServer, apt_install};
 
 /// `mkfs.xfs` (xfsprogs 6.x) refuses file systems below 300 MiB.
@@ -60,21 +61,6 @@ pub struct XfsMount {
     /// The path inside the server, e.g. `/srv/nfsprov/xfs`.
     pub path: String,
     device: String,
-}
-
-fn run(argv: &[&str]) -> Result<String> {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .with_context(|| format!("running {argv:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{argv:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 impl TestbedServer {

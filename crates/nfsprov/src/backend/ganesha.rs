@@ -287,6 +287,8 @@ impl Backend for Ganesha {
     // ganesha reads only the %include'd file, so the temporary twin is ignored.
     const FILES: &'static str = "nfsprov_d=/etc/ganesha; nfsprov_f=/etc/ganesha/nfsprov.conf; nfsprov_t=/etc/ganesha/.nfsprov.conf.tmp";
 
+    const FENCE_DIR: &'static str = "/etc/ganesha";
+
     const RELOAD: &'static str = "nfsprov_apply";
     const MOUNTS_SUBVOLUMES: bool = true;
 

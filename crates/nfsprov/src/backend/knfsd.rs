@@ -34,6 +34,8 @@ impl Backend for Knfsd {
     // exportfs reads only `*.exports` in /etc/exports.d, so the temporary twin is ignored.
     const FILES: &'static str = "nfsprov_d=/etc/exports.d; nfsprov_f=/etc/exports.d/nfsprov.exports; nfsprov_t=/etc/exports.d/.nfsprov.exports.tmp";
 
+    const FENCE_DIR: &'static str = "/etc/exports.d";
+
     const RELOAD: &'static str = "exportfs -ra";
 
     fn entry(e: &Export) -> String {
@@ -319,7 +321,7 @@ mod tests {
     fn script_quotes_every_value() {
         let vols = vec![vol(1, "a", VolumeState::Creating, &[("*", "rw")])];
         let plan = Plan::build(&vols);
-        let p = super::super::prepare::<Knfsd>(&plan, false);
+        let p = super::super::prepare::<Knfsd>(&plan, false, None);
         let body = &p.script.framed(std::time::Duration::from_secs(60));
         assert!(body.contains("nfsprov_mkg '@@"));
         assert!(body.contains(" mk' '/srv/pool' '' '0:0' '0755' '1' 'a' 0"));

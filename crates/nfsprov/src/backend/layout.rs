@@ -90,14 +90,14 @@ pub fn probe_problem(server: &str, root: &str, layout: Layout, out: &Output) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// The probe as the server's `sh` prints it: marker lines carry the script's nonce.
     /// A marker's tag, the text printed before it and the status it carries.
     type Line = (&'static str, &'static str, i32);
 
-    fn output(script: &Script, lines: &[Line]) -> Output {
+    pub(in crate::backend) fn output(script: &Script, lines: &[(&str, &str, i32)]) -> Output {
         let mut text = String::new();
         for (tag, before, rc) in lines {
             if !before.is_empty() {

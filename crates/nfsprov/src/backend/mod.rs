@@ -10,6 +10,7 @@
 //! Adding a backend means one new module implementing [`Backend`] and one arm in
 //! `model::BackendKind` (and in [`KindExt`]).
 
+pub mod fence;
 pub mod ganesha;
 pub mod knfsd;
 pub mod layout;
@@ -23,6 +24,7 @@ use crate::model::{BackendKind, DeletePolicy, Layout, Outcome, VolumeId, clients
 use crate::plan::{Export, Plan};
 use crate::remote::{Arg, Lit, Output, Script, Word};
 
+pub use fence::Fence;
 pub use ganesha::Ganesha;
 pub use knfsd::Knfsd;
 
@@ -45,6 +47,9 @@ pub trait Backend {
     /// Shell assignment of `nfsprov_d` (dir), `nfsprov_f` (managed file) and `nfsprov_t` (its
     /// temporary twin, which the server software must ignore).
     const FILES: &'static str;
+    /// The directory of the managed file (`nfsprov_d`), where the fence step keeps its lock and
+    /// fence files ([`fence`]).
+    const FENCE_DIR: &'static str;
     /// One export's entry in the managed file (a line, a block), ending without a newline or
     /// with one, as the format wants.
     fn entry(export: &Export) -> String;
@@ -78,16 +83,26 @@ pub trait Backend {
 /// Runs a pass with the backend a server's [`BackendKind`] names: the one place a kind meets
 /// its implementation.
 pub trait KindExt {
-    fn prepare(self, plan: &Plan, force: bool) -> Prepared;
+    fn prepare(self, plan: &Plan, force: bool, fence: Option<Fence>) -> Prepared;
     fn judge(self, plan: &Plan, prepared: &Prepared, out: &Output) -> Report;
+    /// The fence of a script under lease `token` on a server of this kind.
+    fn fence(self, token: i64) -> Fence;
 }
 
 impl KindExt for BackendKind {
-    fn prepare(self, plan: &Plan, force: bool) -> Prepared {
+    fn prepare(self, plan: &Plan, force: bool, fence: Option<Fence>) -> Prepared {
         match self {
-            BackendKind::Knfsd => prepare::<Knfsd>(plan, force),
-            BackendKind::Ganesha => prepare::<Ganesha>(plan, force),
+            BackendKind::Knfsd => prepare::<Knfsd>(plan, force, fence),
+            BackendKind::Ganesha => prepare::<Ganesha>(plan, force, fence),
         }
+    }
+
+    fn fence(self, token: i64) -> Fence {
+        let dir = match self {
+            BackendKind::Knfsd => Knfsd::FENCE_DIR,
+            BackendKind::Ganesha => Ganesha::FENCE_DIR,
+        };
+        Fence { dir, token }
     }
 
     fn judge(self, plan: &Plan, prepared: &Prepared, out: &Output) -> Report {
@@ -103,6 +118,8 @@ pub struct Prepared {
     pub script: Script,
     pub rendered: Rendered,
     pub forced: bool,
+    /// The lease the script runs under.
+    pub fence: Option<Fence>,
 }
 
 /// What one pass found.
@@ -162,10 +179,14 @@ fn split_sub(sub: &str) -> (&str, &str) {
 }
 
 /// Build the one script of a pass. `force` reloads even when the file is unchanged (to repair
-/// a live state changed by hand).
-pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
+/// a live state changed by hand). `fence`: the lease the pass runs under (always, from a
+/// reconciler; `None` only in tests that judge captured outputs), checked first on the server.
+pub fn prepare<B: Backend>(plan: &Plan, force: bool, fence: Option<Fence>) -> Prepared {
     let rendered = render::<B>(plan);
     let mut s = Script::new();
+    if let Some(f) = &fence {
+        fence::lines(&mut s, f);
+    }
     s.line(&[Lit("umask 022; nfsprov_bad=0")]);
     s.line(&[Lit(PRELUDE)]);
     B::prelude(&mut s);
@@ -217,14 +238,21 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         BTreeMap::new();
     let mk_mark = marker(&s, "mk");
     for d in &plan.create {
-        if d.layout == Layout::Btrfs {
-            // A subvolume each: created, limited and verified one by one (`nfsprov_mksv`).
+        if d.layout != Layout::Directory {
+            // btrfs: a subvolume each, created, limited and verified one by one
+            // (`nfsprov_mksv`); xfs-project: a directory each, then its project and limit,
+            // verified (`nfsprov_mkxp`).
+            let btrfs = d.layout == Layout::Btrfs;
             let (parent, name) = split_sub(&d.sub);
             let owner = format!("{}:{}", d.uid, d.gid);
             let id = d.volume.to_string();
             let bytes = layout::qgroup_bytes(d.size_gb).to_string();
             let mut words = vec![
-                Lit("nfsprov_mksv"),
+                Lit(if btrfs {
+                    "nfsprov_mksv"
+                } else {
+                    "nfsprov_mkxp"
+                }),
                 Arg(&mk_mark),
                 Arg(&d.root),
                 Arg(parent),
@@ -232,33 +260,16 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
                 Arg(&d.mode),
                 Arg(&id),
                 Arg(name),
-                Arg(&bytes),
             ];
-            if let Some((svid, sname)) = &d.restore {
+            if !btrfs {
+                words.push(Lit(if d.adopt { "1" } else { "0" }));
+            }
+            words.push(Arg(&bytes));
+            if let (true, Some((svid, sname))) = (btrfs, &d.restore) {
                 words.push(Arg(svid));
                 words.push(Arg(sname));
             }
             s.line(&words);
-            continue;
-        }
-        if d.layout == Layout::XfsProject {
-            // A directory each, then its project and limit, verified (`nfsprov_mkxp`).
-            let (parent, name) = split_sub(&d.sub);
-            let owner = format!("{}:{}", d.uid, d.gid);
-            let id = d.volume.to_string();
-            let bytes = layout::qgroup_bytes(d.size_gb).to_string();
-            s.line(&[
-                Lit("nfsprov_mkxp"),
-                Arg(&mk_mark),
-                Arg(&d.root),
-                Arg(parent),
-                Arg(&owner),
-                Arg(&d.mode),
-                Arg(&id),
-                Arg(name),
-                Lit(if d.adopt { "1" } else { "0" }),
-                Arg(&bytes),
-            ]);
             continue;
         }
         groups
@@ -407,6 +418,7 @@ pub fn prepare<B: Backend>(plan: &Plan, force: bool) -> Prepared {
         script: s,
         rendered,
         forced: force,
+        fence,
     }
 }
 
@@ -540,6 +552,18 @@ pub fn judge<B: Backend>(plan: &Plan, prepared: &Prepared, out: &Output) -> Repo
     let rendered = &prepared.rendered;
     let neutral = |text: &str| Said::new::<B>(text, rendered, plan).neutral();
     let mut report = Report::default();
+    // Refused for its lease token, or the fence step failed: nothing else ran.
+    if let Some(stored) = fence::refused(out) {
+        let ours = prepared.fence.map_or(0, |f| f.token);
+        report.server_error = Some(fence::refusal_message(stored, ours));
+        return report;
+    }
+    if let Some(why) = fence::failed(out) {
+        report.server_error = Some(format!(
+            "the pass could not take the server's lock or store its lease token, so nothing was changed: {why}"
+        ));
+        return report;
+    }
     // A pass stopped at its time limit is judged as a whole, even if it got past the read-back.
     let live_text = out
         .find("live", "")

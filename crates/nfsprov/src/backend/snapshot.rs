@@ -10,8 +10,12 @@ use crate::remote::{Arg, Lit, Output, Script};
 /// The script for `tasks`. `creating` and `error` snapshots are made (or found made), an
 /// `available` one only checked (a snapshot removed by hand is reported, never made again from
 /// the volume's current data), a `deleting` one removed.
-pub fn script(tasks: &[SnapshotTask]) -> Script {
+/// `fence`: the lease it runs under, checked first on the server.
+pub fn script(tasks: &[SnapshotTask], fence: Option<super::Fence>) -> Script {
     let mut s = Script::new();
+    if let Some(f) = &fence {
+        super::fence::lines(&mut s, f);
+    }
     s.line(&[Lit("umask 022")]);
     s.line(&[Lit(super::PRELUDE)]);
     let snap = format!("@@{} snap", s.nonce());
@@ -106,7 +110,7 @@ mod tests {
             task(3, SnapshotState::Creating),
             task(4, SnapshotState::Available),
         ];
-        let s = script(&tasks);
+        let s = script(&tasks, None);
         let n = s.nonce();
         let text = format!(
             "excl 16384\n@@{n} snap 1 0\n@@{n} snap 2 0\nsomething is in the way\n@@{n} snap 3 1\n"

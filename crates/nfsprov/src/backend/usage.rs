@@ -202,9 +202,13 @@ pub struct Report {
     pub problems: Vec<String>,
 }
 
-/// The script for `work`; `du_limit` bounds all its `du` shells together.
-pub fn script(work: &Work, du_limit: Duration) -> Script {
+/// The script for `work`; `du_limit` bounds all its `du` shells together. `fence`: the lease
+/// it runs under, checked first on the server.
+pub fn script(work: &Work, du_limit: Duration, fence: Option<super::Fence>) -> Script {
     let mut s = Script::new();
+    if let Some(f) = &fence {
+        super::fence::lines(&mut s, f);
+    }
     if work.resizes.iter().any(|r| r.layout == Layout::Btrfs) || !work.checks.is_empty() {
         s.line(&[Lit(RESIZE_FN)]);
     }
@@ -606,7 +610,7 @@ Qgroupid    Referenced    Exclusive   Path
                 },
             ],
         };
-        let s = script(&work, Duration::from_secs(5));
+        let s = script(&work, Duration::from_secs(5), None);
         let out = output(
             &s,
             &[
@@ -672,7 +676,7 @@ Qgroupid    Referenced    Exclusive   Path
                 .collect(),
             ..Work::default()
         };
-        let s = script(&work, Duration::from_secs(30));
+        let s = script(&work, Duration::from_secs(30), None);
         let du_lines: Vec<&str> = s.body().lines().filter(|l| l.contains("du -s")).collect();
         assert_eq!(du_lines.len(), 3, "200 volumes per sh");
         assert!(
@@ -693,7 +697,7 @@ Qgroupid    Referenced    Exclusive   Path
             }],
             ..Work::default()
         };
-        let s = script(&work, Duration::from_secs(5));
+        let s = script(&work, Duration::from_secs(5), None);
         let r = report(&work, &output(&s, &[]));
         assert!(matches!(r.resized[0].1, Resized::Failed(_)));
     }
@@ -711,7 +715,7 @@ Qgroupid    Referenced    Exclusive   Path
             checks: (1..=6).map(check).collect(),
             ..Work::default()
         };
-        let s = script(&work, Duration::from_secs(5));
+        let s = script(&work, Duration::from_secs(5), None);
         assert_eq!(
             s.body().matches("nfsprov_lim '").count(),
             6,

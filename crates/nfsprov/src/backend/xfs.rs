@@ -165,18 +165,7 @@ mod tests {
     use super::*;
     use crate::model::Layout;
 
-    /// The probe's output as the server's `sh` prints it: (tag, text before the marker, status).
-    fn output(script: &Script, lines: &[(&str, &str, i32)]) -> Output {
-        let mut text = String::new();
-        for (tag, before, rc) in lines {
-            if !before.is_empty() {
-                text.push_str(before);
-                text.push('\n');
-            }
-            text.push_str(&format!("@@{} {tag}  {rc}\n", script.nonce()));
-        }
-        Output::parse(script.nonce(), &text)
-    }
+    use crate::backend::layout::tests::output;
 
     // Captured here (Linux 6.18, xfsprogs 6.1.0): an XFS image on a loop device mounted
     // without options (`mount -o prjquota` fails: "XFS: quota support not available in this
@@ -344,7 +333,7 @@ mod tests {
             }],
             ..Plan::default()
         };
-        let p = crate::backend::prepare::<crate::backend::knfsd::Knfsd>(&plan, false);
+        let p = crate::backend::prepare::<crate::backend::knfsd::Knfsd>(&plan, false, None);
         let body = p.script.body();
         let nonce = p.script.nonce();
         assert!(body.contains(FUNCTIONS), "the functions come with the pass");
@@ -388,7 +377,7 @@ mod tests {
             }],
             checks: Vec::new(),
         };
-        let s = usage::script(&work, std::time::Duration::from_secs(5));
+        let s = usage::script(&work, std::time::Duration::from_secs(5), None);
         assert!(s.body().contains(RESIZE_FN) && s.body().contains(FUNCTIONS));
         assert!(
             s.body()

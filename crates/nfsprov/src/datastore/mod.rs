@@ -30,6 +30,7 @@ use sqlite::{checkpoints, fresh_transaction_state};
 
 mod audit;
 mod create;
+mod leases;
 mod outcomes;
 #[cfg(test)]
 mod portable_tests;
@@ -47,6 +48,7 @@ mod users;
 mod volumes;
 
 pub use create::BatchCounts;
+pub use leases::{LeaseHolder, holder_is_dead, new_node_id};
 pub use servers::NewServer;
 pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
 pub use usage::{KEEP_SAMPLES, SIZE_DRIFT, gb_text};

@@ -584,3 +584,66 @@ async fn a_postgres_create_waits_for_the_root_path_row_and_judges_what_was_commi
     );
     assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 0);
 }
+
+/// Leases on both databases (their clock expression differs): one holder at a time, renewals
+/// keep the token, an expired or released lease is taken with a greater one, racing takers of
+/// a free lease get one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_have_one_holder_and_tokens_only_grow() {
+    on_both("leases", |db, _owner, _rp| async move {
+        use std::time::Duration;
+        let long = Duration::from_secs(60);
+        let s = db.server_by_name("s1").await.unwrap().id;
+        assert_eq!(db.lease_holder(s).await.unwrap(), None);
+        let takers: Vec<_> = (0..8)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move { db.acquire_lease(s, &format!("n{i}"), long, None).await })
+            })
+            .collect();
+        let mut won = Vec::new();
+        for (i, t) in takers.into_iter().enumerate() {
+            if let Some(token) = t.await.unwrap().unwrap() {
+                won.push((i, token));
+            }
+        }
+        assert_eq!(won.len(), 1, "{won:?}");
+        let (w, token) = won[0];
+        assert_eq!(token, 1);
+        let me = format!("n{w}");
+        let other = format!("n{}", (w + 1) % 8);
+        assert_eq!(db.acquire_lease(s, &me, long, None).await.unwrap(), Some(1));
+        assert!(db.renew_lease(s, &me, 1, long).await.unwrap());
+        assert!(!db.renew_lease(s, &other, 1, long).await.unwrap());
+        let h = db.lease_holder(s).await.unwrap().unwrap();
+        assert_eq!((h.holder.as_str(), h.token), (me.as_str(), 1));
+        assert!(h.remaining_ms > 50_000, "{h:?}");
+        // Released: the next taker goes on from the token; the old holder cannot renew.
+        db.release_lease(s, &me, 1).await.unwrap();
+        assert_eq!(
+            db.acquire_lease(s, &other, long, None).await.unwrap(),
+            Some(2)
+        );
+        assert!(!db.renew_lease(s, &me, 1, long).await.unwrap());
+        // A short lease runs out by the database's clock and is taken with token 3.
+        db.release_lease(s, &other, 2).await.unwrap();
+        let short = Duration::from_millis(50);
+        assert_eq!(
+            db.acquire_lease(s, &me, short, None).await.unwrap(),
+            Some(3)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let taken = loop {
+            if let Some(t) = db.acquire_lease(s, &other, long, None).await.unwrap() {
+                break t;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(taken, 4);
+    })
+    .await;
+}

@@ -72,3 +72,14 @@ pub fn inside(srv: &TestbedServer, script: &str) -> String {
     assert!(out.status.success(), "{script}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// The qgroup limit (max referenced) of the subvolume at `path`, as btrfs reports it.
+pub fn qgroup_limit(srv: &TestbedServer, path: &str) -> String {
+    let rootid = inside(srv, &format!("btrfs inspect-internal rootid {path}"));
+    let show = inside(srv, &format!("btrfs qgroup show -r --raw -f {path}"));
+    show.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.first() == Some(&format!("0/{}", rootid.trim()).as_str()))
+        .and_then(|w| w.get(3).map(|s| s.to_string()))
+        .unwrap_or_else(|| panic!("no qgroup for {path}: {show}"))
+}

@@ -185,7 +185,7 @@ pub fn ganesha_steps() -> Vec<Step> {
 pub fn prepare(step: &Step) -> (Plan, Prepared) {
     let mut plan = Plan::build(&step.volumes);
     plan.full = true;
-    let prepared = step.backend.prepare(&plan, step.force);
+    let prepared = step.backend.prepare(&plan, step.force, None);
     (plan, prepared)
 }
 

@@ -62,6 +62,10 @@ fn serve_refuses_a_bad_setting_naming_the_variable() {
         ("NFSPROV_MAX_CLIENTS", "5000"),
         ("NFSPROV_RATE_PER_USER", "0"),
         ("NFSPROV_RATE_BURST_PER_IP", "lots"),
+        ("NFSPROV_LEASE_SECS", "0.5"),
+        ("NFSPROV_LEASE_SECS", "3601"),
+        ("NFSPROV_LEASE_SECS", "1e400"),
+        ("NFSPROV_USAGE_INTERVAL_SECS", "0"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

@@ -552,6 +552,7 @@ impl Env {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// A request to [`Env::port`]: node 0's, unless a test points it at a node of its own.
     pub async fn req(
         &self,
         method: Method,
@@ -559,7 +560,7 @@ impl Env {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        self.req_on(0, method, user, path, body).await
+        self.req_at(self.base(), method, user, path, body).await
     }
 
     /// The next running node in turn (round robin over [`Env::node_up`] nodes), as a load
@@ -597,9 +598,20 @@ impl Env {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut r = self
-            .http
-            .request(method, format!("{}{}", self.node_base(i), path));
+        self.req_at(self.node_base(i), method, user, path, body)
+            .await
+    }
+
+    /// A request to the node at `base` (`http://127.0.0.1:PORT`).
+    async fn req_at(
+        &self,
+        base: String,
+        method: Method,
+        user: Option<(&str, &str)>,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, format!("{base}{path}"));
         if let Some((u, p)) = user {
             r = r.basic_auth(u, Some(p));
         }
@@ -816,11 +828,14 @@ mod tests {
                 1,
                 Method::POST,
                 Some(ALICE),
-                "/api/v1/volumes?wait=true&timeout=30",
+                "/api/v1/volumes",
                 Some(json!({"root_path_id": 1, "sub_path": "made-on-node1", "size_gb": 1, "clients": [{"host": "127.0.0.1"}]})),
             )
             .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        // Recorded (202), not waited for: node 0 holds the server's lease, and nothing wakes
+        // its reconciler from another process on SQLite (issue 13: LISTEN/NOTIFY on
+        // PostgreSQL). This test is about the nodes, not about reconciling across them.
+        assert_eq!(s, StatusCode::ACCEPTED, "{v}");
         let id = v["id"].as_i64().unwrap();
         let (s, seen) = env
             .req_on(

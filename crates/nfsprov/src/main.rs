@@ -26,6 +26,15 @@ struct Cli {
         global = true
     )]
     data_dir: PathBuf,
+    /// The database: `postgres://user:password@host/db` for several nodes on one PostgreSQL.
+    /// Without it, the SQLite file `nfsprov.db` in the data directory.
+    #[arg(
+        long,
+        env = "NFSPROV_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    database: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -268,9 +277,11 @@ fn read_password(username: &str) -> anyhow::Result<String> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
-        Cmd::Serve { listen, settings } => serve::serve(&cli.data_dir, listen, *settings).await,
+        Cmd::Serve { listen, settings } => {
+            serve::serve(&cli.data_dir, cli.database.as_deref(), listen, *settings).await
+        }
         Cmd::Server(cmd) => {
-            let db = serve::open(&cli.data_dir).await?;
+            let db = serve::open_db(&cli.data_dir, cli.database.as_deref()).await?;
             match cmd {
                 ServerCmd::Add {
                     name,
@@ -329,7 +340,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Rootpath(cmd) => {
-            let db = serve::open(&cli.data_dir).await?;
+            let db = serve::open_db(&cli.data_dir, cli.database.as_deref()).await?;
             match cmd {
                 RootpathCmd::Add {
                     server,
@@ -406,9 +417,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Audit(cmd) => audit(&cli.data_dir, cmd).await,
+        Cmd::Audit(cmd) => audit(&cli.data_dir, cli.database.as_deref(), cmd).await,
         Cmd::User(cmd) => {
-            let db = serve::open(&cli.data_dir).await?;
+            let db = serve::open_db(&cli.data_dir, cli.database.as_deref()).await?;
             match cmd {
                 UserCmd::Add {
                     username,
@@ -494,8 +505,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn audit(data_dir: &std::path::Path, cmd: AuditCmd) -> anyhow::Result<()> {
-    let db = serve::open(data_dir).await?;
+async fn audit(
+    data_dir: &std::path::Path,
+    database: Option<&str>,
+    cmd: AuditCmd,
+) -> anyhow::Result<()> {
+    let db = serve::open_db(data_dir, database).await?;
     match cmd {
         AuditCmd::Verify => match db.verify_audit().await? {
             Ok(v) => {

@@ -39,7 +39,17 @@ pub fn db_path(data_dir: &Path) -> std::path::PathBuf {
 /// hashes and SSH state: it is made (or tightened to) 0700 and the database file 0600 before
 /// SQLite opens it, which gives its `-wal` and `-shm` files the same mode.
 pub async fn open(data_dir: &Path) -> anyhow::Result<Datastore> {
+    open_db(data_dir, None).await
+}
+
+/// Open the database `database` names (`postgres://…`: several nodes share it), or without
+/// one the SQLite file in `data_dir` (see `open`). `data_dir` is made private either way: it
+/// holds the SSH state.
+pub async fn open_db(data_dir: &Path, database: Option<&str>) -> anyhow::Result<Datastore> {
     private_dir(data_dir)?;
+    if let Some(url) = database {
+        return Datastore::open_url(url).await;
+    }
     let db = db_path(data_dir);
     private_file(&db)?;
     for suffix in ["-wal", "-shm"] {
@@ -127,6 +137,18 @@ pub async fn app(
     directory: Option<Arc<crate::ldap::Directory>>,
 ) -> anyhow::Result<(axum::Router, Hub)> {
     let db = open(data_dir).await?;
+    app_on(db, data_dir, limits, auth_limits, tuning, directory)
+}
+
+/// `app` on a database already open (`serve` opens the one `--database` names).
+pub fn app_on(
+    db: Datastore,
+    data_dir: &Path,
+    limits: &HttpLimits,
+    auth_limits: AuthLimits,
+    tuning: Tuning,
+    directory: Option<Arc<crate::ldap::Directory>>,
+) -> anyhow::Result<(axum::Router, Hub)> {
     let state_dir = data_dir.join("ssh");
     private_dir(&state_dir)?;
     let hub = Hub::new(db, state_dir, tuning);
@@ -139,6 +161,7 @@ pub async fn app(
 /// they were read (see `settings`).
 pub async fn serve(
     data_dir: &Path,
+    database: Option<&str>,
     listen: SocketAddr,
     settings: ServeSettings,
 ) -> anyhow::Result<()> {
@@ -166,7 +189,8 @@ pub async fn serve(
         );
         limits.max_connections = fd_room;
     }
-    let (app, hub) = app(data_dir, &limits, auth_limits, tuning, directory).await?;
+    let db = open_db(data_dir, database).await?;
+    let (app, hub) = app_on(db, data_dir, &limits, auth_limits, tuning, directory)?;
     // Every server is reconciled at start (crash recovery, drift repair); servers added later
     // through the CLI are picked up by this periodic scan, through the API at once.
     hub.ensure_all().await?;

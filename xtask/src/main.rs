@@ -1,6 +1,6 @@
 //! `cargo xtask <task>`: the project's tasks that are more than one cargo command.
 //!
-//!   cargo xtask bench [--short] [--out F] [--svg F] [--runs N] [--only storm|accept|memory|ratelimit]
+//!   cargo xtask bench [--short] [--out F] [--svg F] [--runs N] [--only storm|accept|memory|ratelimit|sizes|scale]
 //!                                                     build release nfsprov + bench, run the bench
 //!   cargo xtask e2e [test args]                       the end-to-end test tier (root, real servers)
 

@@ -33,6 +33,7 @@ use nfsprov::reconcile::{Hub, Tuning};
 use nfsprov::spec::{ClientSpec, DirMode, ExportOptions, RootDir, SubPath};
 use nfsprov_testbed::{Testbed, TestbedGuard, TestbedServer};
 
+mod scale;
 mod sizes;
 
 /// nfsprov's benchmarks against the seed's way and the floor, on test-bed servers (needs root).
@@ -69,6 +70,9 @@ enum Only {
     /// A create on a plain-directory root path against one on a btrfs root path (subvolume +
     /// qgroup), in the same run.
     Sizes,
+    /// Accept latency and capacity on PostgreSQL with 1 and 3 nodes next to SQLite, and the
+    /// storm across 3 nodes next to one (issue 13).
+    Scale,
 }
 
 /// `envs` and rate limits far above anything the bench sends: the storm and the accept
@@ -1398,6 +1402,17 @@ async fn main() {
         }
         return;
     }
+    if matches!(o.only, Some(Only::Scale)) {
+        // Prints the section; with --out, puts it in that report in place of its old one.
+        let mut md = String::new();
+        scale::section(&mut md, runs, if o.short { 1000 } else { 4000 }, storm_n).await;
+        println!("{md}");
+        if let Some(out) = Opts::parse().out {
+            replace_section(&out, &md);
+            eprintln!("wrote the scale-out section of {}", out.display());
+        }
+        return;
+    }
     if matches!(o.only, Some(Only::Storm)) {
         // Quick look at the storm against the floor alone (no baseline; prints, writes nothing).
         let (s, f) = storms(storm_n, servers, runs).await;
@@ -1637,6 +1652,11 @@ async fn main() {
     ratelimit_section(&mut md, runs, if o.short { 50 } else { 100 }).await;
     eprintln!("a create by layout: directory vs btrfs, {runs} runs");
     sizes::section(&mut md, runs, if o.short { 10 } else { 30 }).await;
+    if !o.short {
+        // Not in CI's short form: six fresh PostgreSQL-backed services per run.
+        eprintln!("scale-out: PostgreSQL with 1 and 3 nodes next to SQLite, {runs} runs");
+        scale::section(&mut md, runs, accept_total, storm_n).await;
+    }
     let _ = writeln!(md, "## Memory of `nfsprov serve`\n");
     let _ = writeln!(
         md,

@@ -433,6 +433,51 @@ async fn outcomes_clients_resizes_usage_and_snapshots() {
             .unwrap();
         assert_eq!(db.user_by_name("u").await.unwrap().used_gb, 7);
         assert!(db.snapshots_for(v.id, &u).await.unwrap().is_empty());
+        // Snapshots of one volume asked for at once (on PostgreSQL each on its own
+        // connection, as from several nodes or admins): the count limit holds. Without the volume's row
+        // lock, all of them passed the count check before any had inserted its row.
+        let w = create(&db, owner, brp.id, "w").await;
+        db.record_outcomes(&[Outcome::Applied {
+            id: w.id,
+            generation: 1,
+            clients: clients_to_json(&w.clients),
+        }])
+        .await
+        .unwrap();
+        let names: Vec<SnapshotName> = (0..8)
+            .map(|k| SnapshotName::parse(&format!("r{k}")).unwrap())
+            .collect();
+        // Each by an admin of its own: one account's changes already take turns on its row.
+        let mut admins = Vec::new();
+        for k in 0..names.len() {
+            admins.push(
+                db.create_user(&format!("adm{k}"), "x", Role::Admin, 0)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let ctx = Context::internal();
+        let raced = futures_util::future::join_all(
+            names
+                .iter()
+                .zip(&admins)
+                .map(|(n, a)| db.create_snapshot(w.id, a, n, 2, &ctx)),
+        )
+        .await;
+        let made = raced.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(made, 2, "{raced:?}");
+        assert!(
+            raced.iter().all(|r| r.is_ok()
+                || matches!(
+                    r,
+                    Err(Error::Conflict {
+                        with: Clash::SnapshotCount,
+                        ..
+                    })
+                )),
+            "{raced:?}"
+        );
+        assert_eq!(db.snapshots_for(w.id, &u).await.unwrap().len(), 2);
         let records = db.audit_records(Some(v.id.0), 0, 100).await.unwrap();
         assert!(records.len() >= 3, "{records:?}");
         assert!(db.verify_audit().await.unwrap().is_ok());

@@ -50,6 +50,22 @@ struct Owned {
     root_path: String,
 }
 
+/// On PostgreSQL, hold volume `id`'s row until the transaction ends: a snapshot's checks
+/// (count, name, the volume's state) and its write then take turns with every other change of
+/// the volume, from any node or account. Nothing on SQLite (one writer at a time).
+async fn lock_volume(tx: &mut Tx, id: VolumeId) -> Result<()> {
+    if tx.is_postgres() {
+        q(format!(
+            "SELECT id FROM volumes WHERE id = ?{}",
+            tx.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(tx)
+        .await?;
+    }
+    Ok(())
+}
+
 async fn visible_volume<'a>(on: impl Into<On<'a>>, id: VolumeId, viewer: &User) -> Result<Owned> {
     let row = q(
         "SELECT v.owner_id, v.state, rp.layout, rp.path FROM volumes v \
@@ -122,6 +138,7 @@ impl Datastore {
     ) -> Result<Snapshot> {
         let mut tx = self.db.begin_write().await?;
         refuse_if_locked(&mut tx, viewer).await?;
+        lock_volume(&mut tx, id).await?;
         let vol = visible_volume(&mut tx, id, viewer).await?;
         if vol.owner != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));
@@ -261,6 +278,7 @@ impl Datastore {
     ) -> Result<Snapshot> {
         let mut tx = self.db.begin_write().await?;
         refuse_if_locked(&mut tx, viewer).await?;
+        lock_volume(&mut tx, id).await?;
         let vol = visible_volume(&mut tx, id, viewer).await?;
         if vol.owner != viewer.id && !viewer.is_admin() {
             return Err(Error::not_found(Entity::Volume, id));

@@ -60,10 +60,10 @@ pub struct TlsSettings {
 #[command(next_help_heading = "Reconciler")]
 pub struct Tuning {
     /// How often a reconciler re-checks its server with no request pending (drift repair).
-    #[arg(long = "resync-secs", env = "NFSPROV_RESYNC_SECS", default_value = "30", value_parser = Secs)]
+    #[arg(long = "resync-secs", env = "NFSPROV_RESYNC_SECS", default_value = "30", value_parser = Secs::ANY)]
     pub resync: Duration,
     /// Longest wait between attempts to reach a server that is down.
-    #[arg(long = "max-backoff-secs", env = "NFSPROV_MAX_BACKOFF_SECS", default_value = "20", value_parser = Secs)]
+    #[arg(long = "max-backoff-secs", env = "NFSPROV_MAX_BACKOFF_SECS", default_value = "20", value_parser = Secs::ANY)]
     pub max_backoff: Duration,
     /// The longest a pass woken by a request waits for more requests to batch with (0: none).
     /// It bounds what a steady stream of requests adds to each one's wait for its pass.
@@ -76,23 +76,23 @@ pub struct Tuning {
     pub batch_quiet: Duration,
     /// Time limit of one pass on the server; when it passes, the server kills what the pass
     /// started there.
-    #[arg(long = "pass-timeout-secs", env = "NFSPROV_PASS_TIMEOUT_SECS", default_value = "120", value_parser = Secs)]
+    #[arg(long = "pass-timeout-secs", env = "NFSPROV_PASS_TIMEOUT_SECS", default_value = "120", value_parser = Secs::ANY)]
     pub pass_timeout: Duration,
     /// Time limit of one host name lookup on the server.
-    #[arg(long = "resolve-timeout-secs", env = "NFSPROV_RESOLVE_TIMEOUT_SECS", default_value = "5", value_parser = Secs)]
+    #[arg(long = "resolve-timeout-secs", env = "NFSPROV_RESOLVE_TIMEOUT_SECS", default_value = "5", value_parser = Secs::ANY)]
     pub resolve_timeout: Duration,
     /// A pass running longer than this is reported (server `slow`, waiting volumes' last_error)
     /// while it goes on; and again every this often.
-    #[arg(long = "slow-pass-secs", env = "NFSPROV_SLOW_PASS_SECS", default_value = "5", value_parser = Secs)]
+    #[arg(long = "slow-pass-secs", env = "NFSPROV_SLOW_PASS_SECS", default_value = "5", value_parser = Secs::ANY)]
     pub slow_after: Duration,
     /// How often a reconciler samples what its server's volumes and root paths hold (after a
     /// pass; `du` of directory volumes can be slow, so not on every pass).
-    #[arg(long = "usage-interval-secs", env = "NFSPROV_USAGE_INTERVAL_SECS", default_value = "900", value_parser = Secs)]
+    #[arg(long = "usage-interval-secs", env = "NFSPROV_USAGE_INTERVAL_SECS", default_value = "900", value_parser = Secs::ANY)]
     pub usage_interval: Duration,
     /// How long a node's lease on a server lasts unless renewed (every third of it): only the
     /// holder reconciles the server, and another node takes over this long after the holder
     /// stopped. 1 to 3600 seconds.
-    #[arg(long = "lease-secs", env = "NFSPROV_LEASE_SECS", default_value = "15", value_parser = LeaseSecs)]
+    #[arg(long = "lease-secs", env = "NFSPROV_LEASE_SECS", default_value = "15", value_parser = Secs::LEASE)]
     pub lease: Duration,
 }
 
@@ -123,13 +123,13 @@ pub struct HttpLimits {
     #[arg(long = "max-connections-per-ip", env = "NFSPROV_MAX_CONNECTIONS_PER_IP", default_value = "256", value_parser = at_least_one::<usize>())]
     pub max_connections_per_ip: usize,
     /// Time to send a request's headers, and the longest idle time between requests.
-    #[arg(long = "header-timeout-secs", env = "NFSPROV_HEADER_TIMEOUT_SECS", default_value = "20", value_parser = Secs)]
+    #[arg(long = "header-timeout-secs", env = "NFSPROV_HEADER_TIMEOUT_SECS", default_value = "20", value_parser = Secs::ANY)]
     pub header_timeout: Duration,
     /// Longest pause while a request body is being sent.
-    #[arg(long = "body-timeout-secs", env = "NFSPROV_BODY_TIMEOUT_SECS", default_value = "20", value_parser = Secs)]
+    #[arg(long = "body-timeout-secs", env = "NFSPROV_BODY_TIMEOUT_SECS", default_value = "20", value_parser = Secs::ANY)]
     pub body_timeout: Duration,
     /// Longest time for a whole request (`?wait=true` waits up to 60 s of it).
-    #[arg(long = "request-timeout-secs", env = "NFSPROV_REQUEST_TIMEOUT_SECS", default_value = "90", value_parser = Secs)]
+    #[arg(long = "request-timeout-secs", env = "NFSPROV_REQUEST_TIMEOUT_SECS", default_value = "90", value_parser = Secs::ANY)]
     pub request_timeout: Duration,
     /// Largest request body.
     #[arg(long = "max-body-bytes", env = "NFSPROV_MAX_BODY_BYTES", default_value = "1048576", value_parser = at_least_one::<usize>())]
@@ -231,7 +231,7 @@ pub struct AuthLimits {
     #[arg(long = "auth-failures-per-user", env = "NFSPROV_AUTH_FAILURES_PER_USER", default_value = "100", value_parser = at_least_one::<u32>())]
     pub failures_per_user: u32,
     /// The window of the two limits above.
-    #[arg(long = "auth-window-secs", env = "NFSPROV_AUTH_WINDOW_SECS", default_value = "60", value_parser = Secs)]
+    #[arg(long = "auth-window-secs", env = "NFSPROV_AUTH_WINDOW_SECS", default_value = "60", value_parser = Secs::ANY)]
     pub window: Duration,
     /// Password checks one source may have running at once; more are answered 429 at once.
     #[arg(long = "auth-checks-per-ip", env = "NFSPROV_AUTH_CHECKS_PER_IP", default_value = "2", value_parser = at_least_one::<usize>())]
@@ -353,7 +353,7 @@ pub struct LdapSettings {
     #[arg(long = "ldap-default-quota-gb", env = "NFSPROV_LDAP_DEFAULT_QUOTA_GB", default_value = "0", value_parser = in_range::<i64>(0, MAX_GB))]
     pub default_quota_gb: i64,
     /// Longest time for one sign-in's conversation with the directory; then it counts as down.
-    #[arg(long = "ldap-timeout-secs", env = "NFSPROV_LDAP_TIMEOUT_SECS", default_value = "5", value_parser = Secs)]
+    #[arg(long = "ldap-timeout-secs", env = "NFSPROV_LDAP_TIMEOUT_SECS", default_value = "5", value_parser = Secs::ANY)]
     pub timeout: Duration,
 }
 
@@ -402,9 +402,26 @@ fn refuse(cmd: &Command, arg: Option<&Arg>, value: &OsStr, why: &str) -> clap::E
     .with_cmd(cmd)
 }
 
-/// A duration in seconds, more than zero; fractions allowed ("0.5").
+/// A duration in seconds, more than zero; fractions allowed ("0.5"). `Secs::ANY` takes up to
+/// `LONGEST`; a setting with a narrower range names it (`Secs::LEASE`).
 #[derive(Clone, Copy)]
-struct Secs;
+struct Secs {
+    /// The range the setting takes, and how a refusal says it.
+    range: Option<(Duration, Duration, &'static str)>,
+}
+
+impl Secs {
+    const ANY: Secs = Secs { range: None };
+    /// A lease time: from 1 s (renewals every third of it must reach the database in time) to
+    /// an hour (a dead holder's servers wait that long).
+    const LEASE: Secs = Secs {
+        range: Some((
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            "must be from 1 to 3600 seconds",
+        )),
+    };
+}
 
 impl TypedValueParser for Secs {
     type Value = Duration;
@@ -414,7 +431,12 @@ impl TypedValueParser for Secs {
         arg: Option<&Arg>,
         value: &OsStr,
     ) -> Result<Duration, clap::Error> {
-        parse_secs(&value.to_string_lossy()).map_err(|why| refuse(cmd, arg, value, why))
+        parse_secs(&value.to_string_lossy())
+            .and_then(|d| match self.range {
+                Some((lo, hi, why)) if !(lo..=hi).contains(&d) => Err(why),
+                _ => Ok(d),
+            })
+            .map_err(|why| refuse(cmd, arg, value, why))
     }
 }
 
@@ -429,31 +451,6 @@ fn parse_secs(text: &str) -> Result<Duration, &'static str> {
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if d <= LONGEST => Ok(d),
         _ => Err("must be at most a year (31536000 seconds)"),
-    }
-}
-
-/// A lease time in seconds (fractions allowed): from 1 s (renewals every third of it must
-/// reach the database in time) to an hour (a dead holder's servers wait that long).
-#[derive(Clone, Copy)]
-struct LeaseSecs;
-
-impl TypedValueParser for LeaseSecs {
-    type Value = Duration;
-    fn parse_ref(
-        &self,
-        cmd: &Command,
-        arg: Option<&Arg>,
-        value: &OsStr,
-    ) -> Result<Duration, clap::Error> {
-        parse_secs(&value.to_string_lossy())
-            .and_then(|d| {
-                if (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&d) {
-                    Ok(d)
-                } else {
-                    Err("must be from 1 to 3600 seconds")
-                }
-            })
-            .map_err(|why| refuse(cmd, arg, value, why))
     }
 }
 

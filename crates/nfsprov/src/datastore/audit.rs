@@ -88,6 +88,18 @@ pub(super) fn insert_raw(db: &rusqlite::Connection, records: &[Record]) -> Resul
 
 /// Append a record inside the caller's open transaction (on the write connection).
 pub(super) async fn append(tx: &mut Tx, ctx: &Context, e: &Entry) -> Result<()> {
+    append_all(tx, &[(ctx, e)]).await
+}
+
+/// The columns of one record in `INSERT`'s order, as placeholders.
+const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Append records in order inside the caller's open transaction: the head is read (and on
+/// PostgreSQL locked) once, the records are chained in memory and written in one statement.
+pub(super) async fn append_all(tx: &mut Tx, entries: &[(&Context, &Entry)]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let pg = tx.is_postgres();
     let head = q(if pg { HEAD_PG } else { HEAD })
         .fetch_one(&mut *tx)
@@ -102,31 +114,49 @@ pub(super) async fn append(tx: &mut Tx, ctx: &Context, e: &Entry) -> Result<()> 
             (h.try_get::<i64, _>(0)?, h.try_get::<Option<String>, _>(1)?)
         }
     };
-    let r = Record::seal(id, now(), prev.unwrap_or_else(|| GENESIS.into()), ctx, e);
-    q(INSERT)
-        .bind(r.id)
-        .bind(&r.at)
-        .bind(&r.actor)
-        .bind(r.actor_id)
-        .bind(&r.source)
-        .bind(&r.request_id)
-        .bind(&r.method)
-        .bind(&r.path)
-        .bind(&r.action)
-        .bind(&r.object)
-        .bind(r.volume_id)
-        .bind(&r.before)
-        .bind(&r.after)
-        .bind(r.status)
-        .bind(&r.outcome)
-        .bind(&r.prev_hash)
-        .bind(&r.hash)
-        .execute(&mut *tx)
-        .await?;
-    if pg {
-        q(SET_HEAD_PG).bind(r.id).execute(&mut *tx).await?;
+    let mut chain = Chain {
+        next_id: id,
+        prev_hash: prev.unwrap_or_else(|| GENESIS.into()),
+    };
+    let records: Vec<Record> = entries.iter().map(|(ctx, e)| chain.seal(ctx, e)).collect();
+    let sql = format!(
+        "{} VALUES {}",
+        INSERT
+            .split_once(" VALUES ")
+            .map_or(INSERT, |(cols, _)| cols),
+        vec![ROW; records.len()].join(", ")
+    );
+    let mut insert = q(sql);
+    for r in &records {
+        insert = insert
+            .bind(r.id)
+            .bind(&r.at)
+            .bind(&r.actor)
+            .bind(r.actor_id)
+            .bind(&r.source)
+            .bind(&r.request_id)
+            .bind(&r.method)
+            .bind(&r.path)
+            .bind(&r.action)
+            .bind(&r.object)
+            .bind(r.volume_id)
+            .bind(&r.before)
+            .bind(&r.after)
+            .bind(r.status)
+            .bind(&r.outcome)
+            .bind(&r.prev_hash)
+            .bind(&r.hash);
     }
-    ctx.mark_recorded();
+    insert.execute(&mut *tx).await?;
+    if pg {
+        q(SET_HEAD_PG)
+            .bind(chain.next_id - 1)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for (ctx, _) in entries {
+        ctx.mark_recorded();
+    }
     Ok(())
 }
 

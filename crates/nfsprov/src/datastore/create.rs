@@ -38,13 +38,13 @@ use crate::model::*;
 use crate::spec::{MAX_GB, RootDir};
 
 /// Most creates recorded in one transaction.
-const MAX_BATCH: usize = 256;
+pub(super) const MAX_BATCH: usize = 256;
 
 pub(super) struct Job {
-    nv: NewVolume,
+    pub(super) nv: NewVolume,
     /// Who asked: the create's audit record is written in the batch's transaction.
-    ctx: crate::audit::Context,
-    reply: oneshot::Sender<Result<Outcome>>,
+    pub(super) ctx: crate::audit::Context,
+    pub(super) reply: oneshot::Sender<Result<Outcome>>,
 }
 
 pub(super) enum Outcome {
@@ -82,7 +82,7 @@ impl Stats {
         }
     }
 
-    fn note(&self, size: usize) {
+    pub(super) fn note(&self, size: usize) {
         let size = size as u64;
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.creates.fetch_add(size, Ordering::Relaxed);
@@ -183,9 +183,9 @@ fn record_batch(
 
 /// Reservations and audit records made by the batch so far, written before the commit.
 #[derive(Default)]
-struct Pending {
-    used: HashMap<UserId, i64>,
-    allocated: HashMap<RootPathId, i64>,
+pub(super) struct Pending {
+    pub(super) used: HashMap<UserId, i64>,
+    pub(super) allocated: HashMap<RootPathId, i64>,
     /// The audit chain's head, read at the batch's first record.
     chain: Option<Chain>,
     audit: Vec<Record>,
@@ -516,7 +516,7 @@ pub(super) fn check(
 }
 
 /// Count `nv`'s size in the batch's reservations (written before the commit).
-fn reserve(pending: &mut Pending, nv: &NewVolume) -> Result<()> {
+pub(super) fn reserve(pending: &mut Pending, nv: &NewVolume) -> Result<()> {
     // Both fit in i64: they are at most the quota and the capacity (checked).
     let add = |sum: &mut i64| {
         *sum = sum

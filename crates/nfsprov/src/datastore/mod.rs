@@ -75,7 +75,8 @@ pub struct Datastore {
 #[derive(Clone)]
 enum Creates {
     Thread(tokio::sync::mpsc::Sender<create::Job>),
-    Postgres,
+    /// The node's create queue on PostgreSQL (`postgres::spawn`).
+    Postgres(tokio::sync::mpsc::Sender<create::Job>),
 }
 
 impl Datastore {
@@ -180,11 +181,17 @@ impl Datastore {
     pub async fn open_url(url: &str) -> anyhow::Result<Self> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = postgres::open(url).await?;
+            let db = Db::Postgres { pool };
+            let create_stats = std::sync::Arc::default();
+            let creates = Creates::Postgres(postgres::spawn(
+                db.clone(),
+                std::sync::Arc::clone(&create_stats),
+            ));
             return Ok(Datastore {
-                db: Db::Postgres { pool },
-                creates: Creates::Postgres,
+                db,
+                creates,
                 checkpointed: std::sync::Arc::default(),
-                create_stats: std::sync::Arc::default(),
+                create_stats,
             });
         }
         let path = url.strip_prefix("sqlite://").unwrap_or(url);

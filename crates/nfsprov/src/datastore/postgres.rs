@@ -4,17 +4,21 @@
 //! `json_each`, and the create path (one transaction per create, rows locked `FOR UPDATE`)
 //! that stands in for SQLite's create thread.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use tokio::sync::mpsc;
 
-use super::audit::append;
+use super::audit::append_all;
 use super::create::{
-    INSERT, INSERT_RESTORE, LIVE_EXPORT_IDS, Lookup, Outcome, SET_EXPORT_ID, Verdict, check,
-    create_entry, created, lookup_sql, lowest_free, no_export_ids,
+    INSERT, INSERT_RESTORE, Job, LIVE_EXPORT_IDS, Lookup, MAX_BATCH, Outcome, Pending,
+    SET_EXPORT_ID, Stats, Verdict, check, create_entry, created, lookup_sql, lowest_free,
+    no_export_ids, reserve,
 };
-use super::sql::{Db, q};
+use super::sql::{Db, Tx, q};
 use super::{Columns, MAX_EXPORT_ID, NewVolume, now};
 use crate::audit::Context;
 use crate::error::{Entity, Error, Result};
@@ -88,130 +92,233 @@ pub(super) const RECORD_PENDING: &str = concat!(
 
 // ---- creates ----------------------------------------------------------------------------
 
-/// Record one create on PostgreSQL, in a transaction of its own, with the same checks as the
-/// SQLite create thread (`create::check`). What SQLite's one write lock gives there, row
-/// locks give here: the owner's row, then the root path's, then its server's are locked
-/// `FOR UPDATE` (always in this order, so two creates cannot deadlock) before the lookup, so
-/// the quota, capacity, overlap, idempotency key and next export id it reads stay true until
-/// the commit, across any number of nodes. The reservations are conditional updates as well.
-pub(super) async fn create(db: &Db, nv: &NewVolume, ctx: &Context) -> Result<Outcome> {
-    match try_create(db, nv, ctx).await? {
-        Some(outcome) => Ok(outcome),
-        // A unique index refused the insert (a race the locks should make impossible): the
-        // lookup, run again, now sees the volume that won and replays or refuses.
-        None => try_create(db, nv, ctx).await?.ok_or_else(|| {
-            anyhow::anyhow!("a create kept clashing with a unique index; try again").into()
-        }),
+/// Start the node's create queue: as on SQLite, one task takes the creates waiting at that
+/// moment (up to `MAX_BATCH`) and records them in one transaction (group commit: one commit,
+/// one lock of the audit chain's head). Callers queue with `create::submit`.
+pub(super) fn spawn(db: Db, stats: Arc<Stats>) -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+    tokio::spawn(run(db, stats, rx));
+    tx
+}
+
+async fn run(db: Db, stats: Arc<Stats>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        // A request whose caller went away is not recorded, as on SQLite.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        stats.note(jobs.len());
+        let outcomes = record_batch(&db, &jobs).await;
+        for (job, outcome) in jobs.drain(..).zip(outcomes) {
+            let _ = job.reply.send(outcome);
+        }
     }
 }
 
-async fn try_create(db: &Db, nv: &NewVolume, ctx: &Context) -> Result<Option<Outcome>> {
+/// Record `jobs` in one transaction; if that fails (a deadlock with another node's
+/// transaction, say), each in its own.
+async fn record_batch(db: &Db, jobs: &[Job]) -> Vec<Result<Outcome>> {
+    match apply(db, jobs).await {
+        Ok(outcomes) => outcomes,
+        Err(e) if jobs.len() == 1 => vec![Err(e)],
+        Err(e) => {
+            tracing::warn!(error = %e, batch = jobs.len(), "batch of creates rolled back; recording them one by one");
+            let mut outcomes = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let one = apply(db, std::slice::from_ref(job)).await;
+                outcomes.push(one.and_then(|mut o| o.pop().expect("one outcome per job")));
+            }
+            outcomes
+        }
+    }
+}
+
+/// The ids as a JSON array, bound as one value (`ids!` reads it back).
+fn id_list(ids: impl IntoIterator<Item = i64>) -> String {
+    serde_json::Value::from(ids.into_iter().collect::<Vec<_>>()).to_string()
+}
+
+/// `id IN` the JSON array bound in its place.
+macro_rules! ids {
+    () => {
+        "(SELECT CAST(e AS BIGINT) FROM jsonb_array_elements_text(CAST(? AS JSONB)) AS e)"
+    };
+}
+
+/// Record `jobs` in one transaction. `Err` means nothing was recorded; each inner `Err` is one
+/// request refused.
+///
+/// The owners', root paths' and servers' rows of the batch are locked `FOR UPDATE` first, each
+/// kind in id order (two nodes' batches cannot deadlock on them), so the quota, capacity,
+/// overlap, idempotency key and next export id the checks read stay true until the commit,
+/// across any number of nodes. The reservations are conditional updates as well, and the audit
+/// records are written last: the chain's head is locked only from there to the commit.
+async fn apply(db: &Db, jobs: &[Job]) -> Result<Vec<Result<Outcome>>> {
+    let owners: BTreeSet<i64> = jobs.iter().map(|j| j.nv.owner.0).collect();
+    let root_paths: BTreeSet<i64> = jobs.iter().map(|j| j.nv.root_path.0).collect();
     let mut tx = db.begin_write().await?;
-    q("SELECT id FROM users WHERE id = ? FOR UPDATE")
-        .bind(nv.owner)
-        .fetch_optional(&mut tx)
-        .await?;
-    q("SELECT id FROM root_paths WHERE id = ? FOR UPDATE")
-        .bind(nv.root_path)
-        .fetch_optional(&mut tx)
-        .await?;
-    q(
-        "SELECT s.id FROM servers s JOIN root_paths rp ON rp.server_id = s.id WHERE rp.id = ? \
-       FOR UPDATE OF s",
-    )
-    .bind(nv.root_path)
-    .fetch_optional(&mut tx)
+    q(concat!(
+        "SELECT id FROM users WHERE id IN ",
+        ids!(),
+        " ORDER BY id FOR UPDATE"
+    ))
+    .bind(id_list(owners))
+    .fetch_all(&mut tx)
     .await?;
-
-    let sub = nv.sub_path.as_str();
-    let parts: Vec<&str> = sub.split('/').collect();
-    let mut lookup = q(lookup_sql(parts.len(), " COLLATE \"C\""))
-        .bind(nv.owner)
-        .bind(nv.root_path)
-        .bind(nv.idempotency_key.as_deref())
-        .bind(format!("{sub}/"))
-        .bind(format!("{sub}0"));
-    for k in 1..=parts.len() {
-        lookup = lookup.bind(parts[..k].join("/"));
-    }
-    let Some(row) = lookup.fetch_optional(&mut tx).await? else {
-        return Err(Error::not_found(Entity::User, nv.owner));
-    };
-    let row = Lookup::from_columns(&row)?;
-    let (server_id, clients) = match check(&row, nv, 0, 0)? {
-        Verdict::Replay(prior) => return Ok(Some(Outcome::Replayed(prior))),
-        Verdict::Refused(e) => return Err(e),
-        Verdict::Go { server_id, clients } => (server_id, clients),
-    };
-
-    let ts = now();
-    let inserted = q(INSERT)
-        .bind(nv.owner)
-        .bind(nv.root_path)
-        .bind(server_id)
-        .bind(sub)
-        .bind(nv.size_gb)
-        .bind(clients_to_json(&clients))
-        .bind(nv.mode.as_octal_string())
-        .bind(i64::from(nv.uid))
-        .bind(i64::from(nv.gid))
-        .bind(nv.idempotency_key.as_deref())
-        .bind(nv.request_hash.as_deref())
-        .bind(&ts)
-        .bind(nv.adopt_existing)
-        .fetch_one(&mut tx)
-        .await;
-    let inserted = match inserted {
-        Ok(row) => row,
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let id: VolumeId = inserted.id("id")?;
-    let mut export_id = inserted.int("export_id")?;
-    if let Some(sid) = nv.restore_from {
-        q(INSERT_RESTORE)
-            .bind(id)
-            .bind(sid)
-            .execute(&mut tx)
-            .await?;
-    }
-    if export_id > MAX_EXPORT_ID {
-        let used = q(LIVE_EXPORT_IDS)
-            .bind(server_id)
-            .bind(MAX_EXPORT_ID)
-            .fetch_all(&mut tx)
-            .await?
-            .iter()
-            .map(|r| r.int("export_id"))
-            .collect::<Result<Vec<_>>>()?;
-        export_id = lowest_free(used).ok_or_else(no_export_ids)?;
-        q(SET_EXPORT_ID)
-            .bind(export_id)
-            .bind(id)
-            .execute(&mut tx)
-            .await?;
+    q(concat!(
+        "SELECT id FROM root_paths WHERE id IN ",
+        ids!(),
+        " ORDER BY id FOR UPDATE"
+    ))
+    .bind(id_list(root_paths.iter().copied()))
+    .fetch_all(&mut tx)
+    .await?;
+    q(concat!(
+        "SELECT s.id FROM servers s WHERE s.id IN (SELECT server_id FROM root_paths WHERE id IN ",
+        ids!(),
+        ") ORDER BY s.id FOR UPDATE"
+    ))
+    .bind(id_list(root_paths))
+    .fetch_all(&mut tx)
+    .await?;
+    let mut pending = Pending::default();
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        outcomes.push(record(&mut tx, &job.nv, &mut pending).await?);
     }
     // Conditional, as on SQLite: the invariant holds even if a lock above were missing.
-    let quota =
-        q("UPDATE users SET used_gb = used_gb + ?1 WHERE id = ?2 AND ?1 <= quota_gb - used_gb")
-            .bind(nv.size_gb)
-            .bind(nv.owner)
+    for (user, gb) in &pending.used {
+        let n = q("UPDATE users SET used_gb = used_gb + ?1 WHERE id = ?2 AND ?1 >= 0 AND ?1 <= quota_gb - used_gb")
+            .bind(*gb)
+            .bind(*user)
             .execute(&mut tx)
             .await?;
-    let capacity = q(
-        "UPDATE root_paths SET allocated_gb = allocated_gb + ?1 WHERE id = ?2 \
-         AND ?1 <= capacity_gb - allocated_gb",
-    )
-    .bind(nv.size_gb)
-    .bind(nv.root_path)
-    .execute(&mut tx)
-    .await?;
-    if quota != 1 || capacity != 1 {
-        return Err(anyhow::anyhow!("quota or capacity changed during a create").into());
+        if n != 1 {
+            return Err(anyhow::anyhow!("quota of user {user} changed during a create").into());
+        }
     }
-    let v = created(row, nv, id, export_id, server_id, clients, &ts)?;
-    append(&mut tx, ctx, &create_entry(nv, &v)).await?;
+    for (rp, gb) in &pending.allocated {
+        let n = q(
+            "UPDATE root_paths SET allocated_gb = allocated_gb + ?1 WHERE id = ?2 \
+             AND ?1 >= 0 AND ?1 <= capacity_gb - allocated_gb",
+        )
+        .bind(*gb)
+        .bind(*rp)
+        .execute(&mut tx)
+        .await?;
+        if n != 1 {
+            return Err(
+                anyhow::anyhow!("capacity of root path {rp} changed during a create").into(),
+            );
+        }
+    }
+    // In the batch's transaction: a create is never recorded without its audit record.
+    let entries: Vec<_> = jobs
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(job, o)| match o {
+            Ok(Outcome::New(v)) => Some((&job.ctx, create_entry(&job.nv, v))),
+            _ => None,
+        })
+        .collect();
+    let entries: Vec<(&Context, &crate::audit::Entry)> =
+        entries.iter().map(|(c, e)| (*c, e)).collect();
+    append_all(&mut tx, &entries).await?;
     tx.commit().await?;
-    ctx.mark_recorded();
-    Ok(Some(Outcome::New(Box::new(v))))
+    Ok(outcomes)
+}
+
+/// One create of the batch: `Err` fails the batch (a database error), an inner `Err` refuses
+/// this request alone.
+async fn record(tx: &mut Tx, nv: &NewVolume, pending: &mut Pending) -> Result<Result<Outcome>> {
+    let sub = nv.sub_path.as_str();
+    let parts: Vec<&str> = sub.split('/').collect();
+    // A unique index that refused the insert (a race the locks should make impossible) sends
+    // the create round once more: the lookup then sees the volume that won and replays or
+    // refuses.
+    for _ in 0..2 {
+        let mut lookup = q(lookup_sql(parts.len(), " COLLATE \"C\""))
+            .bind(nv.owner)
+            .bind(nv.root_path)
+            .bind(nv.idempotency_key.as_deref())
+            .bind(format!("{sub}/"))
+            .bind(format!("{sub}0"));
+        for k in 1..=parts.len() {
+            lookup = lookup.bind(parts[..k].join("/"));
+        }
+        let Some(row) = lookup.fetch_optional(&mut *tx).await? else {
+            return Ok(Err(Error::not_found(Entity::User, nv.owner)));
+        };
+        let row = Lookup::from_columns(&row)?;
+        let pending_used = *pending.used.get(&nv.owner).unwrap_or(&0);
+        let pending_allocated = *pending.allocated.get(&nv.root_path).unwrap_or(&0);
+        let (server_id, clients) = match check(&row, nv, pending_used, pending_allocated)? {
+            Verdict::Replay(prior) => return Ok(Ok(Outcome::Replayed(prior))),
+            Verdict::Refused(e) => return Ok(Err(e)),
+            Verdict::Go { server_id, clients } => (server_id, clients),
+        };
+        let ts = now();
+        let inserted = q(insert_or_nothing())
+            .bind(nv.owner)
+            .bind(nv.root_path)
+            .bind(server_id)
+            .bind(sub)
+            .bind(nv.size_gb)
+            .bind(clients_to_json(&clients))
+            .bind(nv.mode.as_octal_string())
+            .bind(i64::from(nv.uid))
+            .bind(i64::from(nv.gid))
+            .bind(nv.idempotency_key.as_deref())
+            .bind(nv.request_hash.as_deref())
+            .bind(&ts)
+            .bind(nv.adopt_existing)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(inserted) = inserted else {
+            continue;
+        };
+        let id: VolumeId = inserted.id("id")?;
+        let mut export_id = inserted.int("export_id")?;
+        if let Some(sid) = nv.restore_from {
+            q(INSERT_RESTORE)
+                .bind(id)
+                .bind(sid)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if export_id > MAX_EXPORT_ID {
+            let used = q(LIVE_EXPORT_IDS)
+                .bind(server_id)
+                .bind(MAX_EXPORT_ID)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|r| r.int("export_id"))
+                .collect::<Result<Vec<_>>>()?;
+            export_id = match lowest_free(used) {
+                Some(free) => free,
+                None => return Ok(Err(no_export_ids())),
+            };
+            q(SET_EXPORT_ID)
+                .bind(export_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        reserve(pending, nv)?;
+        let v = created(row, nv, id, export_id, server_id, clients, &ts)?;
+        return Ok(Ok(Outcome::New(Box::new(v))));
+    }
+    Err(anyhow::anyhow!("a create kept clashing with a unique index; try again").into())
+}
+
+/// `INSERT` that, where a unique index already holds the row, inserts nothing and returns no
+/// row instead of failing the transaction (and with it the whole batch).
+fn insert_or_nothing() -> &'static str {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        INSERT.replacen(" RETURNING ", " ON CONFLICT DO NOTHING RETURNING ", 1)
+    });
+    &SQL
 }

@@ -97,8 +97,9 @@ impl Datastore {
     /// `create_volume`, audited as asked by `ctx` (in the same transaction).
     pub async fn create_volume_as(&self, nv: &NewVolume, ctx: &Context) -> Result<Created> {
         let outcome = match &self.creates {
-            Creates::Thread(thread) => create::submit(thread, nv, ctx).await?,
-            Creates::Postgres => super::postgres::create(&self.db, nv, ctx).await?,
+            Creates::Thread(queue) | Creates::Postgres(queue) => {
+                create::submit(queue, nv, ctx).await?
+            }
         };
         match outcome {
             create::Outcome::New(v) => Ok(Created::New(*v)),

@@ -88,7 +88,9 @@ pub fn redacted_url(url: &str) -> String {
 pub async fn migrate_to(sqlite: &Path, url: &str) -> anyhow::Result<Migrated> {
     let target = redacted_url(url);
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        bail!("the target must be a PostgreSQL URL (postgres://user:password@host/database), not {target}");
+        bail!(
+            "the target must be a PostgreSQL URL (postgres://user:password@host/database), not {target}"
+        );
     }
     if !sqlite.is_file() {
         bail!(
@@ -161,11 +163,12 @@ pub async fn migrate_to(sqlite: &Path, url: &str) -> anyhow::Result<Migrated> {
         tables.push((table, source_rows));
     }
 
-    let audit_seq: i64 =
-        sqlx::query_scalar("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0)")
-            .fetch_one(&mut *src)
-            .await
-            .context("reading the audit trail's sequence")?;
+    let audit_seq: i64 = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'audit'), 0)",
+    )
+    .fetch_one(&mut *src)
+    .await
+    .context("reading the audit trail's sequence")?;
     sqlx::query("UPDATE audit_head SET seq = $1")
         .bind(audit_seq)
         .execute(&mut *dst)
@@ -194,16 +197,17 @@ async fn same_schema_version(src: &mut SqliteConnection, path: &Path) -> anyhow:
         .filter(|m| !m.migration_type.is_down_migration())
         .map(|m| m.version)
         .collect();
-    let theirs: Vec<i64> =
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(&mut *src)
-            .await
-            .with_context(|| {
-                format!(
-                    "{} has no nfsprov schema (no table _sqlx_migrations): is it nfsprov's database?",
-                    path.display()
-                )
-            })?;
+    let theirs: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(&mut *src)
+    .await
+    .with_context(|| {
+        format!(
+            "{} has no nfsprov schema (no table _sqlx_migrations): is it nfsprov's database?",
+            path.display()
+        )
+    })?;
     if theirs != ours {
         let last = |v: &[i64]| v.last().map_or("none".to_string(), i64::to_string);
         bail!(
@@ -348,7 +352,9 @@ async fn columns(
                 "text" | "character varying" => Kind::Text,
                 "double precision" | "real" => Kind::Real,
                 "boolean" => Kind::Bool,
-                other => bail!("table {table}, column {name}: type {other} is not copied (a bug: report it)"),
+                other => bail!(
+                    "table {table}, column {name}: type {other} is not copied (a bug: report it)"
+                ),
             };
             Ok(Column { name, kind })
         })
@@ -411,15 +417,12 @@ async fn insert(
         }
         sql.push(')');
     }
-    let mut query: sqlx::query::Query<'_, Postgres, PgArguments> =
-        sqlx::query(AssertSqlSafe(sql));
+    let mut query: sqlx::query::Query<'_, Postgres, PgArguments> = sqlx::query(AssertSqlSafe(sql));
     for row in rows {
         for (j, c) in columns.iter().enumerate() {
             // The source's value as stored: a type that does not fit the column is an error
             // naming it, never a conversion.
-            let bad = |e: sqlx::Error| {
-                anyhow::anyhow!("table {table}, column {}: {e}", c.name)
-            };
+            let bad = |e: sqlx::Error| anyhow::anyhow!("table {table}, column {}: {e}", c.name);
             query = match c.kind {
                 Kind::Int => query.bind(row.try_get::<Option<i64>, _>(j).map_err(bad)?),
                 Kind::Text => query.bind(row.try_get::<Option<String>, _>(j).map_err(bad)?),

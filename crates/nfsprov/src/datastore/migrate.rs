@@ -490,6 +490,12 @@ fn quoted(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::datastore::Datastore;
+    use crate::datastore::test_fixture::*;
+    use crate::model::ServerId;
+
+    /// A target nothing listens on: the refusals below come before any connection.
+    const NOWHERE: &str = "postgres://nfsprov:s3cret-pw@127.0.0.1:1/nfsprov";
 
     #[test]
     fn a_url_is_shown_without_its_password() {
@@ -500,5 +506,116 @@ mod tests {
             "postgres://db.example/nfsprov"
         );
         assert!(!redacted_url("postgres://u:s3cret@[bad").contains("s3cret"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_source_of_another_schema_version_is_refused() {
+        let (dir, db, _, _) = fixture().await;
+        let newest: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(db.sqlite_writer())
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM _sqlx_migrations WHERE version = ?")
+            .bind(newest)
+            .execute(db.sqlite_writer())
+            .await
+            .unwrap();
+        let err = migrate_to(&dir.path().join("t.db"), NOWHERE)
+            .await
+            .unwrap_err();
+        let err = format!("{err:#}");
+        let older: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(db.sqlite_writer())
+            .await
+            .unwrap();
+        assert!(
+            err.contains(&format!("schema version {older} and this nfsprov {newest}")),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret-pw"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_source_a_node_still_runs_on_is_refused() {
+        let (dir, db, _, _) = fixture().await;
+        // A holder on another host: not known to be gone.
+        let holder = "elsewhere.example:4026531836:4242:abcd";
+        let token = db
+            .acquire_lease(ServerId(1), holder, Duration::from_secs(60), None)
+            .await
+            .unwrap();
+        assert!(token.is_some());
+        let err = migrate_to(&dir.path().join("t.db"), NOWHERE)
+            .await
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("a node is running on this database"), "{err}");
+        assert!(err.contains(holder), "{err}");
+        // Once given up (a clean stop), the check passes and the copy goes on to the target.
+        db.release_lease(ServerId(1), holder, token.unwrap())
+            .await
+            .unwrap();
+        let err = migrate_to(&dir.path().join("t.db"), NOWHERE)
+            .await
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("connecting"), "{err}");
+        assert!(!err.contains("s3cret-pw"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_database_and_no_postgres_url_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = migrate_to(&dir.path().join("t.db"), NOWHERE)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no SQLite database at"),
+            "{err:#}"
+        );
+        let err = migrate_to(&dir.path().join("t.db"), "mysql://u:s3cret-pw@h/db")
+            .await
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("must be a PostgreSQL URL"), "{err}");
+        assert!(!err.contains("s3cret-pw"), "{err}");
+    }
+
+    /// With `NFSPROV_TEST_PG_URL`: the copy on a real PostgreSQL, read back through the
+    /// datastore (the e2e test `tests/migrate.rs` serves it).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_reads_back_the_same_on_postgres() {
+        let (dir, db, owner, rp) = fixture().await;
+        let Some(url) = pg_database("migrate_copy").await else {
+            return;
+        };
+        for k in 0..3 {
+            create(&db, owner, rp, &format!("v{k}")).await;
+        }
+        let verified = db.verify_audit().await.unwrap().unwrap();
+        let users = db.users().await.unwrap();
+        let done = migrate_to(&dir.path().join("t.db"), &url).await.unwrap();
+        let rows = |t: &str| done.tables.iter().find(|(n, _)| *n == t).unwrap().1;
+        assert_eq!(rows("volumes"), 3);
+        assert_eq!(done.audit_seq, i64::try_from(verified.records).unwrap());
+        let pg = Datastore::open_url(&url).await.unwrap();
+        let again = pg.verify_audit().await.unwrap().unwrap();
+        assert_eq!(
+            (again.records, &again.head),
+            (verified.records, &verified.head)
+        );
+        assert_eq!(
+            format!("{:?}", pg.users().await.unwrap()),
+            format!("{users:?}")
+        );
+        let fourth = create(&pg, owner, rp, "v3").await;
+        assert_eq!(fourth.id.0, 4);
+        let err = migrate_to(&dir.path().join("t.db"), &url)
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("already holds data (table servers has rows)"),
+            "{err:#}"
+        );
     }
 }

@@ -63,6 +63,22 @@ enum Cmd {
     /// Check and export the audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Move the database.
+    #[command(subcommand)]
+    Db(DbCmd),
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Copy the SQLite database of the data directory into an empty PostgreSQL database (every
+    /// table, in one transaction), after which nodes run on it with NFSPROV_DATABASE_URL.
+    /// Stop every node first; the SQLite file is only read. The URL is best given through
+    /// NFSPROV_DATABASE_URL (or --database) rather than here, where the process list shows
+    /// its password.
+    MigrateTo {
+        /// postgres://user:password@host/database; default: --database / NFSPROV_DATABASE_URL.
+        url: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -418,6 +434,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Audit(cmd) => audit(&cli.data_dir, cli.database.as_deref(), cmd).await,
+        Cmd::Db(DbCmd::MigrateTo { url }) => {
+            let url = url.or(cli.database).context(
+                "give the PostgreSQL database to copy into: NFSPROV_DATABASE_URL=postgres://… nfsprov db migrate-to",
+            )?;
+            let source = serve::db_path(&cli.data_dir);
+            let done = nfsprov::datastore::migrate_to(&source, &url).await?;
+            println!("copied {} into {}:", source.display(), done.target);
+            for (table, rows) in &done.tables {
+                println!("  {table:<16} {rows:>10} rows (counted on both sides)");
+            }
+            println!("  audit trail: highest id given {}", done.audit_seq);
+            for (column, next) in &done.next_ids {
+                println!("  next {column}: {next}");
+            }
+            println!(
+                "start the nodes with NFSPROV_DATABASE_URL set to this database; {} is left as it was",
+                source.display()
+            );
+            Ok(())
+        }
         Cmd::User(cmd) => {
             let db = serve::open_db(&cli.data_dir, cli.database.as_deref()).await?;
             match cmd {

@@ -31,6 +31,7 @@ use sqlite::{checkpoints, fresh_transaction_state};
 mod audit;
 mod create;
 mod leases;
+mod notify;
 mod outcomes;
 #[cfg(test)]
 mod portable_tests;
@@ -49,6 +50,7 @@ mod volumes;
 
 pub use create::BatchCounts;
 pub use leases::{LeaseHolder, holder_is_dead, new_node_id};
+pub use notify::Change;
 pub use servers::NewServer;
 pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
 pub use usage::{KEEP_SAMPLES, SIZE_DRIFT, gb_text};

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::backend::{self, KindExt as _};
-use crate::datastore::Datastore;
+use crate::datastore::{Change, Datastore};
 use crate::error::Error;
 use crate::fault;
 use crate::model::{Layout, Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
@@ -303,9 +303,10 @@ impl Hub {
     /// Follow the changes every node commits (`Datastore::changes`; none on SQLite, where
     /// only this node's own requests and the periodic resync wake a reconciler): a change of a
     /// server's desired state pokes its reconciler here, which acts on it only while this node
-    /// holds the server's lease; every change wakes the requests waiting here, whichever node
-    /// recorded it. After a gap in the notifications (the listener reconnected), every
-    /// reconciler is poked and every waiter woken. Call once, on the runtime that serves.
+    /// holds the server's lease; every outcome recorded wakes the requests waiting here,
+    /// whichever node recorded it. After a gap in the notifications (the listener
+    /// reconnected), every reconciler is poked and every waiter woken. Call once, on the
+    /// runtime that serves.
     pub fn follow_changes(&self) {
         let Some(mut changes) = self.inner.db.changes() else {
             return;
@@ -318,9 +319,11 @@ impl Hub {
                 };
                 let hub = Hub { inner };
                 match change {
-                    crate::datastore::Change::Wanted(server) => hub.poke(server),
-                    crate::datastore::Change::Settled(_) => {}
-                    crate::datastore::Change::Gap => {
+                    // Not the waiters: nothing settled yet, and a storm of creates would wake
+                    // every waiter on every node once per create.
+                    Change::Wanted(server) => hub.poke(server),
+                    Change::Settled(_) => hub.inner.changed.notify_waiters(),
+                    Change::Gap => {
                         let known: Vec<ServerId> = hub
                             .inner
                             .servers
@@ -332,6 +335,7 @@ impl Hub {
                         for server in known {
                             hub.poke(server);
                         }
+                        hub.inner.changed.notify_waiters();
                         if let Err(e) = hub.ensure_all().await {
                             tracing::warn!(
                                 "looking for servers after a gap in the change notifications: {e:#}"
@@ -339,7 +343,6 @@ impl Hub {
                         }
                     }
                 }
-                hub.inner.changed.notify_waiters();
             }
         });
         if let Some(old) = self.inner.follower.lock().expect("hub lock").replace(task) {

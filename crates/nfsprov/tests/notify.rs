@@ -43,13 +43,23 @@ async fn lease_holder(env: &Env) -> usize {
 
 /// A create of `sub` with `?wait=true` on node `i`: its status, body and how long it took.
 async fn create_waiting(env: &Env, i: usize, sub: &str) -> (StatusCode, Value, Duration) {
+    create_waiting_for(env, i, sub, WAIT_SECS).await
+}
+
+/// [`create_waiting`] with a `timeout` of `wait_secs`.
+async fn create_waiting_for(
+    env: &Env,
+    i: usize,
+    sub: &str,
+    wait_secs: u64,
+) -> (StatusCode, Value, Duration) {
     let began = Instant::now();
     let (s, v) = env
         .req_on(
             i,
             Method::POST,
             Some(ALICE),
-            &format!("/api/v1/volumes?wait=true&timeout={WAIT_SECS}"),
+            &format!("/api/v1/volumes?wait=true&timeout={wait_secs}"),
             Some(json!({"root_path_id": 1, "sub_path": sub, "size_gb": 1, "clients": [{"host": "127.0.0.1"}]})),
         )
         .await;
@@ -185,4 +195,55 @@ async fn listeners_survive_a_postgresql_restart() {
         logs.contains("change listener"),
         "the holder's listener saw its connection go:\n{logs}"
     );
+}
+
+/// The fallback where no notification comes: two nodes on one SQLite file (no listener), the
+/// resync at 2 s. A create waiting (8 s) on the node without the lease is applied by the
+/// holder's next resync, and the waiting node, which runs no pass itself and so hears of none,
+/// still answers 201 because it reads the volume again every second, not only when woken.
+/// (Without that re-read it answered 202 after 8 s: measured on the build before it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_notifications_a_wait_reads_again_and_sees_the_resync() {
+    let env = Env::start_nodes(
+        1,
+        2,
+        100,
+        50,
+        Database::Sqlite,
+        &[("NFSPROV_RESYNC_SECS", "2")],
+    )
+    .await;
+    let holder = lease_holder_sqlite(&env).await;
+    let (s, v, took) = create_waiting_for(&env, 1 - holder, "by-resync", 8).await;
+    assert_eq!(s, StatusCode::CREATED, "after {took:?}: {v}");
+    assert_eq!(v["state"], "available", "{v}");
+    assert_eq!(exported(&env, "by-resync").len(), 1);
+    eprintln!("cross-node create ?wait=true on SQLite answered in {took:?}");
+}
+
+/// The node holding server 1's lease on SQLite.
+async fn lease_holder_sqlite(env: &Env) -> usize {
+    let db = env.data_dir().join("nfsprov.db");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let conn =
+            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let holder: String = conn
+            .query_row(
+                "SELECT holder FROM server_leases WHERE server_id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap_or_default();
+        let pid = holder.split(':').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if let Some(i) = (0..env.nodes.len()).find(|&i| pid.is_some() && env.node_pid(i) == pid) {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node holds server 1's lease: {holder:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

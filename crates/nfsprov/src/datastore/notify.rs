@@ -66,6 +66,7 @@ impl Datastore {
 /// loop while the database is down), reporting a [`Change::Gap`] once listening again.
 async fn listen(pool: PgPool, tx: mpsc::Sender<Change>) {
     let mut backoff = BACKOFF_FIRST;
+    let mut connected_before = false;
     loop {
         let mut listener = match subscribe(&pool).await {
             Ok(l) => l,
@@ -83,6 +84,10 @@ async fn listen(pool: PgPool, tx: mpsc::Sender<Change>) {
             }
         };
         backoff = BACKOFF_FIRST;
+        if connected_before {
+            tracing::info!("change listener connected again: every reconciler is woken");
+        }
+        connected_before = true;
         if tx.send(Change::Gap).await.is_err() {
             return;
         }

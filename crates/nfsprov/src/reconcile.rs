@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 use tracing::Instrument as _;
 
 use crate::backend::{self, KindExt as _};
-use crate::datastore::Datastore;
+use crate::datastore::{Change, Datastore};
 use crate::error::Error;
 use crate::fault;
 use crate::model::{Layout, Outcome, Server, ServerId, ServerStatus, VolumeId, VolumeState};
@@ -115,6 +115,8 @@ struct HubInner {
     node: String,
     /// The leases this node holds, by server: given up at shutdown.
     held: Mutex<HashMap<ServerId, i64>>,
+    /// The task following other nodes' changes (`Hub::follow_changes`), stopped at shutdown.
+    follower: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Hub {
@@ -129,6 +131,7 @@ impl Hub {
                 changed: Notify::new(),
                 node: crate::datastore::new_node_id(),
                 held: Mutex::new(HashMap::new()),
+                follower: Mutex::new(None),
             }),
         }
     }
@@ -166,6 +169,9 @@ impl Hub {
     /// Stop every reconciler and wait until they are gone, then give up their leases (another
     /// node takes the servers over at once instead of after the lease time).
     pub async fn shutdown(&self) {
+        if let Some(f) = self.inner.follower.lock().expect("hub lock").take() {
+            f.abort();
+        }
         if let Some(tasks) = self.inner.tasks.get() {
             tasks.shutdown().await;
         }
@@ -291,6 +297,56 @@ impl Hub {
         match notify {
             Some(n) => n.notify_one(),
             None => self.ensure(server),
+        }
+    }
+
+    /// Follow the changes every node commits (`Datastore::changes`; none on SQLite, where
+    /// only this node's own requests and the periodic resync wake a reconciler): a change of a
+    /// server's desired state pokes its reconciler here, which acts on it only while this node
+    /// holds the server's lease; every outcome recorded wakes the requests waiting here,
+    /// whichever node recorded it. After a gap in the notifications (the listener
+    /// reconnected), every reconciler is poked and every waiter woken. Call once, on the
+    /// runtime that serves.
+    pub fn follow_changes(&self) {
+        let Some(mut changes) = self.inner.db.changes() else {
+            return;
+        };
+        let hub = Arc::downgrade(&self.inner);
+        let task = tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                let Some(inner) = hub.upgrade() else {
+                    return;
+                };
+                let hub = Hub { inner };
+                match change {
+                    // Not the waiters: nothing settled yet, and a storm of creates would wake
+                    // every waiter on every node once per create.
+                    Change::Wanted(server) => hub.poke(server),
+                    Change::Settled(_) => hub.inner.changed.notify_waiters(),
+                    Change::Gap => {
+                        let known: Vec<ServerId> = hub
+                            .inner
+                            .servers
+                            .lock()
+                            .expect("hub lock")
+                            .keys()
+                            .copied()
+                            .collect();
+                        for server in known {
+                            hub.poke(server);
+                        }
+                        hub.inner.changed.notify_waiters();
+                        if let Err(e) = hub.ensure_all().await {
+                            tracing::warn!(
+                                "looking for servers after a gap in the change notifications: {e:#}"
+                            );
+                        }
+                    }
+                }
+            }
+        });
+        if let Some(old) = self.inner.follower.lock().expect("hub lock").replace(task) {
+            old.abort();
         }
     }
 

@@ -191,6 +191,8 @@ pub async fn serve(
     }
     let db = open_db(data_dir, database).await?;
     let (app, hub) = app_on(db, data_dir, &limits, auth_limits, tuning, directory)?;
+    // Other nodes' changes wake this node's reconcilers and waiters (PostgreSQL).
+    hub.follow_changes();
     // Every server is reconciled at start (crash recovery, drift repair); servers added later
     // through the CLI are picked up by this periodic scan, through the API at once.
     hub.ensure_all().await?;

@@ -136,14 +136,25 @@ impl AppState {
         loop {
             let changed = self.hub.changed();
             let v = self.db().volume(id).await?;
-            if v.state.is_settled() {
-                return Ok(v);
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if v.state.is_settled() || !until_changed(changed, deadline).await {
                 return Ok(v);
             }
         }
     }
+}
+
+/// How long a waiting request (`?wait=true`, hootie's create) goes at most without reading
+/// its volume again: a wake-up (`Hub::changed`, from any node on PostgreSQL) normally comes
+/// first, but a lost notification or several nodes on one SQLite file must not leave it
+/// waiting until its deadline.
+const WAIT_RECHECK: Duration = Duration::from_secs(1);
+
+/// Wait for `changed` (an outcome recorded), for at most [`WAIT_RECHECK`] and not past
+/// `deadline`; whether there is time left to read again.
+async fn until_changed(changed: impl std::future::Future, deadline: tokio::time::Instant) -> bool {
+    let recheck = tokio::time::Instant::now() + WAIT_RECHECK;
+    let _ = tokio::time::timeout_at(recheck.min(deadline), changed).await;
+    tokio::time::Instant::now() < deadline
 }
 
 /// The API behind its front door. Layers, outermost first: framework errors as JSON, the whole

@@ -417,7 +417,7 @@ async fn respond_snapshot(
         while !s.state.is_settled() {
             let changed = st.hub.changed();
             s = st.db().snapshot(s.id).await?;
-            if s.state.is_settled() || tokio::time::timeout_at(deadline, changed).await.is_err() {
+            if s.state.is_settled() || !super::until_changed(changed, deadline).await {
                 break;
             }
         }
@@ -831,7 +831,7 @@ async fn resize_volume(
         if !q.wait.unwrap_or(false) || !applying(&v, &sizes) {
             break (v, sizes);
         }
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+        if !super::until_changed(changed, deadline).await {
             break (v, sizes);
         }
     };

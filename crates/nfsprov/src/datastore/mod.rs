@@ -32,6 +32,7 @@ mod audit;
 mod create;
 mod leases;
 mod migrate;
+mod notify;
 mod outcomes;
 #[cfg(test)]
 mod portable_tests;
@@ -51,6 +52,7 @@ mod volumes;
 pub use create::BatchCounts;
 pub use leases::{LeaseHolder, holder_is_dead, new_node_id};
 pub use migrate::{Migrated, migrate_to, redacted_url};
+pub use notify::Change;
 pub use servers::NewServer;
 pub use tokens::{MAX_LIVE_TOKENS, Token, TokenRefusal};
 pub use usage::{KEEP_SAMPLES, SIZE_DRIFT, gb_text};

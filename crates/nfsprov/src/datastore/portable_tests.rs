@@ -692,3 +692,76 @@ async fn leases_have_one_holder_and_tokens_only_grow() {
     })
     .await;
 }
+
+/// Changes across nodes (`notify`): SQLite has no listener; on PostgreSQL a second node
+/// hears, at commit, each change another node makes, as `want` (desired state: a create, a
+/// PATCH of clients, a delete) or `done` (an outcome recorded), and nothing for a statement
+/// that changed no row (a stale outcome). When its connection is killed, it reports a gap
+/// and hears later changes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_nodes_hear_changes_at_commit_and_after_losing_the_connection() {
+    use notify::Change;
+    let (_dir, sqlite, _, _) = fixture().await;
+    assert!(sqlite.changes().is_none());
+    let Some(url) = pg_database("notify").await else {
+        return;
+    };
+    let writer = Datastore::open_url(&url).await.unwrap();
+    let (owner, rp) = populate(&writer).await;
+    let u = writer.user_by_name("u").await.unwrap();
+    let listener = Datastore::open_url(&url).await.unwrap();
+    let mut changes = listener.changes().unwrap();
+    assert_eq!(
+        next(&mut changes).await,
+        Change::Gap,
+        "listening starts with a gap"
+    );
+
+    let a = create(&writer, owner, rp, "a").await;
+    let s = a.server_id;
+    assert_eq!(next(&mut changes).await, Change::Wanted(s));
+    let applied = |generation| Outcome::Applied {
+        id: a.id,
+        generation,
+        clients: clients_to_json(&a.clients),
+    };
+    writer.record_outcomes(&[applied(1)]).await.unwrap();
+    assert_eq!(next(&mut changes).await, Change::Settled(s));
+    // A stale outcome changes no row: no notification, so the next one is the PATCH's.
+    writer.record_outcomes(&[applied(5)]).await.unwrap();
+    writer
+        .update_volume_clients(a.id, &u, &a.clients, &Context::internal())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut changes).await, Change::Wanted(s));
+    writer.record_outcomes(&[applied(2)]).await.unwrap();
+    assert_eq!(next(&mut changes).await, Change::Settled(s));
+
+    // The listener's connection is killed (as by a database restart): a gap, then changes
+    // are heard again.
+    let Db::Postgres { pool } = &writer.db else {
+        unreachable!()
+    };
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "one listening session");
+    assert_eq!(next(&mut changes).await, Change::Gap);
+    writer
+        .delete_volume(a.id, &u, false, &Context::internal())
+        .await
+        .unwrap();
+    assert_eq!(next(&mut changes).await, Change::Wanted(s));
+}
+
+/// The next change `changes` reports, within 10 s.
+async fn next(changes: &mut tokio::sync::mpsc::Receiver<notify::Change>) -> notify::Change {
+    tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv())
+        .await
+        .expect("a change within 10 s")
+        .expect("the listener runs")
+}

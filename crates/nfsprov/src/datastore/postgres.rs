@@ -4,10 +4,11 @@
 //! `json_each`, and the create path (one transaction per create, rows locked `FOR UPDATE`)
 //! that stands in for SQLite's create thread.
 
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::audit::append;
 use super::create::{
@@ -20,12 +21,29 @@ use crate::audit::Context;
 use crate::error::{Entity, Error, Result};
 use crate::model::{VolumeId, clients_to_json};
 
+/// How long a request waits for a connection of the pool before it is answered 503 (the
+/// database unreachable): well inside the request timeout, so a client hears "try again"
+/// rather than nothing while PostgreSQL restarts or this node is cut off from it.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// PostgreSQL ends a session of this node that sits in an open transaction this long: a node
+/// stopped (SIGSTOP, a VM pause) or cut off from the database in the middle of a transaction
+/// would otherwise keep its row locks (`FOR UPDATE` on users, root paths, servers, leases)
+/// and stall every other node until it came back. Statements here take milliseconds.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
+
 /// Connect to `url` and bring its schema up to date.
 pub(super) async fn open(url: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("reading the PostgreSQL database URL")?
+        .options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
         .await
         .context("connecting to the PostgreSQL database")?;
     sqlx::migrate!("./migrations_pg")

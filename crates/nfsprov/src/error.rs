@@ -210,9 +210,10 @@ fn is_storage_failure(primary_code: i32) -> bool {
 }
 
 /// What a user is told when the database server (PostgreSQL) cannot be reached or is not
-/// taking work: down, restarting, shutting down, or cut off from this node.
-const DATABASE_UNREACHABLE: &str = "the service cannot reach its database right now (it is down, restarting or out of reach); \
-     nothing was changed: try again later";
+/// taking work: down, restarting, shutting down, cut off from this node, or no connection
+/// of the pool came free in time.
+const DATABASE_UNREACHABLE: &str = "the service cannot reach its database right now (it is down, restarting, out of reach \
+     or too busy); nothing was changed: try again later";
 
 /// Whether `e` says "the database is not there right now" rather than "this statement is
 /// wrong": no connection could be had in time (the pool's acquire timeout), a connection

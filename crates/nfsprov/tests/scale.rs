@@ -191,6 +191,21 @@ async fn wait_all_available(env: &Env, node: usize, timeout: Duration) -> Vec<Va
     }
 }
 
+/// The first ERROR lines of every node's log (for a failure's message).
+fn node_errors(env: &Env) -> String {
+    (0..env.nodes.len())
+        .flat_map(|i| {
+            env.node_log(i)
+                .lines()
+                .filter(|l| l.contains("ERROR"))
+                .take(10)
+                .map(move |l| format!("node {i}: {l}"))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The name of root path `id`'s server (root path i is server i's, `Env::start_nodes`).
 fn server_of(env: &Env, root_path: i64) -> String {
     env.tb.servers[root_path as usize - 1].name.clone()
@@ -384,7 +399,7 @@ async fn storm_of_creates_over_three_nodes_never_overcommits_and_exports_each_on
                 .as_str()
                 .unwrap_or("?")
                 .to_string(),
-            other => panic!("{}: {other} {}", a.key, ans.body),
+            other => panic!("{}: {other} {}\n{}", a.key, ans.body, node_errors(&env)),
         };
         *by_code.entry(what).or_default() += 1;
     }
@@ -808,7 +823,7 @@ async fn postgresql_restarted_mid_storm_gives_clean_503s_and_retries_lose_nothin
 /// A partition between one node and the database behaves like a stop: node 0, holder of
 /// server 1, is cut off from PostgreSQL while its pass for v1 waits before its script goes
 /// out (8 s, past its 3 s lease); its API answers 503 (Retry-After) well before the request
-/// timeout; the others take its servers over and apply v1 and v2; when its wait ends its
+/// timeout (60 s here; the pool's acquire timeout is 20 s); the others take its servers over and apply v1 and v2; when its wait ends its
 /// script is refused by the server (older token) and, healed, it takes nothing back while the
 /// others hold; everything converges. Checked to fail: without the SQL layer's bounded wait
 /// on PostgreSQL the GET to the cut-off node hung until the request timeout (408).
@@ -817,7 +832,7 @@ async fn a_node_cut_off_from_the_database_is_fenced_and_answers_503() {
     let fault: &[(&str, &str)] = &[
         ("NFSPROV_FAULT", "pause-before-apply"),
         ("NFSPROV_FAULT_PAUSE_SECS", "8"),
-        ("NFSPROV_REQUEST_TIMEOUT_SECS", "30"),
+        ("NFSPROV_REQUEST_TIMEOUT_SECS", "60"),
     ];
     let mut env = start_three(&[fault, &[], &[]]).await;
     let holders = wait_holders(&env, Duration::from_secs(30), |r| {
@@ -860,7 +875,7 @@ async fn a_node_cut_off_from_the_database_is_fenced_and_answers_503() {
         "{a:?} after {took:?}"
     );
     assert_unavailable(&a);
-    assert!(took < Duration::from_secs(25), "answered after {took:?}");
+    assert!(took < Duration::from_secs(50), "answered after {took:?}");
     eprintln!("partitioned node answered 503 after {took:?}");
 
     let after = wait_holders(&env, Duration::from_secs(60), |r| {

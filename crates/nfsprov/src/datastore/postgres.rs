@@ -22,9 +22,11 @@ use crate::error::{Entity, Error, Result};
 use crate::model::{VolumeId, clients_to_json};
 
 /// How long a request waits for a connection of the pool before it is answered 503 (the
-/// database unreachable): well inside the request timeout, so a client hears "try again"
-/// rather than nothing while PostgreSQL restarts or this node is cut off from it.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// database unreachable or too busy): well inside the request timeout (90 s by default), so a
+/// client hears "try again" rather than nothing while this node is cut off from PostgreSQL;
+/// long enough that a storm of creates queueing for row locks on a loaded host (a 3-node,
+/// 64-in-flight storm on a debug build waited about 6 s) is not turned away.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// PostgreSQL ends a session of this node that sits in an open transaction this long: a node
 /// stopped (SIGSTOP, a VM pause) or cut off from the database in the middle of a transaction

@@ -82,13 +82,14 @@ impl Db {
     pub(super) async fn begin_write(&self) -> DbResult<Tx> {
         Ok(match self {
             Db::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
-            Db::Postgres { pool } => Tx::Postgres(bounded(pool.begin()).await?),
+            Db::Postgres { pool } => Tx::Postgres(pool.begin().await?),
         })
     }
 }
 
-/// The longest a PostgreSQL statement (or a transaction's begin or commit) is waited for.
-/// PostgreSQL answers in milliseconds or not at all: a node cut off from it (a partition, a
+/// The longest a PostgreSQL statement (or a transaction's commit) is waited for once it has
+/// its connection (taking one from the pool has the pool's own acquire timeout, which also
+/// checks the connection it hands out). PostgreSQL answers in milliseconds or not at all: a node cut off from it (a partition, a
 /// server that stopped answering) would otherwise wait on a dead connection until the request
 /// timed out, holding the request and the connection. The timeout ends as a timed-out I/O
 /// error, which `Error::from` answers as the database unreachable (503).
@@ -288,7 +289,7 @@ impl Q {
                 self.sqlite().execute(writer).await?.rows_affected()
             }
             On::Read(Db::Postgres { pool }) | On::Write(Db::Postgres { pool }) => {
-                bounded(self.postgres().execute(pool))
+                bounded(self.postgres().execute(&mut *pool.acquire().await?))
                     .await?
                     .rows_affected()
             }
@@ -306,7 +307,7 @@ impl Q {
                 sqlite_rows(self.sqlite().fetch_all(writer).await?)
             }
             On::Read(Db::Postgres { pool }) | On::Write(Db::Postgres { pool }) => {
-                pg_rows(bounded(self.postgres().fetch_all(pool)).await?)
+                pg_rows(bounded(self.postgres().fetch_all(&mut *pool.acquire().await?)).await?)
             }
             On::Tx(Tx::Sqlite(tx)) => sqlite_rows(self.sqlite().fetch_all(&mut **tx).await?),
             On::Tx(Tx::Postgres(tx)) => {
@@ -324,7 +325,7 @@ impl Q {
                 self.sqlite().fetch_optional(writer).await?.map(Row::Sqlite)
             }
             On::Read(Db::Postgres { pool }) | On::Write(Db::Postgres { pool }) => {
-                bounded(self.postgres().fetch_optional(pool))
+                bounded(self.postgres().fetch_optional(&mut *pool.acquire().await?))
                     .await?
                     .map(Row::Pg)
             }

@@ -352,9 +352,10 @@ async fn wait_fenced(env: &Env, i: usize, old: i64, timeout: Duration) -> i64 {
 /// quotas and the root paths' capacities refuse most. Fails if any create is accepted past
 /// a quota or capacity (the sums are checked against the limits and the admin views), if an
 /// accepted volume does not become available or lands twice (or not at all) in its server's
-/// files, or if one Idempotency-Key sent to two nodes at once makes two volumes. Checked to
-/// fail: with the `FOR UPDATE` of the root path dropped from `datastore::postgres::try_create`
-/// the capacity sums went over (racing nodes each saw room).
+/// files, or if one Idempotency-Key sent to two nodes at once makes two volumes. How it fails (not
+/// mutation-tested): an overcommit shows as a per-root-path or per-user sum over its limit,
+/// or the admin view's `allocated_gb`/`used_gb` disagreeing with the volumes; a missed or
+/// doubled export as a count other than 1 in the managed file or etab.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_of_creates_over_three_nodes_never_overcommits_and_exports_each_once() {
     let env = start_three(&[&[], &[], &[]]).await;
@@ -437,9 +438,9 @@ async fn storm_of_creates_over_three_nodes_never_overcommits_and_exports_each_on
 /// kill -9 of the node holding the servers' leases in the middle of a storm: the others take
 /// every server over (no time asserted: a generous deadline) and everything converges, each
 /// export once, every accepted volume available, the books exact. Creates whose node died
-/// under them are sent again with their key: none is lost or doubled. Checked to fail: with
-/// the takeover in `Hub::lease` disabled (never take a lease held by another), the volumes
-/// recorded after the kill stayed `creating` and the wait for them ran out.
+/// under them are sent again with their key: none is lost or doubled. How it fails (not
+/// mutation-tested): without a takeover the leases table keeps the dead node as holder (the
+/// wait for new holders runs out) and the volumes recorded after the kill stay `creating`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_holder_killed_mid_storm_is_taken_over_and_all_converges() {
     let mut env = start_three(&[&[], &[], &[]]).await;
@@ -516,9 +517,9 @@ async fn a_lease_holder_killed_mid_storm_is_taken_over_and_all_converges() {
 /// goes out, past its lease; the others take the server over, apply v1, add v2 and change
 /// v1's clients; SIGCONT: the woken node's script (v1 with its old clients, no v2) reaches the
 /// server, which refuses it (its token is older than the fence file's; the node logs the
-/// refusal), and the managed file keeps the new holder's state. Checked to fail: with the
-/// fence step left out of the script (`backend::fence::lines` not called) the woken node's
-/// file replaced the new holder's and v2 vanished from it.
+/// refusal), and the managed file keeps the new holder's state. How it fails (not
+/// mutation-tested): a server that took the stale script would hold v1 with its old client
+/// and no v2 (the managed file and etab checks), and node 0 would log no refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_stopped_past_its_lease_writes_nothing_stale() {
     let fault: &[(&str, &str)] = &[("NFSPROV_FAULT", "pause-before-apply")];
@@ -638,8 +639,7 @@ async fn a_node_stopped_past_its_lease_writes_nothing_stale() {
 /// The 503 of a database that is down, on one node: a GET and a POST answer 503 with a
 /// Retry-After and a JSON error naming the database (not a 500, not "disk full"); once
 /// PostgreSQL is back the same POST, with its key, makes the volume once. Checked to fail:
-/// before `Error::from(sqlx::Error)` knew pool timeouts and connection errors, the GET was a
-/// 500 "internal error" and the POST a 503 saying the disk was full.
+/// with `error.rs` as before this change, the GET answered 503 saying the disk was full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_answers_503_with_retry_after_while_postgresql_is_down() {
     let mut env = Env::start_nodes(1, 1, 100, 100, Database::Postgres, &node_envs()).await;
@@ -724,8 +724,10 @@ fn assert_unavailable(a: &Answer) {
 /// success, a refusal of the books, or a clean 503 (Retry-After, naming the database); after
 /// the restart each 503'd create is sent again with its key and works; in the end each
 /// accepted create is one volume (nothing lost, nothing doubled), the books match, each
-/// export is once on its server. Checked to fail: without the mapping of pool timeouts and
-/// connection errors to `Unavailable`, answers during the outage were 500s.
+/// export is once on its server. How it fails (not
+/// mutation-tested): a 500, or a 503 without Retry-After or saying the disk is full, during
+/// the outage; a retry that makes a second volume or none (the volume count against the
+/// accepted answers, and the books).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql_restarted_mid_storm_gives_clean_503s_and_retries_lose_nothing() {
     let mut env = start_three(&[&[], &[], &[]]).await;
@@ -823,10 +825,12 @@ async fn postgresql_restarted_mid_storm_gives_clean_503s_and_retries_lose_nothin
 /// A partition between one node and the database behaves like a stop: node 0, holder of
 /// server 1, is cut off from PostgreSQL while its pass for v1 waits before its script goes
 /// out (8 s, past its 3 s lease); its API answers 503 (Retry-After) well before the request
-/// timeout (60 s here; the pool's acquire timeout is 20 s); the others take its servers over and apply v1 and v2; when its wait ends its
+/// timeout (60 s here; the pool's acquire timeout is 20 s); the others take its servers over
+/// and apply v1 and v2; when its wait ends its
 /// script is refused by the server (older token) and, healed, it takes nothing back while the
-/// others hold; everything converges. Checked to fail: without the SQL layer's bounded wait
-/// on PostgreSQL the GET to the cut-off node hung until the request timeout (408).
+/// others hold; everything converges. How it fails (not
+/// mutation-tested): before this change the pool's acquire timeout (its check of a hung
+/// connection) was a 500; a node whose stale script the server took would log no refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_cut_off_from_the_database_is_fenced_and_answers_503() {
     let fault: &[(&str, &str)] = &[

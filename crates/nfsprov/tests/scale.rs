@@ -327,7 +327,7 @@ async fn wait_fenced(env: &Env, i: usize, old: i64, timeout: Duration) -> i64 {
     let deadline = Instant::now() + timeout;
     loop {
         let log = env.node_log(i);
-        let newer = log.lines().filter_map(|l| {
+        let mut newer = log.lines().filter_map(|l| {
             let rest = &l[l.find(what)? + what.len()..];
             let (newer, ours) = rest.split_once(" > ")?;
             let ours = ours.split(|c: char| !c.is_ascii_digit()).next()?;
@@ -337,7 +337,7 @@ async fn wait_fenced(env: &Env, i: usize, old: i64, timeout: Duration) -> i64 {
                 None
             }
         });
-        if let Some(n) = newer.last() {
+        if let Some(n) = newer.next_back() {
             return n;
         }
         assert!(
@@ -352,8 +352,8 @@ async fn wait_fenced(env: &Env, i: usize, old: i64, timeout: Duration) -> i64 {
 /// quotas and the root paths' capacities refuse most. Fails if any create is accepted past
 /// a quota or capacity (the sums are checked against the limits and the admin views), if an
 /// accepted volume does not become available or lands twice (or not at all) in its server's
-/// files, or if one Idempotency-Key sent to two nodes at once makes two volumes. How it fails (not
-/// mutation-tested): an overcommit shows as a per-root-path or per-user sum over its limit,
+/// files, or if one Idempotency-Key sent to two nodes at once makes two volumes. How it
+/// fails (not mutation-tested): an overcommit shows as a per-root-path or per-user sum over its limit,
 /// or the admin view's `allocated_gb`/`used_gb` disagreeing with the volumes; a missed or
 /// doubled export as a count other than 1 in the managed file or etab.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -89,9 +89,9 @@ impl Db {
 
 /// The longest a PostgreSQL statement (or a transaction's commit) is waited for once it has
 /// its connection (taking one from the pool has the pool's own acquire timeout, which also
-/// checks the connection it hands out). PostgreSQL answers in milliseconds or not at all: a node cut off from it (a partition, a
-/// server that stopped answering) would otherwise wait on a dead connection until the request
-/// timed out, holding the request and the connection. The timeout ends as a timed-out I/O
+/// checks the connection it hands out). PostgreSQL answers in milliseconds or not at all: a
+/// node cut off from it (a partition, a server that stopped answering) would otherwise wait on
+/// a dead connection until the request timed out, holding the request and the connection. The timeout ends as a timed-out I/O
 /// error, which `Error::from` answers as the database unreachable (503).
 pub(super) const PG_STATEMENT_WAIT: Duration = Duration::from_secs(10);
 

@@ -144,7 +144,7 @@ pub enum Error {
     #[error("{0}")]
     Unauthenticated(String),
     /// The service cannot record anything right now (its disk is full, its database is not
-    /// writable); nothing was changed and the same request may succeed later.
+    /// writable or not reachable); nothing was changed and the same request may succeed later.
     #[error("{0}")]
     Unavailable(String),
     /// Too many failed sign-ins from this address or for this user; try again after
@@ -209,14 +209,52 @@ fn is_storage_failure(primary_code: i32) -> bool {
     matches!(primary_code, 10 | 13 | 14)
 }
 
+/// What a user is told when the database server (PostgreSQL) cannot be reached or is not
+/// taking work: down, restarting, shutting down, cut off from this node, or no connection
+/// of the pool came free in time.
+const DATABASE_UNREACHABLE: &str = "the service cannot reach its database right now (it is down, restarting, out of reach \
+     or too busy); nothing was changed: try again later";
+
+/// Whether `e` says "the database is not there right now" rather than "this statement is
+/// wrong": no connection could be had in time (the pool's acquire timeout), a connection
+/// broke or did not answer (I/O, TLS; the SQL layer's own wait on PostgreSQL ends as a
+/// timed-out I/O error), or PostgreSQL said so: class 08 (connection exception),
+/// 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 53300
+/// too_many_connections.
+fn is_database_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| {
+                let code = pg.code();
+                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
+        if is_database_unreachable(&e) {
+            tracing::error!("database unreachable: {e}");
+            return Error::Unavailable(DATABASE_UNREACHABLE.into());
+        }
         let storage = match &e {
-            sqlx::Error::Database(db) => db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .is_some_and(|c| is_storage_failure(c & 0xff)),
-            sqlx::Error::Io(_) => true,
+            // SQLite's result codes are numbers; PostgreSQL's SQLSTATEs are not its business.
+            sqlx::Error::Database(db)
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_none() =>
+            {
+                db.code()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| is_storage_failure(c & 0xff))
+            }
             _ => false,
         };
         if storage {

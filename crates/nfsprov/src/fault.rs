@@ -9,7 +9,8 @@
 //! `reconcile`), `after-resize` (abort: new qgroup limits set on the server, not yet recorded;
 //! `reconcile`, `Hub::sizes`), `after-restore` (abort: a pass that restores a snapshot into a
 //! new volume ran on the server, its outcome not yet recorded; `reconcile`),
-//! `pause-before-apply` (once per process, a pass that creates or changes a volume waits 2 s
+//! `pause-before-apply` (once per process, a pass that creates or changes a volume waits 2 s or
+//! `NFSPROV_FAULT_PAUSE_SECS`
 //! after its last look at its lease and before its script goes to the server: the window in
 //! which a node paused past its lease must be refused by the server; `reconcile`).
 
@@ -38,12 +39,17 @@ pub fn panic_once(name: &str) {
 }
 
 /// Wait on purpose at `name`, once per process: lets tests stop the process (SIGSTOP) exactly
-/// between two steps.
+/// between two steps. 2 s, or `NFSPROV_FAULT_PAUSE_SECS` (a node cut off from its database
+/// while it waits must still be waiting when another node has taken its server over).
 pub async fn pause_once(name: &str) {
     static FIRED: AtomicBool = AtomicBool::new(false);
     if named(name) && !FIRED.swap(true, Ordering::SeqCst) {
+        let secs = std::env::var("NFSPROV_FAULT_PAUSE_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2);
         eprintln!("NFSPROV_FAULT={name}: pausing on purpose");
-        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
         eprintln!("NFSPROV_FAULT={name}: going on");
     }
 }

@@ -65,6 +65,8 @@ pub struct Node {
     pub proxy: Option<TcpProxy>,
     /// SIGSTOPped and not continued since.
     pub stopped: bool,
+    /// Environment of this node's every start, after the Env's ([`Env::start_nodes_each`]).
+    envs: Vec<(String, String)>,
 }
 
 /// The `nfsprov` binary to run: `$NFSPROV_BIN` when set, else the `nfsprov` that cargo built
@@ -151,14 +153,31 @@ impl Env {
         database: Database,
         envs: &[(&str, &str)],
     ) -> Env {
-        assert!(nodes >= 1, "an Env has at least one node");
-        let setup = Setup {
-            nodes,
-            database,
-            envs: envs
-                .iter()
+        let each = vec![&[][..]; nodes];
+        Env::start_nodes_each(servers, capacity_gb, quota_gb, database, envs, &each).await
+    }
+
+    /// As [`Env::start_nodes`], one node per entry of `each`, node `i` started with `envs` and
+    /// then `each[i]` (also on every later start): a fault point on one node only, say.
+    pub async fn start_nodes_each(
+        servers: usize,
+        capacity_gb: i64,
+        quota_gb: i64,
+        database: Database,
+        envs: &[(&str, &str)],
+        each: &[&[(&str, &str)]],
+    ) -> Env {
+        assert!(!each.is_empty(), "an Env has at least one node");
+        let owned = |envs: &[(&str, &str)]| -> Vec<(String, String)> {
+            envs.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+                .collect()
+        };
+        let setup = Setup {
+            nodes: each.len(),
+            database,
+            envs: owned(envs),
+            each: each.iter().map(|e| owned(e)).collect(),
         };
         Env::start_setup(capacity_gb, quota_gb, setup, move |dir| {
             Testbed::up(dir, servers)
@@ -175,6 +194,7 @@ impl Env {
             nodes: 1,
             database: Database::from_env(),
             envs: Vec::new(),
+            each: vec![Vec::new()],
         };
         Env::start_setup(capacity_gb, quota_gb, setup, up).await
     }
@@ -226,6 +246,7 @@ impl Env {
                     },
                     proxy,
                     stopped: false,
+                    envs: setup.each[i].clone(),
                 }
             })
             .collect::<Vec<_>>();
@@ -395,7 +416,7 @@ impl Env {
             );
             cmd.env(DATABASE_URL_ENV, via_proxy);
         }
-        for (k, v) in &self.node_envs {
+        for (k, v) in self.node_envs.iter().chain(&node.envs) {
             cmd.env(k, v);
         }
         for (k, v) in envs {
@@ -762,6 +783,46 @@ impl Env {
         self.tb.server(name).expect("server exists")
     }
 
+    /// Who holds each server's lease, as PostgreSQL has it (server id order): the node whose
+    /// process is the holder (`None`: none of this Env's running nodes), the fencing token, and
+    /// whether the lease is still running by the database's clock.
+    pub fn lease_holders(&self) -> Vec<LeaseRow> {
+        let pg = self
+            .pg
+            .as_ref()
+            .expect("lease_holders reads PostgreSQL: only on Database::Postgres");
+        let out = pg
+            .query(
+                "SELECT server_id, holder, token, \
+                 expires_at > (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+                 FROM server_leases ORDER BY server_id",
+            )
+            .expect("query the leases");
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let f: Vec<&str> = l.split('|').collect();
+                assert_eq!(f.len(), 4, "lease row {l:?}");
+                // The holder is `host:pid namespace:pid:random` (datastore::leases).
+                let pid = f[1].rsplit(':').nth(1).and_then(|p| p.parse::<u32>().ok());
+                LeaseRow {
+                    server_id: f[0].parse().expect("server id"),
+                    node: (0..self.nodes.len()).find(|&i| pid.is_some() && self.node_pid(i) == pid),
+                    token: f[2].parse().expect("token"),
+                    running: f[3] == "t",
+                }
+            })
+            .collect()
+    }
+
+    /// The fencing token `server`'s managed directory holds (the newest lease holder that
+    /// changed it), if any.
+    pub fn fence_token(&self, server: &str) -> Option<i64> {
+        std::fs::read_to_string(self.server(server).exports_d().join(".nfsprov.fence"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+    }
+
     pub fn managed_file(&self, server: &str) -> String {
         std::fs::read_to_string(self.server(server).exports_d().join("nfsprov.exports"))
             .unwrap_or_default()
@@ -781,6 +842,19 @@ struct Setup {
     nodes: usize,
     database: Database,
     envs: Vec<(String, String)>,
+    /// Per node, after `envs`.
+    each: Vec<Vec<(String, String)>>,
+}
+
+/// One row of [`Env::lease_holders`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub server_id: i64,
+    /// The node of this Env holding it (by pid), if a running one does.
+    pub node: Option<usize>,
+    pub token: i64,
+    /// Not expired by the database's clock.
+    pub running: bool,
 }
 
 /// etab lines for `path` (tab-separated path, then client(options)).

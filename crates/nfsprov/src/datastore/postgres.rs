@@ -5,11 +5,12 @@
 //! that stands in for SQLite's create thread.
 
 use std::collections::BTreeSet;
+use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tokio::sync::mpsc;
 
 use super::audit::append_all;
@@ -24,12 +25,31 @@ use crate::audit::Context;
 use crate::error::{Entity, Error, Result};
 use crate::model::{VolumeId, clients_to_json};
 
+/// How long a request waits for a connection of the pool before it is answered 503 (the
+/// database unreachable or too busy): well inside the request timeout (90 s by default), so a
+/// client hears "try again" rather than nothing while this node is cut off from PostgreSQL;
+/// long enough that a storm of creates queueing for row locks on a loaded host (a 3-node,
+/// 64-in-flight storm on a debug build waited about 6 s) is not turned away.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// PostgreSQL ends a session of this node that sits in an open transaction this long: a node
+/// stopped (SIGSTOP, a VM pause) or cut off from the database in the middle of a transaction
+/// would otherwise keep its row locks (`FOR UPDATE` on users, root paths, servers, leases)
+/// and stall every other node until it came back. Statements here take milliseconds.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
+
 /// Connect to `url` and bring its schema up to date.
 pub(super) async fn open(url: &str) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("reading the PostgreSQL database URL")?
+        .options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )]);
     let pool = PgPoolOptions::new()
         .max_connections(16)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
         .await
         .context("connecting to the PostgreSQL database")?;
     sqlx::migrate!("./migrations_pg")

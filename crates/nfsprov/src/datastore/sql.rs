@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::sqlite::{SqlitePool, SqliteRow};
@@ -86,6 +87,25 @@ impl Db {
     }
 }
 
+/// The longest a PostgreSQL statement (or a transaction's commit) is waited for once it has
+/// its connection (taking one from the pool has the pool's own acquire timeout, which also
+/// checks the connection it hands out). PostgreSQL answers in milliseconds or not at all: a
+/// node cut off from it (a partition, a server that stopped answering) would otherwise wait on
+/// a dead connection until the request timed out, holding the request and the connection. The timeout ends as a timed-out I/O
+/// error, which `Error::from` answers as the database unreachable (503).
+pub(super) const PG_STATEMENT_WAIT: Duration = Duration::from_secs(10);
+
+async fn bounded<T>(fut: impl Future<Output = DbResult<T>>) -> DbResult<T> {
+    tokio::time::timeout(PG_STATEMENT_WAIT, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("PostgreSQL did not answer within {PG_STATEMENT_WAIT:?}"),
+            )))
+        })
+}
+
 /// A `LIMIT` bind meaning "no limit": SQLite takes a negative one, PostgreSQL `NULL`.
 pub(super) fn no_limit(db: &Db) -> Val {
     if db.is_postgres() {
@@ -105,7 +125,7 @@ impl Tx {
     pub(super) async fn commit(self) -> DbResult<()> {
         match self {
             Tx::Sqlite(tx) => tx.commit().await?,
-            Tx::Postgres(tx) => tx.commit().await?,
+            Tx::Postgres(tx) => bounded(tx.commit()).await?,
         }
         Ok(())
     }
@@ -269,10 +289,14 @@ impl Q {
                 self.sqlite().execute(writer).await?.rows_affected()
             }
             On::Read(Db::Postgres { pool }) | On::Write(Db::Postgres { pool }) => {
-                self.postgres().execute(pool).await?.rows_affected()
+                bounded(self.postgres().execute(&mut *pool.acquire().await?))
+                    .await?
+                    .rows_affected()
             }
             On::Tx(Tx::Sqlite(tx)) => self.sqlite().execute(&mut **tx).await?.rows_affected(),
-            On::Tx(Tx::Postgres(tx)) => self.postgres().execute(&mut **tx).await?.rows_affected(),
+            On::Tx(Tx::Postgres(tx)) => bounded(self.postgres().execute(&mut **tx))
+                .await?
+                .rows_affected(),
         })
     }
 
@@ -283,10 +307,12 @@ impl Q {
                 sqlite_rows(self.sqlite().fetch_all(writer).await?)
             }
             On::Read(Db::Postgres { pool }) | On::Write(Db::Postgres { pool }) => {
-                pg_rows(self.postgres().fetch_all(pool).await?)
+                pg_rows(bounded(self.postgres().fetch_all(&mut *pool.acquire().await?)).await?)
             }
             On::Tx(Tx::Sqlite(tx)) => sqlite_rows(self.sqlite().fetch_all(&mut **tx).await?),
-            On::Tx(Tx::Postgres(tx)) => pg_rows(self.postgres().fetch_all(&mut **tx).await?),
+            On::Tx(Tx::Postgres(tx)) => {
+                pg_rows(bounded(self.postgres().fetch_all(&mut **tx)).await?)
+            }
         })
     }
 
@@ -299,16 +325,16 @@ impl Q {
                 self.sqlite().fetch_optional(writer).await?.map(Row::Sqlite)
             }
             On::Read(Db::Postgres { pool }) | On::Write(Db::Postgres { pool }) => {
-                self.postgres().fetch_optional(pool).await?.map(Row::Pg)
+                bounded(self.postgres().fetch_optional(&mut *pool.acquire().await?))
+                    .await?
+                    .map(Row::Pg)
             }
             On::Tx(Tx::Sqlite(tx)) => self
                 .sqlite()
                 .fetch_optional(&mut **tx)
                 .await?
                 .map(Row::Sqlite),
-            On::Tx(Tx::Postgres(tx)) => self
-                .postgres()
-                .fetch_optional(&mut **tx)
+            On::Tx(Tx::Postgres(tx)) => bounded(self.postgres().fetch_optional(&mut **tx))
                 .await?
                 .map(Row::Pg),
         })

@@ -10,6 +10,9 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod e2e;
+use e2e::e2e;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -25,7 +28,8 @@ enum Task {
         args: Vec<String>,
     },
     /// The end-to-end tests: real sshd, exportfs and ganesha servers started by the test bed
-    /// (root). Arguments go to the test binaries (a name filter, --nocapture, ...).
+    /// (root), with both tiers on SQLite and PostgreSQL (see xtask/src/e2e.rs). Arguments go
+    /// to the test binaries (a name filter, --nocapture, ...).
     E2e {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -41,6 +45,12 @@ fn main() {
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 fn cargo() -> Command {
@@ -63,10 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut build = cargo();
             build.args(["build", "--release", "-p", "nfsprov", "-p", "nfsprov-bench"]);
             status(build)?;
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().join("target"));
-            let release = target.join("release");
+            let release = target_dir().join("release");
             let mut bench = Command::new(release.join("nfsprov-bench"));
             bench
                 .current_dir(root())
@@ -74,18 +81,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .args(args);
             status(bench)
         }
-        Task::E2e { args } => {
-            let mut test = cargo();
-            test.args([
-                "test",
-                "--workspace",
-                "--features",
-                "nfsprov/e2e,nfsprov-testbed/e2e",
-                "--",
-                "--test-threads=2",
-            ])
-            .args(args);
-            status(test)
-        }
+        Task::E2e { args } => e2e(&args),
     }
 }

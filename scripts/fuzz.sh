@@ -9,9 +9,12 @@
 # stops the script; libFuzzer prints the input and saves it under fuzz/artifacts/<target>/ —
 # turn it into a regression test beside the parser (see ARCHITECTURE.md, Testing).
 # Needs cargo-fuzz (scripts/setup.sh installs it) and a C++ compiler; root is not needed.
-# The first build (release, instrumented, AddressSanitizer) of nfsprov and its dependencies
-# took 12.8 minutes of CPU here (41 minutes on 2 cores shared with other builds); later builds
-# rebuild only nfsprov and the targets (about 2 minutes of CPU).
+# The targets are built unoptimized (--dev), with AddressSanitizer, debug assertions and
+# overflow checks: the first build of nfsprov and its dependencies took N s of CPU here against
+# about 770 s for cargo fuzz's default optimized build (one codegen unit per crate, so it also
+# leaves one of 2 cores idle most of the time): CI's clean clone builds this every run, while
+# fewer executions per second over each target's bounded time cost less than the build saved.
+# For a long hunt build optimized: FUZZ_BUILD=--release FUZZ_SECS=3600 scripts/fuzz.sh render
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +28,8 @@ SECS=${FUZZ_SECS:-25}
 # toolchain takes them with RUSTC_BOOTSTRAP=1, so CI needs no nightly.
 export RUSTC_BOOTSTRAP=1
 # Overflow checks and debug assertions are on: an overflow is a crash, as in a debug build.
-FLAGS=(--debug-assertions)
+# shellcheck disable=SC2206 # FUZZ_BUILD may hold several flags
+FLAGS=(${FUZZ_BUILD:---dev} --debug-assertions)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: cargo-fuzz is not installed: cargo install cargo-fuzz --locked (scripts/setup.sh does)" >&2

@@ -49,7 +49,13 @@ pub fn e2e(args: &[String]) -> anyhow::Result<()> {
         "build every test and binary (cargo build --workspace --all-targets --features {FEATURES})"
     ));
     let mut build = cargo();
-    build.args(["build", "--workspace", "--all-targets", "--features", FEATURES]);
+    build.args([
+        "build",
+        "--workspace",
+        "--all-targets",
+        "--features",
+        FEATURES,
+    ]);
     status(build)?;
 
     steps.step("start PostgreSQL for the run (nfsprov-testbed postgres)");

@@ -2,6 +2,7 @@
 //!
 //!   cargo xtask bench [--short] [--out F] [--svg F] [--runs N] [--only storm|accept|memory|ratelimit]
 //!                                                     build release nfsprov + bench, run the bench
+//!                                                     (--short: the bench-ci profile)
 //!   cargo xtask e2e [test args]                       the end-to-end test tier (root, real servers)
 
 use std::path::PathBuf;
@@ -22,6 +23,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Build `nfsprov` and `nfsprov-bench` in release mode and run the benchmarks (root).
+    /// `--short` (CI) builds with the `bench-ci` profile instead (Cargo.toml): quicker to
+    /// build, and its only check is on ratios measured in the same run.
     Bench {
         /// Passed to nfsprov-bench: --short, --out FILE, --svg FILE, --runs N, --only PART.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,10 +73,23 @@ fn status(mut c: Command) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Bench { args } => {
+            let profile = if args.iter().any(|a| a == "--short") {
+                "bench-ci"
+            } else {
+                "release"
+            };
             let mut build = cargo();
-            build.args(["build", "--release", "-p", "nfsprov", "-p", "nfsprov-bench"]);
+            build.args([
+                "build",
+                "--profile",
+                profile,
+                "-p",
+                "nfsprov",
+                "-p",
+                "nfsprov-bench",
+            ]);
             status(build)?;
-            let release = target_dir().join("release");
+            let release = target_dir().join(profile);
             let mut bench = Command::new(release.join("nfsprov-bench"));
             bench
                 .current_dir(root())

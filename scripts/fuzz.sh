@@ -14,7 +14,8 @@
 # about 770 s for cargo fuzz's default optimized build (one codegen unit per crate, so it also
 # leaves one of 2 cores idle most of the time): CI's clean clone builds this every run, while
 # fewer executions per second over each target's bounded time cost less than the build saved.
-# For a long hunt build optimized: FUZZ_BUILD=--release FUZZ_SECS=3600 scripts/fuzz.sh render
+# For a long hunt build optimized:
+#   FUZZ_BUILD="--release --debug-assertions" FUZZ_SECS=3600 scripts/fuzz.sh render
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,9 +28,10 @@ SECS=${FUZZ_SECS:-25}
 # cargo fuzz builds with AddressSanitizer (-Zsanitizer=address) and other -Z flags: a stable
 # toolchain takes them with RUSTC_BOOTSTRAP=1, so CI needs no nightly.
 export RUSTC_BOOTSTRAP=1
-# Overflow checks and debug assertions are on: an overflow is a crash, as in a debug build.
+# Overflow checks and debug assertions are on (the dev profile's own; an optimized build needs
+# --debug-assertions): an overflow is a crash, as in a debug build.
 # shellcheck disable=SC2206 # FUZZ_BUILD may hold several flags
-FLAGS=(${FUZZ_BUILD:---dev} --debug-assertions)
+FLAGS=(${FUZZ_BUILD:---dev})
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: cargo-fuzz is not installed: cargo install cargo-fuzz --locked (scripts/setup.sh does)" >&2

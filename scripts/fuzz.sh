@@ -9,13 +9,13 @@
 # stops the script; libFuzzer prints the input and saves it under fuzz/artifacts/<target>/ —
 # turn it into a regression test beside the parser (see ARCHITECTURE.md, Testing).
 # Needs cargo-fuzz (scripts/setup.sh installs it) and a C++ compiler; root is not needed.
-# The targets are built unoptimized (--dev), with AddressSanitizer, debug assertions and
-# overflow checks: the first build of nfsprov and its dependencies took N s of CPU here against
-# about 770 s for cargo fuzz's default optimized build (one codegen unit per crate, so it also
-# leaves one of 2 cores idle most of the time): CI's clean clone builds this every run, while
-# fewer executions per second over each target's bounded time cost less than the build saved.
-# For a long hunt build optimized:
-#   FUZZ_BUILD="--release --debug-assertions" FUZZ_SECS=3600 scripts/fuzz.sh render
+# The first build (release, instrumented, AddressSanitizer) of nfsprov and its dependencies
+# took 12.8 minutes of CPU here (41 minutes on 2 cores shared with other builds); later builds
+# rebuild only nfsprov and the targets (about 2 minutes of CPU).
+# Measured and not taken (2026-11-26, 2 cores at load 8-20): an unoptimized build (--dev,
+# ASan) took 558 s of CPU against ~770 s, but ran each target 35-400 times fewer inputs in its
+# 25 s (render 285 against 45,680; hootie_body 520 against 197,527). FUZZ_BUILD replaces the
+# build flags below, e.g. FUZZ_BUILD="-O -a --codegen-units 16" (not measured yet).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,10 +28,9 @@ SECS=${FUZZ_SECS:-25}
 # cargo fuzz builds with AddressSanitizer (-Zsanitizer=address) and other -Z flags: a stable
 # toolchain takes them with RUSTC_BOOTSTRAP=1, so CI needs no nightly.
 export RUSTC_BOOTSTRAP=1
-# Overflow checks and debug assertions are on (the dev profile's own; an optimized build needs
-# --debug-assertions): an overflow is a crash, as in a debug build.
+# Overflow checks and debug assertions are on: an overflow is a crash, as in a debug build.
 # shellcheck disable=SC2206 # FUZZ_BUILD may hold several flags
-FLAGS=(${FUZZ_BUILD:---dev})
+FLAGS=(${FUZZ_BUILD:---debug-assertions})
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: cargo-fuzz is not installed: cargo install cargo-fuzz --locked (scripts/setup.sh does)" >&2

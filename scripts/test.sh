@@ -49,7 +49,7 @@ for f in "${MATRIX_SUMMARIES[@]}"; do
     fi
 done
 
-step "fuzzing: every target in fuzz/ for ${FUZZ_SECS:-25} s, built --dev with ASan (scripts/fuzz.sh)"
+step "fuzzing: every target in fuzz/ for ${FUZZ_SECS:-25} s (scripts/fuzz.sh)"
 if [ "$#" -eq 0 ]; then
     bash "$REPO/scripts/fuzz.sh"
 else

@@ -14,7 +14,8 @@
 # rebuild only nfsprov and the targets (about 2 minutes of CPU).
 # Measured and not taken (2026-11-26, 2 cores at load 8-20): an unoptimized build (--dev,
 # ASan) took 558 s of CPU against ~770 s, but ran each target 66-380 times fewer inputs in its
-# 25 s than CI-46 (render 285 vs 45,680; hootie_body 520 vs 197,527). FUZZ_BUILD replaces the
+# 25 s than CI-46 (render 285 vs 45,680; hootie_body 520 vs 197,527), though at that load the
+# five runs got 33 s of CPU in their 125 s, a quarter of a core. FUZZ_BUILD replaces the
 # build flags below, e.g. FUZZ_BUILD="-O -a --codegen-units 16" (not measured yet).
 set -euo pipefail
 

@@ -30,10 +30,11 @@ const FEATURES: &str = "nfsprov/e2e,nfsprov-testbed/e2e";
 /// test: that, not the tests, is most of their time). The ones whose outcome depends on the
 /// database's transactions: creates, changes and deletes through a server's whole life,
 /// concurrent creates racing for quota and capacity, servers failing mid-pass. Measured on 2
-/// cores shared with other builds (load 8-12), with an nfsprov that reads
-/// NFSPROV_DATABASE_URL: lifecycle 89 s (SQLite 15 s), concurrency 44 s (SQLite 6 s), faults
-/// 184 s; about a third of that on an idle machine. Not `recovery`: its kill -9 test opens the
-/// SQLite file itself. (Multi-node tests ask for PostgreSQL themselves and run in step 2.)
+/// cores shared with other builds, with an nfsprov that reads NFSPROV_DATABASE_URL (branch
+/// s13-sqlport): 86 s for the three at load 5-6 (lifecycle 22 s, concurrency 13 s, faults
+/// 50 s); at load 8-12 lifecycle took 89 s against 15 s on SQLite, concurrency 44 s against
+/// 6 s. Not `recovery`: its kill -9 test opens the SQLite file itself. (Multi-node tests ask
+/// for PostgreSQL themselves and run in step 2.)
 pub const POSTGRES_TESTS: &[&str] = &["lifecycle", "concurrency", "faults"];
 
 /// Announces each step with the seconds since xtask started, as scripts/test.sh does.

@@ -12,6 +12,11 @@
 # The first build (release, instrumented, AddressSanitizer) of nfsprov and its dependencies
 # took 12.8 minutes of CPU here (41 minutes on 2 cores shared with other builds); later builds
 # rebuild only nfsprov and the targets (about 2 minutes of CPU).
+# Measured and not taken (2026-11-26, 2 cores at load 8-20): an unoptimized build (--dev,
+# ASan) took 558 s of CPU against ~770 s, but ran each target 66-380 times fewer inputs in its
+# 25 s than CI-46 (render 285 vs 45,680; hootie_body 520 vs 197,527), though at that load the
+# five runs got 33 s of CPU in their 125 s, a quarter of a core. FUZZ_BUILD replaces the
+# build flags below, e.g. FUZZ_BUILD="-O -a --codegen-units 16" (not measured yet).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,7 +30,8 @@ SECS=${FUZZ_SECS:-25}
 # toolchain takes them with RUSTC_BOOTSTRAP=1, so CI needs no nightly.
 export RUSTC_BOOTSTRAP=1
 # Overflow checks and debug assertions are on: an overflow is a crash, as in a debug build.
-FLAGS=(--debug-assertions)
+# shellcheck disable=SC2206 # FUZZ_BUILD may hold several flags
+FLAGS=(${FUZZ_BUILD:---debug-assertions})
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz.sh: cargo-fuzz is not installed: cargo install cargo-fuzz --locked (scripts/setup.sh does)" >&2

@@ -34,7 +34,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 MATRIX_SUMMARIES=("${CARGO_TARGET_DIR:-$REPO/target}"/matrix-summary-{knfsd,ganesha,ganesha-probe}.txt)
 rm -f "${MATRIX_SUMMARIES[@]}"
 
-step "cargo xtask e2e $*   (both tiers: cargo test --workspace --features nfsprov/e2e,nfsprov-testbed/e2e)"
+step "cargo xtask e2e $*   (both tiers, one PostgreSQL for the run; then xtask/src/e2e.rs POSTGRES_TESTS on PostgreSQL)"
 cargo xtask e2e "$@"
 
 step "the backend matrix (tests/matrix.rs): every client form and option, create and PATCH"
@@ -56,5 +56,5 @@ else
     echo "(not run with the filter '$*')"
 fi
 
-step "cargo xtask bench --short   (fails only if nfsprov's speed ratios regress)"
+step "cargo xtask bench --short   (profile bench-ci; fails only if nfsprov's speed ratios regress)"
 cargo xtask bench --short

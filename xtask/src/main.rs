@@ -2,6 +2,7 @@
 //!
 //!   cargo xtask bench [--short] [--out F] [--svg F] [--runs N] [--only storm|accept|memory|ratelimit|sizes|scale]
 //!                                                     build release nfsprov + bench, run the bench
+//!                                                     (--short: the bench-ci profile)
 //!   cargo xtask e2e [test args]                       the end-to-end test tier (root, real servers)
 
 use std::path::PathBuf;
@@ -9,6 +10,9 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+
+mod e2e;
+use e2e::e2e;
 
 #[derive(Parser)]
 struct Cli {
@@ -19,13 +23,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Build `nfsprov` and `nfsprov-bench` in release mode and run the benchmarks (root).
+    /// `--short` (CI) builds with the `bench-ci` profile instead (Cargo.toml): quicker to
+    /// build, and its only check is on ratios measured in the same run.
     Bench {
         /// Passed to nfsprov-bench: --short, --out FILE, --svg FILE, --runs N, --only PART.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// The end-to-end tests: real sshd, exportfs and ganesha servers started by the test bed
-    /// (root). Arguments go to the test binaries (a name filter, --nocapture, ...).
+    /// (root), with both tiers on SQLite and PostgreSQL (see xtask/src/e2e.rs). Arguments go
+    /// to the test binaries (a name filter, --nocapture, ...).
     E2e {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -43,9 +50,31 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// A cargo command in the workspace root, without the variables `cargo run` set for xtask
+/// (`CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, ...): build scripts that rerun when those change
+/// (ring's does) would make every build in xtask rebuild them and all that depends on them
+/// after a plain `cargo build` or `cargo clippy`, and the other way round.
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     c.current_dir(root());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || matches!(
+                name,
+                "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            c.env_remove(name);
+        }
+    }
     c
 }
 
@@ -60,13 +89,23 @@ fn status(mut c: Command) -> anyhow::Result<()> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.task {
         Task::Bench { args } => {
+            let profile = if args.iter().any(|a| a == "--short") {
+                "bench-ci"
+            } else {
+                "release"
+            };
             let mut build = cargo();
-            build.args(["build", "--release", "-p", "nfsprov", "-p", "nfsprov-bench"]);
+            build.args([
+                "build",
+                "--profile",
+                profile,
+                "-p",
+                "nfsprov",
+                "-p",
+                "nfsprov-bench",
+            ]);
             status(build)?;
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| root().join("target"));
-            let release = target.join("release");
+            let release = target_dir().join(profile);
             let mut bench = Command::new(release.join("nfsprov-bench"));
             bench
                 .current_dir(root())
@@ -74,18 +113,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .args(args);
             status(bench)
         }
-        Task::E2e { args } => {
-            let mut test = cargo();
-            test.args([
-                "test",
-                "--workspace",
-                "--features",
-                "nfsprov/e2e,nfsprov-testbed/e2e",
-                "--",
-                "--test-threads=2",
-            ])
-            .args(args);
-            status(test)
-        }
+        Task::E2e { args } => e2e(&args),
     }
 }

@@ -38,6 +38,14 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     exit 1
 fi
 
+# --build-only: check the format and build the targets, run nothing (scripts/test.sh runs this
+# in the background while the tests run; its fuzz step then finds the build done).
+BUILD_ONLY=0
+if [ "${1:-}" = "--build-only" ]; then
+    BUILD_ONLY=1
+    shift
+fi
+
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
@@ -48,6 +56,10 @@ printf '==> cargo fmt (fuzz/)\n'
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check
 printf '==> cargo fuzz build %s\n' "${FLAGS[*]}"
 cargo fuzz build "${FLAGS[@]}"
+if [ "$BUILD_ONLY" -eq 1 ]; then
+    echo "fuzz.sh: ${#targets[@]} targets built"
+    exit 0
+fi
 for t in "${targets[@]}"; do
     work="${CARGO_TARGET_DIR:-$REPO/target}/fuzz-corpus/$t"
     mkdir -p "$work"

@@ -94,8 +94,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 "release"
             };
+            // scripts/test.sh builds the bench in a target directory of its own, in the
+            // background while the tests run (`NFSPROV_BENCH_TARGET_DIR`).
+            let dir =
+                std::env::var_os("NFSPROV_BENCH_TARGET_DIR").map_or_else(target_dir, PathBuf::from);
             let mut build = cargo();
-            build.args([
+            build.env("CARGO_TARGET_DIR", &dir).args([
                 "build",
                 "--profile",
                 profile,
@@ -105,7 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "nfsprov-bench",
             ]);
             status(build)?;
-            let release = target_dir().join(profile);
+            let release = dir.join(profile);
             let mut bench = Command::new(release.join("nfsprov-bench"));
             bench
                 .current_dir(root())

@@ -110,7 +110,7 @@ impl Datastore {
         ttl: Duration,
         dead: Option<&str>,
     ) -> Result<Option<i64>> {
-        let now = now_ms(&self.db);
+        let now = now_ms(&self.leases);
         let sql = format!(
             "INSERT INTO server_leases (server_id, holder, token, expires_at) \
              VALUES (?, ?, 1, {now} + ?) \
@@ -130,7 +130,7 @@ impl Datastore {
             .bind(holder)
             .bind(ttl_ms(ttl))
             .bind(dead)
-            .fetch_optional(self.db.write())
+            .fetch_optional(self.leases.write())
             .await?;
         Ok(match row {
             Some(r) => Some(r.int("token")?),
@@ -147,7 +147,7 @@ impl Datastore {
         token: i64,
         ttl: Duration,
     ) -> Result<bool> {
-        let now = now_ms(&self.db);
+        let now = now_ms(&self.leases);
         let sql = format!(
             "UPDATE server_leases SET expires_at = {now} + ? \
              WHERE server_id = ? AND holder = ? AND token = ?"
@@ -157,7 +157,7 @@ impl Datastore {
             .bind(server)
             .bind(holder)
             .bind(token)
-            .execute(self.db.write())
+            .execute(self.leases.write())
             .await?;
         Ok(done == 1)
     }
@@ -165,7 +165,7 @@ impl Datastore {
     /// Give the lease up (clean shutdown): it expires now, so another node takes it at its
     /// next attempt instead of after the lease time. The row and its token stay.
     pub async fn release_lease(&self, server: ServerId, holder: &str, token: i64) -> Result<()> {
-        let now = now_ms(&self.db);
+        let now = now_ms(&self.leases);
         let sql = format!(
             "UPDATE server_leases SET expires_at = {now} - 1 \
              WHERE server_id = ? AND holder = ? AND token = ?"
@@ -174,19 +174,22 @@ impl Datastore {
             .bind(server)
             .bind(holder)
             .bind(token)
-            .execute(self.db.write())
+            .execute(self.leases.write())
             .await?;
         Ok(())
     }
 
     /// The lease of `server` as it stands (expired ones included); `None` if never taken.
     pub async fn lease_holder(&self, server: ServerId) -> Result<Option<LeaseHolder>> {
-        let now = now_ms(&self.db);
+        let now = now_ms(&self.leases);
         let sql = format!(
             "SELECT holder, token, expires_at - {now} AS remaining_ms \
              FROM server_leases WHERE server_id = ?"
         );
-        let row = q(sql).bind(server).fetch_optional(self.db.read()).await?;
+        let row = q(sql)
+            .bind(server)
+            .fetch_optional(self.leases.read())
+            .await?;
         Ok(match row {
             Some(r) => Some(LeaseHolder {
                 holder: r.text("holder")?,

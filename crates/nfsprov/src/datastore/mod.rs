@@ -66,6 +66,9 @@ pub use volumes::{Created, NewVolume, Page};
 #[derive(Clone)]
 pub struct Datastore {
     db: Db,
+    /// Where `leases` runs its statements: `db` on SQLite, a pool of its own on PostgreSQL
+    /// (`postgres::open_leases`).
+    leases: Db,
     creates: Creates,
     /// Background checkpoints that copied the whole log back (the next write starts it over).
     checkpointed: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -191,8 +194,12 @@ impl Datastore {
                 db.clone(),
                 std::sync::Arc::clone(&create_stats),
             ));
+            let leases = Db::Postgres {
+                pool: postgres::open_leases(url)?,
+            };
             return Ok(Datastore {
                 db,
+                leases,
                 creates,
                 checkpointed: std::sync::Arc::default(),
                 create_stats,
@@ -242,8 +249,10 @@ impl Datastore {
             creates.downgrade(),
             std::sync::Arc::clone(&checkpointed),
         ));
+        let db = Db::Sqlite { pool, writer };
         Ok(Datastore {
-            db: Db::Sqlite { pool, writer },
+            leases: db.clone(),
+            db,
             creates: Creates::Thread(creates),
             checkpointed,
             create_stats,

@@ -40,12 +40,7 @@ const IDLE_IN_TRANSACTION_TIMEOUT: &str = "10s";
 
 /// Connect to `url` and bring its schema up to date.
 pub(super) async fn open(url: &str) -> anyhow::Result<PgPool> {
-    let options = PgConnectOptions::from_str(url)
-        .context("reading the PostgreSQL database URL")?
-        .options([(
-            "idle_in_transaction_session_timeout",
-            IDLE_IN_TRANSACTION_TIMEOUT,
-        )]);
+    let options = connect_options(url)?;
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -58,6 +53,29 @@ pub(super) async fn open(url: &str) -> anyhow::Result<PgPool> {
         .context("applying PostgreSQL database migrations")?;
     Ok(pool)
 }
+
+fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    Ok(PgConnectOptions::from_str(url)
+        .context("reading the PostgreSQL database URL")?
+        .options([(
+            "idle_in_transaction_session_timeout",
+            IDLE_IN_TRANSACTION_TIMEOUT,
+        )]))
+}
+
+/// The leases' own pool (`datastore::leases`): two connections that requests never take, so
+/// a storm that keeps every connection of the main pool busy (or queued for) cannot delay a
+/// renewal past the lease time and hand a healthy node's servers to another one. Connected
+/// lazily; a renewal that cannot get a connection in time fails (and is tried again).
+pub(super) fn open_leases(url: &str) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(LEASE_ACQUIRE_TIMEOUT)
+        .connect_lazy_with(connect_options(url)?))
+}
+
+/// How long a lease statement waits for one of the leases' connections.
+const LEASE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 // ---- outcome updates (`UPDATE … FROM jsonb_array_elements(?)`) ---------------------------
 // The same statements as `sqlite::RECORD_*`: a JSON array (?2) of `[id, generation, …]`.

@@ -21,6 +21,10 @@ use serde_json::{Value, json};
 
 /// Lease time of every node: takeovers happen within seconds.
 const LEASE_SECS: &str = "3";
+/// One test of this file at a time: each runs up to three nodes, four servers and PostgreSQL,
+/// and two at once on CI's two cores starve the nodes' lease renewals (3 s leases) and turn
+/// the faults these tests make into ones they do not.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Root path capacity and the quota of alice and bob in the storms.
 const CAPACITY_GB: i64 = 120;
 const QUOTA_GB: i64 = 90;
@@ -359,6 +363,7 @@ async fn wait_fenced(env: &Env, i: usize, server: &str, old: i64, timeout: Durat
 /// doubled export as a count other than 1 in the managed file or etab.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn storm_of_creates_over_three_nodes_never_overcommits_and_exports_each_once() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let env = start_three(&[&[], &[], &[]]).await;
     let began = Instant::now();
 
@@ -444,6 +449,7 @@ async fn storm_of_creates_over_three_nodes_never_overcommits_and_exports_each_on
 /// wait for new holders runs out) and the volumes recorded after the kill stay `creating`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lease_holder_killed_mid_storm_is_taken_over_and_all_converges() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut env = start_three(&[&[], &[], &[]]).await;
     let holders = wait_holders(&env, Duration::from_secs(30), |r| {
         r.iter().all(|l| l.node.is_some() && l.running)
@@ -537,6 +543,7 @@ async fn a_lease_holder_killed_mid_storm_is_taken_over_and_all_converges() {
 /// and no v2 (the managed file and etab checks), and node 0 would log no refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_stopped_past_its_lease_writes_nothing_stale() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let fault: &[(&str, &str)] = &[("NFSPROV_FAULT", "pause-before-apply")];
     let mut env = start_three(&[fault, &[], &[]]).await;
     let holders = wait_holders(&env, Duration::from_secs(30), |r| {
@@ -659,6 +666,7 @@ async fn a_node_stopped_past_its_lease_writes_nothing_stale() {
 /// with `error.rs` as before this change, the GET answered 503 saying the disk was full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_answers_503_with_retry_after_while_postgresql_is_down() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut env = Env::start_nodes(1, 1, 100, 100, Database::Postgres, &node_envs()).await;
     let create = json!({"root_path_id": 1, "sub_path": "after-outage", "size_gb": 1, "clients": [{"host": "127.0.0.1"}]});
     tokio::task::block_in_place(|| env.pg.as_mut().unwrap().stop()).unwrap();
@@ -747,6 +755,7 @@ fn assert_unavailable(a: &Answer) {
 /// accepted answers, and the books).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgresql_restarted_mid_storm_gives_clean_503s_and_retries_lose_nothing() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let mut env = start_three(&[&[], &[], &[]]).await;
     let asks = asks("pgr", 400);
     let began = Instant::now();
@@ -850,6 +859,7 @@ async fn postgresql_restarted_mid_storm_gives_clean_503s_and_retries_lose_nothin
 /// connection) was a 500; a node whose stale script the server took would log no refusal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_cut_off_from_the_database_is_fenced_and_answers_503() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let fault: &[(&str, &str)] = &[
         ("NFSPROV_FAULT", "pause-before-apply"),
         ("NFSPROV_FAULT_PAUSE_SECS", "8"),

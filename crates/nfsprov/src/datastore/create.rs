@@ -363,9 +363,7 @@ fn record(db: &rusqlite::Connection, job: &Job, pending: &mut Pending) -> Result
     let Some(row) = row else {
         return Ok(Err(Error::not_found(Entity::User, nv.owner)));
     };
-    let pending_used = *pending.used.get(&nv.owner).unwrap_or(&0);
-    let pending_allocated = *pending.allocated.get(&nv.root_path).unwrap_or(&0);
-    let (server_id, clients) = match check(&row, nv, pending_used, pending_allocated)? {
+    let (server_id, clients) = match check(&row, nv, pending)? {
         Verdict::Replay(prior) => return Ok(Ok(Outcome::Replayed(prior))),
         Verdict::Refused(e) => return Ok(Err(e)),
         Verdict::Go { server_id, clients } => (server_id, clients),
@@ -427,13 +425,10 @@ pub(super) enum Verdict {
 }
 
 /// The checks of a create, on what the lookup read in the recording transaction (pure, the
-/// same on either database): `pending_*` are the reservations of the batch so far.
-pub(super) fn check(
-    row: &Lookup,
-    nv: &NewVolume,
-    pending_used: i64,
-    pending_allocated: i64,
-) -> Result<Verdict> {
+/// same on either database): `pending` holds the reservations of the batch so far.
+pub(super) fn check(row: &Lookup, nv: &NewVolume, pending: &Pending) -> Result<Verdict> {
+    let pending_used = *pending.used.get(&nv.owner).unwrap_or(&0);
+    let pending_allocated = *pending.allocated.get(&nv.root_path).unwrap_or(&0);
     let sub = nv.sub_path.as_str();
     if let Some(prior) = row.prior_id {
         if row.prior_hash != nv.request_hash {

@@ -290,9 +290,7 @@ async fn record(tx: &mut Tx, nv: &NewVolume, pending: &mut Pending) -> Result<Re
             return Ok(Err(Error::not_found(Entity::User, nv.owner)));
         };
         let row = Lookup::from_columns(&row)?;
-        let pending_used = *pending.used.get(&nv.owner).unwrap_or(&0);
-        let pending_allocated = *pending.allocated.get(&nv.root_path).unwrap_or(&0);
-        let (server_id, clients) = match check(&row, nv, pending_used, pending_allocated)? {
+        let (server_id, clients) = match check(&row, nv, pending)? {
             Verdict::Replay(prior) => return Ok(Ok(Outcome::Replayed(prior))),
             Verdict::Refused(e) => return Ok(Err(e)),
             Verdict::Go { server_id, clients } => (server_id, clients),

@@ -238,11 +238,31 @@ fn is_database_unreachable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether PostgreSQL refused a text value it cannot store: a NUL character (SQLite stores it;
+/// PostgreSQL's text types cannot), SQLSTATE 22021 character_not_in_repertoire or 22P05
+/// untranslatable_character. It is the request's text, not the service, at fault.
+fn is_unstorable_text(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            .is_some_and(|pg| matches!(pg.code(), "22021" | "22P05")),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         if is_database_unreachable(&e) {
             tracing::error!("database unreachable: {e}");
             return Error::Unavailable(DATABASE_UNREACHABLE.into());
+        }
+        if is_unstorable_text(&e) {
+            // Fields nfsprov checks itself refuse this earlier, naming the field; this is the
+            // backstop for text that is only looked up (names in a URL, filters of a listing).
+            return Error::invalid(
+                "request",
+                "a text value contains a NUL character (\\u0000 or %00), which is not accepted",
+            );
         }
         let storage = match &e {
             // SQLite's result codes are numbers; PostgreSQL's SQLSTATEs are not its business.

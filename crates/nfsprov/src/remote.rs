@@ -254,6 +254,27 @@ pub struct Target {
     pub host_key: String,
 }
 
+/// Make `path` hold `content`, atomically: ssh started by another connection (or by another
+/// node sharing the data directory) reads either the old file or the new one, never a
+/// truncated one. Left alone when it already holds `content`.
+fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(
+        ".{}.{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let tmp = PathBuf::from(tmp);
+    let written = std::fs::write(&tmp, content).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// One open SSH connection running `sh`, reused for every batch.
 pub struct Session {
     child: Child,
@@ -271,7 +292,7 @@ impl Session {
     pub async fn connect(target: &Target, state_dir: &Path) -> Result<Session, RemoteError> {
         let known_hosts = state_dir.join(format!("known_hosts.{}", target.alias));
         let line = format!("{} {}\n", target.alias, target.host_key.trim());
-        std::fs::write(&known_hosts, line)
+        replace_file(&known_hosts, line.as_bytes())
             .map_err(|e| RemoteError::Connect(format!("writing {}: {e}", known_hosts.display())))?;
         let mut cmd = Command::new("ssh");
         cmd.arg("-F")
@@ -428,6 +449,44 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two writers replacing a known_hosts file (two connections, or two nodes sharing a data
+    /// directory) while ssh reads it: a reader sees one whole version or the other, never an
+    /// empty or torn file, and no temporary file is left behind.
+    #[test]
+    fn known_hosts_is_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts.srv");
+        let a = b"srv ssh-ed25519 AAAAshort\n".to_vec();
+        let b = format!("srv ssh-rsa {}\n", "B".repeat(4000)).into_bytes();
+        replace_file(&path, &a).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for (first, second) in [(&a, &b), (&b, &a)] {
+                let (path, stop) = (&path, &stop);
+                s.spawn(move || {
+                    for _ in 0..500 {
+                        // Not the same content each time, so every call writes.
+                        replace_file(path, first).unwrap();
+                        replace_file(path, second).unwrap();
+                    }
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+            loop {
+                let got = std::fs::read(&path).unwrap();
+                assert!(got == a || got == b, "a torn read of {} bytes", got.len());
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+            }
+        });
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("known_hosts.srv")]);
+    }
 
     #[test]
     fn quote_makes_one_literal_word() {

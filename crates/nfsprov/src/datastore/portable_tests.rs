@@ -765,3 +765,18 @@ async fn next(changes: &mut tokio::sync::mpsc::Receiver<notify::Change>) -> noti
         .expect("a change within 10 s")
         .expect("the listener runs")
 }
+
+/// A name with a NUL character (a `%00` in a URL) is looked up as any other name that is not
+/// there: PostgreSQL refuses to take such text at all, which must reach the caller as its
+/// request's fault (4xx), never as the service's (500).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_with_a_nul_character_is_the_request_s_fault() {
+    on_both("nul_text", |db, _owner, _rp| async move {
+        let client_error = |e: &Error| matches!(e, Error::NotFound { .. } | Error::Invalid { .. });
+        let e = db.user_by_name("a\0b").await.unwrap_err();
+        assert!(client_error(&e), "{e:?}");
+        let e = db.server_by_name("s1\0").await.unwrap_err();
+        assert!(client_error(&e), "{e:?}");
+    })
+    .await;
+}

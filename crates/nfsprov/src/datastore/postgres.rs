@@ -358,3 +358,33 @@ fn insert_or_nothing() -> &'static str {
     });
     &SQL
 }
+
+#[cfg(test)]
+mod tests {
+    /// A malformed `--database` URL is refused at start-up without echoing its password (the
+    /// error reaches logs and terminals), and a hostile, very long one is refused or read without a panic.
+    #[test]
+    fn a_bad_database_url_is_refused_without_its_password() {
+        for url in [
+            "postgres://nfsprov:s3cret@[bad/nfsprov",
+            "postgres://nfsprov:s3cret@db.example:99999/nfsprov",
+            "postgres://nfsprov:s3cret@db.example:5432/nfsprov?sslmode=sometimes",
+            "postgresql://nfsprov:s3cret@db.example:5432/nfsprov?port=http",
+        ] {
+            let Err(e) = super::connect_options(url) else {
+                panic!("{url} was taken");
+            };
+            let shown = format!("{e:#} {e:?}");
+            assert!(shown.contains("PostgreSQL database URL"), "{shown}");
+            assert!(!shown.contains("s3cret"), "{url} gave {shown}");
+        }
+        // Hostile and long (3.8 MB): refused or read, never echoed, never a panic.
+        let long = format!(
+            "postgres://u:s3cret@db.example:5432/nfsprov?{}",
+            "application_name=%FF%00&".repeat(160_000)
+        );
+        if let Err(e) = super::connect_options(&long) {
+            assert!(!format!("{e:#} {e:?}").contains("s3cret"));
+        }
+    }
+}

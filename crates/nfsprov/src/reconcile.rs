@@ -600,13 +600,7 @@ impl Hub {
                 let target = target(&server);
                 let connect = Session::connect(&target, &self.inner.state_dir);
                 let (r, slow) = self
-                    .watch(
-                        &server,
-                        &volumes,
-                        "connecting to the server",
-                        connect,
-                        lease,
-                    )
+                    .watch(&server, "connecting to the server", connect, lease)
                     .await;
                 reported_slow |= slow;
                 prof.lap(Phase::Connect);
@@ -637,7 +631,6 @@ impl Hub {
                 let (r, slow) = self
                     .watch(
                         &server,
-                        &volumes,
                         "checking client host names and directories",
                         run,
                         lease,
@@ -674,7 +667,7 @@ impl Hub {
             }
             let run = sess.run(&prepared.script, tuning.pass_timeout);
             let (r, slow) = self
-                .watch(&server, &volumes, "waiting for the server", run, lease)
+                .watch(&server, "waiting for the server", run, lease)
                 .await;
             reported_slow |= slow;
             prof.lap(Phase::Apply);
@@ -818,7 +811,11 @@ impl Hub {
         }
         let script = backend::snapshot::script(&tasks, Some(server.backend.fence(lease.token)));
         lease.check(&server.name)?;
-        let out = sess.run(&script, self.inner.tuning.pass_timeout).await?;
+        let run = sess.run(&script, self.inner.tuning.pass_timeout);
+        let what = "waiting for the server (its snapshot step)";
+        let (out, slow) = self.watch(server, what, run, lease).await;
+        let out = out?;
+        self.slow_over(server, slow).await?;
         refused(server, &out, lease)?;
         if tasks.iter().any(|t| !t.state.is_settled()) {
             fault::abort_at("after-snapshot");
@@ -932,7 +929,14 @@ impl Hub {
         let server = db.server(task.server).await?;
         let script = usage::script(&work, limit / 2, Some(server.backend.fence(lease.token)));
         lease.check(&server.name)?;
-        let out = match sess.run(&script, limit).await {
+        fault::pause_once("pause-before-sizes").await;
+        let run = sess.run(&script, limit);
+        let what = "waiting for the server (sampling usage and applying sizes)";
+        let (out, slow) = self.watch(&server, what, run, lease).await;
+        if out.is_ok() {
+            self.slow_over(&server, slow).await?;
+        }
+        let out = match out {
             Ok(out) => out,
             Err(e) => {
                 task.session = None;
@@ -998,7 +1002,6 @@ impl Hub {
     async fn watch<T>(
         &self,
         server: &Server,
-        volumes: &[crate::model::Volume],
         what: &str,
         step: impl std::future::Future<Output = T>,
         lease: &LeaseView,
@@ -1022,7 +1025,16 @@ impl Hub {
                     if let Err(e) = db.set_server_status(server.id, ServerStatus::Slow, Some(&msg)).await {
                         tracing::warn!(server = %server.name, "recording slow status: {e:#}");
                     }
-                    if let Err(e) = db.record_outcomes(&pending_all(volumes, &msg)).await {
+                    // Read now, not when the step began: requests that came in since wait
+                    // for this server too (after a volumes' pass, only they are unsettled).
+                    let waiting = match db.server_volumes(server.id).await {
+                        Ok(volumes) => pending_all(&volumes, &msg),
+                        Err(e) => {
+                            tracing::warn!(server = %server.name, "reading the volumes waiting for it: {e:#}");
+                            Vec::new()
+                        }
+                    };
+                    if let Err(e) = db.record_outcomes(&waiting).await {
                         tracing::warn!(server = %server.name, "recording slow status: {e:#}");
                     }
                     self.inner.changed.notify_waiters();
@@ -1031,6 +1043,20 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// After a step that `watch` reported slow and that then finished: the server answers
+    /// again (the volumes it held up are settled by the next pass, which the wake-ups that
+    /// came meanwhile have asked for).
+    async fn slow_over(&self, server: &Server, reported: bool) -> anyhow::Result<()> {
+        if reported {
+            self.inner
+                .db
+                .set_server_status(server.id, ServerStatus::Reachable, None)
+                .await?;
+            self.inner.changed.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn server_down(

@@ -525,6 +525,79 @@ async fn a_hung_ssh_session_is_reported_and_then_converges() {
     }
 }
 
+/// The steps after a volumes' pass (usage sampling and sizes, snapshots) run on the same
+/// session: a server that hangs there holds up the requests that came in meanwhile just as
+/// much, and is reported the same way (it was not: such a request waited, silent, for the
+/// pass's time limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_hangs_while_sampling_usage_is_reported_and_then_converges() {
+    let mut env = Env::start(1, 100, 100).await;
+    // The restarted node's first pass samples usage; it waits 4 s just before sending that
+    // script, long enough for the test to freeze the server's side of the session.
+    env.restart_with(&[
+        ("NFSPROV_SLOW_PASS_SECS", "1"),
+        ("NFSPROV_PASS_TIMEOUT_SECS", "30"),
+        ("NFSPROV_FAULT", "pause-before-sizes"),
+        ("NFSPROV_FAULT_PAUSE_SECS", "4"),
+    ])
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.log().contains("pause-before-sizes: pausing") {
+        assert!(Instant::now() < deadline, "never sampled: {}", env.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let frozen: Vec<u32> = env
+        .server("srv1")
+        .session_procs()
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    assert!(!frozen.is_empty());
+    let signal = |sig: &str| {
+        for p in &frozen {
+            let _ = std::process::Command::new("kill")
+                .args([sig, &p.to_string()])
+                .status();
+        }
+    };
+    signal("-STOP");
+    let id = env
+        .create_accepted("behind-sampling", json!([{"host": "10.0.0.2"}]))
+        .await;
+    // The pause (4 s) and then the slow limit (1 s), with room for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (server, v) = loop {
+        let server = server_row(&env).await;
+        let v = env.volume(id).await;
+        if server["status"] == "slow" && v["last_error"].is_string() {
+            break (server, v);
+        }
+        if Instant::now() >= deadline {
+            signal("-CONT");
+            panic!("the hung server was not reported: {server} {v}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    signal("-CONT");
+    assert_eq!(v["state"], "creating", "{v}");
+    for said in [&v["last_error"], &server["status_message"]] {
+        assert!(
+            said.as_str()
+                .is_some_and(|m| m.contains("waiting for the server (sampling usage")),
+            "{server} {v}"
+        );
+    }
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_row(&env).await["status"] != "reachable" {
+        assert!(Instant::now() < deadline, "{}", server_row(&env).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconciler_that_panics_is_restarted() {
     let mut env = Env::start(1, 100, 100).await;

@@ -299,9 +299,27 @@ impl Drop for IpSlot {
     }
 }
 
+/// The address a request's handlers see as its client (`ConnectInfo`: the rate limits, the
+/// sign-in limits, the audit's `source`): the TCP peer, or, when the peer is a trusted proxy,
+/// the client its `X-Forwarded-For` names (`forwarded`), with port 0 (its port is not known).
+fn client_addr(
+    proxies: &crate::settings::TrustedProxies,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> SocketAddr {
+    let client = proxies.client_of(peer.ip(), headers);
+    if client == peer.ip() {
+        peer
+    } else {
+        SocketAddr::new(client, 0)
+    }
+}
+
 /// Accept connections and serve `app` on each with hyper's HTTP/1 server, within `limits`,
-/// until `shutdown` completes; then let open requests finish (up to 10 s).
-async fn serve_http(
+/// until `shutdown` completes; then let open requests finish (up to 10 s). The connection
+/// caps count TCP peers: a proxy's connections count as its own, whoever it forwards for.
+/// Public for the fast tier's tests, which serve `app` on 127.0.0.1 with it.
+pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: &HttpLimits,
@@ -341,9 +359,11 @@ async fn serve_http(
             drop(stream);
             continue;
         };
-        let app = app.clone();
+        let (app, proxies) = (app.clone(), limits.trusted_proxies.clone());
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
+            // Per request: a proxy's kept-alive connection carries many clients' requests.
+            let client = client_addr(&proxies, peer, req.headers());
+            req.extensions_mut().insert(ConnectInfo(client));
             app.clone().oneshot(req)
         });
         let (http, watcher, tls) = (http.clone(), graceful.watcher(), tls.clone());

@@ -314,8 +314,13 @@ async fn a_chain_yields_its_right_most_untrusted_address() {
     .enumerate()
     {
         let r = proxy.sign_in(lines, &format!("wrong-{i}")).volumes().await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{lines:?}: {}", r.json);
-        assert_eq!(node.source_of(&r.request_id).await, client, "{lines:?}");
+        let case = lines
+            .iter()
+            .map(|l| String::from_utf8_lossy(l))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{case}: {}", r.json);
+        assert_eq!(node.source_of(&r.request_id).await, client, "{case}");
     }
     node.stop().await;
 }

@@ -6,6 +6,10 @@
 //! bounded in count and size, and connections are capped in all and per client address. The
 //! body, request and authentication limits are tower layers in `api`.
 //!
+//! Each request's `ConnectInfo` is its client's address: the TCP peer, or, when the peer is a
+//! trusted proxy (`NFSPROV_TRUSTED_PROXIES`), the client its `X-Forwarded-For` names
+//! (`forwarded`). The connection caps are taken before any header is read: they count peers.
+//!
 //! With a certificate and key (`TlsSettings`) every connection is TLS (rustls, TLS 1.2 and
 //! 1.3), its handshake done in the connection's own task within `header_timeout`, after the
 //! connection caps, so a slow handshake holds neither the accept loop nor more than its slot.

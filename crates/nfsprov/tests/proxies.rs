@@ -1,7 +1,7 @@
 //! Client addresses behind a load balancer (`NFSPROV_TRUSTED_PROXIES`), against the real HTTP
 //! server (`serve::serve_http`, hyper) on 127.0.0.1 in this process, with real TCP clients
-//! bound to other loopback addresses: 127.0.0.1 plays the balancer, 127.0.0.2 a client that
-//! reaches the node directly. Fast tier: no root, no servers.
+//! bound to other loopback addresses: 127.0.0.1 (or ::1) plays the balancer, 127.0.0.2 a
+//! client that reaches the node directly. Fast tier: no root, no servers.
 //!
 //! Shown: behind a trusted proxy each forwarded client has its own sign-in limit and is the
 //! audit's `source`; from an untrusted peer (or with no proxy trusted) the header changes
@@ -28,7 +28,7 @@ const FAILURES: u32 = 3;
 
 /// `nfsprov`'s API served on 127.0.0.1 by `serve_http`, trusting `trusted`.
 struct Node {
-    port: u16,
+    addr: std::net::SocketAddr,
     _dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     served: tokio::task::JoinHandle<()>,
@@ -36,6 +36,11 @@ struct Node {
 
 impl Node {
     async fn start(trusted: &str, failures_per_source: u32) -> Node {
+        Node::start_on("127.0.0.1:0", trusted, failures_per_source).await
+    }
+
+    /// [`Node::start`] listening on `listen`.
+    async fn start_on(listen: &str, trusted: &str, failures_per_source: u32) -> Node {
         let limits = HttpLimits {
             trusted_proxies: trusted.parse().unwrap(),
             ..HttpLimits::default()
@@ -57,8 +62,8 @@ impl Node {
         nfsprov::admin::add_user(hub.db(), ADMIN.0, ADMIN.1, Role::Admin, 0)
             .await
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let served = tokio::spawn(async move {
             let shutdown = async {
@@ -67,7 +72,7 @@ impl Node {
             nfsprov::serve::serve_http(listener, app, &limits, None, shutdown).await;
         });
         Node {
-            port,
+            addr,
             _dir: dir,
             stop: Some(stop),
             served,
@@ -83,14 +88,20 @@ impl Node {
             .unwrap();
         Client {
             http,
-            base: format!("http://127.0.0.1:{}", self.port),
+            base: format!("http://{}", self.addr),
         }
     }
 
-    /// Every audit record, as the administrator reads them from 127.0.0.9 (no header).
+    /// Every audit record, as the administrator reads them from 127.0.0.9 (::1 on an IPv6
+    /// node), with no header.
     async fn trail(&self) -> Vec<Value> {
+        let reader = if self.addr.is_ipv6() {
+            "::1"
+        } else {
+            "127.0.0.9"
+        };
         let r = self
-            .client("127.0.0.9")
+            .client(reader)
             .sign_in(&[], ADMIN.1)
             .path("/api/v1/audit")
             .await;
@@ -358,6 +369,29 @@ async fn a_malformed_or_oversized_header_leaves_the_peer() {
         assert_eq!(node.source_of(&r.request_id).await, "127.0.0.1", "{case}");
         let r = proxy.sign_in(lines, ADMIN.1).volumes().await;
         assert_eq!(r.status, StatusCode::OK, "{case}: {}", r.json);
+    }
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn an_ipv6_balancer_forwards_clients_of_both_families() {
+    let node = Node::start_on("[::1]:0", "::1", 100).await;
+    let proxy = node.client("::1");
+    for (i, (line, client)) in [
+        (&b"2001:db8:1::5"[..], "2001:db8:1::5"),
+        (b"203.0.113.9", "203.0.113.9"),
+        (b"[2001:db8:1::6]:4711, ::1", "2001:db8:1::6"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = proxy
+            .sign_in(&[line], &format!("wrong-{i}"))
+            .volumes()
+            .await;
+        let case = String::from_utf8_lossy(line);
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{case}: {}", r.json);
+        assert_eq!(node.source_of(&r.request_id).await, client, "{case}");
     }
     node.stop().await;
 }

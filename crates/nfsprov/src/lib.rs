@@ -11,6 +11,7 @@ pub mod backend;
 pub mod datastore;
 pub mod error;
 pub mod fault;
+pub mod forwarded;
 pub mod ldap;
 pub mod model;
 pub mod plan;

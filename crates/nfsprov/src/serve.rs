@@ -6,6 +6,10 @@
 //! bounded in count and size, and connections are capped in all and per client address. The
 //! body, request and authentication limits are tower layers in `api`.
 //!
+//! Each request's `ConnectInfo` is its client's address: the TCP peer, or, when the peer is a
+//! trusted proxy (`NFSPROV_TRUSTED_PROXIES`), the client its `X-Forwarded-For` names
+//! (`forwarded`). The connection caps are taken before any header is read: they count peers.
+//!
 //! With a certificate and key (`TlsSettings`) every connection is TLS (rustls, TLS 1.2 and
 //! 1.3), its handshake done in the connection's own task within `header_timeout`, after the
 //! connection caps, so a slow handshake holds neither the accept loop nor more than its slot.
@@ -299,9 +303,27 @@ impl Drop for IpSlot {
     }
 }
 
+/// The address a request's handlers see as its client (`ConnectInfo`: the rate limits, the
+/// sign-in limits, the audit's `source`): the TCP peer, or, when the peer is a trusted proxy,
+/// the client its `X-Forwarded-For` names (`forwarded`), with port 0 (its port is not known).
+fn client_addr(
+    proxies: &crate::settings::TrustedProxies,
+    peer: SocketAddr,
+    headers: &axum::http::HeaderMap,
+) -> SocketAddr {
+    let client = proxies.client_of(peer.ip(), headers);
+    if client == peer.ip() {
+        peer
+    } else {
+        SocketAddr::new(client, 0)
+    }
+}
+
 /// Accept connections and serve `app` on each with hyper's HTTP/1 server, within `limits`,
-/// until `shutdown` completes; then let open requests finish (up to 10 s).
-async fn serve_http(
+/// until `shutdown` completes; then let open requests finish (up to 10 s). The connection
+/// caps count TCP peers: a proxy's connections count as its own, whoever it forwards for.
+/// Public for the fast tier's tests, which serve `app` on 127.0.0.1 with it.
+pub async fn serve_http(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     limits: &HttpLimits,
@@ -341,9 +363,11 @@ async fn serve_http(
             drop(stream);
             continue;
         };
-        let app = app.clone();
+        let (app, proxies) = (app.clone(), limits.trusted_proxies.clone());
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-            req.extensions_mut().insert(ConnectInfo(peer));
+            // Per request: a proxy's kept-alive connection carries many clients' requests.
+            let client = client_addr(&proxies, peer, req.headers());
+            req.extensions_mut().insert(ConnectInfo(client));
             app.clone().oneshot(req)
         });
         let (http, watcher, tls) = (http.clone(), graceful.watcher(), tls.clone());

@@ -20,6 +20,8 @@ use crate::spec::{
 };
 use crate::spec::{DEFAULT_MAX_SNAPSHOTS, MAX_SNAPSHOTS_CEILING};
 
+pub use crate::forwarded::TrustedProxies;
+
 /// Everything `nfsprov serve` reads besides its data directory and listen address.
 #[derive(Args, Clone, Debug, Default)]
 pub struct ServeSettings {
@@ -143,6 +145,11 @@ pub struct HttpLimits {
     /// The audit of denied attempts (issue 11, audit).
     #[command(flatten)]
     pub audit: AuditLimits,
+    /// Proxies (load balancers) whose X-Forwarded-For names the client: addresses and
+    /// networks, comma-separated (10.0.0.5,10.0.0.0/8,fd00::/8), at most 64. Empty: none, the
+    /// client is always the connection's peer. List only proxies that set or append the header.
+    #[arg(long = "trusted-proxies", env = "NFSPROV_TRUSTED_PROXIES", default_value = "", value_parser = Proxies)]
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for HttpLimits {
@@ -158,6 +165,7 @@ impl Default for HttpLimits {
             max_header_bytes: 16 * 1024,
             rate: RateLimits::default(),
             audit: AuditLimits::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -485,6 +493,26 @@ impl TypedValueParser for Millis {
     }
 }
 
+/// `NFSPROV_TRUSTED_PROXIES`: a list of addresses and networks (`forwarded::TrustedProxies`).
+#[derive(Clone, Copy)]
+struct Proxies;
+
+impl TypedValueParser for Proxies {
+    type Value = TrustedProxies;
+    fn parse_ref(
+        &self,
+        cmd: &Command,
+        arg: Option<&Arg>,
+        value: &OsStr,
+    ) -> Result<TrustedProxies, clap::Error> {
+        value
+            .to_str()
+            .ok_or_else(|| "not valid UTF-8".to_string())
+            .and_then(str::parse)
+            .map_err(|why| refuse(cmd, arg, value, &why))
+    }
+}
+
 /// A count of at least 1, of the unsigned type `T` (clap checks at run time that the parser's
 /// type is the field's, so each count type needs its own parser).
 #[derive(Clone, Copy)]
@@ -603,6 +631,10 @@ mod tests {
         assert_eq!(s.tuning.batch_quiet, Duration::from_millis(7));
         assert_eq!(s.http.max_connections, 7);
         assert_eq!(s.auth.failures_per_source, 3);
+        let s = parse(&["--trusted-proxies", "10.0.0.5, fd00::/8"]).unwrap();
+        assert!(s.http.trusted_proxies.trusts("10.0.0.5".parse().unwrap()));
+        assert!(s.http.trusted_proxies.trusts("fd00::9".parse().unwrap()));
+        assert!(!s.http.trusted_proxies.trusts("10.0.0.6".parse().unwrap()));
     }
 
     #[test]
@@ -659,6 +691,16 @@ mod tests {
                 "NFSPROV_RATE_BURST_PER_USER",
             ),
             ("--rate-per-ip", "-1", "NFSPROV_RATE_PER_IP"),
+            (
+                "--trusted-proxies",
+                "10.0.0.1,lb.example",
+                "NFSPROV_TRUSTED_PROXIES",
+            ),
+            (
+                "--trusted-proxies",
+                "10.0.0.0/40",
+                "NFSPROV_TRUSTED_PROXIES",
+            ),
             (
                 "--rate-burst-per-ip",
                 "4294967296",

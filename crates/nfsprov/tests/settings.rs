@@ -66,6 +66,8 @@ fn serve_refuses_a_bad_setting_naming_the_variable() {
         ("NFSPROV_LEASE_SECS", "3601"),
         ("NFSPROV_LEASE_SECS", "1e400"),
         ("NFSPROV_USAGE_INTERVAL_SECS", "0"),
+        ("NFSPROV_TRUSTED_PROXIES", "10.0.0.1,lb.example"),
+        ("NFSPROV_TRUSTED_PROXIES", "10.0.0.0/8,,fd00::/8"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

@@ -36,6 +36,9 @@ pub enum Database {
     Sqlite,
     /// A PostgreSQL server the Env starts and stops.
     Postgres,
+    /// As `Postgres`, TLS only ([`Postgres::start_tls`]): every node and CLI command connects
+    /// with `sslmode=verify-full` and the server's CA as `sslrootcert`.
+    PostgresTls,
 }
 
 impl Database {
@@ -44,13 +47,17 @@ impl Database {
         match std::env::var(TEST_DATABASE_ENV).as_deref() {
             Err(_) | Ok("" | "sqlite") => Database::Sqlite,
             Ok("postgres") => Database::Postgres,
-            Ok(other) => panic!("{TEST_DATABASE_ENV}={other:?}: use sqlite or postgres"),
+            Ok("postgres-tls") => Database::PostgresTls,
+            Ok(other) => {
+                panic!("{TEST_DATABASE_ENV}={other:?}: use sqlite, postgres or postgres-tls")
+            }
         }
     }
 }
 
 /// `postgres` runs every single-node [`Env`] ([`Env::start`], [`Env::start_ganesha`]) on a
-/// PostgreSQL of its own instead of SQLite: the same tests on the other database.
+/// PostgreSQL of its own instead of SQLite: the same tests on the other database;
+/// `postgres-tls` on one that takes TLS only.
 pub const TEST_DATABASE_ENV: &str = "NFSPROV_TEST_DATABASE";
 
 /// One `nfsprov serve` process of an [`Env`]. Node 0's process is [`Env::serve`] (the field
@@ -221,6 +228,12 @@ impl Env {
                     .await
                     .unwrap()
                     .expect("PostgreSQL starts"),
+            ),
+            Database::PostgresTls => Some(
+                tokio::task::spawn_blocking(Postgres::start_tls)
+                    .await
+                    .unwrap()
+                    .expect("PostgreSQL with TLS starts"),
             ),
         };
         let data_dir = dir.path().join("data");

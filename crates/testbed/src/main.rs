@@ -63,7 +63,12 @@ enum Cmd {
     /// role and database for nfsprov), print `NFSPROV_DATABASE_URL=<url>`, and keep it running
     /// until standard input ends (Enter, or EOF) or SIGINT/SIGTERM; then stop it and remove its
     /// directory.
-    Postgres,
+    Postgres {
+        /// TLS only: `ssl = on`, a certificate for 127.0.0.1 signed by a test CA, non-TLS TCP
+        /// rejected; the URL asks for `sslmode=verify-full` with that CA as `sslrootcert`.
+        #[arg(long)]
+        tls: bool,
+    },
 }
 
 fn main() {
@@ -144,9 +149,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let _ = std::io::stdin().read_line(&mut line);
             drop(s);
         }
-        Cmd::Postgres => {
+        Cmd::Postgres { tls } => {
             use std::io::Write as _;
-            let pg = nfsprov_testbed::postgres::Postgres::start()?;
+            let pg = if tls {
+                nfsprov_testbed::postgres::Postgres::start_tls()?
+            } else {
+                nfsprov_testbed::postgres::Postgres::start()?
+            };
             println!("NFSPROV_DATABASE_URL={}", pg.url());
             std::io::stdout().flush()?;
             eprintln!(

@@ -13,6 +13,12 @@
 //! after a kill its pid is gone at once and the next start does not take the dead
 //! postmaster's zombie for a live one (this machine's pid 1 reaps orphans late).
 //!
+//! [`Postgres::start_tls`] starts it with `ssl = on`, a server certificate for `127.0.0.1` and
+//! `localhost` signed by a test CA ([`Postgres::ca_file`]; [`Postgres::other_ca_file`] did not
+//! sign it), and a `pg_hba.conf` that rejects every TCP connection without TLS
+//! (`hostnossl ... reject`): a client that gets in spoke TLS. Its [`Postgres::url`] asks for
+//! `sslmode=verify-full` with that CA as `sslrootcert`.
+//!
 //! `fsync=off`: a crash of the server's processes ([`Postgres::kill9`]) loses nothing (the
 //! data is in the page cache); only a crash of the machine would, which no test makes.
 //!
@@ -46,6 +52,8 @@ pub struct Postgres {
     child: Option<Child>,
     /// The `postgres` user's uid and gid.
     owner: (u32, u32),
+    /// TLS only ([`Postgres::start_tls`]).
+    tls: bool,
 }
 
 /// The directory of PostgreSQL's server programs: the newest `/usr/lib/postgresql/<n>/bin`
@@ -84,6 +92,15 @@ impl Postgres {
     /// `initdb` in a new directory and start the server on a free loopback port, with the
     /// role and database nfsprov uses.
     pub fn start() -> Result<Postgres> {
+        Postgres::start_with(false)
+    }
+
+    /// As [`Postgres::start`], TCP only with TLS (see the module's documentation).
+    pub fn start_tls() -> Result<Postgres> {
+        Postgres::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Result<Postgres> {
         let bin = bin_dir()?;
         let dir = tempfile::Builder::new()
             .prefix("nfsprov-pg-")
@@ -102,6 +119,7 @@ impl Postgres {
             port: crate::free_port()?,
             child: None,
             owner: (id("-u")?, id("-g")?),
+            tls,
         };
         check(
             "initdb",
@@ -119,6 +137,9 @@ impl Postgres {
                 ])
                 .output(),
         )?;
+        if tls {
+            pg.set_up_tls()?;
+        }
         pg.start_again()?;
         // Two commands: CREATE DATABASE cannot share a transaction.
         pg.psql_admin(
@@ -127,6 +148,62 @@ impl Postgres {
         )?;
         pg.create_database(DATABASE)?;
         Ok(pg)
+    }
+
+    /// The certificates (`tls/`), `ssl = on` and a `pg_hba.conf` that takes TCP with TLS only.
+    fn set_up_tls(&self) -> Result<()> {
+        let tls = self.tls_dir();
+        fs::create_dir(&tls).context("making the TLS directory")?;
+        crate::slapd::make_certificates(&tls)?;
+        // PostgreSQL refuses a key file that others may read, or that it does not own.
+        check(
+            "chown postgres",
+            Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(&tls)
+                .output(),
+        )?;
+        check(
+            "chmod",
+            Command::new("chmod")
+                .arg("600")
+                .arg(tls.join("server.key"))
+                .output(),
+        )?;
+        let conf = self.data_dir().join("postgresql.conf");
+        let mut text = fs::read_to_string(&conf).context("reading postgresql.conf")?;
+        text.push_str(&format!(
+            "\n# nfsprov-testbed: TLS only\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            tls.join("server.pem").display(),
+            tls.join("server.key").display()
+        ));
+        fs::write(&conf, text).context("writing postgresql.conf")?;
+        // First match wins: a TCP connection without TLS is rejected before any password.
+        fs::write(
+            self.data_dir().join("pg_hba.conf"),
+            "local all all trust\n\
+             hostnossl all all 0.0.0.0/0 reject\n\
+             hostnossl all all ::/0 reject\n\
+             hostssl all all 127.0.0.1/32 scram-sha-256\n\
+             hostssl all all ::1/128 scram-sha-256\n",
+        )
+        .context("writing pg_hba.conf")?;
+        Ok(())
+    }
+
+    fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    /// The CA that signed the server's certificate (PEM), on [`Postgres::start_tls`].
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.tls_dir().join("ca.pem"))
+    }
+
+    /// A CA that signed nothing of this server's (PEM), on [`Postgres::start_tls`].
+    pub fn other_ca_file(&self) -> Option<PathBuf> {
+        self.tls.then(|| self.tls_dir().join("other-ca.pem"))
     }
 
     /// A server program run as the `postgres` user.
@@ -156,17 +233,23 @@ impl Postgres {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    /// `postgres://nfsprov:<password>@127.0.0.1:<port>/nfsprov`: what nfsprov is given.
+    /// `postgres://nfsprov:<password>@127.0.0.1:<port>/nfsprov`: what nfsprov is given; on
+    /// [`Postgres::start_tls`] followed by `?sslmode=verify-full&sslrootcert=<ca file>`.
     pub fn url(&self) -> String {
         self.url_for(DATABASE)
     }
 
     /// The URL of another database on this server (see [`Postgres::create_database`]).
     pub fn url_for(&self, database: &str) -> String {
-        format!(
+        let url = format!(
             "postgres://{USER}:{PASSWORD}@127.0.0.1:{}/{database}",
             self.port
-        )
+        );
+        match self.ca_file() {
+            // The temporary directory's name is letters and digits: nothing to escape.
+            Some(ca) => format!("{url}?sslmode=verify-full&sslrootcert={}", ca.display()),
+            None => url,
+        }
     }
 
     /// A new empty database owned by [`USER`] (a `migrate-to` target, say); its URL.
@@ -469,6 +552,43 @@ mod tests {
         drop(pg);
         assert!(!dir.exists(), "{} left behind", dir.display());
         assert!(!crate::port_accepts(port));
+    }
+
+    #[test]
+    fn a_tls_server_takes_tls_connections_with_its_ca_only() {
+        let pg = Postgres::start_tls().unwrap();
+        let url = pg.url();
+        let ca = pg.ca_file().unwrap();
+        assert!(
+            url.ends_with(&format!(
+                "?sslmode=verify-full&sslrootcert={}",
+                ca.display()
+            )),
+            "{url}"
+        );
+        // libpq checks the certificate against the CA and the name 127.0.0.1.
+        assert_eq!(
+            psql_url(
+                &url,
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            )
+            .unwrap(),
+            "t"
+        );
+        let plain = url.replace("sslmode=verify-full", "sslmode=disable");
+        let err = psql_url(&plain, "SELECT 1").unwrap_err().to_string();
+        assert!(
+            err.contains("pg_hba.conf rejects connection") && err.contains("no encryption"),
+            "{err}"
+        );
+        let other = url.replace(
+            &ca.display().to_string(),
+            &pg.other_ca_file().unwrap().display().to_string(),
+        );
+        let err = psql_url(&other, "SELECT 1").unwrap_err().to_string();
+        assert!(err.contains("certificate verify failed"), "{err}");
+        // The superuser's local socket (the test bed's own checks) needs no TLS.
+        assert_eq!(pg.query("SELECT 1").unwrap().trim(), "1");
     }
 
     #[test]

@@ -274,8 +274,9 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<()> {
     run(Command::new("openssl").current_dir(dir).args(args))
 }
 
-/// A CA, a server certificate it signed for 127.0.0.1 and localhost, and another CA.
-fn make_certificates(dir: &Path) -> Result<()> {
+/// A CA, a server certificate it signed for 127.0.0.1 and localhost, and another CA, in `dir`:
+/// `ca.pem`, `server.pem`, `server.key` and `other-ca.pem` (also [`crate::postgres`]'s).
+pub(crate) fn make_certificates(dir: &Path) -> Result<()> {
     for ca in ["ca", "other-ca"] {
         openssl(
             dir,

@@ -115,8 +115,10 @@ pub async fn migrate_to(sqlite: &Path, url: &str) -> anyhow::Result<Migrated> {
 
     // One connection first: its error names the cause (refused, unknown host, password),
     // where the pool's would only say that it timed out.
-    sqlx::PgConnection::connect(url)
+    let options = super::postgres::connect_options(url)?;
+    sqlx::PgConnection::connect_with(&options)
         .await
+        .map_err(|e| super::postgres::connect_error(e, &options))
         .with_context(|| format!("target {target}: connecting"))?
         .close()
         .await

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use tokio::sync::mpsc;
 
 use super::audit::append_all;
@@ -44,8 +44,9 @@ pub(super) async fn open(url: &str) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options)
+        .connect_with(options.clone())
         .await
+        .map_err(|e| connect_error(e, &options))
         .context("connecting to the PostgreSQL database")?;
     sqlx::migrate!("./migrations_pg")
         .run(&pool)
@@ -54,13 +55,87 @@ pub(super) async fn open(url: &str) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
-fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+/// Every connection of this node to PostgreSQL is made with these: the main pool's, the
+/// leases' pool's, the change listener's (`notify`, on the main pool's options) and `migrate-to`'s,
+/// so the URL's `sslmode` and `sslrootcert` hold for all of them.
+pub(super) fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     Ok(PgConnectOptions::from_str(url)
         .context("reading the PostgreSQL database URL")?
         .options([(
             "idle_in_transaction_session_timeout",
             IDLE_IN_TRANSACTION_TIMEOUT,
         )]))
+}
+
+/// `e` with what to change when TLS is the cause: sqlx (and rustls) name the failure
+/// ("invalid peer certificate: UnknownIssuer", "pg_hba.conf rejects connection ... no
+/// encryption") but not which URL parameter fixes it. Never the URL itself (its password).
+pub(super) fn connect_error(e: sqlx::Error, options: &PgConnectOptions) -> anyhow::Error {
+    use rustls::CertificateError as Cert;
+    let server = format!("{}:{}", options.get_host(), options.get_port());
+    // rustls's verdict comes as `Error::Tls` from the handshake's set-up and as an
+    // `io::Error` around it from the handshake itself (sqlx drives rustls through its socket).
+    let rustls_error = match &e {
+        sqlx::Error::Tls(tls) => tls.downcast_ref::<rustls::Error>(),
+        sqlx::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    let hint = match (rustls_error, &e) {
+        (
+            Some(rustls::Error::InvalidCertificate(
+                Cert::UnknownIssuer | Cert::BadSignature | Cert::UnhandledCriticalExtension,
+            )),
+            _,
+        ) => Some(format!(
+            "the certificate of the PostgreSQL server {server} was not trusted: it is not signed \
+             by a CA in the URL's sslrootcert (or the system's roots without it); give the CA \
+             file that signed the server's certificate as sslrootcert"
+        )),
+        (
+            Some(rustls::Error::InvalidCertificate(
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+            )),
+            _,
+        ) => Some(format!(
+            "the certificate of the PostgreSQL server {server} is not valid for the name {:?} \
+             of the URL: use a host name the certificate lists, or sslmode=verify-ca to check \
+             the CA only",
+            options.get_host()
+        )),
+        (Some(rustls::Error::InvalidCertificate(_)), _) => Some(format!(
+            "the certificate of the PostgreSQL server {server} was not trusted"
+        )),
+        (Some(_), _) | (None, sqlx::Error::Tls(_)) => {
+            Some(format!("TLS to the PostgreSQL server {server} failed"))
+        }
+        (None, sqlx::Error::Database(db))
+            if db.code().as_deref() == Some("28000") && db.message().contains("no encryption") =>
+        {
+            Some(format!(
+                "the PostgreSQL server {server} accepts only TLS connections (the URL has \
+                 sslmode={}): set sslmode=verify-full and sslrootcert=<the CA file> in the \
+                 database URL",
+                ssl_mode_name(options.get_ssl_mode())
+            ))
+        }
+        _ => None,
+    };
+    match hint {
+        Some(hint) => anyhow::Error::new(e).context(hint),
+        None => e.into(),
+    }
+}
+
+/// `mode` as the URL spells it.
+fn ssl_mode_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
 }
 
 /// The leases' own pool (`datastore::leases`): two connections that requests never take, so
@@ -386,5 +461,34 @@ mod tests {
         if let Err(e) = super::connect_options(&long) {
             assert!(!format!("{e:#} {e:?}").contains("s3cret"));
         }
+    }
+
+    /// rustls panics on its first default config (`ClientConfig::builder()`, which a
+    /// dependency may call) when the build has two crypto providers and none is installed.
+    /// sqlx's TLS (`tls-rustls-ring-native-roots`), tokio-rustls and ldap3 must all bring
+    /// ring alone: the default is then unambiguous, and it is ring, what serve.rs and ldap.rs
+    /// name explicitly.
+    #[test]
+    fn rustls_is_built_with_ring_alone() {
+        let config = std::panic::catch_unwind(|| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        });
+        assert!(
+            config.is_ok(),
+            "two rustls crypto providers in the build (see `cargo tree -e features -i rustls`)"
+        );
+        let suites = |p: &rustls::crypto::CryptoProvider| {
+            p.cipher_suites
+                .iter()
+                .map(|s| s.suite())
+                .collect::<Vec<_>>()
+        };
+        let default = rustls::crypto::CryptoProvider::get_default().expect("installed by builder");
+        assert_eq!(
+            suites(default),
+            suites(&rustls::crypto::ring::default_provider())
+        );
     }
 }

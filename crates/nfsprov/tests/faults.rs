@@ -456,6 +456,85 @@ async fn mode_and_owner_changed_by_hand_are_put_back() {
     assert!(env.log().contains("restoring"), "{}", env.log());
 }
 
+/// The server's side of nfsprov's session to `srv1` (sshd's session processes and the shell),
+/// stopped (SIGSTOP) until dropped: the server hangs mid-script, as a wedged one would.
+struct FrozenSession(Vec<u32>);
+
+impl FrozenSession {
+    fn of(env: &Env) -> FrozenSession {
+        let procs: Vec<u32> = env
+            .server("srv1")
+            .session_procs()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert!(!procs.is_empty(), "no session to freeze");
+        let frozen = FrozenSession(procs);
+        frozen.signal("-STOP");
+        frozen
+    }
+
+    fn signal(&self, sig: &str) {
+        for p in &self.0 {
+            let _ = std::process::Command::new("kill")
+                .args([sig, &p.to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for FrozenSession {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+    }
+}
+
+/// Freeze the session, create a volume behind it, and wait (up to `within`) until both the
+/// server and that volume say what holds it up, which must contain `holds_it`; then thaw the
+/// session and see the volume made and the server reachable again.
+async fn a_hang_is_reported_and_then_converges(
+    env: &Env,
+    sub: &str,
+    within: Duration,
+    holds_it: &str,
+) {
+    let frozen = FrozenSession::of(env);
+    let id = env
+        .create_accepted(sub, json!([{"host": "10.0.0.2"}]))
+        .await;
+    let deadline = Instant::now() + within;
+    let (server, v) = loop {
+        let server = server_row(env).await;
+        let v = env.volume(id).await;
+        if server["status"] == "slow" && v["last_error"].is_string() {
+            break (server, v);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hung server was not reported: {server} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(frozen);
+    assert_eq!(v["state"], "creating", "{v}");
+    assert!(v["last_error"].as_str().unwrap().contains(holds_it), "{v}");
+    assert!(
+        server["status_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pass running for") && m.contains(holds_it)),
+        "{server}"
+    );
+    let v = env
+        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
+        .await;
+    assert_eq!(v["last_error"], Value::Null);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_row(env).await["status"] != "reachable" {
+        assert!(Instant::now() < deadline, "{}", server_row(env).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_ssh_session_is_reported_and_then_converges() {
     let mut env = Env::start(1, 100, 100).await;
@@ -466,63 +545,13 @@ async fn a_hung_ssh_session_is_reported_and_then_converges() {
     .await;
     env.create_available("first", json!([{"host": "10.0.0.1"}]))
         .await;
-    // Freeze the server's side of the session (sshd session processes and the shell).
-    let frozen: Vec<u32> = env
-        .server("srv1")
-        .session_procs()
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
-    assert!(!frozen.is_empty());
-    let signal = |sig: &str| {
-        for p in &frozen {
-            let _ = std::process::Command::new("kill")
-                .args([sig, &p.to_string()])
-                .status();
-        }
-    };
-    signal("-STOP");
-    let id = env
-        .create_accepted("waiting", json!([{"host": "10.0.0.2"}]))
-        .await;
-    let began = Instant::now();
-    let deadline = began + Duration::from_secs(8);
-    let (server, v) = loop {
-        let server = server_row(&env).await;
-        let v = env.volume(id).await;
-        if server["status"] == "slow" && v["last_error"].is_string() {
-            break (server, v);
-        }
-        if Instant::now() >= deadline {
-            signal("-CONT");
-            panic!("the hung server was not reported: {server} {v}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    signal("-CONT");
-    assert_eq!(v["state"], "creating", "{v}");
-    assert!(
-        v["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("waiting for the server"),
-        "{v}"
-    );
-    assert!(
-        server["status_message"]
-            .as_str()
-            .is_some_and(|m| m.contains("pass running for")),
-        "{server}"
-    );
-    let v = env
-        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
-        .await;
-    assert_eq!(v["last_error"], Value::Null);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server_row(&env).await["status"] != "reachable" {
-        assert!(Instant::now() < deadline, "{}", server_row(&env).await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    a_hang_is_reported_and_then_converges(
+        &env,
+        "waiting",
+        Duration::from_secs(8),
+        "waiting for the server",
+    )
+    .await;
 }
 
 /// The steps after a volumes' pass (usage sampling and sizes, snapshots) run on the same
@@ -546,56 +575,14 @@ async fn a_server_that_hangs_while_sampling_usage_is_reported_and_then_converges
         assert!(Instant::now() < deadline, "never sampled: {}", env.log());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let frozen: Vec<u32> = env
-        .server("srv1")
-        .session_procs()
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
-    assert!(!frozen.is_empty());
-    let signal = |sig: &str| {
-        for p in &frozen {
-            let _ = std::process::Command::new("kill")
-                .args([sig, &p.to_string()])
-                .status();
-        }
-    };
-    signal("-STOP");
-    let id = env
-        .create_accepted("behind-sampling", json!([{"host": "10.0.0.2"}]))
-        .await;
     // The pause (4 s) and then the slow limit (1 s), with room for a loaded machine.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (server, v) = loop {
-        let server = server_row(&env).await;
-        let v = env.volume(id).await;
-        if server["status"] == "slow" && v["last_error"].is_string() {
-            break (server, v);
-        }
-        if Instant::now() >= deadline {
-            signal("-CONT");
-            panic!("the hung server was not reported: {server} {v}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    signal("-CONT");
-    assert_eq!(v["state"], "creating", "{v}");
-    for said in [&v["last_error"], &server["status_message"]] {
-        assert!(
-            said.as_str()
-                .is_some_and(|m| m.contains("waiting for the server (sampling usage")),
-            "{server} {v}"
-        );
-    }
-    let v = env
-        .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
-        .await;
-    assert_eq!(v["last_error"], Value::Null);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while server_row(&env).await["status"] != "reachable" {
-        assert!(Instant::now() < deadline, "{}", server_row(&env).await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    a_hang_is_reported_and_then_converges(
+        &env,
+        "behind-sampling",
+        Duration::from_secs(20),
+        "waiting for the server (sampling usage",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

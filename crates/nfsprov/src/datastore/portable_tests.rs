@@ -681,10 +681,7 @@ async fn the_postgres_create_lookup_seeks_the_overlap_range() {
         "the overlap range is filtered, not sought: {plan:#?}"
     );
     assert!(plan.iter().any(|l| range(&l)), "{plan:#?}");
-    assert!(
-        !plan.iter().any(|l| l.contains("Seq Scan")),
-        "{plan:#?}"
-    );
+    assert!(!plan.iter().any(|l| l.contains("Seq Scan")), "{plan:#?}");
 }
 
 /// Leases on both databases (their clock expression differs): one holder at a time, renewals

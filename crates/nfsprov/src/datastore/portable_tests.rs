@@ -630,6 +630,60 @@ async fn a_postgres_create_waits_for_the_root_path_row_and_judges_what_was_commi
     assert_eq!(db.root_path(rp).await.unwrap().allocated_gb, 0);
 }
 
+/// The create lookup's overlap check seeks an index on PostgreSQL too: its byte-order range
+/// (`sub_path COLLATE "C"`) cannot use `volumes_live_path` in the database's collation, and
+/// without `volumes_live_path_c` every create read every live volume of its root path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_create_lookup_seeks_the_overlap_range() {
+    use sqlx::Connection as _;
+    let Some(url) = pg_database("lookup_plan").await else {
+        return;
+    };
+    let db = Datastore::open_url(&url).await.unwrap();
+    let (owner, rp) = populate(&db).await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    // A root path with as many live volumes as a busy one, and the planner's statistics.
+    sqlx::query(
+        "INSERT INTO volumes (owner_id, root_path_id, server_id, sub_path, size_gb, clients, \
+         mode, uid, gid, state, created_at, updated_at) \
+         SELECT $1, rp.id, rp.server_id, 'v' || i, 1, '[]', '0755', 0, 0, 'creating', 'x', 'x' \
+         FROM root_paths rp, generate_series(1, 2000) AS i WHERE rp.id = $2",
+    )
+    .bind(owner)
+    .bind(rp)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE volumes")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let sql = format!(
+        "EXPLAIN {}",
+        super::sql::pg_sql(&super::create::lookup_sql(2, " COLLATE \"C\""))
+    );
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(owner)
+        .bind(rp)
+        .bind(Some("key"))
+        .bind("v1/")
+        .bind("v10")
+        .bind("v")
+        .bind("v/x")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    let range = |l: &&String| l.contains("sub_path") && l.contains(">=");
+    assert!(
+        plan.iter()
+            .filter(range)
+            .all(|l| l.trim_start().starts_with("Index Cond:")),
+        "the overlap range is filtered, not sought: {plan:#?}"
+    );
+    assert!(plan.iter().any(|l| range(&l)), "{plan:#?}");
+    assert!(!plan.iter().any(|l| l.contains("Seq Scan")), "{plan:#?}");
+}
+
 /// Leases on both databases (their clock expression differs): one holder at a time, renewals
 /// keep the token, an expired or released lease is taken with a greater one, racing takers of
 /// a free lease get one winner.

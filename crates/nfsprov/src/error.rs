@@ -217,7 +217,7 @@ const DATABASE_UNREACHABLE: &str = "the service cannot reach its database right 
 
 /// Whether `e` says "the database is not there right now" rather than "this statement is
 /// wrong": no connection could be had in time (the pool's acquire timeout), a connection
-/// broke or did not answer (I/O, TLS; the SQL layer's own wait on PostgreSQL ends as a
+/// broke, did not answer or answered out of protocol (I/O, TLS, protocol; the SQL layer's own wait on PostgreSQL ends as a
 /// timed-out I/O error), or PostgreSQL said so: class 08 (connection exception),
 /// 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 53300
 /// too_many_connections.
@@ -227,7 +227,12 @@ fn is_database_unreachable(e: &sqlx::Error) -> bool {
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed
         | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_) => true,
+        | sqlx::Error::Tls(_)
+        // The conversation broke off: a server (or a proxy in front of it) that closes a new
+        // connection at once answers sqlx's TLS request (`sslmode=prefer`, the default) with
+        // nothing, "unexpected response from SSLRequest: 0x00", as one starting up or shutting
+        // down may answer it with an error message sqlx does not read.
+        | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
             .is_some_and(|pg| {

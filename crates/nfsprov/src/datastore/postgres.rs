@@ -491,4 +491,40 @@ mod tests {
             suites(&rustls::crypto::ring::default_provider())
         );
     }
+
+    /// A database that closes each new connection at once (down behind a proxy or balancer
+    /// that still accepts, or going away): every `sslmode` gives the caller a 503, never a 500.
+    /// sqlx's TLS request under `prefer` (the default) reads nothing back and calls it a
+    /// protocol error; that was a 500 in a storm while PostgreSQL restarted behind a proxy.
+    #[tokio::test]
+    async fn a_database_that_closes_new_connections_is_unavailable() {
+        use sqlx::Connection as _;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let modes = [
+            "",
+            "?sslmode=prefer",
+            "?sslmode=require",
+            "?sslmode=disable",
+        ];
+        let closer = std::thread::spawn(move || {
+            for _ in 0..modes.len() {
+                drop(listener.accept());
+            }
+        });
+        for mode in modes {
+            let url = format!("postgres://u:s3cret@127.0.0.1:{port}/db{mode}");
+            let options = super::connect_options(&url).unwrap();
+            let e = sqlx::PgConnection::connect_with(&options)
+                .await
+                .unwrap_err();
+            let shown = format!("{e}");
+            let mapped = crate::error::Error::from(e);
+            assert!(
+                matches!(mapped, crate::error::Error::Unavailable(_)),
+                "{mode:?}: {shown} became {mapped:?}"
+            );
+        }
+        closer.join().unwrap();
+    }
 }

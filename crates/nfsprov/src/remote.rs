@@ -540,7 +540,7 @@ mod tests {
             .parse()
             .unwrap();
         // The background sleep was in the body's process group: gone (or a zombie being reaped).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
             let zombie_or_gone = state.is_empty() || state.contains(") Z ");

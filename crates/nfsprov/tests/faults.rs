@@ -134,7 +134,7 @@ async fn a_name_whose_dns_never_answers_is_held_back_and_the_others_proceed() {
     );
 
     // Nothing hangs on the server: no lookup or exportfs is left running.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = procs_named(&env, "srv1", &["exportfs", "getent", "timeout"]);
         if left.is_empty() {
@@ -190,7 +190,7 @@ async fn a_pass_stopped_at_its_time_limit_leaves_nothing_running_on_the_server()
         .create_accepted("after", json!([{"host": "10.0.0.9"}]))
         .await;
     // While the pass hangs, the API says so.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let server = server_row(&env).await;
         let v = env.volume(id).await;
@@ -224,7 +224,7 @@ async fn a_pass_stopped_at_its_time_limit_leaves_nothing_running_on_the_server()
         env.log()
     );
     // The exportfs stopped by the time limit is gone from the server.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = procs_named(&env, "srv1", &["exportfs", "getent", "timeout"]);
         if left.is_empty() {
@@ -236,7 +236,7 @@ async fn a_pass_stopped_at_its_time_limit_leaves_nothing_running_on_the_server()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while server_row(&env).await["status"] != "reachable" {
         assert!(Instant::now() < deadline, "{}", server_row(&env).await);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -262,7 +262,7 @@ async fn a_pass_cut_off_by_a_crash_leaves_nothing_running_on_the_server() {
     // The next reload hangs in exportfs; nfsprov dies meanwhile (its ssh session with it).
     env.create_accepted("after", json!([{"host": "10.0.0.9"}]))
         .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while procs_named(&env, "srv1", &["exportfs"]).is_empty() {
         assert!(Instant::now() < deadline, "exportfs never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -438,7 +438,7 @@ async fn mode_and_owner_changed_by_hand_are_put_back() {
 
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     std::os::unix::fs::chown(&dir, Some(4321), Some(4321)).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let meta = std::fs::metadata(&dir).unwrap();
         if (mode_of(&dir), meta.uid(), meta.gid()) == want {
@@ -528,7 +528,7 @@ async fn a_hang_is_reported_and_then_converges(
         .wait_volume(id, Duration::from_secs(30), |v| v["state"] == "available")
         .await;
     assert_eq!(v["last_error"], Value::Null);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while server_row(env).await["status"] != "reachable" {
         assert!(Instant::now() < deadline, "{}", server_row(env).await);
         tokio::time::sleep(Duration::from_millis(100)).await;

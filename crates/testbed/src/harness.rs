@@ -456,7 +456,7 @@ impl Env {
 
     /// Wait until node `i` answers its health check, and insist it is our process answering.
     async fn wait_node_healthy(&mut self, i: usize) {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(60);
         let base = self.node_base(i);
         loop {
             if let Ok(r) = self.http.get(format!("{base}/api/v1/health")).send().await

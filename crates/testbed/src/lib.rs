@@ -56,7 +56,7 @@ pub const TESTBED_JSON: &str = "testbed.json";
 
 const SSHD: &str = "/usr/sbin/sshd";
 const GANESHA: &str = "/usr/bin/ganesha.nfsd";
-const GANESHA_START_TIMEOUT: Duration = Duration::from_secs(10);
+const GANESHA_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of [`ClientHost::run`].
 pub const CLIENT_RUN_TIMEOUT: Duration = Duration::from_secs(30);
 /// File name (in `/etc/ganesha`) of the nfsprov-owned config `%include`d by `ganesha.conf`.
@@ -66,9 +66,9 @@ pub const NET_PREFIX: &str = "10.213";
 /// IPv6 (ULA) prefix of the same private networks: `fd00:213:X::/64`.
 pub const NET6_PREFIX: &str = "fd00:213";
 const EXPORTFS: &str = "/usr/sbin/exportfs";
-const START_TIMEOUT: Duration = Duration::from_secs(5);
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TERM_TIMEOUT: Duration = Duration::from_secs(3);
-const STOP_KILL_TIMEOUT: Duration = Duration::from_secs(3);
+const STOP_KILL_TIMEOUT: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(25);
 const PATH_ENV: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -2190,15 +2190,31 @@ mod tests {
                 "-o",
                 "UserKnownHostsFile=/dev/null",
             ])
-            .args(["-o", "BatchMode=yes", "root@127.0.0.1", "sleep 300"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "root@127.0.0.1",
+                "echo up; exec sleep 300",
+            ])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while s.server_pids().len() < 2 && Instant::now() < deadline {
-            sleep(POLL);
+        // The session is running once its shell has printed; on a busy machine that may take
+        // a while. Wait for the line, at most 60 s (ssh is killed if it never comes).
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut first = String::new();
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut first);
+            let _ = tx.send(first);
+        });
+        let first = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        if first != "up\n" {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the session did not start: {first:?}");
         }
         assert!(s.server_pids().len() >= 2, "session did not show up");
 

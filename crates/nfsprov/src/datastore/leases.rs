@@ -237,7 +237,7 @@ mod tests {
                 .unwrap(),
             Some(1)
         );
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         let taken = loop {
             if let Some(t) = db.acquire_lease(s, "b", LONG, None).await.unwrap() {
                 break t;

@@ -142,9 +142,9 @@ mod tests {
         }
     }
 
-    /// Poll `cond` for up to 10 s.
+    /// Poll `cond` for up to 60 s.
     async fn eventually(what: &str, cond: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while !cond() {
             assert!(Instant::now() < deadline, "timed out waiting until {what}");
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -16,7 +16,7 @@
 # ASan) took 558 s of CPU against ~770 s, but ran each target 66-380 times fewer inputs in its
 # 25 s than CI-46 (render 285 vs 45,680; hootie_body 520 vs 197,527), though at that load the
 # five runs got 33 s of CPU in their 125 s, a quarter of a core. FUZZ_BUILD replaces the
-# build flags below, e.g. FUZZ_BUILD="-O -a --codegen-units 16" (not measured yet).
+# build flags below; CI's scripts/test.sh sets it (no ASan, 16 codegen units: see there).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -233,13 +233,20 @@ fn is_database_unreachable(e: &sqlx::Error) -> bool {
         // nothing, "unexpected response from SSLRequest: 0x00", as one starting up or shutting
         // down may answer it with an error message sqlx does not read.
         | sqlx::Error::Protocol(_) => true,
+        _ => pg_code(e).is_some_and(|code| {
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+    }
+}
+
+/// PostgreSQL's SQLSTATE of `e`, if PostgreSQL refused a statement; `None` for anything else,
+/// SQLite's errors included (their codes are SQLite result codes, not SQLSTATEs).
+fn pg_code(e: &sqlx::Error) -> Option<&str> {
+    match e {
         sqlx::Error::Database(db) => db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|pg| {
-                let code = pg.code();
-                code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
-            }),
-        _ => false,
+            .map(|pg| pg.code()),
+        _ => None,
     }
 }
 
@@ -247,12 +254,7 @@ fn is_database_unreachable(e: &sqlx::Error) -> bool {
 /// PostgreSQL's text types cannot), SQLSTATE 22021 character_not_in_repertoire or 22P05
 /// untranslatable_character. It is the request's text, not the service, at fault.
 fn is_unstorable_text(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db
-            .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            .is_some_and(|pg| matches!(pg.code(), "22021" | "22P05")),
-        _ => false,
-    }
+    matches!(pg_code(e), Some("22021" | "22P05"))
 }
 
 impl From<sqlx::Error> for Error {
@@ -271,15 +273,10 @@ impl From<sqlx::Error> for Error {
         }
         let storage = match &e {
             // SQLite's result codes are numbers; PostgreSQL's SQLSTATEs are not its business.
-            sqlx::Error::Database(db)
-                if db
-                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                    .is_none() =>
-            {
-                db.code()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .is_some_and(|c| is_storage_failure(c & 0xff))
-            }
+            sqlx::Error::Database(db) if pg_code(&e).is_none() => db
+                .code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| is_storage_failure(c & 0xff)),
             _ => false,
         };
         if storage {

@@ -5,8 +5,8 @@
 //! naming the variable: a typo must not silently fall back to a default. `Default` gives the
 //! same values as an empty environment, for code and tests that build settings directly.
 //!
-//! It imports only `spec` (for the request limits' bounds), so `api`, `auth`, `reconcile` and
-//! `serve` all take their settings from here.
+//! It imports only `spec` (for the request limits' bounds) and `forwarded` (the trusted
+//! proxies' list), so `api`, `auth`, `reconcile` and `serve` all take their settings from here.
 
 use std::ffi::OsStr;
 use std::time::Duration;

@@ -2,9 +2,10 @@
 //! for 127.0.0.1 signed by a test CA, and a `pg_hba.conf` that rejects TCP without TLS
 //! (`Postgres::start_tls`), so whatever gets in spoke TLS. A node with
 //! `sslmode=verify-full&sslrootcert=<ca>` serves and records a create (its pools and its
-//! change listener all on TLS); a CA that did not sign the server's certificate, or
-//! `sslmode=disable`, stops `nfsprov serve` at start-up with the cause and what to set, never
-//! the password; `nfsprov db migrate-to` copies into the TLS server.
+//! change listener all on TLS); a CA that did not sign the server's certificate, a
+//! certificate that does not name the host of the URL, or `sslmode=disable`, stops
+//! `nfsprov serve` at start-up with the cause and what to set, never the password;
+//! `nfsprov db migrate-to` copies into the TLS server.
 
 mod common;
 
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use nfsprov_testbed::postgres::{PASSWORD, Postgres};
+use nfsprov_testbed::proxy::TcpProxy;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -152,6 +154,75 @@ async fn a_certificate_not_signed_by_the_given_ca_stops_serve_at_start_up() {
     assert!(!err.contains(PASSWORD), "{err}");
     // Closed: nothing was written (no migration ran on an unverified server).
     assert_eq!(tables(&pg), "0");
+}
+
+/// A server reached under a name its certificate does not list (a man in the middle holding a
+/// certificate the same CA signed for another host looks the same): `verify-full` stops
+/// `serve` at start-up naming the name and the way out, and writes nothing; `verify-ca`, which
+/// checks the CA only, gets in through the same path (so it was the name that was refused).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_for_another_name_stops_verify_full_and_verify_ca_gets_in() {
+    let pg = start_tls_postgres().await;
+    // The certificate lists 127.0.0.1 and localhost; 127.0.0.2 reaches the same server.
+    let proxy = TcpProxy::start_on(
+        std::net::Ipv4Addr::new(127, 0, 0, 2),
+        ([127, 0, 0, 1], pg.port).into(),
+    )
+    .unwrap();
+    let url = pg.url().replace(
+        &format!("@127.0.0.1:{}/", pg.port),
+        &format!("@{}/", proxy.addr()),
+    );
+    assert!(url.contains("@127.0.0.2:"), "{url}");
+    let dir = tempfile::tempdir().unwrap();
+
+    let (ok, err) = serve_until_it_exits(&url, dir.path());
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the certificate of the PostgreSQL server {} is not valid for the name \"127.0.0.2\"",
+            proxy.addr()
+        )) && err.contains("sslmode=verify-ca"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD), "{err}");
+    assert_eq!(tables(&pg), "0");
+
+    // verify-ca through the same proxy: in, and nfsprov's tables appear.
+    let url = url.replace("sslmode=verify-full", "sslmode=verify-ca");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err_path = dir.path().join("serve-ca.err");
+    let mut child = Command::new(nfsprov_bin())
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("NFSPROV_DATA_DIR", dir.path().join("data-ca"))
+        .env("NFSPROV_LOG", "info")
+        .env(DATABASE_URL_ENV, &url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("spawn nfsprov serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        if tables(&pg) != "0" {
+            break Ok(());
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(format!("serve exited ({status})"));
+        }
+        if Instant::now() > deadline {
+            break Err("no tables after 60 s".to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+    assert!(outcome.is_ok(), "{outcome:?}: {err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -34,6 +34,7 @@ struct State {
 
 pub struct TcpProxy {
     pub port: u16,
+    ip: Ipv4Addr,
     upstream: SocketAddr,
     state: watch::Sender<State>,
     active: Arc<AtomicUsize>,
@@ -44,8 +45,17 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Listen on a free `127.0.0.1` port and forward each connection to `upstream`.
     pub fn start(upstream: SocketAddr) -> Result<TcpProxy> {
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding the proxy's port")?;
+        Self::start_on(Ipv4Addr::LOCALHOST, upstream)
+    }
+
+    /// Listen on a free port of `ip` (a loopback address: `127.0.0.2` is a name a server's
+    /// certificate for `127.0.0.1` does not list) and forward each connection to `upstream`.
+    pub fn start_on(ip: Ipv4Addr, upstream: SocketAddr) -> Result<TcpProxy> {
+        anyhow::ensure!(
+            ip.is_loopback(),
+            "the proxy listens on loopback only, not {ip}"
+        );
+        let listener = TcpListener::bind((ip, 0)).context("binding the proxy's port")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let (state, state_rx) = watch::channel(State {
@@ -73,6 +83,7 @@ impl TcpProxy {
             .context("starting the proxy's thread")?;
         Ok(TcpProxy {
             port,
+            ip,
             upstream,
             state,
             active,
@@ -82,7 +93,7 @@ impl TcpProxy {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        SocketAddr::from((self.ip, self.port))
     }
 
     pub fn upstream(&self) -> SocketAddr {

@@ -9,8 +9,8 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -26,18 +26,17 @@ async fn start_tls_postgres() -> Postgres {
         .expect("PostgreSQL with TLS starts")
 }
 
-/// `nfsprov serve` on `url` with an empty data directory, expected to give up at start-up:
-/// its exit status's success and its standard error.
-fn serve_until_it_exits(url: &str, dir: &Path) -> (bool, String) {
-    let err_path = dir.join("serve.err");
+/// `nfsprov serve` on `url`, its data in `dir/<name>`, its standard error in `dir/<name>.err`.
+fn spawn_serve(url: &str, dir: &Path, name: &str) -> (Child, PathBuf) {
+    let err_path = dir.join(format!("{name}.err"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut child = Command::new(nfsprov_bin())
+    let child = Command::new(nfsprov_bin())
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("NFSPROV_DATA_DIR", dir.join("data"))
+        .env("NFSPROV_DATA_DIR", dir.join(name))
         .env("NFSPROV_LOG", "info")
         .env(DATABASE_URL_ENV, url)
         .stdin(Stdio::null())
@@ -45,6 +44,13 @@ fn serve_until_it_exits(url: &str, dir: &Path) -> (bool, String) {
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()
         .expect("spawn nfsprov serve");
+    (child, err_path)
+}
+
+/// `nfsprov serve` on `url` with an empty data directory, expected to give up at start-up:
+/// its exit status's success and its standard error.
+fn serve_until_it_exits(url: &str, dir: &Path) -> (bool, String) {
+    let (mut child, err_path) = spawn_serve(url, dir, "serve");
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -190,22 +196,7 @@ async fn a_certificate_for_another_name_stops_verify_full_and_verify_ca_gets_in(
 
     // verify-ca through the same proxy: in, and nfsprov's tables appear.
     let url = url.replace("sslmode=verify-full", "sslmode=verify-ca");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let err_path = dir.path().join("serve-ca.err");
-    let mut child = Command::new(nfsprov_bin())
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("NFSPROV_DATA_DIR", dir.path().join("data-ca"))
-        .env("NFSPROV_LOG", "info")
-        .env(DATABASE_URL_ENV, &url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .expect("spawn nfsprov serve");
+    let (mut child, err_path) = spawn_serve(&url, dir.path(), "serve-ca");
     let deadline = Instant::now() + Duration::from_secs(60);
     let outcome = loop {
         if tables(&pg) != "0" {

@@ -60,10 +60,11 @@ wait_background() {
 }
 # CI's fuzz build leaves out AddressSanitizer and splits codegen in 16 units: the code fuzzed
 # (request parsers, renderers) is safe Rust, and overflow checks and debug assertions stay on.
-# Measured alone on 2 cores (2026-11-26): 950 s of CPU, 8:49 wall, against 1238 s, 11:25 with
-# ASan (the waiting for that build was most of CI 53's fuzz step: 686 s of its 1843 s). The
-# 15 s runs, alone, did 2.3-3 times the inputs of CI 53's ASan runs (render 108,945 against
-# 46,564). A local `scripts/fuzz.sh` still builds with ASan.
+# Measured alone on 2 cores (2026-11-26), 16 units each: with ASan 1238 s of CPU, 11:25 wall;
+# without, 950 s, 8:49 (that build had its dependencies at opt-level 1, which with ASan saved
+# nothing: 1230 s). Waiting for this build was most of CI 53's fuzz step, 686 s of its 1843 s;
+# CI 54, without ASan, took 1624 s. The 15 s runs, alone, did 2.3-3 times the inputs of CI
+# 53's ASan runs (render 108,945 against 46,564). A local `scripts/fuzz.sh` still uses ASan.
 export FUZZ_BUILD="${FUZZ_BUILD:---debug-assertions --codegen-units 16 -s none}"
 if [ "$#" -eq 0 ]; then
     background "$TARGET/fuzz-build.log" bash "$REPO/scripts/fuzz.sh" --build-only

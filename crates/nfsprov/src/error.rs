@@ -217,10 +217,10 @@ const DATABASE_UNREACHABLE: &str = "the service cannot reach its database right 
 
 /// Whether `e` says "the database is not there right now" rather than "this statement is
 /// wrong": no connection could be had in time (the pool's acquire timeout), a connection
-/// broke, did not answer or answered out of protocol (I/O, TLS, protocol; the SQL layer's own wait on PostgreSQL ends as a
-/// timed-out I/O error), or PostgreSQL said so: class 08 (connection exception),
-/// 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 53300
-/// too_many_connections.
+/// broke, did not answer or answered out of protocol (I/O, TLS, protocol; the SQL layer's own
+/// wait on PostgreSQL ends as a timed-out I/O error), or PostgreSQL said so: class 08
+/// (connection exception), 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+/// cannot_connect_now, 53300 too_many_connections.
 fn is_database_unreachable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::PoolTimedOut
